@@ -1,0 +1,38 @@
+# Two commands on a fresh machine: `make run` and `make test`. Each installs what it needs.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: install run test bench lint format screenshot clean
+
+install: $(STAMP)
+
+$(STAMP): requirements.txt
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check --upgrade pip
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.txt
+	@touch $(STAMP)
+
+run: install
+	$(PY) -m fraudsite.launcher
+
+test: install
+	$(PY) -m pytest
+
+bench: install
+	$(PY) manage.py bench
+
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: install
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
+
+screenshot: install
+	$(PY) -m pytest tests/dashboard/test_browser.py -k screenshot
+
+clean:
+	rm -rf $(VENV) var/*.sqlite3*

@@ -1,0 +1,161 @@
+"""Detection data: rules, thresholds, user profiles, model versions, dead letters."""
+
+from __future__ import annotations
+
+from django.core.exceptions import ValidationError
+from django.db import models
+from django.db.models import Q
+
+from detection.rules import RULE_TYPES, RuleParamsError, rule_params_validate
+
+
+class Rule(models.Model):
+    """A detection rule's parameters; its logic lives in `detection.rules`."""
+
+    code = models.CharField(
+        max_length=32,
+        unique=True,
+        choices=[(code, rule.name) for code, rule in RULE_TYPES.items()],
+    )
+    name = models.CharField(max_length=100)
+    description = models.TextField(blank=True)
+    enabled = models.BooleanField(default=True)
+    weight = models.FloatField(
+        help_text="Contribution to the risk score when the rule fires (0..1)."
+    )
+    params = models.JSONField(default=dict, blank=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["code"]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(weight__gte=0) & Q(weight__lte=1), name="rule_weight_0_1"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.code
+
+    def clean(self) -> None:
+        """Refuse parameters that do not fit the rule type, naming the bad key."""
+        if not 0 <= (self.weight if self.weight is not None else -1) <= 1:
+            raise ValidationError({"weight": "Must be between 0 and 1."})
+        try:
+            self.params = rule_params_validate(self.code, self.params)
+        except RuleParamsError as exc:
+            raise ValidationError(
+                {"params": [f"{key}: {text}" for key, text in exc.errors.items()]}
+            ) from exc
+
+
+class DecisionThresholds(models.Model):
+    """The risk-score cut-offs for `suspicious` and `fraud` (a single row, pk=1)."""
+
+    suspicious = models.FloatField(default=0.5)
+    fraud = models.FloatField(default=0.8)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        verbose_name = "decision thresholds"
+        verbose_name_plural = "decision thresholds"
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(suspicious__gt=0)
+                & Q(suspicious__lt=models.F("fraud"))
+                & Q(fraud__lte=1),
+                name="thresholds_ordered",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"suspicious >= {self.suspicious}, fraud >= {self.fraud}"
+
+    def clean(self) -> None:
+        """Require 0 < suspicious < fraud <= 1."""
+        if not 0 < self.suspicious < self.fraud <= 1:
+            raise ValidationError("Need 0 < suspicious < fraud <= 1.")
+
+
+class UserProfile(models.Model):
+    """Durable per-user state, updated in the same transaction as the verdicts."""
+
+    user_id = models.CharField(max_length=64, unique=True)
+    txn_count = models.PositiveIntegerField(default=0)
+    log_amount_mean = models.FloatField(default=0.0)
+    log_amount_m2 = models.FloatField(default=0.0)
+    last_epoch = models.FloatField(null=True, blank=True)
+    last_latitude = models.FloatField(null=True, blank=True)
+    last_longitude = models.FloatField(null=True, blank=True)
+    last_located_epoch = models.FloatField(null=True, blank=True)
+    last_location = models.CharField(max_length=128, blank=True)
+    home_latitude = models.FloatField(null=True, blank=True)
+    home_longitude = models.FloatField(null=True, blank=True)
+    home_location = models.CharField(max_length=128, blank=True)
+    countries = models.JSONField(default=list, blank=True)
+    merchants = models.JSONField(default=list, blank=True)
+    recent = models.JSONField(
+        default=list, blank=True, help_text="[epoch, amount] pairs of the last 24 h."
+    )
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["user_id"]
+
+    def __str__(self) -> str:
+        return self.user_id
+
+
+class ModelVersion(models.Model):
+    """A trained anomaly model: its artifact, features and training window."""
+
+    version = models.CharField(max_length=64, unique=True)
+    algorithm = models.CharField(max_length=64, default="isolation_forest")
+    artifact = models.BinaryField(help_text="skops file (loading runs no code).")
+    artifact_sha256 = models.CharField(max_length=64)
+    feature_names = models.JSONField(default=list)
+    params = models.JSONField(default=dict, blank=True)
+    trained_from = models.DateTimeField(null=True, blank=True)
+    trained_until = models.DateTimeField(null=True, blank=True)
+    sample_count = models.PositiveIntegerField(default=0)
+    trained_at = models.DateTimeField()
+    is_active = models.BooleanField(default=False)
+
+    class Meta:
+        ordering = ["-trained_at"]
+        constraints = [
+            # At most one active model: scorers load "the" active version.
+            models.UniqueConstraint(
+                fields=["is_active"],
+                condition=Q(is_active=True),
+                name="model_version_one_active",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.version + (" (active)" if self.is_active else "")
+
+
+class DeadLetter(models.Model):
+    """A record the stream could not score, kept with its error; never dropped."""
+
+    raw_value = models.BinaryField()
+    raw_preview = models.TextField(blank=True, help_text="First 2,000 characters.")
+    error = models.TextField()
+    topic = models.CharField(max_length=255, blank=True)
+    partition = models.IntegerField(null=True, blank=True)
+    offset = models.BigIntegerField(null=True, blank=True)
+    received_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-id"]
+        constraints = [
+            # A replayed poison record is stored once (same topic/partition/offset).
+            models.UniqueConstraint(
+                fields=["topic", "partition", "offset"], name="dead_letter_position"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.topic}[{self.partition}]@{self.offset}: {self.error[:60]}"

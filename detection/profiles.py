@@ -1,0 +1,95 @@
+"""The ORM-backed user-state store, with an in-process cache in front of it."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from detection.models import UserProfile
+from detection.state import UserState
+
+_FIELDS = (
+    "log_amount_mean",
+    "log_amount_m2",
+    "last_epoch",
+    "last_latitude",
+    "last_longitude",
+    "last_located_epoch",
+    "last_location",
+    "home_latitude",
+    "home_longitude",
+    "home_location",
+    "countries",
+    "merchants",
+    "recent",
+)
+
+
+def profile_to_state(profile: UserProfile) -> UserState:
+    """Return the UserState held in a profile row."""
+    state = UserState(user_id=profile.user_id, count=profile.txn_count)
+    for name in _FIELDS:
+        setattr(state, name, getattr(profile, name))
+    return state
+
+
+def state_to_profile(state: UserState) -> UserProfile:
+    """Return an unsaved profile row holding a UserState."""
+    profile = UserProfile(user_id=state.user_id, txn_count=state.count)
+    for name in _FIELDS:
+        setattr(profile, name, getattr(state, name))
+    return profile
+
+
+class OrmStateStore:
+    """User state in `UserProfile` rows, cached in this process.
+
+    `states_get` hands out copies, so a batch whose database transaction rolls back
+    leaves the cache untouched; `cache_commit` installs the new states only after the
+    commit succeeded. The stream consumer calls `cache_clear` on every partition
+    rebalance: a user who moved here from another consumer is then read from the DB.
+    With `use_cache=False` (the API) every read goes to the database.
+    """
+
+    def __init__(self, *, use_cache: bool = True) -> None:
+        self.use_cache = use_cache
+        self._cache: dict[str, UserState] = {}
+
+    def states_get(self, user_ids: Iterable[str]) -> dict[str, UserState]:
+        """Return working copies of these users' states."""
+        wanted = set(user_ids)
+        found = {uid: self._cache[uid] for uid in wanted if uid in self._cache}
+        missing = sorted(wanted - found.keys())
+        for start in range(0, len(missing), 900):
+            for profile in UserProfile.objects.filter(
+                user_id__in=missing[start : start + 900]
+            ):
+                state = profile_to_state(profile)
+                found[state.user_id] = state
+                if self.use_cache:
+                    self._cache[state.user_id] = state
+        return {
+            uid: found[uid].copy() if uid in found else UserState(user_id=uid)
+            for uid in wanted
+        }
+
+    def states_put(self, states: Iterable[UserState]) -> None:
+        """Upsert the profiles (call inside the batch's database transaction)."""
+        rows = [state_to_profile(state) for state in states]
+        if rows:
+            UserProfile.objects.bulk_create(
+                rows,
+                batch_size=500,
+                update_conflicts=True,
+                unique_fields=["user_id"],
+                update_fields=["txn_count", *_FIELDS, "updated_at"],
+            )
+
+    def cache_commit(self, states: Iterable[UserState]) -> None:
+        """Install states in the cache once their transaction has committed."""
+        if self.use_cache:
+            for state in states:
+                self._cache[state.user_id] = state
+
+    def cache_clear(self) -> None:
+        """Forget every cached state (after a rebalance or a failed batch)."""
+        self._cache.clear()

@@ -1,0 +1,144 @@
+"""The model registry: train an Isolation Forest, store it safely, load the active one.
+
+Artifacts are skops files kept in the database with their SHA-256, so every node sees
+the same model and loading one can run no code (unlike pickle). Scoring uses the
+array-packed evaluation in `detection.forest`, equal to scikit-learn's within 1e-12.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+import numpy as np
+import skops.io as sio
+from django.db import transaction
+from sklearn.ensemble import IsolationForest
+
+from detection.forest import PackedForest
+from detection.models import ModelVersion
+from detection.state import FEATURE_NAMES
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_FOREST_PARAMS = {"n_estimators": 100, "max_samples": 256, "random_state": 42}
+MIN_TRAINING_SAMPLES = 200
+
+
+class ModelIntegrityError(RuntimeError):
+    """Raise when a stored artifact does not match its checksum or feature list."""
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    """An active model ready for scoring."""
+
+    version: str
+    forest: PackedForest
+    feature_names: tuple[str, ...]
+
+    def anomaly_scores(self, matrix: np.ndarray) -> np.ndarray:
+        """Return anomaly scores in 0..1 (higher is more anomalous) for each row."""
+        return -self.forest.score_samples(matrix)
+
+
+def forest_train(matrix: np.ndarray, *, params: dict | None = None) -> IsolationForest:
+    """Return an Isolation Forest fitted on a feature matrix."""
+    if len(matrix) < MIN_TRAINING_SAMPLES:
+        raise ValueError(
+            f"Need at least {MIN_TRAINING_SAMPLES} transactions to train, "
+            f"got {len(matrix)}."
+        )
+    forest = IsolationForest(**{**DEFAULT_FOREST_PARAMS, **(params or {})})
+    forest.fit(matrix)
+    return forest
+
+
+def model_version_create(
+    *,
+    forest: IsolationForest,
+    sample_count: int,
+    trained_from: datetime | None,
+    trained_until: datetime | None,
+    activate: bool = True,
+) -> ModelVersion:
+    """Store a trained forest as a new ModelVersion, activating it if asked."""
+    artifact = sio.dumps(forest)
+    now = datetime.now(UTC)
+    version = f"iforest-{now:%Y%m%d-%H%M%S}-{hashlib.sha256(artifact).hexdigest()[:8]}"
+    with transaction.atomic():
+        row = ModelVersion.objects.create(
+            version=version,
+            artifact=artifact,
+            artifact_sha256=hashlib.sha256(artifact).hexdigest(),
+            feature_names=list(FEATURE_NAMES),
+            params={
+                key: value
+                for key, value in forest.get_params().items()
+                if isinstance(value, int | float | str | bool | type(None))
+            },
+            trained_from=trained_from,
+            trained_until=trained_until,
+            sample_count=sample_count,
+            trained_at=now,
+        )
+        if activate:
+            model_version_activate(version=row.version)
+    logger.info("stored model %s (%d samples)", row.version, sample_count)
+    return row
+
+
+def model_version_activate(*, version: str) -> ModelVersion:
+    """Make this version the active one (running scorers pick it up on refresh)."""
+    with transaction.atomic():
+        ModelVersion.objects.filter(is_active=True).update(is_active=False)
+        ModelVersion.objects.filter(version=version).update(is_active=True)
+        return ModelVersion.objects.get(version=version)
+
+
+def model_load(row: ModelVersion) -> LoadedModel:
+    """Return the scorer for a stored version, verifying checksum and features."""
+    artifact = bytes(row.artifact)
+    if hashlib.sha256(artifact).hexdigest() != row.artifact_sha256:
+        raise ModelIntegrityError(f"Model {row.version}: artifact checksum mismatch.")
+    if tuple(row.feature_names) != FEATURE_NAMES:
+        raise ModelIntegrityError(
+            f"Model {row.version} was trained on other features; retrain it."
+        )
+    untrusted = sio.get_untrusted_types(data=artifact)
+    # Only scikit-learn's own tree types are accepted; anything else is refused.
+    allowed = [name for name in untrusted if name.startswith("sklearn.")]
+    if set(untrusted) - set(allowed):
+        raise ModelIntegrityError(
+            f"Model {row.version} holds untrusted types: {sorted(untrusted)}."
+        )
+    forest = sio.loads(artifact, trusted=allowed)
+    return LoadedModel(
+        version=row.version,
+        forest=PackedForest.from_isolation_forest(forest),
+        feature_names=FEATURE_NAMES,
+    )
+
+
+def model_active_row() -> ModelVersion | None:
+    """Return the active ModelVersion row, or None."""
+    return ModelVersion.objects.filter(is_active=True).first()
+
+
+def training_window(
+    timestamps: Sequence[datetime] | Iterable[datetime],
+) -> tuple[datetime | None, datetime | None]:
+    """Return the first and last of some event times."""
+    first = last = None
+    for moment in timestamps:
+        first = moment if first is None or moment < first else first
+        last = moment if last is None or moment > last else last
+    return first, last
+
+
+def default_training_since(days: float) -> datetime:
+    """Return the start of a training window ending now."""
+    return datetime.now(UTC) - timedelta(days=days)

@@ -1,0 +1,253 @@
+"""Rule logic. Parameters live in `Rule` rows; the code that applies them lives here.
+
+Each rule type declares its parameters (type, bounds, default) so that admin can refuse
+bad values with a clear message, and an `evaluate` function that returns a reason (the
+values that made it fire) or None. Rule codes keep the predecessor's names.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from detection.state import FeatureRow
+
+MODEL_ANOMALY = "model_anomaly"
+
+
+@dataclass(frozen=True)
+class Param:
+    """One rule parameter: its type, inclusive bounds and default."""
+
+    kind: type
+    minimum: float
+    maximum: float
+    default: float
+    help: str
+
+
+@dataclass(frozen=True)
+class RuleType:
+    """A rule the code knows how to apply, with its parameter schema and defaults."""
+
+    code: str
+    name: str
+    description: str
+    weight: float
+    params: dict[str, Param]
+    evaluate: Callable[[FeatureRow, dict[str, Any], float | None], dict | None]
+
+    def params_defaults(self) -> dict[str, Any]:
+        """Return the default parameters."""
+        return {key: spec.default for key, spec in self.params.items()}
+
+
+class RuleParamsError(ValueError):
+    """Raise when rule parameters do not fit the rule type (errors: key -> text)."""
+
+    def __init__(self, errors: dict[str, str]):
+        self.errors = errors
+        super().__init__("; ".join(f"{k}: {v}" for k, v in errors.items()))
+
+
+def rule_params_validate(code: str, params: Any) -> dict[str, Any]:
+    """Return the params with defaults filled in, or raise RuleParamsError."""
+    rule_type = RULE_TYPES.get(code)
+    if rule_type is None:
+        raise RuleParamsError({"code": f"Unknown rule code {code!r}."})
+    if not isinstance(params, dict):
+        raise RuleParamsError({"params": "Must be a JSON object."})
+    errors: dict[str, str] = {}
+    unknown = sorted(set(params) - set(rule_type.params))
+    if unknown:
+        errors["params"] = (
+            f"Unknown parameter(s) {', '.join(unknown)}; "
+            f"expected {', '.join(sorted(rule_type.params))}."
+        )
+    cleaned = rule_type.params_defaults()
+    for key, spec in rule_type.params.items():
+        if key not in params:
+            continue
+        value = params[key]
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            errors[key] = f"Must be a number ({spec.help})."
+            continue
+        if spec.kind is int and value != int(value):
+            errors[key] = "Must be a whole number."
+            continue
+        if not spec.minimum <= value <= spec.maximum:
+            errors[key] = (
+                f"Must be between {spec.minimum:g} and {spec.maximum:g} ({spec.help})."
+            )
+            continue
+        cleaned[key] = spec.kind(value)
+    if (
+        code == MODEL_ANOMALY
+        and not errors
+        and not cleaned["floor"] < cleaned["threshold"] <= cleaned["ceiling"]
+    ):
+        errors["threshold"] = "Need floor < threshold <= ceiling."
+    if errors:
+        raise RuleParamsError(errors)
+    return cleaned
+
+
+def _fmt(number: float) -> str:
+    return f"{number:,.0f}" if abs(number) >= 100 else f"{number:,.2f}"
+
+
+def _amount_spike(row: FeatureRow, p: dict, _model: float | None) -> dict | None:
+    if row.history_count < p["min_history"] or row.typical_amount <= 0:
+        return None
+    ratio = row.amount / row.typical_amount
+    if ratio < p["multiplier"]:
+        return None
+    return {
+        "detail": (
+            f"{_fmt(row.amount)} is {ratio:.1f}x the user's typical "
+            f"{_fmt(row.typical_amount)} (limit {p['multiplier']:g}x)"
+        ),
+        "values": {
+            "amount": round(row.amount, 2),
+            "typical_amount": round(row.typical_amount, 2),
+            "ratio": round(ratio, 2),
+            "multiplier": p["multiplier"],
+        },
+    }
+
+
+def _amount_over(row: FeatureRow, p: dict, _model: float | None) -> dict | None:
+    if row.amount < p["threshold"]:
+        return None
+    return {
+        "detail": f"{_fmt(row.amount)} >= {_fmt(p['threshold'])}",
+        "values": {"amount": round(row.amount, 2), "threshold": p["threshold"]},
+    }
+
+
+def _geo_velocity(row: FeatureRow, p: dict, _model: float | None) -> dict | None:
+    if row.speed_kmh is None or row.distance_prev_km is None:
+        return None
+    if (
+        row.distance_prev_km < p["min_distance_km"]
+        or row.speed_kmh <= p["max_speed_kmh"]
+    ):
+        return None
+    hours = row.seconds_since_prev / 3600.0
+    return {
+        "detail": (
+            f"{_fmt(row.distance_prev_km)} km in {hours:.1f} h = "
+            f"{_fmt(row.speed_kmh)} km/h > {_fmt(p['max_speed_kmh'])} km/h"
+        ),
+        "values": {
+            "distance_km": round(row.distance_prev_km, 1),
+            "hours": round(hours, 3),
+            "speed_kmh": round(row.speed_kmh, 1),
+            "max_speed_kmh": p["max_speed_kmh"],
+            "previous_location": row.previous_location,
+        },
+    }
+
+
+def _high_velocity(row: FeatureRow, p: dict, _model: float | None) -> dict | None:
+    window_seconds = p["window_minutes"] * 60
+    # The row carries event times of the user's recent transactions; counting here
+    # (not in features) lets an admin change the window without a new feature.
+    count = 1 + sum(
+        1 for moment in row.recent_times if row.epoch - moment <= window_seconds
+    )
+    if count < p["max_count"]:
+        return None
+    return {
+        "detail": (
+            f"{count} transactions in {p['window_minutes']:g} min "
+            f"(limit {p['max_count']})"
+        ),
+        "values": {
+            "count": count,
+            "window_minutes": p["window_minutes"],
+            "max_count": p["max_count"],
+        },
+    }
+
+
+def _model_anomaly(_row: FeatureRow, p: dict, model_score: float | None) -> dict | None:
+    if model_score is None or model_score < p["threshold"]:
+        return None
+    return {
+        "detail": f"anomaly score {model_score:.3f} >= {p['threshold']:.3f}",
+        "values": {"model_score": round(model_score, 4), "threshold": p["threshold"]},
+    }
+
+
+RULE_TYPES: dict[str, RuleType] = {
+    rule.code: rule
+    for rule in (
+        RuleType(
+            code="amount_spike",
+            name="Amount spike",
+            description="Amount far above the user's typical amount.",
+            weight=0.45,
+            params={
+                "multiplier": Param(float, 1.5, 1000, 5.0, "times the typical amount"),
+                "min_history": Param(int, 1, 1000, 5, "transactions before it applies"),
+            },
+            evaluate=_amount_spike,
+        ),
+        RuleType(
+            code="large_amount",
+            name="Large amount",
+            description="Amount at or above a fixed limit.",
+            weight=0.25,
+            params={"threshold": Param(float, 0.01, 1e9, 2000.0, "amount")},
+            evaluate=_amount_over,
+        ),
+        RuleType(
+            code="huge_amount",
+            name="Huge amount",
+            description="Amount at or above a very high fixed limit.",
+            weight=0.7,
+            params={"threshold": Param(float, 0.01, 1e9, 10000.0, "amount")},
+            evaluate=_amount_over,
+        ),
+        RuleType(
+            code="geo_velocity",
+            name="Impossible travel",
+            description="Implied travel speed since the previous transaction too high.",
+            weight=0.75,
+            params={
+                "max_speed_kmh": Param(float, 10, 50000, 900.0, "km/h"),
+                "min_distance_km": Param(float, 0, 20000, 100.0, "km"),
+            },
+            evaluate=_geo_velocity,
+        ),
+        RuleType(
+            code="high_velocity",
+            name="Velocity burst",
+            description="Many transactions by one user within a short window.",
+            weight=0.5,
+            params={
+                "max_count": Param(int, 2, 10000, 5, "transactions"),
+                "window_minutes": Param(float, 1, 1440, 10.0, "minutes"),
+            },
+            evaluate=_high_velocity,
+        ),
+        RuleType(
+            code=MODEL_ANOMALY,
+            name="Model anomaly",
+            description="Isolation Forest anomaly score over the user's behaviour.",
+            weight=0.5,
+            params={
+                "threshold": Param(float, 0, 1, 0.62, "score that fires the reason"),
+                "floor": Param(
+                    float, 0, 1, 0.5, "score where the model starts to add risk"
+                ),
+                "ceiling": Param(
+                    float, 0, 1, 0.75, "score where it adds its full weight"
+                ),
+            },
+            evaluate=_model_anomaly,
+        ),
+    )
+}

@@ -1,0 +1,322 @@
+"""The scoring core: one function turns a batch of transactions into verdicts.
+
+The stream consumer, `POST /api/predict`, `POST /api/validate-transaction`, the
+backtest and model training all go through `transaction_features_batch` and
+`transaction_score_batch`: same features, same rules, same model, same verdict.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+
+import numpy as np
+
+from detection.geo import city_coordinates
+from detection.registry import LoadedModel, model_active_row, model_load
+from detection.rules import MODEL_ANOMALY, RULE_TYPES, RuleType, rule_params_validate
+from detection.state import FEATURE_NAMES, FeatureRow, UserState, UserStateStore
+from transactions.messages import TransactionMessage
+
+logger = logging.getLogger(__name__)
+
+STATUS_LEGIT, STATUS_SUSPICIOUS, STATUS_FRAUD = "legit", "suspicious", "fraud"
+NOTE_RULES_ONLY = "No active model: scored by rules alone."
+
+
+@dataclass(frozen=True)
+class ActiveRule:
+    """A rule as configured now: its type, parameters and weight."""
+
+    rule_type: RuleType
+    params: dict
+    weight: float
+
+
+@dataclass(frozen=True)
+class ScoringConfig:
+    """A consistent snapshot of rules, thresholds and model used for one batch."""
+
+    rules: tuple[ActiveRule, ...]
+    suspicious_threshold: float
+    fraud_threshold: float
+    model: LoadedModel | None
+
+    @property
+    def model_version(self) -> str:
+        """Return the active model's version, or "" when scoring by rules alone."""
+        return self.model.version if self.model else ""
+
+
+def scoring_config_defaults(*, model: LoadedModel | None = None) -> ScoringConfig:
+    """Return the built-in defaults (what the seed migration stores)."""
+    return ScoringConfig(
+        rules=tuple(
+            ActiveRule(rule_type, rule_type.params_defaults(), rule_type.weight)
+            for rule_type in RULE_TYPES.values()
+        ),
+        suspicious_threshold=0.5,
+        fraud_threshold=0.8,
+        model=model,
+    )
+
+
+def scoring_config_from_db(*, model: LoadedModel | None) -> ScoringConfig:
+    """Return the rules and thresholds stored in the database, with a model."""
+    from detection.models import DecisionThresholds, Rule
+
+    rules = []
+    for row in Rule.objects.filter(enabled=True):
+        rule_type = RULE_TYPES.get(row.code)
+        if rule_type is None:
+            logger.warning("ignoring rule %r: no code implements it", row.code)
+            continue
+        try:
+            params = rule_params_validate(row.code, row.params)
+        except ValueError as exc:
+            # Admin refuses bad params; a row edited behind its back is skipped
+            # loudly rather than crashing every scorer.
+            logger.error("ignoring rule %s with bad params: %s", row.code, exc)
+            continue
+        rules.append(ActiveRule(rule_type, params, row.weight))
+    thresholds = DecisionThresholds.objects.filter(pk=1).first()
+    return ScoringConfig(
+        rules=tuple(rules),
+        suspicious_threshold=thresholds.suspicious if thresholds else 0.5,
+        fraud_threshold=thresholds.fraud if thresholds else 0.8,
+        model=model,
+    )
+
+
+class ScoringConfigProvider:
+    """Hand out the current ScoringConfig, re-reading the DB every few seconds.
+
+    Rule and threshold rows are re-read on every refresh (two tiny tables); the
+    model artifact is loaded again only when the active version changed. This is
+    how an admin edit or a retrain reaches running scorers without a restart.
+    """
+
+    def __init__(self, *, refresh_seconds: float | None = None) -> None:
+        from django.conf import settings
+
+        self.refresh_seconds = (
+            settings.DETECTION_CONFIG_REFRESH_SECONDS
+            if refresh_seconds is None
+            else refresh_seconds
+        )
+        self._lock = threading.Lock()
+        self._config: ScoringConfig | None = None
+        self._loaded_at = 0.0
+        self._model: LoadedModel | None = None
+
+    def current(self) -> ScoringConfig:
+        """Return the config, refreshing it when older than refresh_seconds."""
+        now = time.monotonic()
+        if self._config is not None and now - self._loaded_at < self.refresh_seconds:
+            return self._config
+        with self._lock:
+            if self._config is None or now - self._loaded_at >= self.refresh_seconds:
+                self._config = scoring_config_from_db(model=self._model_current())
+                self._loaded_at = time.monotonic()
+            return self._config
+
+    def invalidate(self) -> None:
+        """Force a reload on the next call."""
+        self._loaded_at = 0.0
+
+    def _model_current(self) -> LoadedModel | None:
+        row = model_active_row()
+        if row is None:
+            self._model = None
+        elif self._model is None or self._model.version != row.version:
+            try:
+                self._model = model_load(row)
+                logger.info("scoring with model %s", row.version)
+            except Exception:
+                logger.exception(
+                    "cannot load model %s; keeping the previous one", row.version
+                )
+        return self._model
+
+
+@dataclass
+class Verdict:
+    """The outcome of scoring one transaction."""
+
+    transaction_id: str
+    risk_score: float
+    status: str
+    reasons: list[dict]
+    model_score: float | None
+    model_version: str
+    notes: list[str] = field(default_factory=list)
+    features: dict = field(default_factory=dict)
+
+    @property
+    def reason_codes(self) -> list[str]:
+        """Return the codes of the rules that fired."""
+        return [reason["code"] for reason in self.reasons]
+
+
+@dataclass
+class _Prepared:
+    message: TransactionMessage
+    row: FeatureRow
+    notes: list[str]
+
+
+def _resolve_location(message: TransactionMessage, notes: list[str]) -> tuple:
+    if message.latitude is not None:
+        return message.latitude, message.longitude, message.country
+    if message.location:
+        found = city_coordinates(message.location)
+        if found:
+            return found[0], found[1], message.country or found[2]
+        notes.append(f"Unknown location {message.location!r}: geo features skipped.")
+    return None, None, message.country
+
+
+def transaction_features_batch(
+    messages: Sequence[TransactionMessage],
+    *,
+    states: dict[str, UserState],
+    apply_state: bool = True,
+) -> list[_Prepared]:
+    """Return each message's features, folding them into `states` in event order.
+
+    Output is aligned with the input; with apply_state=False the states are
+    still advanced on private copies, so a what-if batch sees its own earlier rows.
+    """
+    if not apply_state:
+        states = {uid: state.copy() for uid, state in states.items()}
+    order = sorted(range(len(messages)), key=lambda i: messages[i].timestamp)
+    prepared: list[_Prepared | None] = [None] * len(messages)
+    for index in order:
+        message = messages[index]
+        notes: list[str] = []
+        latitude, longitude, country = _resolve_location(message, notes)
+        state = states[message.user_id]
+        epoch = message.timestamp.timestamp()
+        amount = message.amount_float
+        row = state.features(
+            epoch=epoch,
+            amount=amount,
+            hour=message.timestamp.hour,
+            latitude=latitude,
+            longitude=longitude,
+            country=country,
+            merchant_id=message.merchant_id,
+        )
+        state.apply(
+            epoch=epoch,
+            amount=amount,
+            latitude=latitude,
+            longitude=longitude,
+            location=message.location,
+            country=country,
+            merchant_id=message.merchant_id,
+        )
+        prepared[index] = _Prepared(message, row, notes)
+    return prepared  # type: ignore[return-value]
+
+
+def feature_matrix(prepared: Sequence[_Prepared]) -> np.ndarray:
+    """Return the model input matrix of prepared rows."""
+    if not prepared:
+        return np.empty((0, len(FEATURE_NAMES)))
+    return np.array([item.row.vector() for item in prepared], dtype=np.float64)
+
+
+def _risk(
+    fired: list[tuple[ActiveRule, dict]],
+    model_rule: ActiveRule | None,
+    model_score: float | None,
+) -> float:
+    # Noisy-OR: each fired rule removes a share of the remaining "not risky" mass,
+    # so two independent signals add up without ever passing 1.
+    keep = 1.0
+    for rule, _reason in fired:
+        if rule.rule_type.code != MODEL_ANOMALY:
+            keep *= 1.0 - rule.weight
+    if model_rule is not None and model_score is not None:
+        floor, ceiling = model_rule.params["floor"], model_rule.params["ceiling"]
+        # The model adds risk continuously from floor to ceiling, so it ranks
+        # transactions even below the threshold at which it is named a reason.
+        ramp = min(max((model_score - floor) / (ceiling - floor), 0.0), 1.0)
+        keep *= 1.0 - model_rule.weight * ramp
+    return round(1.0 - keep, 6)
+
+
+def transaction_score_batch(
+    messages: Sequence[TransactionMessage],
+    *,
+    store: UserStateStore,
+    config: ScoringConfig,
+    apply_state: bool = True,
+) -> tuple[list[Verdict], dict[str, UserState]]:
+    """Return verdicts for a batch (aligned with input) and the users' new states.
+
+    State is read from `store`, advanced in event order, and returned for the
+    caller to persist (`store.states_put`) in the same database transaction as the
+    verdicts. The model runs once over the whole batch.
+    """
+    states = store.states_get({message.user_id for message in messages})
+    prepared = transaction_features_batch(
+        messages, states=states, apply_state=apply_state
+    )
+    model_scores: list[float | None] = [None] * len(prepared)
+    if config.model is not None and prepared:
+        model_scores = [
+            float(score)
+            for score in config.model.anomaly_scores(feature_matrix(prepared))
+        ]
+    model_rule = next(
+        (rule for rule in config.rules if rule.rule_type.code == MODEL_ANOMALY), None
+    )
+    verdicts = []
+    for item, model_score in zip(prepared, model_scores, strict=True):
+        fired = []
+        for rule in config.rules:
+            reason = rule.rule_type.evaluate(item.row, rule.params, model_score)
+            if reason is not None:
+                fired.append((rule, reason))
+        risk = _risk(fired, model_rule, model_score)
+        if risk >= config.fraud_threshold:
+            status = STATUS_FRAUD
+        elif risk >= config.suspicious_threshold:
+            status = STATUS_SUSPICIOUS
+        else:
+            status = STATUS_LEGIT
+        notes = list(item.notes)
+        if config.model is None:
+            notes.append(NOTE_RULES_ONLY)
+        verdicts.append(
+            Verdict(
+                transaction_id=item.message.transaction_id,
+                risk_score=risk,
+                status=status,
+                reasons=[
+                    {
+                        "code": rule.rule_type.code,
+                        "label": rule.rule_type.name,
+                        "weight": rule.weight,
+                        **reason,
+                    }
+                    for rule, reason in fired
+                ],
+                model_score=None if model_score is None else round(model_score, 6),
+                model_version=config.model_version,
+                notes=notes,
+                features=item.row.summary(),
+            )
+        )
+    return verdicts, states
+
+
+def received_or(message: TransactionMessage, default: datetime) -> datetime:
+    """Return the message's receipt time, or a default."""
+    return message.received_at or default

@@ -1,0 +1,183 @@
+"""Detection workflows that write: score-and-record, what-if, retrain, seed history."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import numpy as np
+from django.db import transaction
+
+from detection.profiles import OrmStateStore
+from detection.registry import forest_train, model_version_create
+from detection.scoring import (
+    ScoringConfig,
+    Verdict,
+    feature_matrix,
+    transaction_features_batch,
+    transaction_score_batch,
+)
+from detection.state import InMemoryStateStore, UserState
+from transactions.messages import TransactionMessage
+from transactions.models import Transaction
+from transactions.selectors import transaction_ids_existing
+from transactions.services import transactions_record
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class RecordedBatch:
+    """What one score-and-record call did."""
+
+    created: list[Transaction]
+    duplicates: list[str]
+    states: list[UserState]
+
+
+def transaction_from_verdict(
+    message: TransactionMessage,
+    verdict: Verdict,
+    *,
+    scored_at: datetime,
+    source: str,
+) -> Transaction:
+    """Return an unsaved ledger row for a scored message."""
+    return Transaction(
+        transaction_id=message.transaction_id,
+        user_id=message.user_id,
+        amount=message.amount,
+        currency=message.currency,
+        timestamp=message.timestamp,
+        merchant_id=message.merchant_id,
+        merchant_category=message.merchant_category,
+        channel=message.channel,
+        location=message.location,
+        latitude=message.latitude,
+        longitude=message.longitude,
+        country=message.country,
+        is_fraud=message.is_fraud,
+        risk_score=verdict.risk_score,
+        status=verdict.status,
+        reasons=verdict.reasons,
+        reason_codes=(" " + " ".join(verdict.reason_codes) + " ")
+        if verdict.reasons
+        else "",
+        notes=verdict.notes,
+        model_score=verdict.model_score,
+        model_version=verdict.model_version,
+        scored_at=scored_at,
+        received_at=message.received_at or scored_at,
+        ingest_source=source,
+    )
+
+
+def transaction_batch_score_record(
+    *,
+    messages: Sequence[TransactionMessage],
+    store: OrmStateStore,
+    config: ScoringConfig,
+    source: str,
+) -> RecordedBatch:
+    """Score new messages and store verdicts and user state in ONE DB transaction.
+
+    Messages whose transaction_id is already stored, or repeated within the batch,
+    are skipped before scoring, so a replay changes neither the ledger nor any
+    user's state. The in-process state cache is updated only after the commit.
+    """
+    seen: set[str] = set()
+    unique: list[TransactionMessage] = []
+    duplicates: list[str] = []
+    with transaction.atomic():
+        existing = transaction_ids_existing(
+            transaction_ids=[m.transaction_id for m in messages]
+        )
+        for message in messages:
+            if message.transaction_id in existing or message.transaction_id in seen:
+                duplicates.append(message.transaction_id)
+                continue
+            seen.add(message.transaction_id)
+            unique.append(message)
+        verdicts, states = transaction_score_batch(unique, store=store, config=config)
+        scored_at = datetime.now(UTC)
+        rows = [
+            transaction_from_verdict(m, v, scored_at=scored_at, source=source)
+            for m, v in zip(unique, verdicts, strict=True)
+        ]
+        created = transactions_record(transactions=rows)
+        store.states_put(states.values())
+    store.cache_commit(states.values())
+    return RecordedBatch(
+        created=created, duplicates=duplicates, states=list(states.values())
+    )
+
+
+def transaction_what_if(
+    *, message: TransactionMessage, config: ScoringConfig
+) -> tuple[Verdict, UserState]:
+    """Score a hypothetical transaction against stored history; change nothing.
+
+    Return the verdict and the user's state as it was before the transaction.
+    """
+    store = OrmStateStore(use_cache=False)
+    verdicts, _states = transaction_score_batch(
+        [message], store=store, config=config, apply_state=False
+    )
+    before = store.states_get([message.user_id])[message.user_id]
+    return verdicts[0], before
+
+
+def features_replay(messages: Iterable[TransactionMessage]) -> tuple[np.ndarray, list]:
+    """Replay messages in event order through fresh in-memory state.
+
+    Return the feature matrix (one row per message, in event order) and the
+    store, so that a backtest can go on scoring from the state it reached.
+    """
+    ordered = sorted(messages, key=lambda m: m.timestamp)
+    store = InMemoryStateStore()
+    blocks = []
+    for start in range(0, len(ordered), 5000):
+        chunk = ordered[start : start + 5000]
+        states = store.states_get({m.user_id for m in chunk})
+        blocks.append(feature_matrix(transaction_features_batch(chunk, states=states)))
+    matrix = np.vstack(blocks) if blocks else np.empty((0, 0))
+    return matrix, [store, ordered]
+
+
+def model_retrain(*, since: datetime | None = None, limit: int = 200_000) -> str:
+    """Train a new model on stored history (event order) and activate it.
+
+    Return the new version. Labels are never used: the forest learns behaviour.
+    """
+    queryset = Transaction.objects.order_by("-timestamp")
+    if since is not None:
+        queryset = queryset.filter(timestamp__gte=since)
+    rows = list(
+        queryset.values(
+            "transaction_id",
+            "user_id",
+            "amount",
+            "currency",
+            "timestamp",
+            "merchant_id",
+            "merchant_category",
+            "channel",
+            "location",
+            "latitude",
+            "longitude",
+            "country",
+        )[:limit]
+    )
+    messages = [TransactionMessage(**row) for row in rows]
+    matrix, _ = features_replay(messages)
+    forest = forest_train(matrix)
+    timestamps = [m.timestamp for m in messages]
+    row = model_version_create(
+        forest=forest,
+        sample_count=len(messages),
+        trained_from=min(timestamps),
+        trained_until=max(timestamps),
+    )
+    return row.version

@@ -1,0 +1,314 @@
+"""Per-user state (keyed state, as a stream processor keeps it) and the feature row.
+
+`UserState` is plain Python so that the stream, the API and the backtest compute
+features with the same code. Stores load and save it: `InMemoryStateStore` here (the
+backtest, training replays) and `detection.profiles.OrmStateStore` (stream and API).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from detection.geo import haversine_km
+
+RECENT_WINDOW_SECONDS = 24 * 3600
+# Bounded so that a card-testing bot cannot grow a profile without limit.
+RECENT_MAX_EVENTS = 500
+KNOWN_COUNTRIES_MAX = 20
+KNOWN_MERCHANTS_MAX = 50
+# Floor on the time between two transactions when computing speed: clock skew and
+# same-second events would otherwise imply infinite speed.
+SPEED_MIN_SECONDS = 60.0
+NO_PREVIOUS_SECONDS = 30 * 24 * 3600.0
+
+FEATURE_NAMES: tuple[str, ...] = (
+    "log_amount",
+    "amount_zscore",
+    "log_amount_ratio",
+    "log_distance_prev_km",
+    "log_speed_kmh",
+    "log_distance_home_km",
+    "count_10m",
+    "count_1h",
+    "count_24h",
+    "log_amount_24h",
+    "hour_offpeak",
+    "new_country",
+    "new_merchant",
+    "log_seconds_since_prev",
+    "log_history_count",
+)
+
+
+@dataclass(slots=True)
+class FeatureRow:
+    """Features of one transaction against its user's state before it."""
+
+    epoch: float
+    amount: float
+    typical_amount: float
+    history_count: int
+    amount_zscore: float
+    distance_prev_km: float | None
+    speed_kmh: float | None
+    seconds_since_prev: float
+    previous_location: str
+    distance_home_km: float | None
+    count_10m: int
+    count_1h: int
+    count_24h: int
+    amount_24h: float
+    hour: int
+    new_country: bool
+    new_merchant: bool
+    recent_times: list[float]
+
+    def vector(self) -> list[float]:
+        """Return the model's input, in FEATURE_NAMES order."""
+        return [
+            math.log1p(self.amount),
+            self.amount_zscore,
+            math.log(self.amount / self.typical_amount) if self.typical_amount else 0.0,
+            math.log1p(self.distance_prev_km or 0.0),
+            math.log1p(self.speed_kmh or 0.0),
+            math.log1p(self.distance_home_km or 0.0),
+            float(self.count_10m),
+            float(self.count_1h),
+            float(self.count_24h),
+            math.log1p(self.amount_24h),
+            # Hours away from mid-afternoon, 0 (14:00) .. 1 (02:00).
+            abs(((self.hour - 14 + 12) % 24) - 12) / 12.0,
+            float(self.new_country),
+            float(self.new_merchant),
+            math.log1p(self.seconds_since_prev),
+            math.log1p(self.history_count),
+        ]
+
+    def summary(self) -> dict:
+        """Return the human-readable features shown with a verdict."""
+        return {
+            "typical_amount": round(self.typical_amount, 2),
+            "history_count": self.history_count,
+            "distance_prev_km": _round(self.distance_prev_km),
+            "speed_kmh": _round(self.speed_kmh),
+            "distance_home_km": _round(self.distance_home_km),
+            "count_10m": self.count_10m,
+            "count_1h": self.count_1h,
+            "count_24h": self.count_24h,
+            "amount_24h": round(self.amount_24h, 2),
+            "new_country": self.new_country,
+            "new_merchant": self.new_merchant,
+        }
+
+
+def _round(value: float | None) -> float | None:
+    return None if value is None else round(value, 1)
+
+
+@dataclass(slots=True)
+class UserState:
+    """One user's running profile: amount statistics, places, recent activity."""
+
+    user_id: str
+    count: int = 0
+    log_amount_mean: float = 0.0
+    # Welford's running sum of squared deviations of log(amount).
+    log_amount_m2: float = 0.0
+    last_epoch: float | None = None
+    last_latitude: float | None = None
+    last_longitude: float | None = None
+    last_located_epoch: float | None = None
+    last_location: str = ""
+    home_latitude: float | None = None
+    home_longitude: float | None = None
+    home_location: str = ""
+    countries: list[str] = field(default_factory=list)
+    merchants: list[str] = field(default_factory=list)
+    # [epoch seconds, amount] of the last 24 h, oldest first.
+    recent: list[list[float]] = field(default_factory=list)
+
+    def copy(self) -> UserState:
+        """Return an independent copy (stores hand out copies; see OrmStateStore)."""
+        return UserState(
+            user_id=self.user_id,
+            count=self.count,
+            log_amount_mean=self.log_amount_mean,
+            log_amount_m2=self.log_amount_m2,
+            last_epoch=self.last_epoch,
+            last_latitude=self.last_latitude,
+            last_longitude=self.last_longitude,
+            last_located_epoch=self.last_located_epoch,
+            last_location=self.last_location,
+            home_latitude=self.home_latitude,
+            home_longitude=self.home_longitude,
+            home_location=self.home_location,
+            countries=list(self.countries),
+            merchants=list(self.merchants),
+            recent=[list(pair) for pair in self.recent],
+        )
+
+    @property
+    def typical_amount(self) -> float:
+        """Return the geometric mean amount (robust to the odd big purchase)."""
+        return math.exp(self.log_amount_mean) if self.count else 0.0
+
+    @property
+    def log_amount_std(self) -> float:
+        """Return the standard deviation of log(amount)."""
+        return (
+            math.sqrt(self.log_amount_m2 / (self.count - 1)) if self.count > 1 else 0.0
+        )
+
+    def features(
+        self,
+        *,
+        epoch: float,
+        amount: float,
+        hour: int,
+        latitude: float | None,
+        longitude: float | None,
+        country: str,
+        merchant_id: str,
+    ) -> FeatureRow:
+        """Return the features of a transaction against this state (unchanged)."""
+        recent_times = [pair[0] for pair in self.recent if epoch - pair[0] >= 0]
+        count_10m = count_1h = count_24h = 0
+        amount_24h = 0.0
+        for moment, value in self.recent:
+            age = epoch - moment
+            if 0 <= age <= RECENT_WINDOW_SECONDS:
+                count_24h += 1
+                amount_24h += value
+                if age <= 3600:
+                    count_1h += 1
+                    if age <= 600:
+                        count_10m += 1
+        distance_prev = speed = distance_home = None
+        if latitude is not None and self.last_latitude is not None:
+            distance_prev = haversine_km(
+                self.last_latitude, self.last_longitude, latitude, longitude
+            )
+            elapsed = max(epoch - (self.last_located_epoch or epoch), SPEED_MIN_SECONDS)
+            speed = distance_prev / (elapsed / 3600.0)
+        if latitude is not None and self.home_latitude is not None:
+            distance_home = haversine_km(
+                self.home_latitude, self.home_longitude, latitude, longitude
+            )
+        if self.count >= 2:
+            # Shrink the spread toward a floor so that two identical amounts do not
+            # make every later amount look infinitely unusual.
+            spread = max(self.log_amount_std, 0.35)
+            zscore = (math.log(amount) - self.log_amount_mean) / spread
+        else:
+            zscore = 0.0
+        seconds_since = (
+            max(epoch - self.last_epoch, 0.0)
+            if self.last_epoch is not None
+            else NO_PREVIOUS_SECONDS
+        )
+        seconds_since_located = (
+            max(epoch - self.last_located_epoch, 0.0)
+            if self.last_located_epoch is not None
+            else seconds_since
+        )
+        return FeatureRow(
+            epoch=epoch,
+            amount=amount,
+            typical_amount=self.typical_amount,
+            history_count=self.count,
+            amount_zscore=zscore,
+            distance_prev_km=distance_prev,
+            speed_kmh=speed,
+            seconds_since_prev=(
+                seconds_since_located if distance_prev is not None else seconds_since
+            ),
+            previous_location=self.last_location,
+            distance_home_km=distance_home,
+            count_10m=count_10m,
+            count_1h=count_1h,
+            count_24h=count_24h,
+            amount_24h=amount_24h,
+            hour=hour,
+            new_country=bool(
+                country and self.countries and country not in self.countries
+            ),
+            new_merchant=bool(
+                merchant_id and self.count >= 5 and merchant_id not in self.merchants
+            ),
+            recent_times=recent_times,
+        )
+
+    def apply(
+        self,
+        *,
+        epoch: float,
+        amount: float,
+        latitude: float | None,
+        longitude: float | None,
+        location: str,
+        country: str,
+        merchant_id: str,
+    ) -> None:
+        """Fold one transaction into the state (in event order)."""
+        self.count += 1
+        value = math.log(amount)
+        delta = value - self.log_amount_mean
+        self.log_amount_mean += delta / self.count
+        self.log_amount_m2 += delta * (value - self.log_amount_mean)
+        if self.last_epoch is None or epoch >= self.last_epoch:
+            self.last_epoch = epoch
+        if latitude is not None:
+            self.last_latitude, self.last_longitude = latitude, longitude
+            self.last_located_epoch = epoch
+            self.last_location = location
+            if self.home_latitude is None:
+                # Home is where the card is first seen; trips do not move it.
+                self.home_latitude, self.home_longitude = latitude, longitude
+                self.home_location = location
+        if country and country not in self.countries:
+            self.countries = [*self.countries, country][-KNOWN_COUNTRIES_MAX:]
+        if merchant_id:
+            if merchant_id in self.merchants:
+                self.merchants.remove(merchant_id)
+            self.merchants = [*self.merchants, merchant_id][-KNOWN_MERCHANTS_MAX:]
+        horizon = epoch - RECENT_WINDOW_SECONDS
+        recent = [pair for pair in self.recent if pair[0] >= horizon]
+        recent.append([epoch, amount])
+        if len(recent) > 1 and recent[-2][0] > epoch:
+            recent.sort(key=lambda pair: pair[0])
+        self.recent = recent[-RECENT_MAX_EVENTS:]
+
+
+class UserStateStore(Protocol):
+    """Where per-user state lives between batches."""
+
+    def states_get(self, user_ids: Iterable[str]) -> dict[str, UserState]:
+        """Return working copies of these users' states (new users get empty ones)."""
+
+    def states_put(self, states: Iterable[UserState]) -> None:
+        """Persist changed states (the ORM store: in the caller's transaction)."""
+
+
+class InMemoryStateStore:
+    """A state store in a dict: backtests and training replays, isolated from the DB."""
+
+    def __init__(self) -> None:
+        self.states: dict[str, UserState] = {}
+
+    def states_get(self, user_ids: Iterable[str]) -> dict[str, UserState]:
+        """Return the live states themselves; nothing here can roll back."""
+        result = {}
+        for user_id in user_ids:
+            state = self.states.get(user_id)
+            if state is None:
+                state = self.states[user_id] = UserState(user_id=user_id)
+            result[user_id] = state
+        return result
+
+    def states_put(self, states: Iterable[UserState]) -> None:
+        """Keep the states (already the live objects)."""
+        for state in states:
+            self.states[state.user_id] = state

@@ -1,0 +1,215 @@
+"""Settings for fraudsite, read from the environment with safe defaults.
+
+Every variable is documented in `.env.example` and in the README's table. Production
+fails closed: `DEBUG` is off unless set, and there is no default `SECRET_KEY` outside
+DEBUG.
+"""
+
+from pathlib import Path
+
+import environ
+from django.core.exceptions import ImproperlyConfigured
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+VAR_DIR = BASE_DIR / "var"
+
+env = environ.Env()
+# A local `.env` is read when present, so developers need not export variables.
+environ.Env.read_env(BASE_DIR / ".env", overwrite=False)
+
+DEBUG = env.bool("DEBUG", default=False)
+
+if DEBUG:
+    # Development only: a fixed, obviously insecure key keeps sessions across restarts.
+    SECRET_KEY = env.str(
+        "SECRET_KEY", default="dev-insecure-key-do-not-use-in-production"
+    )
+else:
+    SECRET_KEY = env.str("SECRET_KEY", default="")
+    if not SECRET_KEY:
+        raise ImproperlyConfigured(
+            "SECRET_KEY must be set when DEBUG is off (set DEBUG=1 for development)."
+        )
+
+ALLOWED_HOSTS = env.list(
+    "ALLOWED_HOSTS", default=["127.0.0.1", "localhost"] if DEBUG else []
+)
+CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
+
+INSTALLED_APPS = [
+    # daphne first: it makes `runserver` an ASGI server, so websockets work in dev.
+    "daphne",
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "rest_framework",
+    "rest_framework.authtoken",
+    "django_filters",
+    "drf_spectacular",
+    "channels",
+    "transactions",
+    "detection",
+    "dashboard",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "fraudsite.urls"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+WSGI_APPLICATION = "fraudsite.wsgi.application"
+ASGI_APPLICATION = "fraudsite.asgi.application"
+
+
+def _database_url_default() -> str:
+    """Return the default DATABASE_URL: SQLite under var/, or the legacy path."""
+    legacy_path = env.str("TRANSACTIONS_DB_PATH", default="")
+    if legacy_path:
+        # The predecessor's variable keeps working for existing deployments.
+        return f"sqlite:///{Path(legacy_path).resolve()}"
+    return f"sqlite:///{VAR_DIR / 'transactions.sqlite3'}"
+
+
+DATABASES = {"default": env.db_url("DATABASE_URL", default=_database_url_default())}
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    Path(DATABASES["default"]["NAME"]).parent.mkdir(parents=True, exist_ok=True)
+    DATABASES["default"]["OPTIONS"] = {
+        # WAL lets the web server read while the consumer and Celery write; the busy
+        # timeout and IMMEDIATE transactions make concurrent writers wait for the
+        # lock instead of failing with "database is locked".
+        "init_command": (
+            "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; "
+            "PRAGMA busy_timeout=30000;"
+        ),
+        "transaction_mode": "IMMEDIATE",
+        "timeout": 30,
+    }
+    # Tests use a file, not memory: consumer subprocesses must see the same database.
+    DATABASES["default"]["TEST"] = {"NAME": str(VAR_DIR / "test_transactions.sqlite3")}
+else:
+    DATABASES["default"].setdefault("CONN_MAX_AGE", 60)
+    DATABASES["default"].setdefault("CONN_HEALTH_CHECKS", True)
+
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+_PASSWORD_VALIDATION = "django.contrib.auth.password_validation"
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": f"{_PASSWORD_VALIDATION}.UserAttributeSimilarityValidator"},
+    {"NAME": f"{_PASSWORD_VALIDATION}.MinimumLengthValidator"},
+    {"NAME": f"{_PASSWORD_VALIDATION}.CommonPasswordValidator"},
+    {"NAME": f"{_PASSWORD_VALIDATION}.NumericPasswordValidator"},
+]
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATIC_ROOT = VAR_DIR / "static"
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},
+}
+# Serve app static files straight from their folders when DEBUG or under tests, so
+# nobody has to run collectstatic before `make run`.
+WHITENOISE_USE_FINDERS = True
+WHITENOISE_AUTOREFRESH = DEBUG
+
+LOGIN_URL = "login"
+LOGIN_REDIRECT_URL = "dashboard:overview"
+LOGOUT_REDIRECT_URL = "login"
+
+# --- Services ---------------------------------------------------------------------
+REDIS_URL = env.str("REDIS_URL", default="redis://127.0.0.1:6379/0")
+KAFKA_BROKER = env.str("KAFKA_BROKER", default="")
+KAFKA_TRANSACTIONS_TOPIC = env.str("KAFKA_TRANSACTIONS_TOPIC", default="transactions")
+KAFKA_DEAD_LETTER_TOPIC = env.str("KAFKA_DEAD_LETTER_TOPIC", default="")
+KAFKA_TOPIC_PARTITIONS = env.int("KAFKA_TOPIC_PARTITIONS", default=6)
+KAFKA_CONSUMER_GROUP = env.str("KAFKA_CONSUMER_GROUP", default="fraud-scorer")
+
+# Micro-batching of the stream consumer: a batch closes at this many records or
+# after this many milliseconds, whichever comes first.
+STREAM_BATCH_MAX_RECORDS = env.int("STREAM_BATCH_MAX_RECORDS", default=500)
+STREAM_BATCH_MAX_WAIT_MS = env.int("STREAM_BATCH_MAX_WAIT_MS", default=50)
+STREAM_DB_RETRY_LIMIT = env.int("STREAM_DB_RETRY_LIMIT", default=8)
+
+# How often running scorers re-read rules, thresholds and the active model.
+DETECTION_CONFIG_REFRESH_SECONDS = env.float(
+    "DETECTION_CONFIG_REFRESH_SECONDS", default=2.0
+)
+
+CHANNEL_LAYERS = {
+    "default": {
+        "BACKEND": "channels_redis.core.RedisChannelLayer",
+        "CONFIG": {"hosts": [REDIS_URL], "capacity": 1000, "expiry": 10},
+    }
+}
+
+# --- Celery -----------------------------------------------------------------------
+CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default=REDIS_URL)
+CELERY_RESULT_BACKEND = env.str("CELERY_RESULT_BACKEND", default=REDIS_URL)
+CELERY_TASK_ALWAYS_EAGER = env.bool("CELERY_TASK_ALWAYS_EAGER", default=False)
+CELERY_TIMEZONE = TIME_ZONE
+CELERY_BEAT_SCHEDULE = {
+    "retrain-model-daily": {
+        "task": "detection.tasks.model_retrain_task",
+        "schedule": env.float("MODEL_RETRAIN_INTERVAL_SECONDS", default=24 * 3600),
+    },
+}
+
+# --- REST framework ----------------------------------------------------------------
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "rest_framework.authentication.SessionAuthentication",
+        "rest_framework.authentication.TokenAuthentication",
+    ],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
+    "EXCEPTION_HANDLER": "rest_framework.views.exception_handler",
+}
+SPECTACULAR_SETTINGS = {
+    "TITLE": "Fraudsite API",
+    "DESCRIPTION": "Real-time payments fraud monitoring: verdicts, what-if scoring.",
+    "VERSION": "1.0.0",
+    "SERVE_INCLUDE_SCHEMA": False,
+}
+API_TRANSACTIONS_MAX_PAGE_SIZE = env.int("API_TRANSACTIONS_MAX_PAGE_SIZE", default=500)
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {
+        "plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}
+    },
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
+    "loggers": {"kafka": {"level": "WARNING"}},
+}

@@ -1,0 +1,141 @@
+"""The ledger: every scored transaction with its verdict, and maintained tallies."""
+
+from __future__ import annotations
+
+from django.db import models
+from django.db.models import Q
+from django.urls import reverse
+
+
+class TransactionQuerySet(models.QuerySet):
+    """Chainable filters used by the API, the admin and the dashboard."""
+
+    def with_rule(self, code: str) -> TransactionQuerySet:
+        """Return transactions whose verdict fired the rule `code`."""
+        # reason_codes is space-delimited with a leading and trailing space, so a
+        # substring match on " code " cannot hit a longer code that contains it.
+        return self.filter(reason_codes__contains=f" {code} ")
+
+    def flagged(self) -> TransactionQuerySet:
+        """Return suspicious and fraud verdicts."""
+        return self.exclude(status=Transaction.Status.LEGIT)
+
+    def for_user(self, user_id: str) -> TransactionQuerySet:
+        """Return one user's transactions."""
+        return self.filter(user_id=user_id)
+
+
+class Transaction(models.Model):
+    """One card transaction and the verdict it received when it was scored."""
+
+    class Status(models.TextChoices):
+        LEGIT = "legit", "Legit"
+        SUSPICIOUS = "suspicious", "Suspicious"
+        FRAUD = "fraud", "Fraud"
+
+    class Channel(models.TextChoices):
+        POS = "pos", "Point of sale"
+        ECOM = "ecom", "E-commerce"
+        ATM = "atm", "ATM"
+
+    transaction_id = models.CharField(max_length=64, unique=True)
+    user_id = models.CharField(max_length=64)
+    amount = models.DecimalField(max_digits=12, decimal_places=2)
+    currency = models.CharField(max_length=3, default="USD")
+    timestamp = models.DateTimeField(help_text="Event time of the payment (UTC).")
+    merchant_id = models.CharField(max_length=64, blank=True)
+    merchant_category = models.CharField(max_length=64, blank=True)
+    channel = models.CharField(max_length=8, choices=Channel.choices, blank=True)
+    location = models.CharField(max_length=128, blank=True)
+    latitude = models.FloatField(null=True, blank=True)
+    longitude = models.FloatField(null=True, blank=True)
+    country = models.CharField(max_length=2, blank=True)
+    is_fraud = models.BooleanField(
+        null=True,
+        blank=True,
+        help_text="Ground truth from the simulator or a labelled file; never scored.",
+    )
+
+    risk_score = models.FloatField()
+    status = models.CharField(max_length=10, choices=Status.choices)
+    reasons = models.JSONField(
+        default=list,
+        blank=True,
+        help_text="Rules that fired, each with the values that made it fire.",
+    )
+    reason_codes = models.CharField(
+        max_length=255,
+        blank=True,
+        default="",
+        help_text="Space-delimited rule codes, for filtering by rule.",
+    )
+    notes = models.JSONField(
+        default=list,
+        blank=True,
+        help_text="Caveats of the verdict, e.g. rules only (no model) or unknown city.",
+    )
+    model_score = models.FloatField(null=True, blank=True)
+    model_version = models.CharField(max_length=64, blank=True)
+    scored_at = models.DateTimeField()
+    received_at = models.DateTimeField(
+        null=True, blank=True, help_text="Kafka record timestamp (or API receipt)."
+    )
+    ingest_source = models.CharField(max_length=16, default="stream")
+
+    objects = TransactionQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-id"]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(amount__gt=0), name="transaction_amount_positive"
+            ),
+            models.CheckConstraint(
+                condition=Q(risk_score__gte=0) & Q(risk_score__lte=1),
+                name="transaction_risk_score_range",
+            ),
+        ]
+        indexes = [
+            # API list and dashboard table filtered by status, newest first.
+            models.Index(fields=["status", "-id"], name="txn_status_recent"),
+            # User history: validate-transaction context, detail page, user filter.
+            models.Index(fields=["user_id", "-timestamp"], name="txn_user_time"),
+            # API and dashboard time-range filters on event time.
+            models.Index(fields=["timestamp"], name="txn_timestamp"),
+            # Dashboard per-minute chart and stream latency reports.
+            models.Index(fields=["scored_at"], name="txn_scored_at"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.transaction_id} ({self.status})"
+
+    def get_absolute_url(self) -> str:
+        return reverse("transaction-detail", args=[self.transaction_id])
+
+    @property
+    def reasons_text(self) -> str:
+        """Return the reasons as one readable line per rule."""
+        return "\n".join(
+            f"{reason.get('code')}: {reason.get('detail', '')}"
+            for reason in self.reasons or []
+        )
+
+
+class VerdictTally(models.Model):
+    """Counts of verdicts per minute of scoring time, maintained on every write.
+
+    The dashboard and the API read totals and the per-minute chart from here instead
+    of running COUNT(*) over millions of transactions per request.
+    """
+
+    minute = models.DateTimeField(unique=True)
+    total = models.PositiveIntegerField(default=0)
+    legit = models.PositiveIntegerField(default=0)
+    suspicious = models.PositiveIntegerField(default=0)
+    fraud = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        ordering = ["-minute"]
+
+    def __str__(self) -> str:
+        return f"{self.minute:%Y-%m-%d %H:%M} total={self.total}"

@@ -1,0 +1,42 @@
+"""Writes to the ledger. Callers own the database transaction (see detection)."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+
+from django.db.models import F
+
+from transactions.models import Transaction, VerdictTally
+
+
+def transactions_record(*, transactions: Sequence[Transaction]) -> list[Transaction]:
+    """Insert scored transactions and add them to the per-minute tallies.
+
+    The caller filters out ids that are already stored (idempotency is decided
+    before scoring, so user state is never applied twice) and wraps this call in
+    the same `transaction.atomic()` as its user-state writes.
+    """
+    if not transactions:
+        return []
+    created = Transaction.objects.bulk_create(transactions, batch_size=500)
+    tallies_add(transactions=transactions)
+    return created
+
+
+def tallies_add(*, transactions: Sequence[Transaction]) -> None:
+    """Add the verdicts to the tally of the minute they were scored in."""
+    per_minute: dict = {}
+    for txn in transactions:
+        minute = txn.scored_at.replace(second=0, microsecond=0)
+        per_minute.setdefault(minute, Counter())[txn.status] += 1
+    for minute, counts in per_minute.items():
+        # get_or_create absorbs the insert race between two writers (it retries the
+        # get on IntegrityError); the F() update then increments atomically.
+        VerdictTally.objects.get_or_create(minute=minute)
+        VerdictTally.objects.filter(minute=minute).update(
+            total=F("total") + sum(counts.values()),
+            legit=F("legit") + counts[Transaction.Status.LEGIT],
+            suspicious=F("suspicious") + counts[Transaction.Status.SUSPICIOUS],
+            fraud=F("fraud") + counts[Transaction.Status.FRAUD],
+        )
