@@ -101,7 +101,9 @@ def _amount_spike(row: FeatureRow, p: dict, _model: float | None) -> dict | None
     if row.history_count < p["min_history"] or row.typical_amount <= 0:
         return None
     ratio = row.amount / row.typical_amount
-    if ratio < p["multiplier"]:
+    # The ratio alone flags every big spender's ordinary variation; requiring an
+    # unusual amount for THIS user's spread (z-score of log amount) keeps precision.
+    if ratio < p["multiplier"] or row.amount_zscore < p["min_zscore"]:
         return None
     return {
         "detail": (
@@ -113,6 +115,7 @@ def _amount_spike(row: FeatureRow, p: dict, _model: float | None) -> dict | None
             "typical_amount": round(row.typical_amount, 2),
             "ratio": round(ratio, 2),
             "multiplier": p["multiplier"],
+            "zscore": round(row.amount_zscore, 2),
         },
     }
 
@@ -133,6 +136,10 @@ def _geo_velocity(row: FeatureRow, p: dict, _model: float | None) -> dict | None
         row.distance_prev_km < p["min_distance_km"]
         or row.speed_kmh <= p["max_speed_kmh"]
     ):
+        return None
+    # Coming back home fast after a far-away charge points at that charge, not at
+    # this one: fire only for a transaction away from the card's home.
+    if row.distance_home_km is not None and row.distance_home_km < p["min_distance_km"]:
         return None
     hours = row.seconds_since_prev / 3600.0
     return {
@@ -192,6 +199,7 @@ RULE_TYPES: dict[str, RuleType] = {
             params={
                 "multiplier": Param(float, 1.5, 1000, 5.0, "times the typical amount"),
                 "min_history": Param(int, 1, 1000, 5, "transactions before it applies"),
+                "min_zscore": Param(float, 0, 100, 2.0, "z-score of log amount"),
             },
             evaluate=_amount_spike,
         ),

@@ -320,3 +320,20 @@ def transaction_score_batch(
 def received_or(message: TransactionMessage, default: datetime) -> datetime:
     """Return the message's receipt time, or a default."""
     return message.received_at or default
+
+
+_provider: ScoringConfigProvider | None = None
+
+
+def scoring_config_current() -> ScoringConfig:
+    """Return this process's current scoring config (refreshed every few seconds)."""
+    global _provider
+    if _provider is None:
+        _provider = ScoringConfigProvider()
+    return _provider.current()
+
+
+def scoring_config_invalidate() -> None:
+    """Make the next scoring_config_current() re-read the database."""
+    if _provider is not None:
+        _provider.invalidate()

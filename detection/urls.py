@@ -1,1 +1,19 @@
-urlpatterns = []
+"""Detection API routes; each answers with or without a trailing slash.
+
+A POST must never meet a slash redirect (the body would be lost), so the routes
+accept both spellings instead of relying on APPEND_SLASH.
+"""
+
+from django.urls import re_path
+
+from detection.views import HealthView, PredictView, ValidateTransactionView
+
+urlpatterns = [
+    re_path(r"^$", HealthView.as_view(), name="api-health"),
+    re_path(r"^predict/?$", PredictView.as_view(), name="api-predict"),
+    re_path(
+        r"^validate-transaction/?$",
+        ValidateTransactionView.as_view(),
+        name="api-validate-transaction",
+    ),
+]

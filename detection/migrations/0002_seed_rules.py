@@ -10,7 +10,7 @@ RULES = [
         "Amount spike",
         "Amount far above the user's typical amount.",
         0.45,
-        {"multiplier": 5.0, "min_history": 5},
+        {"multiplier": 5.0, "min_history": 5, "min_zscore": 2.0},
     ),
     (
         "large_amount",

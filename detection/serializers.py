@@ -1,0 +1,115 @@
+"""Input and output serializers of the scoring endpoints (predict, validate)."""
+
+from __future__ import annotations
+
+import uuid
+
+from rest_framework import serializers
+
+from transactions.messages import (
+    MAX_ID_LENGTH,
+    MAX_TEXT_LENGTH,
+    MessageError,
+    transaction_message_parse,
+)
+from transactions.models import Transaction
+
+
+class TransactionMessageSerializer(serializers.Serializer):
+    """A transaction in the message schema.
+
+    The declared fields document the schema (browsable API, OpenAPI); validation
+    itself is `transaction_message_parse`, the same function the stream uses, so
+    the API can never accept what the stream refuses or the reverse.
+    """
+
+    transaction_id = serializers.CharField(
+        max_length=MAX_ID_LENGTH, required=False, help_text="Generated when absent."
+    )
+    user_id = serializers.CharField(max_length=MAX_ID_LENGTH)
+    amount = serializers.DecimalField(
+        max_digits=12, decimal_places=2, min_value=0, help_text="> 0, 2 decimals."
+    )
+    currency = serializers.CharField(max_length=3, required=False, default="USD")
+    timestamp = serializers.DateTimeField(required=False, help_text="Default: now.")
+    merchant_id = serializers.CharField(max_length=MAX_ID_LENGTH, required=False)
+    merchant_category = serializers.CharField(max_length=MAX_ID_LENGTH, required=False)
+    channel = serializers.ChoiceField(
+        choices=Transaction.Channel.choices, required=False
+    )
+    location = serializers.CharField(
+        max_length=MAX_TEXT_LENGTH, required=False, help_text="City name."
+    )
+    latitude = serializers.FloatField(min_value=-90, max_value=90, required=False)
+    longitude = serializers.FloatField(min_value=-180, max_value=180, required=False)
+    country = serializers.CharField(max_length=2, required=False)
+
+    id_prefix = "api"
+
+    def to_internal_value(self, data):
+        """Return a TransactionMessage, or raise field errors."""
+        if not isinstance(data, dict):
+            raise serializers.ValidationError(
+                {"non_field_errors": ["Expected a JSON object."]}
+            )
+        payload = dict(data.items())
+        # Ground truth is never a scoring input from the API.
+        payload.pop("is_fraud", None)
+        try:
+            message = transaction_message_parse(payload, require_transaction_id=False)
+        except MessageError as exc:
+            raise serializers.ValidationError(exc.errors) from exc
+        if not message.transaction_id:
+            message.transaction_id = f"{self.id_prefix}-{uuid.uuid4().hex}"
+        return message
+
+
+class WhatIfSerializer(TransactionMessageSerializer):
+    """A hypothetical transaction: {user_id, amount, location?, ...}."""
+
+    id_prefix = "what-if"
+
+
+class ReasonSerializer(serializers.Serializer):
+    """One rule that fired, with the values that made it fire."""
+
+    code = serializers.CharField()
+    label = serializers.CharField()
+    weight = serializers.FloatField()
+    detail = serializers.CharField()
+    values = serializers.DictField()
+
+
+class VerdictSerializer(serializers.Serializer):
+    """The verdict's fields, at the top level of the response."""
+
+    transaction_id = serializers.CharField()
+    status = serializers.CharField()
+    risk_score = serializers.FloatField()
+    reasons = ReasonSerializer(many=True)
+    model_score = serializers.FloatField(allow_null=True)
+    model_version = serializers.CharField(allow_blank=True)
+    notes = serializers.ListField(child=serializers.CharField())
+
+
+class HistorySerializer(serializers.Serializer):
+    """The user's history context returned by validate-transaction."""
+
+    user_id = serializers.CharField()
+    transaction_count = serializers.IntegerField()
+    typical_amount = serializers.FloatField()
+    last_location = serializers.CharField(allow_blank=True)
+    last_transaction_at = serializers.DateTimeField(allow_null=True)
+    home_location = serializers.CharField(allow_blank=True)
+    count_10m = serializers.IntegerField()
+    count_1h = serializers.IntegerField()
+    count_24h = serializers.IntegerField()
+    amount_24h = serializers.FloatField()
+    recent_transactions = serializers.ListField(child=serializers.DictField())
+
+
+class WhatIfVerdictSerializer(VerdictSerializer):
+    """A what-if verdict with the history it was judged against."""
+
+    features = serializers.DictField()
+    history = HistorySerializer()

@@ -1,0 +1,147 @@
+"""Detection endpoints: health, predict (score and record), validate (what-if)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from django.db import connection
+from drf_spectacular.utils import extend_schema
+from rest_framework import status
+from rest_framework.permissions import AllowAny
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from detection.profiles import OrmStateStore
+from detection.registry import model_active_row
+from detection.scoring import scoring_config_current
+from detection.serializers import (
+    TransactionMessageSerializer,
+    VerdictSerializer,
+    WhatIfSerializer,
+    WhatIfVerdictSerializer,
+)
+from detection.services import transaction_batch_score_record, transaction_what_if
+from detection.state import UserState
+from transactions.selectors import transaction_get, user_transactions_recent
+from transactions.serializers import TransactionSerializer
+
+
+class HealthView(APIView):
+    """Report whether the database answers and which model is active."""
+
+    permission_classes = [AllowAny]
+    authentication_classes: list = []
+
+    @extend_schema(responses={200: dict, 503: dict})
+    def get(self, request):
+        """Return {"status", "database", "model_version"}; 503 when the DB is down."""
+        try:
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT 1")
+            row = model_active_row()
+        except Exception as exc:  # any driver error means "not healthy"
+            return Response(
+                {"status": "error", "database": f"unreachable: {exc}"},
+                status=status.HTTP_503_SERVICE_UNAVAILABLE,
+            )
+        return Response(
+            {
+                "status": "ok",
+                "service": "fraudsite",
+                "database": "ok",
+                "model_version": row.version if row else None,
+                "scoring": "rules + model" if row else "rules only",
+                "time": datetime.now(UTC).isoformat(),
+            }
+        )
+
+
+class PredictView(APIView):
+    """Score one transaction and record it (an HTTP ingestion path).
+
+    Idempotent on transaction_id: posting the same id again returns the stored
+    verdict with 200 instead of 201, and changes nothing.
+    """
+
+    @extend_schema(
+        request=TransactionMessageSerializer, responses=TransactionSerializer
+    )
+    def post(self, request):
+        """Return the verdict, 201 when new, 200 when already stored."""
+        serializer = TransactionMessageSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        message = serializer.validated_data
+        message.received_at = datetime.now(UTC)
+        stored = transaction_get(transaction_id=message.transaction_id)
+        if stored is None:
+            result = transaction_batch_score_record(
+                messages=[message],
+                store=OrmStateStore(use_cache=False),
+                config=scoring_config_current(),
+                source="api",
+            )
+            if result.created:
+                body = TransactionSerializer(result.created[0]).data
+                return Response(body, status=status.HTTP_201_CREATED)
+            # Lost a race with another writer of the same id: return theirs.
+            stored = transaction_get(transaction_id=message.transaction_id)
+        return Response(TransactionSerializer(stored).data, status=status.HTTP_200_OK)
+
+
+def _history(state: UserState, now_epoch: float) -> dict:
+    recent = user_transactions_recent(user_id=state.user_id, limit=10)
+    counts = {"count_10m": 0, "count_1h": 0, "count_24h": 0}
+    amount_24h = 0.0
+    for moment, amount in state.recent:
+        age = now_epoch - moment
+        if 0 <= age <= 86400:
+            counts["count_24h"] += 1
+            amount_24h += amount
+            counts["count_1h"] += age <= 3600
+            counts["count_10m"] += age <= 600
+    return {
+        "user_id": state.user_id,
+        "transaction_count": state.count,
+        "typical_amount": round(state.typical_amount, 2),
+        "last_location": state.last_location,
+        "last_transaction_at": (
+            datetime.fromtimestamp(state.last_epoch, tz=UTC)
+            if state.last_epoch
+            else None
+        ),
+        "home_location": state.home_location,
+        **counts,
+        "amount_24h": round(amount_24h, 2),
+        "recent_transactions": [
+            {
+                "transaction_id": txn.transaction_id,
+                "amount": str(txn.amount),
+                "timestamp": txn.timestamp.isoformat(),
+                "location": txn.location,
+                "status": txn.status,
+                "risk_score": txn.risk_score,
+                "reason_codes": txn.reason_codes.split(),
+            }
+            for txn in recent
+        ],
+    }
+
+
+class ValidateTransactionView(APIView):
+    """Score a hypothetical transaction against the user's history; store nothing."""
+
+    @extend_schema(request=WhatIfSerializer, responses=WhatIfVerdictSerializer)
+    def post(self, request):
+        """Return the what-if verdict and the user's history context."""
+        serializer = WhatIfSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        message = serializer.validated_data
+        verdict, before = transaction_what_if(
+            message=message, config=scoring_config_current()
+        )
+        body = {
+            **VerdictSerializer(verdict).data,
+            "features": verdict.features,
+            "history": _history(before, message.timestamp.timestamp()),
+        }
+        return Response(body)

@@ -1,0 +1,88 @@
+"""Read endpoints of the ledger: the transactions list and one transaction."""
+
+from django.conf import settings
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, extend_schema
+from rest_framework import filters, viewsets
+from rest_framework.exceptions import ValidationError
+from rest_framework.pagination import CursorPagination
+from rest_framework.response import Response
+
+from transactions.filters import TransactionFilter
+from transactions.models import Transaction
+from transactions.selectors import verdict_totals
+from transactions.serializers import TransactionSerializer
+
+DEFAULT_PAGE_SIZE = 20
+
+
+class TransactionCursorPagination(CursorPagination):
+    """Cursor pages (stable under inserts, cheap at any depth) sized by `n`."""
+
+    ordering = "-id"
+    page_size = DEFAULT_PAGE_SIZE
+    page_size_query_param = "n"
+
+    def get_page_size(self, request):
+        """Return `n`, refusing values outside 1..API_TRANSACTIONS_MAX_PAGE_SIZE."""
+        raw = request.query_params.get("n")
+        if raw in (None, ""):
+            return self.page_size
+        maximum = settings.API_TRANSACTIONS_MAX_PAGE_SIZE
+        try:
+            size = int(raw)
+        except ValueError:
+            raise ValidationError({"n": ["A whole number is required."]}) from None
+        if not 1 <= size <= maximum:
+            raise ValidationError({"n": [f"Must be between 1 and {maximum}."]})
+        return size
+
+    def get_paginated_response(self, data):
+        """Return the predecessor's {items, meta} shape, with cursor links."""
+        return Response(
+            {
+                "items": data,
+                "meta": {
+                    **verdict_totals(),
+                    "count": len(data),
+                    "next": self.get_next_link(),
+                    "previous": self.get_previous_link(),
+                },
+            }
+        )
+
+    def get_paginated_response_schema(self, schema):
+        """Describe the {items, meta} envelope in the OpenAPI schema."""
+        return {
+            "type": "object",
+            "properties": {
+                "items": schema,
+                "meta": {"type": "object", "additionalProperties": True},
+            },
+        }
+
+
+@extend_schema(
+    parameters=[
+        OpenApiParameter(
+            "n",
+            OpenApiTypes.INT,
+            description="Page size, 1..API_TRANSACTIONS_MAX_PAGE_SIZE (default 500).",
+        )
+    ]
+)
+class TransactionViewSet(viewsets.ReadOnlyModelViewSet):
+    """Stored verdicts: newest first, filterable, with cursor pagination."""
+
+    queryset = Transaction.objects.all()
+    serializer_class = TransactionSerializer
+    lookup_field = "transaction_id"
+    lookup_value_regex = "[^/]+"
+    pagination_class = TransactionCursorPagination
+    filterset_class = TransactionFilter
+    filter_backends = [
+        *viewsets.ReadOnlyModelViewSet.filter_backends,
+        filters.OrderingFilter,
+    ]
+    ordering_fields = ["id", "timestamp", "amount", "risk_score", "scored_at"]
+    ordering = ["-id"]
