@@ -21,7 +21,7 @@ from sklearn.ensemble import IsolationForest
 from sklearn.metrics import average_precision_score, roc_auc_score
 
 from detection.forest import PackedForest
-from detection.registry import LoadedModel, forest_train
+from detection.registry import LoadedModel, forest_train, score_quantiles
 from detection.scoring import (
     ScoringConfig,
     Verdict,
@@ -102,14 +102,15 @@ def backtest_read(path: Path) -> tuple[list[TransactionMessage], list[Rejected]]
     return messages, rejected
 
 
-def _loaded(forest: IsolationForest, sample_count: int) -> LoadedModel:
+def _loaded(forest: IsolationForest, matrix: np.ndarray) -> LoadedModel:
     digest = hashlib.sha256(
         np.concatenate([t.tree_.threshold for t in forest.estimators_]).tobytes()
     ).hexdigest()[:8]
     return LoadedModel(
-        version=f"backtest-{sample_count}-{digest}",
+        version=f"backtest-{len(matrix)}-{digest}",
         forest=PackedForest.from_isolation_forest(forest),
         feature_names=FEATURE_NAMES,
+        score_quantiles=score_quantiles(forest, matrix),
     )
 
 
@@ -131,7 +132,7 @@ def backtest_run(
     )
     train, test = messages[:cut], messages[cut:]
     matrix, (store, _ordered) = features_replay(train)
-    model = _loaded(forest_train(matrix), len(train)) if len(train) else None
+    model = _loaded(forest_train(matrix), matrix) if len(train) else None
     run_config = ScoringConfig(
         rules=config.rules,
         suspicious_threshold=config.suspicious_threshold,
@@ -171,7 +172,8 @@ def backtest_metrics(
         "rule_hits": dict(rule_hits.most_common()),
     }
     labelled = [
-        (m.is_fraud, v) for m, v in zip(messages, verdicts, strict=True)
+        (m.is_fraud, v)
+        for m, v in zip(messages, verdicts, strict=True)
         if m.is_fraud is not None
     ]
     if not labelled:

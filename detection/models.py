@@ -94,6 +94,10 @@ class UserProfile(models.Model):
     home_location = models.CharField(max_length=128, blank=True)
     countries = models.JSONField(default=list, blank=True)
     merchants = models.JSONField(default=list, blank=True)
+    categories = models.JSONField(default=list, blank=True)
+    channels = models.JSONField(
+        default=dict, blank=True, help_text="Transactions per channel."
+    )
     recent = models.JSONField(
         default=list, blank=True, help_text="[epoch, amount] pairs of the last 24 h."
     )
@@ -118,6 +122,9 @@ class ModelVersion(models.Model):
     trained_from = models.DateTimeField(null=True, blank=True)
     trained_until = models.DateTimeField(null=True, blank=True)
     sample_count = models.PositiveIntegerField(default=0)
+    score_quantiles = models.JSONField(
+        default=list, blank=True, help_text="Training anomaly scores at 0.1% steps."
+    )
     trained_at = models.DateTimeField()
     is_active = models.BooleanField(default=False)
 

@@ -20,6 +20,8 @@ _FIELDS = (
     "home_location",
     "countries",
     "merchants",
+    "categories",
+    "channels",
     "recent",
 )
 

@@ -26,6 +26,13 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_FOREST_PARAMS = {"n_estimators": 100, "max_samples": 256, "random_state": 42}
 MIN_TRAINING_SAMPLES = 200
+QUANTILE_GRID = np.linspace(0.0, 1.0, 1001)
+
+
+def score_quantiles(forest: IsolationForest, matrix: np.ndarray) -> np.ndarray:
+    """Return the training set's anomaly scores at QUANTILE_GRID."""
+    scores = -PackedForest.from_isolation_forest(forest).score_samples(matrix)
+    return np.quantile(scores, QUANTILE_GRID)
 
 
 class ModelIntegrityError(RuntimeError):
@@ -39,6 +46,12 @@ class LoadedModel:
     version: str
     forest: PackedForest
     feature_names: tuple[str, ...]
+    # Anomaly scores of the training set at quantiles 0, 0.001, ..., 1.
+    score_quantiles: np.ndarray
+
+    def percentiles(self, scores: np.ndarray) -> np.ndarray:
+        """Return each score's percentile (0..1) among the training scores."""
+        return np.interp(scores, self.score_quantiles, QUANTILE_GRID)
 
     def anomaly_scores(self, matrix: np.ndarray) -> np.ndarray:
         """Return anomaly scores in 0..1 (higher is more anomalous) for each row."""
@@ -60,6 +73,7 @@ def forest_train(matrix: np.ndarray, *, params: dict | None = None) -> Isolation
 def model_version_create(
     *,
     forest: IsolationForest,
+    quantiles: np.ndarray,
     sample_count: int,
     trained_from: datetime | None,
     trained_until: datetime | None,
@@ -83,6 +97,7 @@ def model_version_create(
             trained_from=trained_from,
             trained_until=trained_until,
             sample_count=sample_count,
+            score_quantiles=[float(value) for value in quantiles],
             trained_at=now,
         )
         if activate:
@@ -104,7 +119,9 @@ def model_load(row: ModelVersion) -> LoadedModel:
     artifact = bytes(row.artifact)
     if hashlib.sha256(artifact).hexdigest() != row.artifact_sha256:
         raise ModelIntegrityError(f"Model {row.version}: artifact checksum mismatch.")
-    if tuple(row.feature_names) != FEATURE_NAMES:
+    if tuple(row.feature_names) != FEATURE_NAMES or len(row.score_quantiles) != len(
+        QUANTILE_GRID
+    ):
         raise ModelIntegrityError(
             f"Model {row.version} was trained on other features; retrain it."
         )
@@ -120,6 +137,7 @@ def model_load(row: ModelVersion) -> LoadedModel:
         version=row.version,
         forest=PackedForest.from_isolation_forest(forest),
         feature_names=FEATURE_NAMES,
+        score_quantiles=np.asarray(row.score_quantiles, dtype=np.float64),
     )
 
 

@@ -36,7 +36,7 @@ class RuleType:
     description: str
     weight: float
     params: dict[str, Param]
-    evaluate: Callable[[FeatureRow, dict[str, Any], float | None], dict | None]
+    evaluate: Callable[[FeatureRow, dict[str, Any], tuple | None], dict | None]
 
     def params_defaults(self) -> dict[str, Any]:
         """Return the default parameters."""
@@ -97,7 +97,7 @@ def _fmt(number: float) -> str:
     return f"{number:,.0f}" if abs(number) >= 100 else f"{number:,.2f}"
 
 
-def _amount_spike(row: FeatureRow, p: dict, _model: float | None) -> dict | None:
+def _amount_spike(row: FeatureRow, p: dict, _model: tuple | None) -> dict | None:
     if row.history_count < p["min_history"] or row.typical_amount <= 0:
         return None
     ratio = row.amount / row.typical_amount
@@ -120,7 +120,7 @@ def _amount_spike(row: FeatureRow, p: dict, _model: float | None) -> dict | None
     }
 
 
-def _amount_over(row: FeatureRow, p: dict, _model: float | None) -> dict | None:
+def _amount_over(row: FeatureRow, p: dict, _model: tuple | None) -> dict | None:
     if row.amount < p["threshold"]:
         return None
     return {
@@ -129,7 +129,7 @@ def _amount_over(row: FeatureRow, p: dict, _model: float | None) -> dict | None:
     }
 
 
-def _geo_velocity(row: FeatureRow, p: dict, _model: float | None) -> dict | None:
+def _geo_velocity(row: FeatureRow, p: dict, _model: tuple | None) -> dict | None:
     if row.speed_kmh is None or row.distance_prev_km is None:
         return None
     if (
@@ -157,7 +157,7 @@ def _geo_velocity(row: FeatureRow, p: dict, _model: float | None) -> dict | None
     }
 
 
-def _high_velocity(row: FeatureRow, p: dict, _model: float | None) -> dict | None:
+def _high_velocity(row: FeatureRow, p: dict, _model: tuple | None) -> dict | None:
     window_seconds = p["window_minutes"] * 60
     # The row carries event times of the user's recent transactions; counting here
     # (not in features) lets an admin change the window without a new feature.
@@ -179,12 +179,23 @@ def _high_velocity(row: FeatureRow, p: dict, _model: float | None) -> dict | Non
     }
 
 
-def _model_anomaly(_row: FeatureRow, p: dict, model_score: float | None) -> dict | None:
-    if model_score is None or model_score < p["threshold"]:
+def _model_anomaly(_row: FeatureRow, p: dict, model: tuple | None) -> dict | None:
+    # `model` is (anomaly score, its percentile among the training transactions).
+    # Thresholds are percentiles: raw Isolation Forest scores shift from one data
+    # set to the next, "rarer than 99.5% of what we trained on" does not.
+    if model is None or model[1] < p["threshold"]:
         return None
+    score, percentile = model
     return {
-        "detail": f"anomaly score {model_score:.3f} >= {p['threshold']:.3f}",
-        "values": {"model_score": round(model_score, 4), "threshold": p["threshold"]},
+        "detail": (
+            f"anomaly score {score:.3f} is above {percentile:.2%} of training "
+            f"transactions (threshold {p['threshold']:.2%})"
+        ),
+        "values": {
+            "model_score": round(score, 4),
+            "percentile": round(percentile, 5),
+            "threshold": p["threshold"],
+        },
     }
 
 
@@ -245,14 +256,16 @@ RULE_TYPES: dict[str, RuleType] = {
             code=MODEL_ANOMALY,
             name="Model anomaly",
             description="Isolation Forest anomaly score over the user's behaviour.",
-            weight=0.5,
+            weight=0.7,
             params={
-                "threshold": Param(float, 0, 1, 0.62, "score that fires the reason"),
+                "threshold": Param(
+                    float, 0, 1, 0.995, "training percentile that fires the reason"
+                ),
                 "floor": Param(
-                    float, 0, 1, 0.5, "score where the model starts to add risk"
+                    float, 0, 1, 0.9, "percentile where the model starts to add risk"
                 ),
                 "ceiling": Param(
-                    float, 0, 1, 0.75, "score where it adds its full weight"
+                    float, 0, 1, 0.999, "percentile where it adds its full weight"
                 ),
             },
             evaluate=_model_anomaly,

@@ -210,6 +210,8 @@ def transaction_features_batch(
             longitude=longitude,
             country=country,
             merchant_id=message.merchant_id,
+            merchant_category=message.merchant_category,
+            channel=message.channel,
         )
         state.apply(
             epoch=epoch,
@@ -219,6 +221,8 @@ def transaction_features_batch(
             location=message.location,
             country=country,
             merchant_id=message.merchant_id,
+            merchant_category=message.merchant_category,
+            channel=message.channel,
         )
         prepared[index] = _Prepared(message, row, notes)
     return prepared  # type: ignore[return-value]
@@ -234,7 +238,7 @@ def feature_matrix(prepared: Sequence[_Prepared]) -> np.ndarray:
 def _risk(
     fired: list[tuple[ActiveRule, dict]],
     model_rule: ActiveRule | None,
-    model_score: float | None,
+    model_output: tuple[float, float] | None,
 ) -> float:
     # Noisy-OR: each fired rule removes a share of the remaining "not risky" mass,
     # so two independent signals add up without ever passing 1.
@@ -242,11 +246,12 @@ def _risk(
     for rule, _reason in fired:
         if rule.rule_type.code != MODEL_ANOMALY:
             keep *= 1.0 - rule.weight
-    if model_rule is not None and model_score is not None:
+    if model_rule is not None and model_output is not None:
         floor, ceiling = model_rule.params["floor"], model_rule.params["ceiling"]
-        # The model adds risk continuously from floor to ceiling, so it ranks
-        # transactions even below the threshold at which it is named a reason.
-        ramp = min(max((model_score - floor) / (ceiling - floor), 0.0), 1.0)
+        # The model adds risk continuously from floor to ceiling (percentiles of
+        # training scores), so it ranks transactions even below the threshold at
+        # which it is named a reason.
+        ramp = min(max((model_output[1] - floor) / (ceiling - floor), 0.0), 1.0)
         keep *= 1.0 - model_rule.weight * ramp
     return round(1.0 - keep, 6)
 
@@ -268,23 +273,26 @@ def transaction_score_batch(
     prepared = transaction_features_batch(
         messages, states=states, apply_state=apply_state
     )
-    model_scores: list[float | None] = [None] * len(prepared)
+    model_outputs: list[tuple[float, float] | None] = [None] * len(prepared)
     if config.model is not None and prepared:
-        model_scores = [
-            float(score)
-            for score in config.model.anomaly_scores(feature_matrix(prepared))
+        scores = config.model.anomaly_scores(feature_matrix(prepared))
+        percentiles = config.model.percentiles(scores)
+        model_outputs = [
+            (float(score), float(pct))
+            for score, pct in zip(scores, percentiles, strict=True)
         ]
     model_rule = next(
         (rule for rule in config.rules if rule.rule_type.code == MODEL_ANOMALY), None
     )
     verdicts = []
-    for item, model_score in zip(prepared, model_scores, strict=True):
+    for item, model_output in zip(prepared, model_outputs, strict=True):
         fired = []
         for rule in config.rules:
-            reason = rule.rule_type.evaluate(item.row, rule.params, model_score)
+            reason = rule.rule_type.evaluate(item.row, rule.params, model_output)
             if reason is not None:
                 fired.append((rule, reason))
-        risk = _risk(fired, model_rule, model_score)
+        risk = _risk(fired, model_rule, model_output)
+        model_score = model_output[0] if model_output else None
         if risk >= config.fraud_threshold:
             status = STATUS_FRAUD
         elif risk >= config.suspicious_threshold:

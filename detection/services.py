@@ -11,7 +11,7 @@ import numpy as np
 from django.db import transaction
 
 from detection.profiles import OrmStateStore
-from detection.registry import forest_train, model_version_create
+from detection.registry import forest_train, model_version_create, score_quantiles
 from detection.scoring import (
     ScoringConfig,
     Verdict,
@@ -176,6 +176,7 @@ def model_retrain(*, since: datetime | None = None, limit: int = 200_000) -> str
     timestamps = [m.timestamp for m in messages]
     row = model_version_create(
         forest=forest,
+        quantiles=score_quantiles(forest, matrix),
         sample_count=len(messages),
         trained_from=min(timestamps),
         trained_until=max(timestamps),

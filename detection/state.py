@@ -19,6 +19,7 @@ RECENT_WINDOW_SECONDS = 24 * 3600
 RECENT_MAX_EVENTS = 500
 KNOWN_COUNTRIES_MAX = 20
 KNOWN_MERCHANTS_MAX = 50
+KNOWN_CATEGORIES_MAX = 30
 # Floor on the time between two transactions when computing speed: clock skew and
 # same-second events would otherwise imply infinite speed.
 SPEED_MIN_SECONDS = 60.0
@@ -40,6 +41,8 @@ FEATURE_NAMES: tuple[str, ...] = (
     "new_merchant",
     "log_seconds_since_prev",
     "log_history_count",
+    "channel_novelty",
+    "new_category",
 )
 
 
@@ -65,6 +68,8 @@ class FeatureRow:
     new_country: bool
     new_merchant: bool
     recent_times: list[float]
+    channel_novelty: float = 0.0
+    new_category: bool = False
 
     def vector(self) -> list[float]:
         """Return the model's input, in FEATURE_NAMES order."""
@@ -85,6 +90,8 @@ class FeatureRow:
             float(self.new_merchant),
             math.log1p(self.seconds_since_prev),
             math.log1p(self.history_count),
+            self.channel_novelty,
+            float(self.new_category),
         ]
 
     def summary(self) -> dict:
@@ -101,6 +108,8 @@ class FeatureRow:
             "amount_24h": round(self.amount_24h, 2),
             "new_country": self.new_country,
             "new_merchant": self.new_merchant,
+            "new_category": self.new_category,
+            "channel_novelty": round(self.channel_novelty, 3),
         }
 
 
@@ -127,6 +136,9 @@ class UserState:
     home_location: str = ""
     countries: list[str] = field(default_factory=list)
     merchants: list[str] = field(default_factory=list)
+    categories: list[str] = field(default_factory=list)
+    # Transactions per channel (pos, ecom, atm): how this card is usually used.
+    channels: dict[str, int] = field(default_factory=dict)
     # [epoch seconds, amount] of the last 24 h, oldest first.
     recent: list[list[float]] = field(default_factory=list)
 
@@ -147,6 +159,8 @@ class UserState:
             home_location=self.home_location,
             countries=list(self.countries),
             merchants=list(self.merchants),
+            categories=list(self.categories),
+            channels=dict(self.channels),
             recent=[list(pair) for pair in self.recent],
         )
 
@@ -172,6 +186,8 @@ class UserState:
         longitude: float | None,
         country: str,
         merchant_id: str,
+        merchant_category: str = "",
+        channel: str = "",
     ) -> FeatureRow:
         """Return the features of a transaction against this state (unchanged)."""
         recent_times = [pair[0] for pair in self.recent if epoch - pair[0] >= 0]
@@ -239,6 +255,16 @@ class UserState:
                 merchant_id and self.count >= 5 and merchant_id not in self.merchants
             ),
             recent_times=recent_times,
+            channel_novelty=(
+                1.0 - self.channels.get(channel, 0) / self.count
+                if channel and self.count >= 5
+                else 0.0
+            ),
+            new_category=bool(
+                merchant_category
+                and self.count >= 5
+                and merchant_category not in self.categories
+            ),
         )
 
     def apply(
@@ -251,6 +277,8 @@ class UserState:
         location: str,
         country: str,
         merchant_id: str,
+        merchant_category: str = "",
+        channel: str = "",
     ) -> None:
         """Fold one transaction into the state (in event order)."""
         self.count += 1
@@ -274,6 +302,12 @@ class UserState:
             if merchant_id in self.merchants:
                 self.merchants.remove(merchant_id)
             self.merchants = [*self.merchants, merchant_id][-KNOWN_MERCHANTS_MAX:]
+        if merchant_category and merchant_category not in self.categories:
+            self.categories = [*self.categories, merchant_category][
+                -KNOWN_CATEGORIES_MAX:
+            ]
+        if channel:
+            self.channels[channel] = self.channels.get(channel, 0) + 1
         horizon = epoch - RECENT_WINDOW_SECONDS
         recent = [pair for pair in self.recent if pair[0] >= horizon]
         recent.append([epoch, amount])

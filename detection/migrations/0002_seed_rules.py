@@ -44,8 +44,8 @@ RULES = [
         "model_anomaly",
         "Model anomaly",
         "Isolation Forest anomaly score over the user's behaviour.",
-        0.5,
-        {"threshold": 0.62, "floor": 0.5, "ceiling": 0.75},
+        0.7,
+        {"threshold": 0.995, "floor": 0.9, "ceiling": 0.999},
     ),
 ]
 

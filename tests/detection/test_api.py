@@ -1,0 +1,199 @@
+"""The scoring endpoints: health, predict (idempotent), validate (what-if), bad input."""
+
+import pytest
+
+from detection.models import UserProfile
+from transactions.models import Transaction
+
+pytestmark = pytest.mark.django_db
+
+GOOD = {
+    "transaction_id": "tx-1",
+    "user_id": "1087",
+    "amount": "42.50",
+    "timestamp": "2026-03-01T10:00:00Z",
+    "location": "Hyderabad",
+    "channel": "pos",
+}
+
+
+def test_health_needs_no_login_and_reports_model(anon_client):
+    """GET /api/ answers without a login, with the DB state and model version."""
+    response = anon_client.get("/api/")
+    assert response.status_code == 200
+    assert response.json()["database"] == "ok"
+    assert response.json()["model_version"] is None
+    assert response.json()["scoring"] == "rules only"
+
+
+def test_schema_is_served_without_login(anon_client):
+    """The OpenAPI 3 schema lists the predict and validate endpoints."""
+    response = anon_client.get("/api/schema/", HTTP_ACCEPT="application/json")
+    assert response.status_code == 200
+    text = response.content.decode()
+    assert "/api/predict" in text and "/api/validate-transaction" in text
+
+
+@pytest.mark.parametrize(
+    "path", ["/api/predict", "/api/validate-transaction", "/api/transactions"]
+)
+def test_endpoints_need_login(anon_client, path):
+    """Everything but health and schema refuses anonymous callers."""
+    response = (
+        anon_client.get(path)
+        if path.endswith("transactions")
+        else anon_client.post(path, GOOD, format="json")
+    )
+    assert response.status_code in (401, 403)
+
+
+@pytest.mark.parametrize("path", ["/api/predict", "/api/predict/"])
+def test_predict_scores_records_and_returns_verdict_at_top_level(api_client, path):
+    """Predict stores the transaction and returns the verdict's fields at top level."""
+    response = api_client.post(path, GOOD, format="json")
+    assert response.status_code == 201, response.content
+    body = response.json()
+    assert body["transaction_id"] == "tx-1"
+    assert body["status"] == "legit"
+    assert 0 <= body["risk_score"] <= 1
+    assert body["reasons"] == []
+    assert body["model_version"] == ""
+    assert Transaction.objects.filter(transaction_id="tx-1").count() == 1
+    assert UserProfile.objects.get(user_id="1087").txn_count == 1
+
+
+def test_predict_is_idempotent(api_client):
+    """Posting the same transaction_id again returns the stored verdict, 200, once."""
+    first = api_client.post("/api/predict", GOOD, format="json")
+    again = api_client.post(
+        "/api/predict", {**GOOD, "amount": "99999.00"}, format="json"
+    )
+    assert first.status_code == 201 and again.status_code == 200
+    assert again.json()["amount"] == "42.50"
+    assert again.json()["risk_score"] == first.json()["risk_score"]
+    assert Transaction.objects.count() == 1
+    assert UserProfile.objects.get(user_id="1087").txn_count == 1
+
+
+def test_predict_generates_an_id_when_absent(api_client):
+    """The API may generate the transaction_id."""
+    payload = {k: v for k, v in GOOD.items() if k != "transaction_id"}
+    response = api_client.post("/api/predict", payload, format="json")
+    assert response.status_code == 201
+    assert response.json()["transaction_id"].startswith("api-")
+
+
+def test_predict_explains_impossible_travel(api_client):
+    """London then Sydney an hour later fires geo_velocity with its values."""
+    api_client.post(
+        "/api/predict",
+        {**GOOD, "transaction_id": "a", "location": "London"},
+        format="json",
+    )
+    response = api_client.post(
+        "/api/predict",
+        {
+            **GOOD,
+            "transaction_id": "b",
+            "location": "Sydney",
+            "timestamp": "2026-03-01T11:00:00Z",
+        },
+        format="json",
+    )
+    reasons = {r["code"]: r for r in response.json()["reasons"]}
+    assert "geo_velocity" in reasons
+    assert reasons["geo_velocity"]["values"]["distance_km"] > 15000
+    assert "km/h" in reasons["geo_velocity"]["detail"]
+
+
+BAD_PAYLOADS = [
+    ({"amount": "10"}, "user_id"),
+    ({"user_id": "u"}, "amount"),
+    ({"user_id": "u", "amount": 0}, "amount"),
+    ({"user_id": "u", "amount": -5}, "amount"),
+    ({"user_id": "u", "amount": "NaN"}, "amount"),
+    ({"user_id": "u", "amount": "Infinity"}, "amount"),
+    ({"user_id": "u", "amount": "1e400"}, "amount"),
+    ({"user_id": "u", "amount": "10.001"}, "amount"),
+    ({"user_id": "u", "amount": "abc"}, "amount"),
+    ({"user_id": "u", "amount": True}, "amount"),
+    ({"user_id": "u", "amount": [1]}, "amount"),
+    ({"user_id": "u", "amount": 5, "latitude": 91, "longitude": 0}, "latitude"),
+    ({"user_id": "u", "amount": 5, "latitude": 0, "longitude": -181}, "longitude"),
+    ({"user_id": "u", "amount": 5, "latitude": 10}, "latitude"),
+    ({"user_id": "u", "amount": 5, "timestamp": "yesterday"}, "timestamp"),
+    ({"user_id": "u" * 65, "amount": 5}, "user_id"),
+    ({"user_id": "u", "amount": 5, "transaction_id": "t" * 65}, "transaction_id"),
+    ({"user_id": "u", "amount": 5, "location": "x" * 129}, "location"),
+    ({"user_id": {"a": 1}, "amount": 5}, "user_id"),
+    ({"user_id": "u", "amount": 5, "channel": "fax"}, "channel"),
+    ({"user_id": "u", "amount": 5, "currency": "dollars"}, "currency"),
+    ({"user_id": "u", "amount": 5, "country": "GBR"}, "country"),
+]
+
+
+@pytest.mark.parametrize("path", ["/api/predict", "/api/validate-transaction"])
+@pytest.mark.parametrize(("payload", "field"), BAD_PAYLOADS)
+def test_bad_payloads_get_400_with_field_errors(api_client, path, payload, field):
+    """Each malformed payload gets a 400 naming the bad field; nothing is stored."""
+    response = api_client.post(path, payload, format="json")
+    assert response.status_code == 400, response.content
+    assert field in response.json()
+    assert Transaction.objects.count() == 0
+
+
+@pytest.mark.parametrize("body", ["[1, 2]", '"text"', "{not json", '{"amount": NaN}'])
+def test_non_object_json_gets_400(api_client, body):
+    """A body that is not a JSON object (or not JSON) is a 400, never a 500."""
+    response = api_client.post("/api/predict", body, content_type="application/json")
+    assert response.status_code == 400
+
+
+def test_validate_is_a_what_if_that_changes_nothing(api_client):
+    """Validate scores against history with context, storing nothing."""
+    for index, minute in enumerate(range(0, 50, 10)):
+        api_client.post(
+            "/api/predict",
+            {
+                **GOOD,
+                "transaction_id": f"h{index}",
+                "timestamp": f"2026-03-01T10:{minute:02d}:00Z",
+            },
+            format="json",
+        )
+    profile_before = UserProfile.objects.get(user_id="1087")
+    count_before = Transaction.objects.count()
+    response = api_client.post(
+        "/api/validate-transaction",
+        {
+            "user_id": "1087",
+            "amount": 1500,
+            "location": "Hyderabad",
+            "timestamp": "2026-03-01T11:00:00Z",
+        },
+        format="json",
+    )
+    assert response.status_code == 200, response.content
+    body = response.json()
+    assert body["risk_score"] >= 0.45
+    assert "amount_spike" in [r["code"] for r in body["reasons"]]
+    assert body["history"]["transaction_count"] == 5
+    assert body["history"]["typical_amount"] == pytest.approx(42.5)
+    assert body["history"]["last_location"] == "Hyderabad"
+    assert body["history"]["count_1h"] == 5
+    assert len(body["history"]["recent_transactions"]) == 5
+    assert Transaction.objects.count() == count_before
+    profile_after = UserProfile.objects.get(user_id="1087")
+    assert profile_after.txn_count == profile_before.txn_count
+    assert profile_after.recent == profile_before.recent
+    assert profile_after.updated_at == profile_before.updated_at
+
+
+def test_validate_for_an_unknown_user_has_empty_history(api_client):
+    """A user with no history gets a verdict and an empty context."""
+    response = api_client.post(
+        "/api/validate-transaction", {"user_id": "new", "amount": 10}, format="json"
+    )
+    assert response.status_code == 200
+    assert response.json()["history"]["transaction_count"] == 0
+    assert not UserProfile.objects.filter(user_id="new").exists()

@@ -1,0 +1,120 @@
+"""The backtest: isolated replay, output lines, and quality against the baseline."""
+
+import json
+from datetime import UTC, datetime
+
+import pytest
+from django.core.management import call_command
+
+from detection.backtest import amount_only_baseline, backtest_read
+from detection.models import UserProfile
+from detection.simulator import simulate_transactions
+from transactions.models import Transaction
+
+pytestmark = pytest.mark.django_db
+
+TRAIN_UNTIL = "2026-01-31T00:00:00Z"
+
+
+@pytest.fixture(scope="module")
+def simulated(tmp_path_factory):
+    """Write 45 days of 1,000 simulated cardholders to a JSON Lines file.
+
+    Smaller sets make the amount-only baseline noisy: with 600 users x 40 days
+    (seed 11) the ratio was 3.6; with 1,000 x 45 over seeds 1-5 it was 4.7-8.5.
+    """
+    path = tmp_path_factory.mktemp("sim") / "sim.jsonl"
+    with path.open("w") as handle:
+        for record in simulate_transactions(users=1000, days=45, seed=2):
+            handle.write(json.dumps(record) + "\n")
+    return path
+
+
+def test_backtest_beats_amount_only_forest_fourfold(simulated, tmp_path, capsys):
+    """Average precision is at least 4x that of an Isolation Forest on the amount.
+
+    Both are computed here on the same scored part of the same file; labels are
+    only used for measuring.
+    """
+    output = tmp_path / "verdicts.jsonl"
+    call_command(
+        "backtest",
+        str(simulated),
+        "--train-until",
+        TRAIN_UNTIL,
+        "--output",
+        str(output),
+    )
+    printed = capsys.readouterr().out
+    assert "average precision" in printed and "Rule hits" in printed
+    lines = [json.loads(line) for line in output.read_text().splitlines()]
+    messages, rejected = backtest_read(simulated)
+    cut = datetime(2026, 1, 31, tzinfo=UTC)
+    train = [m for m in messages if m.timestamp < cut]
+    test = [m for m in messages if m.timestamp >= cut]
+    assert not rejected
+    assert [line["transaction_id"] for line in lines] == [
+        m.transaction_id for m in test
+    ]
+    assert set(lines[0]) == {
+        "transaction_id",
+        "risk_score",
+        "status",
+        "reasons",
+        "model_score",
+    }
+    from sklearn.metrics import average_precision_score
+
+    ours = average_precision_score(
+        [bool(m.is_fraud) for m in test], [line["risk_score"] for line in lines]
+    )
+    baseline = amount_only_baseline(train, test)["average_precision"]
+    print(f"AP ours={ours:.4f} amount-only={baseline:.4f} x{ours / baseline:.2f}")
+    assert ours >= 4 * baseline
+    # The live tables are untouched.
+    assert Transaction.objects.count() == 0
+    assert UserProfile.objects.count() == 0
+
+
+def test_backtest_reads_csv_and_reports_bad_lines(tmp_path, capsys):
+    """CSV input works; bad lines go to a .rejected.jsonl file with their errors."""
+    rows = ["transaction_id,user_id,amount,timestamp,location,is_fraud"]
+    for i in range(300):
+        rows.append(
+            f"t{i},u{i % 20},{10 + i % 7}.50,2026-01-0{1 + i // 100}T1{i % 10}:00:00Z,London,false"
+        )
+    rows.append("bad1,u1,-5,2026-01-03T10:00:00Z,London,false")
+    rows.append("bad2,,5,2026-01-03T10:00:00Z,London,false")
+    source = tmp_path / "in.csv"
+    source.write_text("\n".join(rows) + "\n")
+    output = tmp_path / "out.jsonl"
+    call_command(
+        "backtest",
+        str(source),
+        "--train-until",
+        "2026-01-03T00:00:00Z",
+        "--output",
+        str(output),
+    )
+    assert len(output.read_text().splitlines()) == 100
+    rejected = [
+        json.loads(line)
+        for line in (tmp_path / "out.rejected.jsonl").read_text().splitlines()
+    ]
+    assert [r["error"].split(":")[0] for r in rejected] == ["amount", "user_id"]
+    assert "rejected" in capsys.readouterr().err
+
+
+def test_backtest_refuses_a_missing_file(tmp_path):
+    """A missing input is a clear command error."""
+    from django.core.management.base import CommandError
+
+    with pytest.raises(CommandError, match="No such input file"):
+        call_command(
+            "backtest",
+            str(tmp_path / "nope.jsonl"),
+            "--train-until",
+            TRAIN_UNTIL,
+            "--output",
+            str(tmp_path / "o.jsonl"),
+        )

@@ -1,0 +1,182 @@
+"""Every rule fires at its threshold and stays quiet just below it."""
+
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+
+import pytest
+
+from detection.rules import RULE_TYPES, RuleParamsError, rule_params_validate
+from detection.scoring import (
+    NOTE_RULES_ONLY,
+    scoring_config_defaults,
+    transaction_score_batch,
+)
+from detection.state import FeatureRow, InMemoryStateStore
+from transactions.messages import TransactionMessage
+
+T0 = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)
+
+
+def row(**overrides) -> FeatureRow:
+    """Return a quiet feature row with some fields overridden."""
+    values = {
+        "epoch": T0.timestamp(),
+        "amount": 50.0,
+        "typical_amount": 50.0,
+        "history_count": 20,
+        "amount_zscore": 0.0,
+        "distance_prev_km": 1.0,
+        "speed_kmh": 1.0,
+        "seconds_since_prev": 3600.0,
+        "previous_location": "London",
+        "distance_home_km": 1.0,
+        "count_10m": 0,
+        "count_1h": 0,
+        "count_24h": 0,
+        "amount_24h": 0.0,
+        "hour": 12,
+        "new_country": False,
+        "new_merchant": False,
+        "recent_times": [],
+    }
+    values.update(overrides)
+    return FeatureRow(**values)
+
+
+def fires(code: str, feature_row: FeatureRow, model_score=None, **params) -> bool:
+    """Return whether rule `code` fires on the row with default params + overrides."""
+    rule = RULE_TYPES[code]
+    merged = rule_params_validate(code, {**rule.params_defaults(), **params})
+    return rule.evaluate(feature_row, merged, model_score) is not None
+
+
+def test_amount_spike_fires_at_multiplier_and_zscore():
+    """Given 20 transactions of history, 5x the typical amount with z >= 2 fires."""
+    assert fires("amount_spike", row(amount=250.0, amount_zscore=2.0))
+    assert not fires("amount_spike", row(amount=249.99, amount_zscore=5.0))
+    assert not fires("amount_spike", row(amount=250.0, amount_zscore=1.99))
+
+
+def test_amount_spike_needs_minimum_history():
+    """A new card has no typical amount: the spike rule waits for min_history."""
+    assert not fires(
+        "amount_spike", row(amount=900.0, amount_zscore=9, history_count=4)
+    )
+    assert fires("amount_spike", row(amount=900.0, amount_zscore=9, history_count=5))
+
+
+@pytest.mark.parametrize(
+    ("code", "limit"), [("large_amount", 2000), ("huge_amount", 10000)]
+)
+def test_fixed_amount_limits(code, limit):
+    """The amount limits fire at the limit itself and not one cent below."""
+    assert fires(code, row(amount=float(limit)))
+    assert not fires(code, row(amount=limit - 0.01))
+
+
+def test_geo_velocity_fires_above_speed_limit_away_from_home():
+    """6,900 km in 1.2 h (5,750 km/h) fires; 900 km/h exactly does not."""
+    fast = row(
+        distance_prev_km=6900.0,
+        speed_kmh=5750.0,
+        seconds_since_prev=1.2 * 3600,
+        distance_home_km=6900.0,
+    )
+    assert fires("geo_velocity", fast)
+    at_limit = row(
+        distance_prev_km=900.0,
+        speed_kmh=900.0,
+        seconds_since_prev=3600,
+        distance_home_km=900.0,
+    )
+    assert not fires("geo_velocity", at_limit)
+    reason = RULE_TYPES["geo_velocity"].evaluate(
+        fast, rule_params_validate("geo_velocity", {}), None
+    )
+    assert reason["detail"] == "6,900 km in 1.2 h = 5,750 km/h > 900 km/h"
+
+
+def test_geo_velocity_ignores_short_hops_and_returns_home():
+    """Below min_distance_km, or back at home, a fast hop is not impossible travel."""
+    assert not fires(
+        "geo_velocity",
+        row(distance_prev_km=99.0, speed_kmh=5000.0, distance_home_km=99.0),
+    )
+    assert not fires(
+        "geo_velocity",
+        row(distance_prev_km=5000.0, speed_kmh=5000.0, distance_home_km=2.0),
+    )
+
+
+def test_high_velocity_counts_this_transaction_and_the_window():
+    """4 earlier transactions in 10 minutes + this one = 5 fires; 3 earlier do not."""
+    now = T0.timestamp()
+    four = [now - 60 * i for i in range(1, 5)]
+    assert fires("high_velocity", row(recent_times=four))
+    assert not fires("high_velocity", row(recent_times=four[:3]))
+    outside = [now - 601, now - 700, now - 800, now - 60]
+    assert not fires("high_velocity", row(recent_times=outside))
+
+
+def test_model_anomaly_fires_at_threshold_percentile():
+    """The model reason appears at the 99.5th training percentile, not below."""
+    assert fires("model_anomaly", row(), model_score=(0.7, 0.995))
+    assert not fires("model_anomaly", row(), model_score=(0.7, 0.9949))
+    assert not fires("model_anomaly", row(), model_score=None)
+
+
+@pytest.mark.parametrize(
+    ("code", "params", "bad_key"),
+    [
+        ("amount_spike", {"multiplier": -1}, "multiplier"),
+        ("amount_spike", {"min_history": 2.5}, "min_history"),
+        ("geo_velocity", {"max_speed_kmh": "fast"}, "max_speed_kmh"),
+        ("high_velocity", {"window": 5}, "params"),
+        ("model_anomaly", {"threshold": 0.8, "floor": 0.9}, "threshold"),
+    ],
+)
+def test_bad_params_are_refused_with_the_key(code, params, bad_key):
+    """Parameters outside a rule's schema raise an error naming the bad key."""
+    with pytest.raises(RuleParamsError) as caught:
+        rule_params_validate(code, params)
+    assert bad_key in caught.value.errors
+
+
+def message(tid: str, amount: str, minutes: int, **extra) -> TransactionMessage:
+    """Return a message for user u1, `minutes` after T0."""
+    return TransactionMessage(
+        transaction_id=tid,
+        user_id=extra.pop("user_id", "u1"),
+        amount=Decimal(amount),
+        timestamp=T0 + timedelta(minutes=minutes),
+        **extra,
+    )
+
+
+def test_score_batch_applies_state_in_event_order_and_notes_rules_only():
+    """A batch given out of order is scored in event order; no model is noted."""
+    batch = [
+        message("t2", "5000.00", 60, location="Sydney"),
+        message("t1", "40.00", 0, location="London"),
+    ]
+    verdicts, states = transaction_score_batch(
+        batch, store=InMemoryStateStore(), config=scoring_config_defaults()
+    )
+    assert [v.transaction_id for v in verdicts] == ["t2", "t1"]
+    assert "geo_velocity" not in verdicts[1].reason_codes
+    assert {"geo_velocity", "large_amount"} <= set(verdicts[0].reason_codes)
+    assert verdicts[0].status == "fraud"
+    assert NOTE_RULES_ONLY in verdicts[0].notes
+    assert states["u1"].count == 2
+    assert states["u1"].last_location == "Sydney"
+
+
+def test_unknown_city_is_not_an_error():
+    """An unknown city skips geo features and says so in the verdict's notes."""
+    verdicts, _ = transaction_score_batch(
+        [message("t1", "10.00", 0, location="Atlantis-under-the-sea")],
+        store=InMemoryStateStore(),
+        config=scoring_config_defaults(),
+    )
+    assert verdicts[0].status == "legit"
+    assert any("Atlantis" in note for note in verdicts[0].notes)

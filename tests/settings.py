@@ -1,0 +1,14 @@
+"""Settings for the test run: production settings plus a throwaway SECRET_KEY.
+
+DEBUG stays off, as in production. Subprocesses that tests start (consumers, the
+ASGI server) use `fraudsite.settings` with the environment the test gives them.
+"""
+
+import os
+
+os.environ.setdefault("SECRET_KEY", "test-only-secret-key-not-for-production-use")
+
+from fraudsite.settings import *  # noqa: F403
+
+# Hashing passwords slowly protects real users; in tests it only costs time.
+PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]

@@ -1,0 +1,120 @@
+"""The transactions list and detail: envelope, filters, ordering, cursor pages, limits."""
+
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+
+import pytest
+
+from detection.profiles import OrmStateStore
+from detection.scoring import scoring_config_from_db
+from detection.services import transaction_batch_score_record
+from transactions.messages import TransactionMessage
+
+pytestmark = pytest.mark.django_db
+
+T0 = datetime(2026, 3, 1, 9, 0, tzinfo=UTC)
+
+
+@pytest.fixture
+def ledger():
+    """Store 30 verdicts: user a (small amounts) and user b (one huge amount)."""
+    messages = [
+        TransactionMessage(
+            transaction_id=f"a-{i:02d}",
+            user_id="a",
+            amount=Decimal("10.00") + i,
+            timestamp=T0 + timedelta(hours=i),
+            location="London",
+        )
+        for i in range(29)
+    ]
+    messages.append(
+        TransactionMessage(
+            transaction_id="b-huge",
+            user_id="b",
+            amount=Decimal("25000.00"),
+            timestamp=T0 + timedelta(hours=30),
+            location="Paris",
+        )
+    )
+    transaction_batch_score_record(
+        messages=messages,
+        store=OrmStateStore(),
+        config=scoring_config_from_db(model=None),
+        source="test",
+    )
+
+
+def test_list_has_items_and_meta_like_the_predecessor(api_client, ledger):
+    """GET /api/transactions?n=20 returns {items, meta{total, by_status}}."""
+    response = api_client.get("/api/transactions?n=20")
+    assert response.status_code == 200
+    body = response.json()
+    assert len(body["items"]) == 20
+    assert body["meta"]["total"] == 30
+    assert sum(body["meta"]["by_status"].values()) == 30
+    assert (
+        body["meta"]["by_status"]["fraud"] + body["meta"]["by_status"]["suspicious"]
+        >= 1
+    )
+    assert body["items"][0]["transaction_id"] == "b-huge"
+
+
+def test_trailing_slash_is_optional(api_client, ledger):
+    """The list answers at /api/transactions and /api/transactions/."""
+    assert api_client.get("/api/transactions/").status_code == 200
+    assert api_client.get("/api/transactions/b-huge/").status_code == 200
+
+
+@pytest.mark.parametrize("n", ["0", "501", "-1", "many"])
+def test_n_out_of_range_is_400(api_client, ledger, n):
+    """A page size above the documented maximum (500) or invalid is a 400."""
+    response = api_client.get(f"/api/transactions?n={n}")
+    assert response.status_code == 400
+    assert "n" in response.json()
+
+
+def test_cursor_pages_walk_everything_once(api_client, ledger):
+    """Following meta.next visits every transaction exactly once."""
+    seen = []
+    url = "/api/transactions?n=7"
+    while url:
+        body = api_client.get(url).json()
+        seen.extend(item["transaction_id"] for item in body["items"])
+        url = body["meta"]["next"]
+    assert len(seen) == 30 == len(set(seen))
+
+
+def test_filters(api_client, ledger):
+    """Filters by status, user, rule, amount range and time range narrow the list."""
+
+    def ids(query):
+        return [i["transaction_id"] for i in api_client.get(query).json()["items"]]
+
+    assert ids("/api/transactions?user_id=b") == ["b-huge"]
+    assert ids("/api/transactions?rule=huge_amount") == ["b-huge"]
+    assert "b-huge" in ids("/api/transactions?status=fraud&status=suspicious")
+    assert ids("/api/transactions?status=legit&n=100").count("b-huge") == 0
+    assert ids("/api/transactions?min_amount=30&max_amount=35&ordering=amount") == [
+        f"a-{i:02d}" for i in range(20, 26)
+    ]
+    window = ids(
+        "/api/transactions?since=2026-03-01T09:00:00Z&until=2026-03-01T12:00:00Z"
+    )
+    assert sorted(window) == ["a-00", "a-01", "a-02"]
+
+
+def test_ordering_by_risk(api_client, ledger):
+    """ordering=-risk_score puts the riskiest first."""
+    items = api_client.get("/api/transactions?ordering=-risk_score").json()["items"]
+    scores = [item["risk_score"] for item in items]
+    assert scores == sorted(scores, reverse=True)
+    assert items[0]["transaction_id"] == "b-huge"
+
+
+def test_detail_shows_reasons_with_values(api_client, ledger):
+    """GET /api/transactions/<id> returns one verdict with its reasons."""
+    body = api_client.get("/api/transactions/b-huge").json()
+    codes = {r["code"]: r for r in body["reasons"]}
+    assert codes["huge_amount"]["values"]["amount"] == 25000.0
+    assert api_client.get("/api/transactions/nope").status_code == 404
