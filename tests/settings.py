@@ -12,3 +12,10 @@ from fraudsite.settings import *  # noqa: F403
 
 # Hashing passwords slowly protects real users; in tests it only costs time.
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":  # noqa: F405
+    # One file per test run: concurrent runs (and their consumer subprocesses,
+    # which are handed this path) never share or delete each other's database.
+    DATABASES["default"]["TEST"] = {  # noqa: F405
+        "NAME": str(VAR_DIR / f"test_transactions_{os.getpid()}.sqlite3")  # noqa: F405
+    }

@@ -1,0 +1,136 @@
+"""`make run`: start the whole pipeline on one machine with embedded defaults.
+
+Resolves Redis (REDIS_URL if it answers, else a local redis-server) and Kafka
+(KAFKA_BROKER, else the embedded Tansu broker), migrates SQLite, creates an admin
+login with a generated password, loads a week of simulated history and trains a
+model on first run, then runs the web server (`manage.py runserver`, ASGI via
+daphne), the stream consumer, the simulator producer and Celery (worker + beat)
+until Ctrl-C, when it stops every process it started.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from fraudsite.embedded import kafka_broker_resolve, kafka_topic_ensure, redis_resolve
+
+ROOT = Path(__file__).resolve().parent.parent
+PYTHON = sys.executable
+logger = logging.getLogger("fraudsite.launcher")
+
+
+def _manage(*args: str, env: dict, capture: bool = False) -> str:
+    """Run a management command to completion; return its stdout if captured."""
+    result = subprocess.run(
+        [PYTHON, "manage.py", *args],
+        cwd=ROOT,
+        env=env,
+        check=True,
+        text=True,
+        stdout=subprocess.PIPE if capture else None,
+    )
+    return result.stdout or ""
+
+
+def _history_bootstrap(env: dict) -> None:
+    """Load simulated history and train a model when no model exists yet."""
+    probe = _manage(
+        "shell",
+        "-c",
+        "from detection.models import ModelVersion;"
+        "print(ModelVersion.objects.filter(is_active=True).exists())",
+        env=env,
+        capture=True,
+    )
+    if probe.strip() == "True":
+        return
+    history = ROOT / "var" / "history.jsonl"
+    print("First run: loading 7 days of simulated history and training a model ...")
+    _manage(
+        "simulate", "--users", "500", "--days", "7", "--seed", "7",
+        "--output", str(history), env=env,
+    )  # fmt: skip
+    _manage("ingest_file", str(history), env=env)
+    _manage("retrain_model", env=env)
+
+
+def main() -> int:
+    """Start everything, print the login, and wait for Ctrl-C."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    env = dict(os.environ)
+    env.setdefault("DEBUG", "1")
+    env.setdefault("PYTHONUNBUFFERED", "1")
+    redis_url, redis_server = redis_resolve(env.get("REDIS_URL"))
+    broker, kafka = kafka_broker_resolve(env.get("KAFKA_BROKER") or None)
+    env["REDIS_URL"], env["KAFKA_BROKER"] = redis_url, broker
+    topic = env.get("KAFKA_TRANSACTIONS_TOPIC", "transactions")
+    kafka_topic_ensure(broker, topic, int(env.get("KAFKA_TOPIC_PARTITIONS", "6")))
+    processes: list[subprocess.Popen] = []
+    try:
+        _manage("migrate", "--no-input", env=env)
+        login = _manage("bootstrap_admin", env=env, capture=True)
+        _history_bootstrap(env)
+        port = env.get("PORT", "8000")
+        commands = {
+            "web": [PYTHON, "manage.py", "runserver", f"127.0.0.1:{port}", "--noreload"],
+            "consumer": [PYTHON, "manage.py", "consume_transactions"],
+            "producer": [
+                PYTHON, "manage.py", "produce_transactions",
+                "--rate", env.get("SIMULATOR_RATE", "20"),
+            ],
+            "celery": [
+                PYTHON, "-m", "celery", "-A", "fraudsite", "worker", "--beat",
+                "--concurrency", "1", "--loglevel", "INFO",
+            ],
+        }  # fmt: skip
+        for name, command in commands.items():
+            logger.info("starting %s: %s", name, " ".join(command[1:]))
+            processes.append(
+                subprocess.Popen(command, cwd=ROOT, env=env, start_new_session=True)
+            )
+        password = login.split("password=")[-1].strip()
+        print(
+            "\n" + "=" * 64 + "\n"
+            f"  Dashboard  http://127.0.0.1:{port}/\n"
+            f"  Admin      http://127.0.0.1:{port}/admin/\n"
+            f"  API        http://127.0.0.1:{port}/api/\n"
+            f"  Login      admin / {password}\n"
+            f"  Kafka {broker}   Redis {redis_url}\n"
+            "  Ctrl-C stops everything.\n" + "=" * 64 + "\n",
+            flush=True,
+        )
+        while True:
+            for process, name in zip(processes, commands, strict=True):
+                if process.poll() is not None:
+                    logger.error(
+                        "%s exited with %s; stopping", name, process.returncode
+                    )
+                    return 1
+            time.sleep(1)
+    except KeyboardInterrupt:
+        print("\nStopping ...")
+        return 0
+    finally:
+        for process in processes:
+            if process.poll() is None:
+                os.killpg(process.pid, signal.SIGTERM)
+        deadline = time.monotonic() + 15
+        for process in processes:
+            try:
+                process.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+        if kafka is not None:
+            kafka.stop()
+        if redis_server is not None:
+            redis_server.stop()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,115 @@
+"""Model lifecycle: train from history, store safely, load, score, hot reload."""
+
+import hashlib
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+
+import numpy as np
+import pytest
+from django.core.management import call_command
+from django.core.management.base import CommandError
+
+from detection.models import ModelVersion, Rule
+from detection.profiles import OrmStateStore
+from detection.registry import ModelIntegrityError, model_active_row, model_load
+from detection.scoring import ScoringConfigProvider, scoring_config_from_db
+from detection.services import transaction_batch_score_record
+from detection.simulator import simulate_transactions
+from detection.state import FEATURE_NAMES
+from transactions.messages import TransactionMessage, transaction_message_parse
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def history():
+    """Store ~3,000 simulated transactions scored by the rules alone."""
+    messages = [
+        transaction_message_parse(record)
+        for record in simulate_transactions(users=60, days=14, seed=4)
+    ]
+    store = OrmStateStore()
+    config = scoring_config_from_db(model=None)
+    for start in range(0, len(messages), 1000):
+        transaction_batch_score_record(
+            messages=messages[start : start + 1000],
+            store=store,
+            config=config,
+            source="test",
+        )
+    return messages
+
+
+def test_retrain_model_activates_a_verified_skops_model(history, capsys):
+    """retrain_model stores a checksummed skops artifact and activates it."""
+    call_command("retrain_model")
+    row = model_active_row()
+    assert row is not None and row.version in capsys.readouterr().out
+    assert row.sample_count == len(history)
+    assert row.feature_names == list(FEATURE_NAMES)
+    assert hashlib.sha256(bytes(row.artifact)).hexdigest() == row.artifact_sha256
+    assert len(row.score_quantiles) == 1001
+    loaded = model_load(row)
+    scores = loaded.anomaly_scores(np.zeros((3, len(FEATURE_NAMES))))
+    assert np.all((scores > 0) & (scores <= 1))
+
+
+def test_second_training_replaces_the_active_model(history):
+    """Only one version is active at a time."""
+    call_command("retrain_model")
+    call_command("retrain_model")
+    assert ModelVersion.objects.count() == 2
+    assert ModelVersion.objects.filter(is_active=True).count() == 1
+
+
+def test_tampered_artifact_is_refused(history):
+    """A stored artifact that does not match its checksum is never loaded."""
+    call_command("retrain_model")
+    row = model_active_row()
+    row.artifact = bytes(row.artifact) + b"x"
+    with pytest.raises(ModelIntegrityError, match="checksum"):
+        model_load(row)
+
+
+def test_retrain_without_history_is_a_clear_error():
+    """Training on an empty ledger is a command error, not a traceback."""
+    with pytest.raises(CommandError, match="at least"):
+        call_command("retrain_model")
+
+
+def test_running_scorer_picks_up_model_and_rule_changes_without_restart(history):
+    """A provider sees a new model and an edited rule on its next refresh."""
+    provider = ScoringConfigProvider(refresh_seconds=0)
+    assert provider.current().model is None
+    call_command("retrain_model")
+    assert provider.current().model_version == model_active_row().version
+
+    message = TransactionMessage(
+        transaction_id="probe",
+        user_id="probe-user",
+        amount=Decimal("1500.00"),
+        timestamp=datetime(2026, 2, 1, tzinfo=UTC),
+    )
+    store = OrmStateStore(use_cache=False)
+
+    def codes():
+        from detection.scoring import transaction_score_batch
+
+        verdicts, _ = transaction_score_batch(
+            [message], store=store, config=provider.current(), apply_state=False
+        )
+        return verdicts[0].reason_codes
+
+    assert "large_amount" not in codes()
+    rule = Rule.objects.get(code="large_amount")
+    rule.params = {"threshold": 1000.0}
+    rule.save()
+    assert "large_amount" in codes()
+    rule.enabled = False
+    rule.save()
+    assert "large_amount" not in codes()
+
+
+def test_default_refresh_interval_is_within_five_seconds(settings):
+    """Running scorers re-read rules at least every 5 s by default."""
+    assert ScoringConfigProvider().refresh_seconds <= 5

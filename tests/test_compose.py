@@ -1,0 +1,78 @@
+"""docker-compose.yml stays consistent with the settings and the commands.
+
+No Docker engine runs here, so the file is checked by reading it: every service
+the architecture names exists, every variable it sets is one the settings read,
+and every command it runs exists in this project.
+"""
+
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+from django.core.management import get_commands
+
+ROOT = Path(__file__).resolve().parent.parent
+COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+SETTINGS_TEXT = (ROOT / "fraudsite" / "settings.py").read_text()
+APP_SERVICES = [
+    "migrate",
+    "web",
+    "consumer",
+    "producer",
+    "celery-worker",
+    "celery-beat",
+]
+
+
+def test_services_of_the_architecture_exist():
+    """Kafka (KRaft, no ZooKeeper), PostgreSQL, Redis and every app process."""
+    services = COMPOSE["services"]
+    assert {"kafka", "postgres", "redis", *APP_SERVICES} <= set(services)
+    assert not any("zookeeper" in name for name in services)
+    assert "controller" in services["kafka"]["environment"]["KAFKA_PROCESS_ROLES"]
+
+
+@pytest.mark.parametrize("service", APP_SERVICES)
+def test_app_variables_are_read_by_settings(service):
+    """Each variable given to the app is read by fraudsite/settings.py."""
+    environment = COMPOSE["services"][service]["environment"]
+    for name in environment:
+        assert re.search(rf'"{name}"', SETTINGS_TEXT), f"{name} is not a setting"
+
+
+def test_app_points_at_the_compose_services():
+    """The app reaches the compose services by name."""
+    env = COMPOSE["services"]["web"]["environment"]
+    assert env["DATABASE_URL"].startswith("postgres://")
+    assert "@postgres:" in env["DATABASE_URL"]
+    assert env["KAFKA_BROKER"] == "kafka:9092"
+    assert env["REDIS_URL"].startswith("redis://redis:")
+    assert env["DEBUG"] == "0"
+
+
+@pytest.mark.parametrize("service", APP_SERVICES)
+def test_commands_exist(service):
+    """manage.py commands, the ASGI app and the Celery app named by compose exist."""
+    command = COMPOSE["services"][service]["command"]
+    if command[:2] == ["python", "manage.py"]:
+        assert command[2] in get_commands()
+    elif command[0] == "daphne":
+        from fraudsite.asgi import application
+
+        assert command[-1] == "fraudsite.asgi:application" and application
+    else:
+        from fraudsite.celery import app
+
+        assert command[:3] == ["celery", "-A", "fraudsite"] and app.main == "fraudsite"
+
+
+def test_env_example_documents_every_variable():
+    """Every variable the settings read is listed in .env.example."""
+    documented = {
+        line.split("=")[0]
+        for line in (ROOT / ".env.example").read_text().splitlines()
+        if line and not line.startswith("#")
+    }
+    read = set(re.findall(r'env\.\w+\(\s*"([A-Z_]+)"', SETTINGS_TEXT))
+    assert read - documented == set()
