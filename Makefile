@@ -20,8 +20,17 @@ run: install
 test: install
 	$(PY) -m pytest
 
+# Benchmarks run on scratch databases under var/, never on the live one.
+BENCH_ENV = DEBUG=1 DATABASE_URL=sqlite:///$(CURDIR)/var/bench_$(1).sqlite3
 bench: install
-	$(PY) manage.py bench
+	rm -f var/bench_*.sqlite3*
+	$(call BENCH_ENV,scoring) $(PY) manage.py migrate -v0
+	$(call BENCH_ENV,scoring) $(PY) manage.py bench_scoring
+	$(call BENCH_ENV,stream) $(PY) manage.py migrate -v0
+	$(call BENCH_ENV,stream) $(PY) manage.py bench_stream
+	$(call BENCH_ENV,dashboard) $(PY) manage.py migrate -v0
+	$(call BENCH_ENV,dashboard) $(PY) manage.py seed_transactions --count 1000000
+	$(call BENCH_ENV,dashboard) $(PY) manage.py bench_dashboard
 
 lint: install
 	$(VENV)/bin/ruff check .

@@ -78,7 +78,9 @@ def main() -> int:
         _history_bootstrap(env)
         port = env.get("PORT", "8000")
         commands = {
-            "web": [PYTHON, "manage.py", "runserver", f"127.0.0.1:{port}", "--noreload"],
+            "web": [
+                PYTHON, "manage.py", "runserver", f"127.0.0.1:{port}", "--noreload"
+            ],
             "consumer": [PYTHON, "manage.py", "consume_transactions"],
             "producer": [
                 PYTHON, "manage.py", "produce_transactions",

@@ -133,6 +133,8 @@ USE_TZ = True
 
 STATIC_URL = "static/"
 STATIC_ROOT = VAR_DIR / "static"
+# whitenoise warns about a missing STATIC_ROOT; collectstatic fills it for production.
+STATIC_ROOT.mkdir(parents=True, exist_ok=True)
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},
@@ -213,3 +215,10 @@ LOGGING = {
     "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
     "loggers": {"kafka": {"level": "WARNING"}},
 }
+
+# --- Live push (issue 3) --------------------------------------------------------
+# The stream coalesces committed batches into at most one dashboard event per this
+# many seconds (0.25 s = at most 4 events per second).
+STREAM_PUSH_MIN_INTERVAL_SECONDS = env.float(
+    "STREAM_PUSH_MIN_INTERVAL_SECONDS", default=0.25
+)

@@ -1,4 +1,4 @@
-"""The scoring endpoints: health, predict (idempotent), validate (what-if), bad input."""
+"""Scoring endpoints: health, predict (idempotent), validate (what-if), bad input."""
 
 import pytest
 

@@ -80,9 +80,8 @@ def test_backtest_reads_csv_and_reports_bad_lines(tmp_path, capsys):
     """CSV input works; bad lines go to a .rejected.jsonl file with their errors."""
     rows = ["transaction_id,user_id,amount,timestamp,location,is_fraud"]
     for i in range(300):
-        rows.append(
-            f"t{i},u{i % 20},{10 + i % 7}.50,2026-01-0{1 + i // 100}T1{i % 10}:00:00Z,London,false"
-        )
+        moment = f"2026-01-0{1 + i // 100}T1{i % 10}:00:00Z"
+        rows.append(f"t{i},u{i % 20},{10 + i % 7}.50,{moment},London,false")
     rows.append("bad1,u1,-5,2026-01-03T10:00:00Z,London,false")
     rows.append("bad2,,5,2026-01-03T10:00:00Z,London,false")
     source = tmp_path / "in.csv"

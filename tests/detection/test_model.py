@@ -1,7 +1,7 @@
 """Model lifecycle: train from history, store safely, load, score, hot reload."""
 
 import hashlib
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from decimal import Decimal
 
 import numpy as np

@@ -1,4 +1,4 @@
-"""The transactions list and detail: envelope, filters, ordering, cursor pages, limits."""
+"""Transactions list and detail: envelope, filters, ordering, cursor pages, limits."""
 
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal

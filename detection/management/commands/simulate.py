@@ -41,11 +41,8 @@ class Command(BaseCommand):
             start=start,
         )
         if options["output"] == "-":
-            count = fraud = 0
             for record in records:
                 self.stdout.write(json.dumps(record, separators=(",", ":")))
-                count += 1
-                fraud += bool(record.get("is_fraud"))
             return
         path = Path(options["output"])
         path.parent.mkdir(parents=True, exist_ok=True)
