@@ -50,10 +50,11 @@ def _history_bootstrap(env: dict) -> None:
     )
     if probe.strip() == "True":
         return
-    history = ROOT / "var" / "history.jsonl"
+    history = Path(env.get("BOOTSTRAP_HISTORY_FILE", ROOT / "var" / "history.jsonl"))
+    users = env.get("BOOTSTRAP_HISTORY_USERS", "500")
     print("First run: loading 7 days of simulated history and training a model ...")
     _manage(
-        "simulate", "--users", "500", "--days", "7", "--seed", "7",
+        "simulate", "--users", users, "--days", "7", "--seed", "7",
         "--output", str(history), env=env,
     )  # fmt: skip
     _manage("ingest_file", str(history), env=env)
@@ -63,6 +64,8 @@ def _history_bootstrap(env: dict) -> None:
 def main() -> int:
     """Start everything, print the login, and wait for Ctrl-C."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    # kafka-python logs every connection at INFO; keep the console readable.
+    logging.getLogger("kafka").setLevel(logging.WARNING)
     env = dict(os.environ)
     env.setdefault("DEBUG", "1")
     env.setdefault("PYTHONUNBUFFERED", "1")

@@ -1,0 +1,99 @@
+"""`make run`'s launcher brings the whole pipeline up, prints a login, and stops it."""
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import requests
+
+from fraudsite.embedded import free_port
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.kafka
+def test_launcher_serves_admin_and_api_then_stops_everything(tmp_path, redis_url):
+    """Given a fresh database, the launcher prints an admin login that works.
+
+    The web app answers on /api/ and /admin/, the stream scores simulated
+    transactions, and SIGINT stops every process it started.
+    """
+    port = free_port()
+    env = {
+        **os.environ,
+        "DATABASE_URL": f"sqlite:///{tmp_path / 'run.sqlite3'}",
+        "PORT": str(port),
+        "REDIS_URL": redis_url,
+        "BOOTSTRAP_HISTORY_USERS": "60",
+        "BOOTSTRAP_HISTORY_FILE": str(tmp_path / "history.jsonl"),
+        "SIMULATOR_RATE": "50",
+    }
+    env.pop("KAFKA_BROKER", None)
+    log = (tmp_path / "launcher.log").open("w+")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "fraudsite.launcher"],
+        cwd=ROOT,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    try:
+        password = None
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline and password is None:
+            assert process.poll() is None, Path(log.name).read_text()[-3000:]
+            found = re.search(r"Login\s+admin / (\S+)", Path(log.name).read_text())
+            password = found.group(1) if found else None
+            time.sleep(0.5)
+        assert password, "no login printed"
+        assert password not in ("admin", "password") and len(password) >= 12
+
+        base = f"http://127.0.0.1:{port}"
+        session = requests.Session()
+        health = None
+        while time.monotonic() < deadline:
+            try:
+                health = session.get(f"{base}/api/", timeout=2)
+                break
+            except requests.ConnectionError:
+                time.sleep(0.5)
+        assert health is not None and health.json()["scoring"] == "rules + model"
+
+        login_page = session.get(f"{base}/admin/login/")
+        token = session.cookies["csrftoken"]
+        assert login_page.status_code == 200
+        done = session.post(
+            f"{base}/admin/login/?next=/admin/",
+            data={
+                "username": "admin",
+                "password": password,
+                "csrfmiddlewaretoken": token,
+            },
+            headers={"Referer": f"{base}/admin/login/"},
+        )
+        assert done.status_code == 200 and "Site administration" in done.text
+
+        streamed = 0
+        while time.monotonic() < deadline and streamed == 0:
+            body = session.get(f"{base}/api/transactions?n=5").json()
+            streamed = sum(
+                1 for item in body["items"] if item["transaction_id"].startswith("st-")
+            )
+            time.sleep(0.5)
+        assert streamed > 0, "no streamed transaction was scored"
+    finally:
+        os.killpg(process.pid, signal.SIGINT)
+        code = process.wait(timeout=60)
+    assert code == 0
+    text = Path(log.name).read_text()
+    assert "kafka stopped" in text or "Stopping" in text
+    leftovers = subprocess.run(
+        ["pgrep", "-f", f"runserver 127.0.0.1:{port}"], capture_output=True
+    )
+    assert leftovers.stdout == b""
