@@ -20,7 +20,7 @@ from detection.scoring import (
     transaction_score_batch,
 )
 from detection.state import InMemoryStateStore, UserState
-from transactions.messages import TransactionMessage
+from transactions.messages import SCORING_INPUT_FIELDS, TransactionMessage
 from transactions.models import Transaction
 from transactions.selectors import transaction_ids_existing
 from transactions.services import transactions_record
@@ -154,22 +154,8 @@ def model_retrain(*, since: datetime | None = None, limit: int = 200_000) -> str
     queryset = Transaction.objects.order_by("-timestamp")
     if since is not None:
         queryset = queryset.filter(timestamp__gte=since)
-    rows = list(
-        queryset.values(
-            "transaction_id",
-            "user_id",
-            "amount",
-            "currency",
-            "timestamp",
-            "merchant_id",
-            "merchant_category",
-            "channel",
-            "location",
-            "latitude",
-            "longitude",
-            "country",
-        )[:limit]
-    )
+    # Ground truth (is_fraud) is deliberately not read: it is never a model input.
+    rows = list(queryset.values(*SCORING_INPUT_FIELDS)[:limit])
     messages = [TransactionMessage(**row) for row in rows]
     matrix, _ = features_replay(messages)
     forest = forest_train(matrix)

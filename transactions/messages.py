@@ -15,6 +15,21 @@ from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
+# The message fields that scoring may read (everything but the ground truth).
+SCORING_INPUT_FIELDS = (
+    "transaction_id",
+    "user_id",
+    "amount",
+    "currency",
+    "timestamp",
+    "merchant_id",
+    "merchant_category",
+    "channel",
+    "location",
+    "latitude",
+    "longitude",
+    "country",
+)
 MAX_ID_LENGTH = 64
 MAX_TEXT_LENGTH = 128
 MAX_AMOUNT = Decimal("1000000000")
