@@ -1,0 +1,69 @@
+"""Settings come from the environment, fail closed, and keep SQLite concurrent."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from django.db import connection
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def settings_value(expression: str, **env: str) -> subprocess.CompletedProcess:
+    """Import fraudsite.settings in a clean process with `env`; print `expression`."""
+    clean = {
+        key: value
+        for key, value in os.environ.items()
+        if key not in {"DEBUG", "SECRET_KEY", "DATABASE_URL", "TRANSACTIONS_DB_PATH"}
+    }
+    return subprocess.run(
+        [sys.executable, "-c", f"import fraudsite.settings as s; print({expression})"],
+        cwd=ROOT,
+        env={**clean, **env},
+        capture_output=True,
+        text=True,
+    )
+
+
+def test_secret_key_is_required_without_debug():
+    """With DEBUG off and no SECRET_KEY, settings refuse to load."""
+    result = settings_value("s.DEBUG")
+    assert result.returncode != 0
+    assert "SECRET_KEY must be set" in result.stderr
+
+
+def test_debug_is_off_by_default():
+    """DEBUG is off unless set."""
+    result = settings_value("s.DEBUG", SECRET_KEY="x" * 50)
+    assert result.stdout.strip() == "False"
+
+
+def test_predecessor_db_path_still_works(tmp_path):
+    """TRANSACTIONS_DB_PATH picks the SQLite file when DATABASE_URL is unset."""
+    path = tmp_path / "legacy.db"
+    result = settings_value(
+        "s.DATABASES['default']['NAME']", DEBUG="1", TRANSACTIONS_DB_PATH=str(path)
+    )
+    assert result.stdout.strip() == str(path)
+
+
+def test_database_url_wins(tmp_path):
+    """DATABASE_URL selects PostgreSQL (or anything dj URL-parsable)."""
+    result = settings_value(
+        "s.DATABASES['default']['ENGINE']",
+        DEBUG="1",
+        DATABASE_URL="postgres://u:p@127.0.0.1:5432/test",
+    )
+    assert result.stdout.strip() == "django.db.backends.postgresql"
+
+
+@pytest.mark.django_db
+def test_sqlite_runs_in_wal_mode_with_a_busy_timeout():
+    """The web server, consumer and Celery can write at once without 'locked'."""
+    with connection.cursor() as cursor:
+        cursor.execute("PRAGMA journal_mode")
+        assert cursor.fetchone()[0] == "wal"
+        cursor.execute("PRAGMA busy_timeout")
+        assert cursor.fetchone()[0] >= 5000
