@@ -28,7 +28,7 @@ from detection.scoring import (
     transaction_score_batch,
 )
 from detection.services import features_replay
-from detection.state import FEATURE_NAMES, InMemoryStateStore
+from detection.state import FEATURE_NAMES
 from transactions.messages import (
     MessageError,
     TransactionMessage,
@@ -131,7 +131,7 @@ def backtest_run(
         len(messages),
     )
     train, test = messages[:cut], messages[cut:]
-    matrix, (store, _ordered) = features_replay(train)
+    matrix, store = features_replay(train)
     model = _loaded(forest_train(matrix), matrix) if len(train) else None
     run_config = ScoringConfig(
         rules=config.rules,
@@ -139,8 +139,6 @@ def backtest_run(
         fraud_threshold=config.fraud_threshold,
         model=model,
     )
-    if not isinstance(store, InMemoryStateStore):  # pragma: no cover - invariant
-        raise TypeError("backtests must run on in-memory state")
     verdicts: list[Verdict] = []
     for start in range(0, len(test), BATCH_SIZE):
         batch = test[start : start + BATCH_SIZE]

@@ -19,7 +19,7 @@ from detection.scoring import (
     transaction_features_batch,
     transaction_score_batch,
 )
-from detection.state import InMemoryStateStore, UserState
+from detection.state import FEATURE_NAMES, InMemoryStateStore, UserState
 from transactions.messages import SCORING_INPUT_FIELDS, TransactionMessage
 from transactions.models import Transaction
 from transactions.selectors import transaction_ids_existing
@@ -129,7 +129,9 @@ def transaction_what_if(
     return verdicts[0], before
 
 
-def features_replay(messages: Iterable[TransactionMessage]) -> tuple[np.ndarray, list]:
+def features_replay(
+    messages: Iterable[TransactionMessage],
+) -> tuple[np.ndarray, InMemoryStateStore]:
     """Replay messages in event order through fresh in-memory state.
 
     Return the feature matrix (one row per message, in event order) and the
@@ -137,13 +139,12 @@ def features_replay(messages: Iterable[TransactionMessage]) -> tuple[np.ndarray,
     """
     ordered = sorted(messages, key=lambda m: m.timestamp)
     store = InMemoryStateStore()
-    blocks = []
+    blocks = [np.empty((0, len(FEATURE_NAMES)))]
     for start in range(0, len(ordered), 5000):
         chunk = ordered[start : start + 5000]
         states = store.states_get({m.user_id for m in chunk})
         blocks.append(feature_matrix(transaction_features_batch(chunk, states=states)))
-    matrix = np.vstack(blocks) if blocks else np.empty((0, 0))
-    return matrix, [store, ordered]
+    return np.vstack(blocks), store
 
 
 def model_retrain(*, since: datetime | None = None, limit: int = 200_000) -> str:

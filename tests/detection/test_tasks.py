@@ -1,0 +1,73 @@
+"""Celery retrains the model: a real worker on Redis runs the task on our database."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from django.db import connection
+
+from detection.models import ModelVersion
+from detection.profiles import OrmStateStore
+from detection.scoring import scoring_config_from_db
+from detection.services import transaction_batch_score_record
+from detection.simulator import simulate_transactions
+from transactions.messages import transaction_message_parse
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_worker_retrains_and_activates_a_model(redis_url, tmp_path):
+    """Given stored history, the retrain task run by a worker activates a model."""
+    messages = [
+        transaction_message_parse(record)
+        for record in simulate_transactions(users=40, days=10, seed=8)
+    ]
+    transaction_batch_score_record(
+        messages=messages,
+        store=OrmStateStore(),
+        config=scoring_config_from_db(model=None),
+        source="test",
+    )
+    database = connection.settings_dict["NAME"]
+    env = {
+        **os.environ,
+        "DEBUG": "1",
+        "DATABASE_URL": f"sqlite:///{database}",
+        "REDIS_URL": redis_url,
+        # A queue of this test's own, so no other worker on this Redis takes it.
+        "CELERY_TASK_DEFAULT_QUEUE": f"test-{os.getpid()}",
+    }
+    log = (tmp_path / "worker.log").open("w")
+    worker = subprocess.Popen(
+        [
+            sys.executable, "-m", "celery", "-A", "fraudsite", "worker",
+            "--pool", "solo", "--queues", env["CELERY_TASK_DEFAULT_QUEUE"],
+            "--loglevel", "INFO",
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    try:
+        from celery import Celery
+
+        client = Celery("fraudsite", broker=redis_url, backend=redis_url)
+        result = client.send_task(
+            "detection.tasks.model_retrain_task",
+            queue=env["CELERY_TASK_DEFAULT_QUEUE"],
+        )
+        version = result.get(timeout=120)
+        assert ModelVersion.objects.get(is_active=True).version == version
+        assert ModelVersion.objects.get(version=version).sample_count == len(messages)
+    finally:
+        worker.terminate()
+        try:
+            worker.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            worker.kill()
+            worker.wait()
+    assert worker.returncode is not None
