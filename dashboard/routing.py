@@ -1,3 +1,9 @@
 """Websocket routes of the dashboard."""
 
-websocket_urlpatterns: list = []
+from django.urls import path
+
+from dashboard.consumers import VerdictsConsumer
+
+websocket_urlpatterns = [
+    path("ws/verdicts/", VerdictsConsumer.as_asgi(), name="ws-verdicts"),
+]

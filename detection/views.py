@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+from collections import Counter
 from datetime import UTC, datetime
 
 from django.db import connection
@@ -11,6 +13,7 @@ from rest_framework.permissions import AllowAny
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from detection.events import verdicts_event_build, verdicts_publish
 from detection.profiles import OrmStateStore
 from detection.registry import model_active_row
 from detection.scoring import scoring_config_current
@@ -24,6 +27,23 @@ from detection.services import transaction_batch_score_record, transaction_what_
 from detection.state import UserState
 from transactions.selectors import transaction_get, user_transactions_recent
 from transactions.serializers import TransactionSerializer
+
+
+logger = logging.getLogger(__name__)
+
+
+def _verdicts_push(transactions) -> None:
+    """Show API-scored verdicts on the live dashboard; never fail the request."""
+    try:
+        verdicts_publish(
+            verdicts_event_build(
+                transactions=transactions,
+                counts=Counter(txn.status for txn in transactions),
+                throughput=0.0,
+            )
+        )
+    except Exception:  # the channel layer is optional for the API: log, go on
+        logger.warning("live push of API verdicts failed", exc_info=True)
 
 
 class HealthView(APIView):
@@ -81,6 +101,7 @@ class PredictView(APIView):
                 source="api",
             )
             if result.created:
+                _verdicts_push(result.created)
                 body = TransactionSerializer(result.created[0]).data
                 return Response(body, status=status.HTTP_201_CREATED)
             # Lost a race with another writer of the same id: return theirs.

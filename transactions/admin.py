@@ -1,9 +1,10 @@
 """Admin for inspecting verdicts and their reasons."""
 
 from django.contrib import admin
+from django.db.models import Prefetch
 from django.utils.html import format_html, format_html_join
 
-from transactions.models import Transaction, VerdictTally
+from transactions.models import Label, Transaction, VerdictTally
 
 RULE_CODES = (
     "amount_spike",
@@ -43,8 +44,22 @@ VERDICT_FIELDS = (
 )
 
 
+class LabelInline(admin.TabularInline):
+    """The label history of a transaction, newest first (read only here)."""
+
+    model = Label
+    fields = ("is_fraud", "source", "note", "created_by", "created_at")
+    readonly_fields = fields
+    extra = 0
+    can_delete = False
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+
 @admin.register(Transaction)
 class TransactionAdmin(admin.ModelAdmin):
+    inlines = (LabelInline,)
     list_display = (
         "transaction_id",
         "user_id",
@@ -55,6 +70,7 @@ class TransactionAdmin(admin.ModelAdmin):
         "status",
         "risk_score",
         "reasons_short",
+        "label_latest",
     )
     list_filter = ("status", RuleFiredFilter, "channel", "timestamp")
     # Exact-match search keeps the unique and (user_id, timestamp) indexes usable.
@@ -111,6 +127,28 @@ class TransactionAdmin(admin.ModelAdmin):
     def reasons_short(self, obj):
         return ", ".join(r.get("code", "") for r in obj.reasons or []) or "-"
 
+    @admin.display(description="Label")
+    def label_latest(self, obj):
+        labels = getattr(obj, "labels_latest_first", None)
+        latest = labels[0] if labels else None
+        if latest is None:
+            return "-"
+        return f"{'fraud' if latest.is_fraud else 'legit'} ({latest.source})"
+
+    def get_queryset(self, request):
+        # One prefetch query per changelist page instead of one per row.
+        return (
+            super()
+            .get_queryset(request)
+            .prefetch_related(
+                Prefetch(
+                    "labels",
+                    queryset=Label.objects.latest_first(),
+                    to_attr="labels_latest_first",
+                )
+            )
+        )
+
 
 @admin.register(VerdictTally)
 class VerdictTallyAdmin(admin.ModelAdmin):
@@ -119,3 +157,28 @@ class VerdictTallyAdmin(admin.ModelAdmin):
 
     def has_add_permission(self, request):
         return False
+
+
+@admin.register(Label)
+class LabelAdmin(admin.ModelAdmin):
+    list_display = (
+        "transaction",
+        "is_fraud",
+        "source",
+        "created_by",
+        "created_at",
+        "note",
+    )
+    list_filter = ("source", "is_fraud", "created_at")
+    # Exact match keeps the unique index on transaction_id usable at scale.
+    search_fields = ("=transaction__transaction_id",)
+    list_select_related = ("transaction", "created_by")
+    raw_id_fields = ("transaction",)
+    readonly_fields = ("created_by", "created_at")
+    show_full_result_count = False
+
+    def save_model(self, request, obj, form, change):
+        # Labels given in admin are attributed like those given on the dashboard.
+        if not change and obj.created_by_id is None:
+            obj.created_by = request.user
+        super().save_model(request, obj, form, change)

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from django.conf import settings
 from django.db import models
 from django.db.models import Q
 from django.urls import reverse
+from django.utils import timezone
 
 
 class TransactionQuerySet(models.QuerySet):
@@ -139,3 +141,55 @@ class VerdictTally(models.Model):
 
     def __str__(self) -> str:
         return f"{self.minute:%Y-%m-%d %H:%M} total={self.total}"
+
+
+class LabelQuerySet(models.QuerySet):
+    """Chainable reads of analyst and chargeback labels."""
+
+    def latest_first(self) -> LabelQuerySet:
+        """Return labels newest first (the first one of a transaction wins)."""
+        return self.order_by("-created_at", "-id")
+
+
+class Label(models.Model):
+    """Ground truth about one transaction, given after the fact.
+
+    Labels are history: a new label never edits an old one, and the latest label of
+    a transaction wins. A label never changes the stored verdict; it feeds training.
+    """
+
+    class Source(models.TextChoices):
+        ANALYST = "analyst", "Analyst"
+        CHARGEBACK = "chargeback", "Chargeback"
+
+    transaction = models.ForeignKey(
+        Transaction, on_delete=models.CASCADE, related_name="labels"
+    )
+    is_fraud = models.BooleanField()
+    source = models.CharField(
+        max_length=16, choices=Source.choices, default=Source.ANALYST
+    )
+    note = models.TextField(blank=True, max_length=1000)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="+",
+    )
+    created_at = models.DateTimeField(default=timezone.now)
+
+    objects = LabelQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [
+            # "Latest label of a transaction": the API and dashboard prefetch, admin.
+            models.Index(
+                fields=["transaction", "-created_at", "-id"], name="label_txn_latest"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        verdict = "fraud" if self.is_fraud else "legit"
+        return f"{self.transaction_id}: {verdict} ({self.source})"

@@ -1,12 +1,42 @@
 """Output serializers of the ledger API."""
 
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from transactions.models import Transaction
+from transactions.models import Label, Transaction
+
+
+class LabelSerializer(serializers.ModelSerializer):
+    """One label of a transaction, with the username of who gave it."""
+
+    created_by = serializers.SlugRelatedField(slug_field="username", read_only=True)
+
+    class Meta:
+        model = Label
+        fields = ["is_fraud", "source", "note", "created_by", "created_at"]
+        read_only_fields = fields
+
+
+class LabelCreateSerializer(serializers.Serializer):
+    """Input of POST /api/transactions/<id>/label: the analyst's judgement."""
+
+    is_fraud = serializers.BooleanField(
+        help_text="true = confirmed fraud, false = legitimate."
+    )
+    note = serializers.CharField(
+        max_length=1000, required=False, allow_blank=True, default=""
+    )
 
 
 class TransactionSerializer(serializers.ModelSerializer):
-    """A stored transaction with its verdict at the top level."""
+    """A stored transaction with its verdict at the top level.
+
+    `label` is the latest label, or null; list views prefetch it (see
+    `TransactionViewSet.get_queryset`) so a page costs one extra query, not one per
+    row.
+    """
+
+    label = serializers.SerializerMethodField()
 
     class Meta:
         model = Transaction
@@ -32,5 +62,18 @@ class TransactionSerializer(serializers.ModelSerializer):
             "scored_at",
             "received_at",
             "is_fraud",
+            "label",
         ]
         read_only_fields = fields
+
+    @extend_schema_field(LabelSerializer(allow_null=True))
+    def get_label(self, obj: Transaction) -> dict | None:
+        """Return the latest label, or None when the transaction has none."""
+        if obj.pk is None:
+            return None
+        labels = getattr(obj, "labels_latest_first", None)
+        if labels is None:
+            latest = obj.labels.latest_first().select_related("created_by").first()
+        else:
+            latest = labels[0] if labels else None
+        return LabelSerializer(latest).data if latest else None

@@ -5,9 +5,10 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Sequence
 
+from django.db import transaction as db_transaction
 from django.db.models import F
 
-from transactions.models import Transaction, VerdictTally
+from transactions.models import Label, Transaction, VerdictTally
 
 
 def transactions_record(*, transactions: Sequence[Transaction]) -> list[Transaction]:
@@ -39,4 +40,27 @@ def tallies_add(*, transactions: Sequence[Transaction]) -> None:
             legit=F("legit") + counts[Transaction.Status.LEGIT],
             suspicious=F("suspicious") + counts[Transaction.Status.SUSPICIOUS],
             fraud=F("fraud") + counts[Transaction.Status.FRAUD],
+        )
+
+
+def label_create(
+    *,
+    transaction: Transaction,
+    is_fraud: bool,
+    source: str = Label.Source.ANALYST,
+    note: str = "",
+    created_by=None,
+) -> Label:
+    """Record a label on a transaction and return it.
+
+    Labels are appended, never edited: the latest one wins and the history stays
+    for audit and training. The stored verdict is deliberately left untouched.
+    """
+    with db_transaction.atomic():
+        return Label.objects.create(
+            transaction=transaction,
+            is_fraud=is_fraud,
+            source=source,
+            note=note.strip(),
+            created_by=created_by,
         )

@@ -1,17 +1,24 @@
 """Read endpoints of the ledger: the transactions list and one transaction."""
 
 from django.conf import settings
+from django.db.models import Prefetch
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema
-from rest_framework import filters, viewsets
+from rest_framework import filters, status, viewsets
+from rest_framework.decorators import action
 from rest_framework.exceptions import ValidationError
 from rest_framework.pagination import CursorPagination
 from rest_framework.response import Response
 
 from transactions.filters import TransactionFilter
-from transactions.models import Transaction
+from transactions.models import Label, Transaction
 from transactions.selectors import verdict_totals
-from transactions.serializers import TransactionSerializer
+from transactions.serializers import (
+    LabelCreateSerializer,
+    LabelSerializer,
+    TransactionSerializer,
+)
+from transactions.services import label_create
 
 DEFAULT_PAGE_SIZE = 20
 
@@ -84,5 +91,43 @@ class TransactionViewSet(viewsets.ReadOnlyModelViewSet):
         *viewsets.ReadOnlyModelViewSet.filter_backends,
         filters.OrderingFilter,
     ]
-    ordering_fields = ["id", "timestamp", "amount", "risk_score", "scored_at"]
+    # Every column of the dashboard table sorts; only newest-first (-id) is the
+    # indexed fast path that the 1M-row budget covers.
+    ordering_fields = [
+        "id",
+        "transaction_id",
+        "user_id",
+        "timestamp",
+        "amount",
+        "location",
+        "status",
+        "risk_score",
+        "scored_at",
+    ]
     ordering = ["-id"]
+
+    def get_queryset(self):
+        """Return transactions with their labels prefetched, newest label first."""
+        # Prefetching runs after pagination slices the page: one query per page.
+        return Transaction.objects.prefetch_related(
+            Prefetch(
+                "labels",
+                queryset=Label.objects.latest_first().select_related("created_by"),
+                to_attr="labels_latest_first",
+            )
+        )
+
+    @extend_schema(request=LabelCreateSerializer, responses={201: LabelSerializer})
+    @action(detail=True, methods=["post"], url_path="label")
+    def label(self, request, transaction_id=None):
+        """Record the analyst's label (latest wins); the verdict stays unchanged."""
+        transaction = self.get_object()
+        serializer = LabelCreateSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        label = label_create(
+            transaction=transaction,
+            is_fraud=serializer.validated_data["is_fraud"],
+            note=serializer.validated_data["note"],
+            created_by=request.user,
+        )
+        return Response(LabelSerializer(label).data, status=status.HTTP_201_CREATED)

@@ -197,3 +197,39 @@ def test_validate_for_an_unknown_user_has_empty_history(api_client):
     assert response.status_code == 200
     assert response.json()["history"]["transaction_count"] == 0
     assert not UserProfile.objects.filter(user_id="new").exists()
+
+
+def test_predict_pushes_the_verdict_to_the_live_dashboard(
+    api_client, settings, redis_url
+):
+    """A transaction scored by the API reaches the dashboard group over Redis."""
+    import asyncio
+    import os
+
+    from asgiref.sync import async_to_sync
+    from channels.layers import get_channel_layer
+
+    settings.CHANNEL_LAYERS = {
+        "default": {
+            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            "CONFIG": {"hosts": [redis_url], "prefix": f"test-api-{os.getpid()}"},
+        }
+    }
+    layer = get_channel_layer()
+
+    async def subscribe_then_receive():
+        channel = await layer.new_channel()
+        await layer.group_add("verdicts", channel)
+        return channel
+
+    channel = async_to_sync(subscribe_then_receive)()
+    response = api_client.post("/api/predict", GOOD, format="json")
+    assert response.status_code == 201
+
+    async def receive():
+        return await asyncio.wait_for(layer.receive(channel), timeout=10)
+
+    event = async_to_sync(receive)()
+    assert event["type"] == "verdicts.batch"
+    assert [v["transaction_id"] for v in event["verdicts"]] == ["tx-1"]
+    assert event["counts"]["total"] == 1

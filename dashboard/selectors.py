@@ -1,0 +1,137 @@
+"""Reads behind the dashboard pages: overview figures, transaction detail context.
+
+Everything here is sized for millions of stored transactions: totals and the
+per-minute chart come from the maintained `VerdictTally` rows, and per-transaction
+reads use the unique and (user_id, timestamp) indexes. No full-table COUNT(*).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from detection.geo import city_coordinates, haversine_km
+from detection.models import UserProfile
+from detection.profiles import profile_to_state
+from detection.rules import RULE_TYPES
+from detection.state import SPEED_MIN_SECONDS
+from transactions.models import Label, Transaction
+from transactions.selectors import (
+    user_transactions_recent,
+    verdict_totals,
+    verdicts_per_minute,
+)
+
+CHART_MINUTES = 60
+
+
+def overview_summary(*, now: datetime | None = None) -> dict:
+    """Return the overview's totals and the per-minute series of the last hour.
+
+    The series has one entry per minute, oldest first, with zeros for minutes in
+    which nothing was scored, so the chart's x axis is always the last hour.
+    """
+    now = (now or datetime.now(UTC)).astimezone(UTC)
+    current_minute = now.replace(second=0, microsecond=0)
+    first_minute = current_minute - timedelta(minutes=CHART_MINUTES - 1)
+    found = {
+        row["minute"].astimezone(UTC): row
+        for row in verdicts_per_minute(since=first_minute)
+    }
+    series = []
+    for offset in range(CHART_MINUTES):
+        minute = first_minute + timedelta(minutes=offset)
+        row = found.get(minute)
+        total = row["total"] if row else 0
+        flagged = row["suspicious"] + row["fraud"] if row else 0
+        series.append(
+            {"minute": minute.isoformat(), "total": total, "flagged": flagged}
+        )
+    return {"totals": verdict_totals(), "per_minute": series, "now": now.isoformat()}
+
+
+def rule_choices() -> list[tuple[str, str]]:
+    """Return (code, readable name) of every rule the scorer knows."""
+    return [(code, rule.name) for code, rule in RULE_TYPES.items()]
+
+
+@dataclass(frozen=True)
+class TravelSummary:
+    """Where the user paid before this transaction and how fast they must have moved."""
+
+    previous: Transaction | None
+    previous_location: str
+    distance_km: float | None
+    hours: float | None
+    speed_kmh: float | None
+
+
+def _coordinates(txn: Transaction) -> tuple[float, float] | None:
+    if txn.latitude is not None and txn.longitude is not None:
+        return txn.latitude, txn.longitude
+    found = city_coordinates(txn.location)
+    return (found[0], found[1]) if found else None
+
+
+def travel_summary(*, transaction: Transaction) -> TravelSummary:
+    """Return the user's previous transaction and the implied travel to this one."""
+    previous = (
+        Transaction.objects.for_user(transaction.user_id)
+        .filter(timestamp__lte=transaction.timestamp)
+        .exclude(pk=transaction.pk)
+        .order_by("-timestamp", "-id")
+        .first()
+    )
+    if previous is None:
+        return TravelSummary(None, "", None, None, None)
+    here, there = _coordinates(transaction), _coordinates(previous)
+    seconds = (transaction.timestamp - previous.timestamp).total_seconds()
+    distance = speed = None
+    if here and there:
+        distance = haversine_km(there[0], there[1], here[0], here[1])
+        # The same floor as the geo_velocity rule, so the figures agree with it.
+        speed = distance / (max(seconds, SPEED_MIN_SECONDS) / 3600.0)
+    return TravelSummary(
+        previous=previous,
+        previous_location=previous.location,
+        distance_km=None if distance is None else round(distance, 1),
+        hours=round(seconds / 3600.0, 2),
+        speed_kmh=None if speed is None else round(speed, 1),
+    )
+
+
+def user_profile_summary(*, user_id: str) -> dict | None:
+    """Return the readable parts of a user's stored profile, or None if unknown."""
+    profile = UserProfile.objects.filter(user_id=user_id).first()
+    if profile is None:
+        return None
+    state = profile_to_state(profile)
+    return {
+        "transaction_count": state.count,
+        "typical_amount": round(state.typical_amount, 2),
+        "home_location": state.home_location,
+        "last_location": state.last_location,
+        "last_transaction_at": (
+            datetime.fromtimestamp(state.last_epoch, tz=UTC)
+            if state.last_epoch
+            else None
+        ),
+        "countries": state.countries,
+        "updated_at": profile.updated_at,
+    }
+
+
+def transaction_detail_context(*, transaction: Transaction) -> dict:
+    """Return what the detail page shows beside the transaction itself."""
+    labels = list(
+        Label.objects.filter(transaction=transaction)
+        .latest_first()
+        .select_related("created_by")[:20]
+    )
+    return {
+        "labels": labels,
+        "label": labels[0] if labels else None,
+        "travel": travel_summary(transaction=transaction),
+        "profile": user_profile_summary(user_id=transaction.user_id),
+        "recent": user_transactions_recent(user_id=transaction.user_id, limit=10),
+    }

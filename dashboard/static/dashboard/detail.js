@@ -1,0 +1,42 @@
+/* Transaction detail: "Confirm fraud" / "Mark legitimate" without a reload. */
+"use strict";
+
+(function () {
+  const form = document.getElementById("label-form");
+  const current = document.getElementById("label-current");
+  const history = document.getElementById("label-history");
+  const failure = document.getElementById("label-error");
+
+  function describe(label) {
+    const when = Dash.utc(label.created_at);
+    const who = label.created_by || label.source;
+    const parts = [Dash.labelBadge(label), " by " + who + " · " + when + " UTC"];
+    if (label.note) parts.push(" · “" + label.note + "”");
+    return parts;
+  }
+
+  form.addEventListener("submit", async function (event) {
+    event.preventDefault();
+    const button = event.submitter;
+    const payload = {
+      is_fraud: button && button.value === "true",
+      note: form.elements.note.value,
+    };
+    failure.hidden = true;
+    for (const control of form.querySelectorAll("button")) control.disabled = true;
+    try {
+      const label = await Dash.api(form.dataset.url, { method: "POST", body: payload });
+      current.replaceChildren(...describe(label));
+      const empty = history.querySelector(".empty");
+      if (empty) empty.remove();
+      history.prepend(Dash.el("li", {}, describe(label)));
+      form.elements.note.value = "";
+    } catch (error) {
+      failure.textContent = "Could not save the label: " + Dash.errorText(error);
+      failure.hidden = false;
+    } finally {
+      for (const control of form.querySelectorAll("button")) control.disabled = false;
+      if (button) button.focus();
+    }
+  });
+})();

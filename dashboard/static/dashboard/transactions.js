@@ -1,0 +1,458 @@
+/* Transactions page: live table (filters, sort, pages, "N new"), validation panel.
+ *
+ * New verdicts are prepended in one DOM update per animation frame and the table
+ * is trimmed to one page, so the page stays responsive however fast the stream
+ * goes. Live updates pause while the pointer or keyboard focus is in the table, on
+ * a later page and under a sort other than newest first; a counter says how many
+ * verdicts arrived meanwhile.
+ */
+"use strict";
+
+(function () {
+  const API = "/api/transactions";
+  const VALIDATE_API = "/api/validate-transaction";
+  const MAX_PENDING = 200;
+  const wrap = document.getElementById("table-wrap");
+  const tbody = document.getElementById("txn-rows");
+  const form = document.getElementById("filters");
+  const newButton = document.getElementById("new-count");
+  const tableState = document.getElementById("table-state");
+  const olderButton = document.getElementById("page-older");
+  const newerButton = document.getElementById("page-newer");
+  const PAGE = Number(wrap.dataset.pageSize) || 50;
+  const FILTER_FIELDS = ["status", "user_id", "rule", "min_amount", "max_amount", "since", "until"];
+
+  const state = {
+    filters: {},
+    ordering: "-id",
+    pageIndex: 0,
+    next: null,
+    previous: null,
+    nextStale: false,
+    shown: new Set(),
+    hovering: false,
+    focused: false,
+    incoming: [],
+    frameRequested: false,
+    pending: [],
+    pendingCount: 0,
+    reloadOnResume: false,
+    loading: 0,
+  };
+
+  /* ---- filters ------------------------------------------------------------ */
+
+  function filtersFromForm() {
+    const filters = {};
+    for (const name of FILTER_FIELDS) {
+      const value = form.elements[name].value.trim();
+      if (value) filters[name] = value;
+    }
+    return filters;
+  }
+
+  function filtersToForm(filters) {
+    for (const name of FILTER_FIELDS) form.elements[name].value = filters[name] || "";
+  }
+
+  function utcParam(value) {
+    // datetime-local has no zone; the form says UTC, so the API gets a "Z".
+    return value.length === 16 ? value + ":00Z" : value + "Z";
+  }
+
+  function apiQuery() {
+    const params = new URLSearchParams({ n: String(PAGE), ordering: state.ordering });
+    const f = state.filters;
+    if (f.status === "flagged") {
+      params.append("status", "suspicious");
+      params.append("status", "fraud");
+    } else if (f.status) {
+      params.append("status", f.status);
+    }
+    for (const name of ["user_id", "rule", "min_amount", "max_amount"]) {
+      if (f[name]) params.append(name, f[name]);
+    }
+    if (f.since) params.append("since", utcParam(f.since));
+    if (f.until) params.append("until", utcParam(f.until));
+    return API + "?" + params.toString();
+  }
+
+  function matches(verdict) {
+    const f = state.filters;
+    if (f.status === "flagged" && verdict.status === "legit") return false;
+    if (f.status && f.status !== "flagged" && verdict.status !== f.status) return false;
+    if (f.user_id && verdict.user_id !== f.user_id) return false;
+    if (f.rule && !(verdict.reason_codes || []).includes(f.rule)) return false;
+    const amount = Number(verdict.amount);
+    if (f.min_amount && amount < Number(f.min_amount)) return false;
+    if (f.max_amount && amount > Number(f.max_amount)) return false;
+    const when = new Date(verdict.timestamp).getTime();
+    if (f.since && when < new Date(utcParam(f.since)).getTime()) return false;
+    if (f.until && when >= new Date(utcParam(f.until)).getTime()) return false;
+    return true;
+  }
+
+  function syncAddressBar() {
+    const params = new URLSearchParams(state.filters);
+    if (state.ordering !== "-id") params.set("ordering", state.ordering);
+    const query = params.toString();
+    history.replaceState(null, "", location.pathname + (query ? "?" + query : ""));
+  }
+
+  /* ---- rows --------------------------------------------------------------- */
+
+  function rowFor(verdict, fresh) {
+    const link = Dash.el("a", {
+      href: "/transactions/" + encodeURIComponent(verdict.transaction_id) + "/",
+      text: verdict.transaction_id,
+    });
+    const row = Dash.el("tr", { "data-id": verdict.transaction_id, "data-status": verdict.status, class: fresh ? "fresh" : null }, [
+      Dash.el("td", { class: "nowrap", title: Dash.utc(verdict.scored_at) + " UTC", text: Dash.utc(verdict.scored_at).slice(11) }),
+      Dash.el("td", { class: "txn-id" }, [link]),
+      Dash.el("td", { class: "nowrap", text: verdict.user_id }),
+      Dash.el("td", { class: "nowrap", title: Dash.utc(verdict.timestamp) + " UTC", text: Dash.utc(verdict.timestamp).slice(5) }),
+      Dash.el("td", { class: "num nowrap", "data-amount": verdict.amount, text: Dash.money(verdict.amount) + " " + (verdict.currency || "") }),
+      Dash.el("td", { text: verdict.location || "–" }),
+      Dash.el("td", {}, [Dash.statusBadge(verdict.status)]),
+      Dash.el("td", { class: "num", text: Number(verdict.risk_score).toFixed(3) }),
+      Dash.el("td", {}, [Dash.reasonChips(verdict.reasons)]),
+      Dash.el("td", { class: "label-cell" }, [Dash.labelBadge(verdict.label)]),
+    ]);
+    return row;
+  }
+
+  function renderRows(items) {
+    state.shown = new Set(items.map((item) => item.transaction_id));
+    const fragment = document.createDocumentFragment();
+    for (const item of items) fragment.append(rowFor(item, false));
+    if (!items.length) {
+      fragment.append(Dash.el("tr", { class: "empty" }, [Dash.el("td", { colspan: "10", text: "No transactions match." })]));
+    }
+    tbody.replaceChildren(fragment);
+  }
+
+  function flushIncoming() {
+    state.frameRequested = false;
+    const fresh = [];
+    for (const verdict of state.incoming) {
+      if (fresh.length >= PAGE) break;
+      if (state.shown.has(verdict.transaction_id)) continue;
+      state.shown.add(verdict.transaction_id);
+      fresh.push(verdict);
+    }
+    state.incoming = [];
+    if (!fresh.length) return;
+    const fragment = document.createDocumentFragment();
+    for (const verdict of fresh) fragment.append(rowFor(verdict, true));
+    const empty = tbody.querySelector("tr.empty");
+    if (empty) empty.remove();
+    tbody.prepend(fragment);
+    // Bounded table: keep one page; the trimmed rows are on the next page.
+    while (tbody.rows.length > PAGE) {
+      const last = tbody.rows[tbody.rows.length - 1];
+      state.shown.delete(last.dataset.id);
+      last.remove();
+      state.nextStale = true;
+    }
+    if (tbody.rows.length >= PAGE) olderButton.disabled = false;
+  }
+
+  function enqueue(verdicts) {
+    state.incoming = verdicts.concat(state.incoming);
+    if (!state.frameRequested) {
+      state.frameRequested = true;
+      requestAnimationFrame(flushIncoming);
+    }
+  }
+
+  /* ---- live state ----------------------------------------------------------- */
+
+  function pauseReason() {
+    if (state.pageIndex > 0) return "showing an older page";
+    if (state.ordering !== "-id") return "sorted by another column";
+    if (state.hovering) return "pointer over the table";
+    if (state.focused) return "reading the table";
+    return "";
+  }
+
+  function renderToolbar() {
+    const reason = pauseReason();
+    tableState.textContent = reason ? "Live updates paused (" + reason + ")" : "Live: newest first";
+    tableState.dataset.paused = reason ? "true" : "false";
+    if (state.pendingCount > 0 || state.reloadOnResume) {
+      newButton.hidden = false;
+      newButton.textContent = state.pendingCount > 0 ? Dash.int(state.pendingCount) + " new" : "Refresh";
+      newButton.setAttribute("aria-label", newButton.textContent + ": show the newest transactions");
+    } else {
+      newButton.hidden = true;
+    }
+    olderButton.disabled = !state.next && !state.nextStale;
+    newerButton.disabled = state.pageIndex === 0;
+  }
+
+  function resume() {
+    if (pauseReason()) {
+      renderToolbar();
+      return;
+    }
+    if (state.reloadOnResume) {
+      load(null);
+      return;
+    }
+    if (state.pending.length) enqueue(state.pending);
+    state.pending = [];
+    state.pendingCount = 0;
+    renderToolbar();
+  }
+
+  Live.on("batch", function (event) {
+    const matching = (event.verdicts || []).filter(matches);
+    const unfiltered = Object.keys(state.filters).length === 0;
+    // Without filters the event's counts are exact; with filters only the
+    // carried verdicts can be checked, so the counter is a lower bound.
+    const arrived = unfiltered && event.counts ? event.counts.total || 0 : matching.length;
+    if (!arrived) return;
+    if (pauseReason()) {
+      state.pending = matching.concat(state.pending).slice(0, MAX_PENDING);
+      state.pendingCount += arrived;
+      renderToolbar();
+      return;
+    }
+    enqueue(matching);
+  });
+
+  Live.on("reconnect", function () {
+    // Events sent while disconnected are gone: reload the page from the API.
+    if (pauseReason()) {
+      state.reloadOnResume = true;
+      renderToolbar();
+    } else {
+      load(null);
+    }
+  });
+
+  wrap.addEventListener("mouseenter", () => { state.hovering = true; renderToolbar(); });
+  wrap.addEventListener("mouseleave", () => { state.hovering = false; resume(); });
+  wrap.addEventListener("focusin", () => { state.focused = true; renderToolbar(); });
+  wrap.addEventListener("focusout", (event) => {
+    if (!wrap.contains(event.relatedTarget)) {
+      state.focused = false;
+      resume();
+    }
+  });
+
+  /* ---- loading -------------------------------------------------------------- */
+
+  async function load(url) {
+    const ticket = ++state.loading;
+    wrap.setAttribute("aria-busy", "true");
+    try {
+      const body = await Dash.api(url || apiQuery());
+      if (ticket !== state.loading) return;
+      if (!url) state.pageIndex = 0;
+      state.next = body.meta.next;
+      state.previous = body.meta.previous;
+      state.nextStale = false;
+      state.pending = [];
+      state.pendingCount = 0;
+      state.reloadOnResume = false;
+      state.incoming = [];
+      renderRows(body.items);
+    } catch (error) {
+      if (ticket !== state.loading) return;
+      tbody.replaceChildren(Dash.el("tr", { class: "empty" }, [Dash.el("td", { colspan: "10", class: "error", text: "Could not load: " + Dash.errorText(error) })]));
+    } finally {
+      if (ticket === state.loading) wrap.removeAttribute("aria-busy");
+      renderToolbar();
+    }
+  }
+
+  async function older() {
+    if (state.nextStale && state.pageIndex === 0) {
+      // Rows streamed in since the page loaded: ask for a fresh cursor first.
+      const body = await Dash.api(apiQuery());
+      state.next = body.meta.next;
+    }
+    if (!state.next) return;
+    state.pageIndex += 1;
+    await load(state.next);
+  }
+
+  function newer() {
+    if (state.pageIndex <= 1) {
+      load(null);
+      return;
+    }
+    state.pageIndex -= 1;
+    load(state.previous);
+  }
+
+  function applyFilters() {
+    state.filters = filtersFromForm();
+    syncAddressBar();
+    load(null);
+  }
+
+  /* ---- sorting -------------------------------------------------------------- */
+
+  function renderSortHeaders() {
+    const field = state.ordering.replace(/^-/, "");
+    const direction = state.ordering.startsWith("-") ? "descending" : "ascending";
+    for (const th of document.querySelectorAll("#txn-table th[data-sort]")) {
+      if (th.dataset.sort === field) th.setAttribute("aria-sort", direction);
+      else th.removeAttribute("aria-sort");
+    }
+  }
+
+  for (const th of document.querySelectorAll("#txn-table th[data-sort]")) {
+    th.querySelector("button").addEventListener("click", function () {
+      const field = th.dataset.sort;
+      const current = state.ordering.replace(/^-/, "");
+      if (current === field) {
+        state.ordering = state.ordering.startsWith("-") ? field : "-" + field;
+      } else {
+        // Text columns start A→Z; numbers and times start with the largest.
+        const ascendingFirst = ["transaction_id", "user_id", "location", "status"].includes(field);
+        state.ordering = ascendingFirst ? field : "-" + field;
+      }
+      renderSortHeaders();
+      syncAddressBar();
+      load(null);
+    });
+  }
+
+  /* ---- wiring ----------------------------------------------------------------- */
+
+  form.addEventListener("submit", function (event) {
+    event.preventDefault();
+    applyFilters();
+  });
+  document.getElementById("f-reset").addEventListener("click", function () {
+    form.reset();
+    applyFilters();
+  });
+  olderButton.addEventListener("click", older);
+  newerButton.addEventListener("click", newer);
+  newButton.addEventListener("click", function () {
+    if (state.pageIndex > 0 || state.ordering !== "-id") {
+      state.ordering = "-id";
+      renderSortHeaders();
+      syncAddressBar();
+    }
+    state.hovering = false;
+    state.focused = false;
+    load(null);
+  });
+
+  /* ---- validation panel ----------------------------------------------------- */
+
+  const validateForm = document.getElementById("validate-form");
+  const result = document.getElementById("validate-result");
+  const sync = document.getElementById("v-sync");
+  const lookupUser = document.getElementById("v-user");
+  let syncTimer = null;
+
+  function followLookup() {
+    if (!sync.checked) return;
+    const user = lookupUser.value.trim();
+    if (form.elements.user_id.value !== user) {
+      form.elements.user_id.value = user;
+      applyFilters();
+    }
+  }
+
+  sync.addEventListener("change", function () {
+    if (sync.checked) followLookup();
+    else if (form.elements.user_id.value && form.elements.user_id.value === lookupUser.value.trim()) {
+      form.elements.user_id.value = "";
+      applyFilters();
+    }
+  });
+  lookupUser.addEventListener("input", function () {
+    clearTimeout(syncTimer);
+    syncTimer = setTimeout(followLookup, 300);
+  });
+
+  function facts(pairs) {
+    const list = Dash.el("dl", { class: "facts" });
+    for (const [term, value] of pairs) {
+      list.append(Dash.el("dt", { text: term }), Dash.el("dd", { text: value }));
+    }
+    return list;
+  }
+
+  function renderVerdict(body) {
+    const reasons = Dash.el("ul", { class: "reasons-list" });
+    for (const reason of body.reasons) {
+      const values = Object.entries(reason.values || {}).map(([k, v]) => k + " " + v).join(", ");
+      reasons.append(
+        Dash.el("li", { "data-code": reason.code }, [
+          Dash.el("strong", { text: reason.label || reason.code }),
+          " ",
+          Dash.el("code", { text: reason.code }),
+          Dash.el("div", { text: reason.detail }),
+          values ? Dash.el("div", { class: "muted", text: values }) : null,
+        ])
+      );
+    }
+    if (!body.reasons.length) reasons.append(Dash.el("li", { text: "No rule fired." }));
+    const history = body.history;
+    const recent = Dash.el("ul", { class: "recent-list" });
+    for (const txn of history.recent_transactions.slice(0, 5)) {
+      recent.append(
+        Dash.el("li", {}, [
+          Dash.el("a", { href: "/transactions/" + encodeURIComponent(txn.transaction_id) + "/", text: Dash.utc(txn.timestamp) }),
+          " " + Dash.money(txn.amount) + " " + (txn.location || "") + " ",
+          Dash.statusBadge(txn.status),
+        ])
+      );
+    }
+    result.replaceChildren(
+      Dash.el("p", { class: "verdict-line" }, [
+        Dash.statusBadge(body.status),
+        " risk score ",
+        Dash.el("strong", { class: "risk", text: Number(body.risk_score).toFixed(3) }),
+        body.model_score === null ? "" : " · model " + Number(body.model_score).toFixed(3),
+      ]),
+      Dash.el("h3", { text: "Reasons" }),
+      reasons,
+      body.notes && body.notes.length ? Dash.el("p", { class: "muted", text: body.notes.join(" ") }) : "",
+      Dash.el("h3", { text: "History of " + history.user_id }),
+      facts([
+        ["Transactions", Dash.int(history.transaction_count)],
+        ["Typical amount", Dash.money(history.typical_amount)],
+        ["Home", history.home_location || "unknown"],
+        ["Last location", history.last_location || "unknown"],
+        ["Last transaction", Dash.utc(history.last_transaction_at)],
+        ["Last 10 min / 1 h / 24 h", history.count_10m + " / " + history.count_1h + " / " + history.count_24h],
+        ["Spent in 24 h", Dash.money(history.amount_24h)],
+      ]),
+      recent
+    );
+  }
+
+  validateForm.addEventListener("submit", async function (event) {
+    event.preventDefault();
+    const payload = { user_id: lookupUser.value.trim(), amount: document.getElementById("v-amount").value };
+    const where = document.getElementById("v-location").value.trim();
+    if (where) payload.location = where;
+    result.replaceChildren(Dash.el("p", { class: "muted", text: "Checking…" }));
+    followLookup();
+    try {
+      renderVerdict(await Dash.api(VALIDATE_API, { method: "POST", body: payload }));
+    } catch (error) {
+      result.replaceChildren(Dash.el("p", { class: "error", role: "alert", text: Dash.errorText(error) }));
+    }
+  });
+
+  /* ---- start -------------------------------------------------------------------- */
+
+  const initial = new URLSearchParams(location.search);
+  const filters = {};
+  for (const name of FILTER_FIELDS) if (initial.get(name)) filters[name] = initial.get(name);
+  filtersToForm(filters);
+  state.filters = filters;
+  if (initial.get("ordering")) state.ordering = initial.get("ordering");
+  renderSortHeaders();
+  load(null);
+})();

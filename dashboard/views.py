@@ -1,0 +1,60 @@
+"""Dashboard pages (login required): parse the request, call a selector, render."""
+
+from __future__ import annotations
+
+from django.contrib.auth.decorators import login_required
+from django.http import Http404, JsonResponse
+from django.shortcuts import render
+from django.views.decorators.http import require_GET
+
+from dashboard.selectors import (
+    overview_summary,
+    rule_choices,
+    transaction_detail_context,
+)
+from transactions.models import Transaction
+from transactions.selectors import transaction_get
+
+
+@login_required
+@require_GET
+def overview(request):
+    """Render totals, the status donut, the per-minute chart and live status."""
+    return render(request, "dashboard/overview.html", {"summary": overview_summary()})
+
+
+@login_required
+@require_GET
+def overview_data(request):
+    """Return the overview figures as JSON (the page catches up after reconnects)."""
+    return JsonResponse(overview_summary())
+
+
+@login_required
+@require_GET
+def transaction_list(request):
+    """Render the live transactions table, its filters and the validation panel."""
+    return render(
+        request,
+        "dashboard/transactions.html",
+        {
+            "rules": rule_choices(),
+            "statuses": Transaction.Status.choices,
+            "page_size": 50,
+        },
+    )
+
+
+@login_required
+@require_GET
+def transaction_detail(request, transaction_id: str):
+    """Render one verdict with its reasons, the user's context and the labels."""
+    transaction = transaction_get(transaction_id=transaction_id)
+    if transaction is None:
+        raise Http404("No such transaction.")
+    context = transaction_detail_context(transaction=transaction)
+    return render(
+        request,
+        "dashboard/transaction_detail.html",
+        {"transaction": transaction, **context},
+    )

@@ -1,0 +1,301 @@
+"""The dashboard in a real browser against a live ASGI server and real Redis.
+
+Debian's Chromium is driven by Playwright; the server is daphne in a subprocess on
+the file-backed test database, with the channel layer on Redis. Waits are
+Playwright's auto-waiting assertions, each with an explicit deadline.
+"""
+
+from __future__ import annotations
+
+import re
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+from django.core.management import call_command
+from playwright.sync_api import expect
+
+from detection.events import verdicts_event_build, verdicts_publish
+from tests.dashboard.conftest import message, publish_verdicts
+from transactions.models import Label, Transaction
+from transactions.selectors import verdict_totals
+
+pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
+
+DOCS = Path(__file__).resolve().parents[2] / "docs"
+LIVE_DEADLINE_MS = 2_000
+
+
+def _rows(page):
+    return page.locator("#txn-rows tr[data-id]")
+
+
+def test_login_then_totals_and_donut_match_the_database(logged_in_page, score):
+    """Given scored transactions, when the analyst logs in, then the overview's
+    totals and donut slices equal the stored counts."""
+    score(
+        message(user_id="p1", amount="12.00"),
+        message(user_id="p2", amount="3000.00"),
+        message(user_id="p3", amount="15000.00"),
+        message(user_id="p4", amount="20.00"),
+    )
+    page = logged_in_page
+    page.goto("/")
+    totals = verdict_totals()
+    expect(page.locator("#total-all")).to_have_attribute("data-value", "4")
+    for status, count in totals["by_status"].items():
+        expect(page.locator(f"#total-{status}")).to_have_attribute(
+            "data-value", str(count)
+        )
+        legend = page.locator(f"#donut-legend li[data-status={status}] .legend-count")
+        expect(legend).to_have_text(str(count))
+        slice_ = page.locator(f"#donut .donut-slice[data-status={status}]")
+        if count:
+            expect(slice_).to_have_attribute("data-count", str(count))
+        else:
+            expect(slice_).to_have_count(0)
+    expect(page.locator("#live-status .live-text")).to_have_text("Connected")
+
+
+def test_transaction_scored_after_page_load_appears_within_two_seconds(
+    logged_in_page, score, channel_layer_redis
+):
+    """Given the table is open, when a transaction is scored through the API and
+    the stream publishes its batch, then the row appears on top without reload."""
+    score(message(user_id="old", amount="10.00"))
+    page = logged_in_page
+    page.goto("/transactions/")
+    expect(_rows(page)).to_have_count(1)
+    expect(page.locator("#live-status .live-text")).to_have_text("Connected")
+    page.evaluate("window.__marker = 'same page'")
+    token = page.context.cookies()
+    csrf = next(c["value"] for c in token if c["name"] == "csrftoken")
+    payload = message(user_id="fresh-user", amount="15000.00")
+    response = page.request.post(
+        "/api/predict", data=payload, headers={"X-CSRFToken": csrf}
+    )
+    assert response.status == 201, response.text()
+    stored = Transaction.objects.get(transaction_id=payload["transaction_id"])
+    publish_verdicts([stored], channel_layer=channel_layer_redis)
+    first = _rows(page).first
+    expect(first).to_have_attribute(
+        "data-id", payload["transaction_id"], timeout=LIVE_DEADLINE_MS
+    )
+    expect(first.locator(".reason[data-code=huge_amount]")).to_have_text("Huge amount")
+    assert page.evaluate("window.__marker") == "same page"
+
+
+def test_hovering_pauses_live_rows_and_counts_them(
+    logged_in_page, score, channel_layer_redis
+):
+    """While the pointer is over the table, new verdicts wait behind an "N new"
+    counter; leaving the table shows them."""
+    score(message(user_id="old", amount="10.00"))
+    page = logged_in_page
+    page.goto("/transactions/")
+    expect(_rows(page)).to_have_count(1)
+    expect(page.locator("#live-status .live-text")).to_have_text("Connected")
+    page.hover("#txn-rows tr[data-id]")
+    expect(page.locator("#table-state")).to_contain_text("paused")
+    created = score(message(user_id="n1"), message(user_id="n2"))
+    publish_verdicts(created, channel_layer=channel_layer_redis)
+    expect(page.locator("#new-count")).to_have_text("2 new")
+    expect(_rows(page)).to_have_count(1)
+    page.mouse.move(5, 5)
+    expect(_rows(page)).to_have_count(3)
+    expect(page.locator("#new-count")).to_be_hidden()
+
+
+def _unsaved_verdicts(batch: int, size: int) -> list[Transaction]:
+    now = datetime.now(UTC)
+    return [
+        Transaction(
+            transaction_id=f"flood-{batch:03d}-{index:03d}",
+            user_id=f"flood-user-{index % 37}",
+            amount=Decimal("12.34"),
+            timestamp=now,
+            location="Paris",
+            status="legit" if index % 10 else "suspicious",
+            risk_score=0.1,
+            reasons=[],
+            scored_at=now,
+        )
+        for index in reversed(range(size))
+    ]
+
+
+def test_table_stays_bounded_and_responsive_under_a_flood(
+    logged_in_page, channel_layer_redis
+):
+    """Given 20 full events (4,000 verdicts, what 5,000/s sends in a second),
+    the table keeps one page of the newest rows and the page still answers."""
+    page = logged_in_page
+    page.goto("/transactions/")
+    expect(page.locator("#live-status .live-text")).to_have_text("Connected")
+    page.mouse.move(5, 5)
+    for batch in range(20):
+        verdicts = _unsaved_verdicts(batch, 200)
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            pool.submit(
+                verdicts_publish,
+                verdicts_event_build(
+                    transactions=verdicts,
+                    counts={"legit": 180, "suspicious": 20},
+                    throughput=5000.0,
+                ),
+                channel_layer=channel_layer_redis,
+            ).result(10)
+    expect(_rows(page).first).to_have_attribute("data-id", "flood-019-199")
+    expect(_rows(page)).to_have_count(50)
+    frame_ms = page.evaluate(
+        "() => new Promise((done) => { const t = performance.now();"
+        " requestAnimationFrame(() => done(performance.now() - t)); })"
+    )
+    assert frame_ms < 500
+    expect(page.locator("#live-status .live-detail")).to_contain_text("5,000 tx/s")
+
+
+def test_sorting_and_filtering(logged_in_page, score):
+    """Column headers sort through the API; filters narrow the rows."""
+    score(
+        message(user_id="s1", amount="500.00"),
+        message(user_id="s2", amount="15000.00"),
+        message(user_id="s3", amount="7.25"),
+        message(user_id="s1", amount="60.00"),
+    )
+    page = logged_in_page
+    page.goto("/transactions/")
+    expect(_rows(page)).to_have_count(4)
+    amounts = page.locator("#txn-rows td[data-amount]")
+
+    page.get_by_role("button", name="Amount").click()
+    expect(page.locator("th[data-sort=amount]")).to_have_attribute(
+        "aria-sort", "descending"
+    )
+    descending = ["15,000.00 USD", "500.00 USD", "60.00 USD", "7.25 USD"]
+    expect(amounts).to_have_text(descending)
+    page.get_by_role("button", name="Amount").click()
+    expect(amounts).to_have_text(list(reversed(descending)))
+    page.get_by_role("button", name="User").click()
+    expect(page.locator("#txn-rows td:nth-child(3)")).to_have_text(
+        ["s1", "s1", "s2", "s3"]
+    )
+    expect(page.locator("#table-state")).to_contain_text("paused")
+
+    page.get_by_label("User", exact=True).fill("s1")
+    page.get_by_role("button", name="Apply").click()
+    expect(_rows(page)).to_have_count(2)
+    expect(page.locator("#txn-rows td:nth-child(3)")).to_have_text(["s1", "s1"])
+
+    page.get_by_role("button", name="Reset").click()
+    expect(_rows(page)).to_have_count(4)
+    page.get_by_label("Status").select_option("flagged")
+    page.get_by_label("Min amount").fill("1000")
+    page.keyboard.press("Enter")
+    expect(_rows(page)).to_have_count(1)
+    expect(_rows(page).first.locator("td[data-amount]")).to_have_attribute(
+        "data-amount", "15000.00"
+    )
+    assert "status=flagged" in page.url
+
+
+def test_validation_panel_returns_a_verdict_with_reasons(logged_in_page, score):
+    """The what-if lookup shows the verdict, its reasons and the user's history;
+    with "Sync table results" on, the table follows the looked-up user."""
+    start = datetime.now(UTC) - timedelta(hours=2)
+    score(
+        message(
+            user_id="v-user",
+            amount="30.00",
+            location="London",
+            timestamp=start.isoformat(),
+        ),
+        message(user_id="other", amount="40.00"),
+    )
+    page = logged_in_page
+    page.goto("/transactions/")
+    expect(_rows(page)).to_have_count(2)
+    page.get_by_label("User id").fill("v-user")
+    page.get_by_label("Amount", exact=True).fill("15000")
+    page.get_by_label("Location (optional)").fill("Tokyo")
+    page.get_by_label("Sync table results").check()
+    page.get_by_role("button", name="Check").click()
+    result = page.locator("#validate-result")
+    expect(result.locator(".badge").first).to_contain_text(
+        re.compile("Fraud|Suspicious")
+    )
+    expect(result.locator("li[data-code=huge_amount]")).to_contain_text("Huge amount")
+    expect(result.locator("li[data-code=geo_velocity]")).to_contain_text("km/h")
+    expect(result).to_contain_text("History of v-user")
+    expect(page.locator("#f-user")).to_have_value("v-user")
+    expect(_rows(page)).to_have_count(1)
+    assert Transaction.objects.count() == 2  # what-if stores nothing
+
+
+def test_labelling_a_transaction_shows_the_label(logged_in_page, score, staff_user):
+    """Confirm fraud with a note: the detail page and the table show the label,
+    it is stored with the analyst, and the verdict is unchanged."""
+    (txn,) = score(message(user_id="lab", amount="15000.00"))
+    page = logged_in_page
+    page.goto(f"/transactions/{txn.transaction_id}/")
+    expect(page.locator("#label-current")).to_have_text("Not labelled yet.")
+    page.get_by_label("Note (optional)").fill("customer confirmed")
+    page.get_by_role("button", name="Confirm fraud").click()
+    expect(page.locator("#label-current")).to_contain_text("Confirmed fraud")
+    expect(page.locator("#label-current")).to_contain_text("customer confirmed")
+    label = Label.objects.get(transaction=txn)
+    assert label.is_fraud and label.created_by == staff_user
+    assert Transaction.objects.get(pk=txn.pk).status == txn.status
+
+    page.get_by_role("button", name="Mark legitimate").focus()
+    page.keyboard.press("Enter")
+    expect(page.locator("#label-current")).to_contain_text("Legitimate")
+    expect(page.locator("#label-history li")).to_have_count(2)
+
+    page.goto("/transactions/")
+    row = page.locator(f"#txn-rows tr[data-id='{txn.transaction_id}']")
+    expect(row.locator(".label-cell")).to_have_text("Legitimate")
+
+
+def test_connection_indicator_goes_offline_and_recovers(
+    logged_in_page, live_server_asgi
+):
+    """When the server stops, the indicator says Offline; when it is back, the
+    page reconnects by itself and says Connected."""
+    page = logged_in_page
+    page.goto("/")
+    status = page.locator("#live-status .live-text")
+    expect(status).to_have_text("Connected")
+    live_server_asgi.stop()
+    try:
+        expect(status).to_have_text("Offline", timeout=10_000)
+        expect(page.locator("#live-status")).to_have_attribute("data-state", "offline")
+    finally:
+        live_server_asgi.start()
+    expect(status).to_have_text("Connected", timeout=20_000)
+
+
+def test_overview_screenshot(logged_in_page, score, channel_layer_redis):
+    """Save the overview at 1440x900 to docs/dashboard.png (README image), after
+    live verdicts have updated the totals and the flagged feed."""
+    call_command("seed_transactions", count=4000, days=1 / 24, users=500, seed=3)
+    page = logged_in_page
+    page.goto("/")
+    expect(page.locator("#total-all")).to_have_attribute("data-value", "4000")
+    expect(page.locator("#live-status .live-text")).to_have_text("Connected")
+    created = score(
+        message(user_id="shot-1", amount="18.40"),
+        message(user_id="shot-2", amount="15000.00", location="Lagos"),
+        message(user_id="shot-3", amount="2400.00", location="Paris"),
+    )
+    publish_verdicts(created, channel_layer=channel_layer_redis)
+    expect(page.locator("#total-all")).to_have_attribute("data-value", "4003")
+    expect(page.locator("#flagged-rows tr").first).to_have_attribute(
+        "data-id", created[1].transaction_id
+    )
+    DOCS.mkdir(exist_ok=True)
+    page.screenshot(path=str(DOCS / "dashboard.png"))
+    assert (DOCS / "dashboard.png").stat().st_size > 10_000
+    assert not page.js_errors

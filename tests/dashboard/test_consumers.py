@@ -1,0 +1,113 @@
+"""The verdicts websocket: who may connect, and what a logged-in analyst receives."""
+
+from __future__ import annotations
+
+import pytest
+from asgiref.sync import async_to_sync, sync_to_async
+from channels.testing import WebsocketCommunicator
+from django.conf import settings
+
+from tests.dashboard.conftest import message, publish_verdicts
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+WS_PATH = "/ws/verdicts/"
+RECEIVE_TIMEOUT = 5
+
+
+def _application():
+    from fraudsite.asgi import application
+
+    return application
+
+
+def _headers(cookie: str | None = None) -> list[tuple[bytes, bytes]]:
+    headers = [(b"origin", b"http://testserver"), (b"host", b"testserver")]
+    if cookie:
+        headers.append((b"cookie", cookie.encode()))
+    return headers
+
+
+def _session_cookie(client, user) -> str:
+    client.force_login(user)
+    name = settings.SESSION_COOKIE_NAME
+    return f"{name}={client.cookies[name].value}"
+
+
+def test_anonymous_connection_is_refused(channel_layer_redis):
+    """Given no session, when a browser opens the socket, then it is refused."""
+
+    async def scenario():
+        communicator = WebsocketCommunicator(
+            _application(), WS_PATH, headers=_headers()
+        )
+        connected, _ = await communicator.connect(timeout=RECEIVE_TIMEOUT)
+        await communicator.disconnect()
+        return connected
+
+    assert async_to_sync(scenario)() is False
+
+
+def test_foreign_origin_is_refused(client, staff_user, channel_layer_redis):
+    """Given a logged-in session, a page on another origin still cannot connect."""
+    cookie = _session_cookie(client, staff_user)
+
+    async def scenario():
+        headers = [(b"origin", b"http://evil.example"), (b"cookie", cookie.encode())]
+        communicator = WebsocketCommunicator(_application(), WS_PATH, headers=headers)
+        connected, _ = await communicator.connect(timeout=RECEIVE_TIMEOUT)
+        await communicator.disconnect()
+        return connected
+
+    assert async_to_sync(scenario)() is False
+
+
+def test_logged_in_client_receives_scored_verdicts(
+    client, staff_user, channel_layer_redis, score
+):
+    """Given a logged-in analyst's socket, when transactions are scored and the
+    stream publishes its batch event, then the analyst receives those verdicts."""
+    cookie = _session_cookie(client, staff_user)
+
+    async def scenario():
+        communicator = WebsocketCommunicator(
+            _application(), WS_PATH, headers=_headers(cookie)
+        )
+        connected, _ = await communicator.connect(timeout=RECEIVE_TIMEOUT)
+        assert connected
+        created = await sync_to_async(score)(
+            message(user_id="ws-user", amount="25.00"),
+            message(user_id="ws-user", amount="15000.00"),
+        )
+        await sync_to_async(publish_verdicts)(created)
+        received = await communicator.receive_json_from(timeout=RECEIVE_TIMEOUT)
+        await communicator.disconnect()
+        return created, received
+
+    created, received = async_to_sync(scenario)()
+    assert received["type"] == "verdicts.batch"
+    assert [v["transaction_id"] for v in received["verdicts"]] == [
+        t.transaction_id for t in sorted(created, key=lambda t: t.pk, reverse=True)
+    ]
+    assert received["counts"]["total"] == 2
+    big = next(v for v in received["verdicts"] if v["amount"] == "15000.00")
+    assert "huge_amount" in big["reason_codes"]
+    assert big["status"] in {"suspicious", "fraud"}
+
+
+def test_ping_is_answered(client, staff_user, channel_layer_redis):
+    """Given a connected page, a ping gets a pong (the page's liveness probe)."""
+    cookie = _session_cookie(client, staff_user)
+
+    async def scenario():
+        communicator = WebsocketCommunicator(
+            _application(), WS_PATH, headers=_headers(cookie)
+        )
+        connected, _ = await communicator.connect(timeout=RECEIVE_TIMEOUT)
+        assert connected
+        await communicator.send_json_to({"type": "ping"})
+        reply = await communicator.receive_json_from(timeout=RECEIVE_TIMEOUT)
+        await communicator.disconnect()
+        return reply
+
+    assert async_to_sync(scenario)() == {"type": "pong"}

@@ -1,0 +1,163 @@
+"""Dashboard pages: login required, figures from the tallies, detail context."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+from django.urls import reverse
+
+from dashboard.selectors import CHART_MINUTES, overview_summary
+from tests.dashboard.conftest import message
+from transactions.models import Transaction
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.mark.parametrize(
+    "name,args",
+    [
+        ("dashboard:overview", []),
+        ("dashboard:overview-data", []),
+        ("dashboard:transactions", []),
+        ("dashboard:transaction-detail", ["t-1"]),
+    ],
+)
+def test_pages_require_login(client, name, args):
+    """Given no session, every dashboard page redirects to our login page."""
+    response = client.get(reverse(name, args=args))
+    assert response.status_code == 302
+    assert response["Location"].startswith(reverse("login"))
+
+
+def test_login_page_uses_project_template(client):
+    """The login page is the project's own template and its stylesheet is served."""
+    response = client.get(reverse("login"))
+    assert response.status_code == 200
+    assert b'id="id_username"' in response.content
+    assert b"/static/dashboard/dashboard.css" in response.content
+    assert b"cdn" not in response.content.lower()
+
+
+def test_overview_shows_totals_from_tallies(client, staff_user, score):
+    """Given scored transactions, the overview's totals equal the stored counts."""
+    score(
+        message(user_id="a", amount="10.00"),
+        message(user_id="b", amount="15000.00"),
+        message(user_id="c", amount="3000.00"),
+    )
+    client.force_login(staff_user)
+    response = client.get(reverse("dashboard:overview"))
+    assert response.status_code == 200
+    totals = response.context["summary"]["totals"]
+    assert totals["total"] == Transaction.objects.count() == 3
+    for status in ("legit", "suspicious", "fraud"):
+        assert (
+            totals["by_status"][status]
+            == Transaction.objects.filter(status=status).count()
+        )
+    assert b'id="donut"' in response.content
+    assert b'id="per-minute"' in response.content
+
+
+def test_overview_series_covers_the_last_hour(score):
+    """The per-minute series has one entry per minute, this minute's holding the
+    transactions just scored and the rest zero."""
+    score(message(amount="5.00"), message(amount="15000.00", user_id="u-2"))
+    summary = overview_summary(now=datetime.now(UTC))
+    series = summary["per_minute"]
+    assert len(series) == CHART_MINUTES
+    assert sum(row["total"] for row in series) == 2
+    assert (
+        sum(row["flagged"] for row in series) == Transaction.objects.flagged().count()
+    )
+    later = overview_summary(now=datetime.now(UTC) + timedelta(hours=2))
+    assert sum(row["total"] for row in later["per_minute"]) == 0
+
+
+def test_overview_does_not_count_the_transactions_table(client, staff_user, score):
+    """The overview reads tallies, never COUNT(*) over the transactions table."""
+    score(message())
+    client.force_login(staff_user)
+    with CaptureQueriesContext(connection) as queries:
+        client.get(reverse("dashboard:overview"))
+    table = Transaction._meta.db_table
+    assert not [q["sql"] for q in queries if f'FROM "{table}"' in q["sql"]]
+
+
+def test_overview_data_is_json(client, staff_user, score):
+    """The catch-up endpoint returns the same figures as the page."""
+    score(message())
+    client.force_login(staff_user)
+    body = client.get(reverse("dashboard:overview-data")).json()
+    assert body["totals"]["total"] == 1
+    assert len(body["per_minute"]) == CHART_MINUTES
+
+
+def test_transactions_page_offers_filters_and_validation(client, staff_user):
+    """The table page has every filter, sortable headers and the validation panel."""
+    client.force_login(staff_user)
+    content = client.get(reverse("dashboard:transactions")).content.decode()
+    for field in ("status", "user_id", "rule", "min_amount", "max_amount", "since"):
+        assert f'name="{field}"' in content
+    assert 'data-sort="amount"' in content
+    assert 'id="v-sync"' in content and "Sync table results" in content
+    assert '<option value="geo_velocity">Impossible travel</option>' in content
+
+
+def test_detail_shows_verdict_reasons_travel_and_history(client, staff_user, score):
+    """The detail page shows reasons with values, travel and the user's history."""
+    start = datetime.now(UTC) - timedelta(hours=1)
+    score(
+        message(
+            user_id="traveller",
+            amount="20.00",
+            location="London",
+            timestamp=start.isoformat(),
+        ),
+    )
+    (txn,) = score(
+        message(
+            user_id="traveller",
+            amount="20.00",
+            location="Tokyo",
+            timestamp=(start + timedelta(minutes=30)).isoformat(),
+        ),
+    )
+    client.force_login(staff_user)
+    response = client.get(
+        reverse("dashboard:transaction-detail", args=[txn.transaction_id])
+    )
+    assert response.status_code == 200
+    content = response.content.decode()
+    assert "Impossible travel" in content and "speed_kmh" in content
+    travel = response.context["travel"]
+    assert travel.previous_location == "London"
+    assert 9000 < travel.distance_km < 10000
+    assert travel.speed_kmh > 900
+    assert len(response.context["recent"]) == 2
+    assert response.context["profile"]["transaction_count"] == 2
+    assert "Confirm fraud" in content and "Mark legitimate" in content
+
+
+def test_detail_of_unknown_transaction_is_404(client, staff_user):
+    """An unknown id answers 404."""
+    client.force_login(staff_user)
+    response = client.get(reverse("dashboard:transaction-detail", args=["missing"]))
+    assert response.status_code == 404
+
+
+def test_static_files_are_served_by_the_project(client):
+    """The scripts the pages load are served by the project (works offline)."""
+    for name in (
+        "common.js",
+        "live.js",
+        "overview.js",
+        "transactions.js",
+        "detail.js",
+        "dashboard.css",
+    ):
+        response = client.get(f"/static/dashboard/{name}")
+        assert response.status_code == 200, name

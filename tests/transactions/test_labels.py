@@ -1,0 +1,165 @@
+"""Analyst labels: stored as history, latest wins, never change the verdict."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from decimal import Decimal
+
+import pytest
+from django.contrib.admin.sites import site
+from django.urls import reverse
+
+from transactions.models import Label, Transaction
+from transactions.services import label_create
+
+pytestmark = pytest.mark.django_db
+
+
+def _transaction(transaction_id: str = "t-label-1") -> Transaction:
+    now = datetime.now(UTC)
+    return Transaction.objects.create(
+        transaction_id=transaction_id,
+        user_id="u-1",
+        amount=Decimal("15000.00"),
+        timestamp=now,
+        risk_score=0.95,
+        status=Transaction.Status.FRAUD,
+        reasons=[
+            {
+                "code": "huge_amount",
+                "label": "Huge amount",
+                "weight": 0.7,
+                "detail": "15,000 >= 10,000",
+                "values": {"amount": 15000.0},
+            }
+        ],
+        reason_codes=" huge_amount ",
+        scored_at=now,
+    )
+
+
+def _url(transaction_id: str) -> str:
+    return reverse("transaction-label", args=[transaction_id])
+
+
+def test_label_is_stored_with_analyst_and_shown_in_the_api(api_client, staff_user):
+    """Given a transaction, when the analyst confirms fraud with a note, then the
+    label is stored with who and when, and the transaction shows it as `label`."""
+    txn = _transaction()
+    response = api_client.post(
+        _url(txn.transaction_id),
+        {"is_fraud": True, "note": "card reported stolen"},
+        format="json",
+    )
+    assert response.status_code == 201
+    body = response.json()
+    assert body["is_fraud"] is True
+    assert body["source"] == "analyst"
+    assert body["created_by"] == staff_user.username
+    assert body["note"] == "card reported stolen"
+    label = Label.objects.get()
+    assert label.transaction == txn and label.created_by == staff_user
+
+    detail = api_client.get(reverse("transaction-detail", args=[txn.transaction_id]))
+    assert detail.json()["label"]["is_fraud"] is True
+    listing = api_client.get(reverse("transaction-list"))
+    assert listing.json()["items"][0]["label"]["note"] == "card reported stolen"
+
+
+def test_latest_label_wins_and_history_is_kept(api_client):
+    """Given a fraud label, when the analyst marks the transaction legitimate,
+    then the API shows the newer label and both remain stored."""
+    txn = _transaction()
+    api_client.post(_url(txn.transaction_id), {"is_fraud": True}, format="json")
+    api_client.post(_url(txn.transaction_id), {"is_fraud": False}, format="json")
+    detail = api_client.get(reverse("transaction-detail", args=[txn.transaction_id]))
+    assert detail.json()["label"]["is_fraud"] is False
+    assert list(
+        Label.objects.filter(transaction=txn)
+        .latest_first()
+        .values_list("is_fraud", flat=True)
+    ) == [False, True]
+
+
+def test_label_never_changes_the_verdict(api_client):
+    """A label leaves status, risk score and reasons exactly as scored."""
+    txn = _transaction()
+    before = Transaction.objects.values(
+        "status", "risk_score", "reasons", "reason_codes", "is_fraud"
+    ).get(pk=txn.pk)
+    api_client.post(_url(txn.transaction_id), {"is_fraud": False}, format="json")
+    after = Transaction.objects.values(
+        "status", "risk_score", "reasons", "reason_codes", "is_fraud"
+    ).get(pk=txn.pk)
+    assert after == before
+
+
+@pytest.mark.parametrize(
+    "payload,field",
+    [
+        ({}, "is_fraud"),
+        ({"is_fraud": "maybe"}, "is_fraud"),
+        ({"is_fraud": True, "note": "x" * 1001}, "note"),
+    ],
+)
+def test_bad_label_input_is_refused_with_field_errors(api_client, payload, field):
+    """Missing or invalid fields answer 400 naming the field; nothing is stored."""
+    txn = _transaction()
+    response = api_client.post(_url(txn.transaction_id), payload, format="json")
+    assert response.status_code == 400
+    assert field in response.json()
+    assert not Label.objects.exists()
+
+
+def test_label_on_unknown_transaction_is_404(api_client):
+    """An unknown transaction id answers 404."""
+    response = api_client.post(_url("nope"), {"is_fraud": True}, format="json")
+    assert response.status_code == 404
+
+
+def test_label_requires_authentication(anon_client):
+    """Anonymous clients cannot label."""
+    txn = _transaction()
+    response = anon_client.post(
+        _url(txn.transaction_id), {"is_fraud": True}, format="json"
+    )
+    assert response.status_code in (401, 403)
+    assert not Label.objects.exists()
+
+
+def test_transaction_list_fetches_labels_in_one_query(
+    api_client, django_assert_max_num_queries
+):
+    """A page of transactions costs a constant number of queries, labelled or not."""
+    for index in range(5):
+        txn = _transaction(f"t-{index}")
+        label_create(transaction=txn, is_fraud=bool(index % 2))
+    # Page + totals aggregate + labels prefetch (+ auth/session overhead).
+    with django_assert_max_num_queries(4):
+        response = api_client.get(reverse("transaction-list"))
+    assert all(item["label"] is not None for item in response.json()["items"])
+
+
+def test_label_service_defaults_to_analyst_source():
+    """label_create records an analyst label unless told otherwise."""
+    txn = _transaction()
+    label = label_create(transaction=txn, is_fraud=True, note="  spaced  ")
+    assert label.source == Label.Source.ANALYST
+    assert label.note == "spaced"
+    chargeback = label_create(
+        transaction=txn, is_fraud=True, source=Label.Source.CHARGEBACK
+    )
+    assert Label.objects.filter(transaction=txn).latest_first().first() == chargeback
+
+
+def test_labels_are_in_admin(client, staff_user):
+    """Admin lists labels and shows the latest label on the transaction list."""
+    assert Label in site._registry
+    txn = _transaction()
+    label_create(transaction=txn, is_fraud=True, created_by=staff_user)
+    client.force_login(staff_user)
+    assert client.get(reverse("admin:transactions_label_changelist")).status_code == 200
+    changelist = client.get(reverse("admin:transactions_transaction_changelist"))
+    assert b"fraud (analyst)" in changelist.content
+    change = client.get(reverse("admin:transactions_transaction_change", args=[txn.pk]))
+    assert change.status_code == 200
