@@ -1,0 +1,197 @@
+"""Live push of new verdicts to the dashboard through the channel layer.
+
+Detection never imports the dashboard: it sends events to the `verdicts` group by
+name, and the dashboard's websocket consumers subscribe to that group. Pushing is
+best effort: a Redis outage is logged and never slows or stops scoring, because the
+scorer only appends to an in-memory window that a background thread sends.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import Counter, deque
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
+
+from asgiref.sync import async_to_sync
+from channels.layers import get_channel_layer
+from django.conf import settings
+
+from transactions.models import Transaction
+
+logger = logging.getLogger(__name__)
+
+VERDICTS_GROUP = "verdicts"
+VERDICTS_EVENT_TYPE = "verdicts.batch"
+# Newest verdicts carried by one event: enough to refill the dashboard's live table.
+VERDICTS_EVENT_MAX = 200
+STATUSES = ("legit", "suspicious", "fraud")
+# A failing channel layer is reported at most this often.
+FAILURE_LOG_INTERVAL_SECONDS = 60.0
+
+
+def verdict_payload(txn: Transaction) -> dict:
+    """Return one stored verdict as the JSON the dashboard renders."""
+    reasons = txn.reasons or []
+    return {
+        "transaction_id": txn.transaction_id,
+        "user_id": txn.user_id,
+        "amount": str(txn.amount),
+        "currency": txn.currency,
+        "timestamp": txn.timestamp.isoformat(),
+        "location": txn.location,
+        "status": txn.status,
+        "risk_score": txn.risk_score,
+        "model_score": txn.model_score,
+        "reason_codes": [reason["code"] for reason in reasons],
+        "reasons": reasons,
+        "scored_at": txn.scored_at.isoformat(),
+    }
+
+
+def verdicts_event_build(
+    *,
+    transactions: Sequence[Transaction],
+    counts: Mapping[str, int],
+    throughput: float,
+    sent_at: datetime | None = None,
+) -> dict:
+    """Return the `verdicts.batch` event for a window of committed verdicts.
+
+    `transactions` are given newest first; the event carries the first
+    VERDICTS_EVENT_MAX of them, and `counts` covers the whole window.
+    """
+    by_status = {status: int(counts.get(status, 0)) for status in STATUSES}
+    return {
+        "type": VERDICTS_EVENT_TYPE,
+        "verdicts": [verdict_payload(t) for t in transactions[:VERDICTS_EVENT_MAX]],
+        "counts": {**by_status, "total": sum(by_status.values())},
+        "throughput": round(float(throughput), 1),
+        "sent_at": (sent_at or datetime.now(UTC)).isoformat(),
+    }
+
+
+def verdicts_publish(event: dict, *, channel_layer=None) -> None:
+    """Send one event to the dashboard group (raises when the layer fails)."""
+    layer = channel_layer or get_channel_layer()
+    if layer is None:
+        return
+    async_to_sync(layer.group_send)(VERDICTS_GROUP, event)
+
+
+class VerdictsPublisher:
+    """Coalesce committed batches into at most one event per interval.
+
+    `batches_add` runs on the scoring thread and only appends to a bounded window;
+    a daemon thread sends the window when there is something new and the interval
+    since the previous send has passed. When the channel layer is down the window
+    is dropped (the dashboard reloads totals from the API) and scoring goes on.
+    """
+
+    def __init__(
+        self, *, min_interval: float | None = None, channel_layer=None
+    ) -> None:
+        self.min_interval = (
+            settings.STREAM_PUSH_MIN_INTERVAL_SECONDS
+            if min_interval is None
+            else min_interval
+        )
+        self.channel_layer = channel_layer
+        self.sent = 0
+        self.failed = 0
+        self._lock = threading.Lock()
+        self._pending = threading.Event()
+        self._stopping = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._window_reset(time.monotonic())
+        self._failure_logged_at = float("-inf")
+        self._failures_unlogged = 0
+
+    def _window_reset(self, now: float) -> None:
+        self._newest: deque[Transaction] = deque(maxlen=VERDICTS_EVENT_MAX)
+        self._counts: Counter[str] = Counter()
+        self._window_started: float | None = None
+        self._last_sent = now
+
+    def start(self) -> VerdictsPublisher:
+        """Start the sending thread; return self."""
+        self._thread = threading.Thread(
+            target=self._run, name="verdicts-publisher", daemon=True
+        )
+        self._thread.start()
+        return self
+
+    def batches_add(
+        self, transactions: Sequence[Transaction], *, started: float
+    ) -> None:
+        """Add a committed batch (oldest first) begun at monotonic time `started`."""
+        if not transactions:
+            return
+        with self._lock:
+            self._newest.extend(transactions)
+            self._counts.update(t.status for t in transactions)
+            if self._window_started is None:
+                # A window opens at the previous send while batches keep coming,
+                # or at this batch's start after a quiet spell.
+                self._window_started = max(started, self._last_sent)
+        self._pending.set()
+
+    def stop(self, *, timeout: float = 2.0) -> None:
+        """Send what is pending and stop the thread (waits at most `timeout`)."""
+        self._stopping.set()
+        self._pending.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    def event_take(self) -> dict | None:
+        """Return the event for the current window and open a new one, or None."""
+        now = time.monotonic()
+        with self._lock:
+            if not self._counts:
+                return None
+            newest = list(reversed(self._newest))
+            counts = dict(self._counts)
+            seconds = now - (self._window_started or now)
+            self._window_reset(now)
+        total = sum(counts.values())
+        throughput = total / seconds if seconds > 0 else 0.0
+        return verdicts_event_build(
+            transactions=newest, counts=counts, throughput=throughput
+        )
+
+    def _run(self) -> None:
+        while True:
+            self._pending.wait()
+            self._pending.clear()
+            event = self.event_take()
+            if event is not None:
+                self._send(event)
+            if self._stopping.is_set():
+                # One last look: a batch may have landed while we were sending.
+                event = self.event_take()
+                if event is not None:
+                    self._send(event)
+                return
+            # The rate limit: nothing else is sent before the interval is over.
+            self._stopping.wait(self.min_interval)
+
+    def _send(self, event: dict) -> None:
+        try:
+            verdicts_publish(event, channel_layer=self.channel_layer)
+        except Exception:
+            self.failed += 1
+            self._failures_unlogged += 1
+            now = time.monotonic()
+            if now - self._failure_logged_at >= FAILURE_LOG_INTERVAL_SECONDS:
+                logger.warning(
+                    "live push failed (%d events dropped since last report); "
+                    "scoring continues",
+                    self._failures_unlogged,
+                    exc_info=True,
+                )
+                self._failure_logged_at = now
+                self._failures_unlogged = 0
+        else:
+            self.sent += 1
