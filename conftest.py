@@ -1,15 +1,36 @@
-"""Shared pytest fixtures: users, API clients; real services come from tests.services."""
+"""Shared pytest fixtures: users, API clients, seeded rules; services: tests.services."""
 
 import pytest
 
 pytest_plugins = ["tests.services"]
 
 
+@pytest.fixture(autouse=True)
+def _seeded_rules_after_flush(request):
+    """Give transactional tests the rules the data migration seeds.
+
+    pytest-django empties the database after each transactional test (it cannot
+    roll back what consumer processes committed), which also deletes the rows the
+    seed migration wrote; this puts them back so every test starts alike.
+    """
+    marker = request.node.get_closest_marker("django_db")
+    if marker is None or not (
+        marker.kwargs.get("transaction") or "transactional_db" in request.fixturenames
+    ):
+        return
+    request.getfixturevalue("transactional_db")
+    from detection.services import rules_seed_defaults
+
+    rules_seed_defaults()
+
+
 @pytest.fixture
 def staff_user(django_user_model):
     """Return a staff user (the analyst who inspects verdicts in admin)."""
     return django_user_model.objects.create_user(
-        username="analyst", password="correct-horse-battery", is_staff=True,
+        username="analyst",
+        password="correct-horse-battery",
+        is_staff=True,
         is_superuser=True,
     )
 
