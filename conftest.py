@@ -1,4 +1,4 @@
-"""Shared pytest fixtures: users, API clients, seeded rules; services: tests.services."""
+"""Pytest fixtures: users, API clients, seeded rules (services: tests.services)."""
 
 import pytest
 
