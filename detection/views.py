@@ -28,7 +28,6 @@ from detection.state import UserState
 from transactions.selectors import transaction_get, user_transactions_recent
 from transactions.serializers import TransactionSerializer
 
-
 logger = logging.getLogger(__name__)
 
 

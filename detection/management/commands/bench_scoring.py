@@ -1,4 +1,4 @@
-"""Print scoring benchmarks: model one-row time, backtest throughput, predict latency."""
+"""Print scoring benchmarks: one-row model time, backtest speed, predict latency."""
 
 import time
 from datetime import UTC, datetime, timedelta
