@@ -6,6 +6,7 @@ from collections.abc import Iterable
 
 from detection.models import UserProfile
 from detection.state import UserState
+from transactions.bulk import rows_insert
 
 _FIELDS = (
     "log_amount_mean",
@@ -78,10 +79,9 @@ class OrmStateStore:
         """Upsert the profiles (call inside the batch's database transaction)."""
         rows = [state_to_profile(state) for state in states]
         if rows:
-            UserProfile.objects.bulk_create(
-                rows,
-                batch_size=500,
-                update_conflicts=True,
+            rows_insert(
+                model=UserProfile,
+                rows=rows,
                 unique_fields=["user_id"],
                 update_fields=["txn_count", *_FIELDS, "updated_at"],
             )

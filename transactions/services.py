@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from django.db import transaction as db_transaction
 from django.db.models import F
 
+from transactions.bulk import rows_insert
 from transactions.models import Label, Transaction, VerdictTally
 
 
@@ -20,9 +21,17 @@ def transactions_record(*, transactions: Sequence[Transaction]) -> list[Transact
     """
     if not transactions:
         return []
-    created = Transaction.objects.bulk_create(transactions, batch_size=500)
+    rows_insert(model=Transaction, rows=transactions)
+    # executemany cannot return keys; one indexed read fills them in.
+    ids = {t.transaction_id: t for t in transactions}
+    keys = list(ids)
+    for start in range(0, len(keys), 900):
+        for pk, transaction_id in Transaction.objects.filter(
+            transaction_id__in=keys[start : start + 900]
+        ).values_list("pk", "transaction_id"):
+            ids[transaction_id].pk = pk
     tallies_add(transactions=transactions)
-    return created
+    return list(transactions)
 
 
 def tallies_add(*, transactions: Sequence[Transaction]) -> None:

@@ -1,0 +1,450 @@
+"""Benchmark the Kafka stream: throughput, latency, raw ceiling, one-at-a-time.
+
+Everything runs in one command on a scratch SQLite database and fresh topics, so a
+run is reproducible (`manage.py bench_stream`) and leaves the real data alone. The
+consumer under test is the real `consume_transactions` command in its own process,
+with DEBUG off as in production. Figures are printed; nothing is asserted.
+"""
+
+import dataclasses
+import io
+import json
+import math
+import os
+import pstats
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import skops.io as sio
+from django.conf import settings
+from django.core.management import call_command
+from django.core.management.base import BaseCommand, CommandError
+from django.db import connection
+from django.test.utils import override_settings
+from kafka import KafkaConsumer, TopicPartition
+
+from detection.kafka import kafka_topic_ensure, producer_create, transactions_produce
+from detection.profiles import OrmStateStore
+from detection.registry import LoadedModel, model_active_row
+from detection.scoring import ScoringConfigProvider
+from detection.services import model_retrain, transaction_batch_score_record
+from detection.simulator import simulate_transactions
+from detection.stream import record_decode
+from fraudsite import embedded
+from transactions.messages import transaction_message_parse
+from transactions.models import Transaction
+
+TARGET_RATE = 5000.0
+TARGET_SHARE_OF_RAW = 0.35
+TARGET_SPEEDUP = 30.0
+TARGET_P99_MS = 250.0
+DEADLINE = 600.0
+
+
+def model_as_predecessor(model: LoadedModel) -> LoadedModel:
+    """Return the active model evaluated by scikit-learn, as the predecessor did.
+
+    Same trees, same scores; only the evaluation differs: scikit-learn's
+    `score_samples` instead of the packed arrays of `detection.forest`.
+    """
+    artifact = bytes(model_active_row().artifact)
+    # The registry's rule: trust scikit-learn's own types and nothing else.
+    trusted = [
+        name
+        for name in sio.get_untrusted_types(data=artifact)
+        if name.startswith("sklearn.")
+    ]
+    return dataclasses.replace(model, forest=sio.loads(artifact, trusted=trusted))
+
+
+class Command(BaseCommand):
+    help = (
+        "Benchmark the stream on a scratch database: preload history and train the "
+        "model, produce --records messages, then report one consumer process's "
+        "sustained throughput (first to last scored_at), latency p50/p99 from "
+        "received_at to scored_at under a steady --latency-rate, the raw "
+        "kafka-python consume+decode rate, and a one-record-at-a-time consumer."
+    )
+
+    def add_arguments(self, parser):
+        parser.add_argument("--records", type=int, default=50_000, help="Records.")
+        parser.add_argument("--users", type=int, default=3000, help="Cardholders.")
+        parser.add_argument(
+            "--history-days", type=float, default=5, help="Days preloaded as history."
+        )
+        parser.add_argument(
+            "--latency-rate", type=float, default=1000, help="Offered load, rec/s."
+        )
+        parser.add_argument(
+            "--latency-seconds", type=float, default=15, help="Latency phase length."
+        )
+        parser.add_argument(
+            "--one-at-a-time-records",
+            type=int,
+            default=2000,
+            help="Records for the two one-at-a-time consumers (half each).",
+        )
+        parser.add_argument("--seed", type=int, default=42, help="Random seed.")
+        parser.add_argument(
+            "--profile",
+            action="store_true",
+            help="Run the throughput consumer under cProfile and print its hot spots.",
+        )
+        parser.add_argument(
+            "--keep", action="store_true", help="Keep the scratch database."
+        )
+
+    def handle(self, *args, **options):
+        if connection.vendor != "sqlite":
+            raise CommandError(
+                "bench_stream measures the SQLite setup; unset DATABASE_URL."
+            )
+        self.options = options
+        self.workdir = Path(tempfile.mkdtemp(prefix="bench-stream-"))
+        bootstrap, broker = embedded.kafka_broker_resolve(
+            settings.KAFKA_BROKER, log_dir=self.workdir
+        )
+        redis_url, redis_server = embedded.redis_resolve(
+            settings.REDIS_URL, log_dir=self.workdir
+        )
+        self.bootstrap, self.redis_url = bootstrap, redis_url
+        database = self.workdir / "bench.sqlite3"
+        try:
+            # The consumers under test run with DEBUG off; so does this process, or
+            # Django would log every query of the preload and the baseline.
+            with override_settings(DEBUG=False, KAFKA_BROKER=bootstrap):
+                self.database_use(database)
+                self.run_phases()
+        finally:
+            connection.close()
+            if redis_server is not None:
+                redis_server.stop()
+            if broker is not None:
+                broker.stop()
+            if not options["keep"]:
+                for path in self.workdir.glob("bench.sqlite3*"):
+                    path.unlink()
+        self.stdout.write(f"Logs in {self.workdir}")
+
+    # --- set-up -------------------------------------------------------------------
+
+    def database_use(self, path: Path) -> None:
+        """Point this process at a fresh scratch database and migrate it."""
+        connection.close()
+        # Assigning NAME on the live settings dict is how Django's own test runner
+        # switches to a test database.
+        connection.settings_dict["NAME"] = str(path)
+        call_command("migrate", verbosity=0)
+        self.database = path
+
+    def say(self, text: str) -> None:
+        """Print a progress line."""
+        self.stdout.write(text)
+        self.stdout.flush()
+
+    def run_phases(self) -> None:
+        """Run every phase and print the figures."""
+        options = self.options
+        history, main, latency, single = self.records_simulate()
+        self.say(f"Preloading {len(history):,} transactions of history ...")
+        began = time.monotonic()
+        self.history_preload(history)
+        version = model_retrain()
+        self.say(f"  done in {time.monotonic() - began:.1f} s; model {version}")
+
+        topic = self.topic_new("main")
+        sent = self.produce(topic, main)
+        self.say(f"Produced {sent.sent:,} records in {sent.seconds:.1f} s")
+
+        raw_rate = self.raw_consume_rate(topic, len(main))
+        self.say(f"Raw kafka-python consume + json decode: {raw_rate:,.0f} rec/s")
+
+        rate, wall = self.sustained_rate(topic, main)
+        self.say(f"Stream consumer: {rate:,.0f} rec/s sustained ({wall:.1f} s wall)")
+        if options["profile"]:
+            self.say("  (under cProfile: not a throughput figure; rerun without)")
+
+        p50, p99, worst, offered = self.latency(latency)
+        self.say(
+            f"Latency at {offered:,.0f} rec/s offered: p50 {p50:.0f} ms, "
+            f"p99 {p99:.0f} ms, max {worst:.0f} ms"
+        )
+
+        half = len(single) // 2
+        single_rate = self.one_at_a_time_rate(single[:half], sklearn=True)
+        self.say(f"One-at-a-time consumer (scikit-learn): {single_rate:,.0f} rec/s")
+        packed_rate = self.one_at_a_time_rate(single[half:], sklearn=False)
+        self.say(f"One-at-a-time consumer (packed forest): {packed_rate:,.0f} rec/s")
+
+        share, speedup = rate / raw_rate, rate / single_rate
+        latency_name = f"p99 latency at {options['latency_rate']:,.0f} rec/s"
+        rows = [
+            ("sustained throughput, 1 process", f"{rate:,.0f} rec/s",
+             rate >= TARGET_RATE, f">= {TARGET_RATE:,.0f}"),
+            ("share of raw consume ceiling", f"{share:.0%}",
+             share >= TARGET_SHARE_OF_RAW, f">= {TARGET_SHARE_OF_RAW:.0%}"),
+            ("speed-up over the predecessor", f"{speedup:.1f}x",
+             speedup >= TARGET_SPEEDUP, f">= {TARGET_SPEEDUP:.0f}x"),
+            (latency_name, f"{p99:.0f} ms", p99 <= TARGET_P99_MS,
+             f"<= {TARGET_P99_MS:.0f} ms"),
+        ]  # fmt: skip
+        self.say("")
+        self.say(f"Stream benchmark ({len(main):,} records, {os.cpu_count()} CPUs)")
+        self.say(f"  raw consume+decode ceiling: {raw_rate:,.0f} rec/s")
+        self.say(
+            f"  one-at-a-time, scikit-learn: {single_rate:,.0f} rec/s (predecessor)"
+        )
+        self.say(
+            f"  one-at-a-time, packed forest: {packed_rate:,.0f} rec/s "
+            f"(stream is {rate / packed_rate:.1f}x)"
+        )
+        self.say(
+            f"  latency p50 / p99 / max:    {p50:.0f} / {p99:.0f} / {worst:.0f} ms"
+        )
+        for name, value, met, target in rows:
+            mark = "met" if met else "MISSED"
+            self.say(f"  {name:<34} {value:>12}  target {target:<10} {mark}")
+
+    def records_simulate(self) -> tuple[list, list, list, list]:
+        """Return history, then the main, latency and one-at-a-time segments."""
+        options = self.options
+        wanted = (
+            options["records"]
+            + math.ceil(options["latency_rate"] * options["latency_seconds"])
+            + options["one_at_a_time_records"]
+        )
+        # The simulator makes about 2.5 to 3 transactions per cardholder and day.
+        days = options["history_days"] + wanted / (2.0 * options["users"]) + 1
+        records = list(
+            simulate_transactions(
+                users=options["users"], days=days, seed=options["seed"]
+            )
+        )
+        cut = (
+            datetime(2026, 1, 1, tzinfo=UTC) + timedelta(days=options["history_days"])
+        ).strftime("%Y-%m-%dT%H:%M:%SZ")
+        history = [r for r in records if r["timestamp"] < cut]
+        rest = records[len(history) :]
+        if len(rest) < wanted:
+            raise CommandError("The simulation is too short; lower --records.")
+        main_end = options["records"]
+        latency_end = main_end + math.ceil(
+            options["latency_rate"] * options["latency_seconds"]
+        )
+        return (
+            history,
+            rest[:main_end],
+            rest[main_end:latency_end],
+            rest[latency_end:wanted],
+        )
+
+    def history_preload(self, history: list[dict]) -> None:
+        """Score and store the history through the scoring core, in big batches."""
+        store, provider = OrmStateStore(), ScoringConfigProvider()
+        for start in range(0, len(history), 2000):
+            messages = [
+                transaction_message_parse(r) for r in history[start : start + 2000]
+            ]
+            transaction_batch_score_record(
+                messages=messages,
+                store=store,
+                config=provider.current(),
+                source="backfill",
+            )
+
+    def topic_new(self, name: str) -> str:
+        """Create a fresh topic for one phase."""
+        topic = f"bench-{name}-{uuid.uuid4().hex[:8]}"
+        kafka_topic_ensure(topic=topic)
+        return topic
+
+    def produce(self, topic: str, records: list[dict], rate: float | None = None):
+        """Send records to a topic (paced when a rate is given)."""
+        producer = producer_create()
+        try:
+            return transactions_produce(
+                producer=producer, topic=topic, records=records, rate=rate
+            )
+        finally:
+            producer.close(timeout=10)
+
+    # --- phases -----------------------------------------------------------------
+
+    def raw_consume_rate(self, topic: str, count: int) -> float:
+        """Return kafka-python's consume + json.loads rate over the topic."""
+        consumer = KafkaConsumer(
+            bootstrap_servers=self.bootstrap,
+            max_poll_records=settings.STREAM_BATCH_MAX_RECORDS,
+            max_partition_fetch_bytes=4 * 1024 * 1024,
+            **embedded.KAFKA_CONSUMER_FETCH,
+        )
+        try:
+            partitions = [
+                TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic)
+            ]
+            consumer.assign(partitions)
+            consumer.seek_to_beginning(*partitions)
+            seen, first, deadline = 0, None, time.monotonic() + DEADLINE
+            while seen < count and time.monotonic() < deadline:
+                for records in consumer.poll(timeout_ms=500).values():
+                    first = first or time.monotonic()
+                    for record in records:
+                        json.loads(record.value)
+                    seen += len(records)
+            return seen / (time.monotonic() - first)
+        finally:
+            consumer.close()
+
+    def consumer_start(self, topic: str, log_name: str, *args: str, profile=None):
+        """Start `consume_transactions` on the scratch database, DEBUG off."""
+        env = {
+            **os.environ,
+            "DEBUG": "0",
+            "SECRET_KEY": os.environ.get("SECRET_KEY") or uuid.uuid4().hex * 2,
+            "DATABASE_URL": f"sqlite:///{self.database}",
+            "KAFKA_BROKER": self.bootstrap,
+            "REDIS_URL": self.redis_url,
+            "PYTHONUNBUFFERED": "1",
+        }
+        env.pop("DJANGO_SETTINGS_MODULE", None)
+        python = [sys.executable]
+        if profile:
+            python += ["-m", "cProfile", "-o", str(profile)]
+        log = (self.workdir / log_name).open("wb")
+        process = subprocess.Popen(
+            [*python, "manage.py", "consume_transactions", "--topic", topic,
+             "--group", f"bench-{uuid.uuid4().hex[:8]}", *args],
+            cwd=settings.BASE_DIR, env=env, stdout=log, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+        log.close()  # the child holds its own copy of the descriptor
+        process.log_path = self.workdir / log_name
+        return process
+
+    def consumer_finish(self, process) -> None:
+        """Wait for a consumer to exit; fail with its log if it did not succeed."""
+        try:
+            status = process.wait(DEADLINE)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+            status = None
+        if status != 0:
+            raise CommandError(
+                f"consumer failed ({status}):\n{process.log_path.read_text()[-3000:]}"
+            )
+
+    def scored_times(self, records: list[dict]) -> list[tuple]:
+        """Return (received_at, scored_at) of the stored records, by scored_at."""
+        ids = [r["transaction_id"] for r in records]
+        rows: list[tuple] = []
+        for start in range(0, len(ids), 900):
+            rows.extend(
+                Transaction.objects.filter(
+                    transaction_id__in=ids[start : start + 900]
+                ).values_list("received_at", "scored_at")
+            )
+        if len(rows) != len(ids):
+            raise CommandError(f"Only {len(rows)} of {len(ids)} records were stored.")
+        return sorted(rows, key=lambda row: row[1])
+
+    def sustained_rate(self, topic: str, records: list[dict]) -> tuple[float, float]:
+        """Return one consumer process's rate (first to last scored_at) and wall."""
+        profile = self.workdir / "consumer.prof" if self.options["profile"] else None
+        began = time.monotonic()
+        process = self.consumer_start(
+            topic, "consumer-throughput.log", "--stop-when-idle", "2",
+            "--max-messages", str(len(records)), profile=profile,
+        )  # fmt: skip
+        self.consumer_finish(process)
+        wall = time.monotonic() - began
+        times = self.scored_times(records)
+        first, last = times[0][1], times[-1][1]
+        # Rows of the first batch share its scored_at; count what came after it.
+        after_first = sum(1 for _received, scored in times if scored > first)
+        if profile:
+            self.profile_print(profile)
+        return after_first / (last - first).total_seconds(), wall
+
+    def latency(self, records: list[dict]) -> tuple[float, float, float, float]:
+        """Return p50, p99 and max latency (ms) and the offered rate achieved."""
+        topic = self.topic_new("latency")
+        process = self.consumer_start(
+            topic, "consumer-latency.log", "--stop-when-idle", "3"
+        )
+        deadline = time.monotonic() + 60
+        while "partitions assigned" not in process.log_path.read_text():
+            if time.monotonic() > deadline or process.poll() is not None:
+                raise CommandError("latency consumer did not join its group")
+            time.sleep(0.1)
+        sent = self.produce(topic, records, rate=self.options["latency_rate"])
+        self.consumer_finish(process)
+        millis = sorted(
+            (scored - received).total_seconds() * 1000
+            for received, scored in self.scored_times(records)
+        )
+        p50 = statistics.median(millis)
+        p99 = millis[min(len(millis) - 1, math.ceil(0.99 * len(millis)) - 1)]
+        return p50, p99, millis[-1], sent.rate
+
+    def one_at_a_time_rate(self, records: list[dict], *, sklearn: bool) -> float:
+        """Return the rate of a consumer that scores and stores record by record.
+
+        This is how the predecessor worked: per record one model call, one insert
+        and one database transaction, offsets auto-committed. With `sklearn` the
+        model call is scikit-learn's `score_samples` on one row, as the
+        predecessor made it; without, it is this project's packed forest, which
+        isolates what batching alone gains. Runs in this process, DEBUG off.
+        """
+        topic = self.topic_new("one")
+        self.produce(topic, records)
+        consumer = KafkaConsumer(
+            bootstrap_servers=self.bootstrap,
+            max_partition_fetch_bytes=4 * 1024 * 1024,
+            **embedded.KAFKA_CONSUMER_FETCH,
+        )
+        store, config = OrmStateStore(), ScoringConfigProvider().current()
+        if sklearn:
+            config = dataclasses.replace(
+                config, model=model_as_predecessor(config.model)
+            )
+        try:
+            partitions = [
+                TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic)
+            ]
+            consumer.assign(partitions)
+            consumer.seek_to_beginning(*partitions)
+            seen, deadline = 0, time.monotonic() + DEADLINE
+            while seen < len(records) and time.monotonic() < deadline:
+                for batch in consumer.poll(timeout_ms=500).values():
+                    for record in batch:
+                        transaction_batch_score_record(
+                            messages=[record_decode(record)],
+                            store=store,
+                            config=config,
+                            source="stream",
+                        )
+                        seen += 1
+        finally:
+            consumer.close()
+        times = self.scored_times(records)
+        seconds = (times[-1][1] - times[0][1]).total_seconds()
+        return (len(times) - 1) / seconds
+
+    def profile_print(self, path: Path) -> None:
+        """Print where the consumer process spent its time."""
+        self.say(f"\nProfile of the throughput consumer ({path}):")
+        self.say("(cProfile slows the consumer about 2x; read shares, not rates)")
+        text = io.StringIO()
+        stats = pstats.Stats(str(path), stream=text)
+        stats.sort_stats("cumulative").print_stats(
+            r"stream\.py|services\.py|scoring\.py|profiles\.py|bulk_create|"
+            r"as_sql|execute\(|poll\(|records_decode|states_get",
+            25,
+        )
+        self.say(text.getvalue())

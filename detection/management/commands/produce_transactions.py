@@ -1,0 +1,117 @@
+"""Stream simulated (or recorded) transactions to the Kafka transactions topic."""
+
+import itertools
+import signal
+import threading
+
+from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
+from django.core.management.base import BaseCommand, CommandError
+from kafka.errors import KafkaError
+from tqdm import tqdm
+
+from detection.kafka import (
+    kafka_topic_ensure,
+    producer_create,
+    records_from_file,
+    transactions_produce,
+)
+from detection.simulator import simulate_stream
+from transactions.messages import parse_timestamp
+
+
+class Command(BaseCommand):
+    help = (
+        "Send simulated transactions (or a JSON Lines file) to the transactions "
+        "topic, keyed by user_id, at --rate per second or as fast as possible, for "
+        "--count messages or until Ctrl-C."
+    )
+
+    def add_arguments(self, parser):
+        parser.add_argument(
+            "--topic",
+            default=settings.KAFKA_TRANSACTIONS_TOPIC,
+            help="Topic to write to (default: KAFKA_TRANSACTIONS_TOPIC).",
+        )
+        parser.add_argument(
+            "--count",
+            type=int,
+            default=None,
+            help="Stop after this many messages (default: run until stopped).",
+        )
+        parser.add_argument(
+            "--rate",
+            type=float,
+            default=None,
+            help="Messages per second (default: as fast as possible).",
+        )
+        parser.add_argument("--seed", type=int, default=1, help="Random seed.")
+        parser.add_argument(
+            "--users", type=int, default=1000, help="Simulated cardholders."
+        )
+        parser.add_argument(
+            "--start",
+            help="Simulated start time, ISO 8601 (default: now). Fixing it with "
+            "--seed makes the transaction ids reproducible.",
+        )
+        parser.add_argument(
+            "--from-file",
+            help="Replay this JSON Lines file (one message per line) instead.",
+        )
+
+    def handle(self, *args, **options):
+        count, rate = options["count"], options["rate"]
+        if count is not None and count < 0:
+            raise CommandError("--count must be >= 0.")
+        if rate is not None and rate <= 0:
+            raise CommandError("--rate must be > 0.")
+        if options["from_file"]:
+            try:
+                records = records_from_file(options["from_file"])
+                records = itertools.chain([next(records)], records)
+            except OSError as exc:
+                raise CommandError(f"Cannot read --from-file: {exc}") from exc
+            except StopIteration:
+                records = iter(())
+        else:
+            if options["users"] < 1:
+                raise CommandError("--users must be >= 1.")
+            try:
+                start = parse_timestamp(options["start"]) if options["start"] else None
+            except ValueError as exc:
+                raise CommandError(f"--start is not an ISO 8601 time: {exc}") from exc
+            records = simulate_stream(
+                users=options["users"], seed=options["seed"], start=start
+            )
+        try:
+            kafka_topic_ensure(topic=options["topic"])
+            producer = producer_create()
+        except (ImproperlyConfigured, KafkaError, RuntimeError) as exc:
+            raise CommandError(f"Kafka is not usable: {exc}") from exc
+
+        stop = threading.Event()
+        previous = {
+            sig: signal.signal(sig, lambda *_: stop.set())
+            for sig in (signal.SIGINT, signal.SIGTERM)
+        }
+        try:
+            with tqdm(
+                total=count, desc="produce", unit="msg", disable=None
+            ) as progress:
+                report = transactions_produce(
+                    producer=producer,
+                    topic=options["topic"],
+                    records=records,
+                    count=count,
+                    rate=rate,
+                    stop=stop,
+                    progress=progress.update,
+                )
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+            producer.close(timeout=10)
+        self.stdout.write(
+            f"Sent {report.sent:,} messages to {options['topic']} in "
+            f"{report.seconds:.1f} s ({report.rate:,.0f}/s)."
+        )

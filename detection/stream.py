@@ -1,0 +1,510 @@
+"""The stream consumer: micro-batches from Kafka, scored inline, committed safely.
+
+Each batch is decoded and validated, scored through the scoring core, and written
+(verdicts, user state, dead letters) to the database BEFORE its Kafka offsets are
+committed. A crash anywhere therefore redelivers the batch (at-least-once), and the
+score-and-record service skips transaction ids that are already stored, so nothing
+is lost and nothing is applied twice. The loop is small methods that tests call
+directly; `manage.py consume_transactions` only parses options and calls `run`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from django.conf import settings
+from django.db import DatabaseError, close_old_connections, connection, transaction
+from kafka import (
+    ConsumerRebalanceListener,
+    KafkaConsumer,
+    KafkaProducer,
+    OffsetAndMetadata,
+    TopicPartition,
+)
+from kafka.errors import KafkaError
+
+from detection.events import VerdictsPublisher
+from detection.models import DeadLetter
+from detection.profiles import OrmStateStore
+from detection.scoring import ScoringConfigProvider
+from detection.services import RecordedBatch, transaction_batch_score_record
+from transactions.messages import (
+    MessageError,
+    TransactionMessage,
+    transaction_message_parse,
+)
+
+logger = logging.getLogger(__name__)
+
+PREVIEW_CHARS = 2000
+RETRY_BACKOFF_SECONDS = 0.2
+RETRY_BACKOFF_MAX_SECONDS = 5.0
+# How often the loop lets Django drop expired or broken connections. Not after every
+# batch: with CONN_MAX_AGE=0 (the SQLite default) that would close and reopen the
+# database 20 times a second, and closing a WAL database checkpoints it (~7 ms).
+CONNECTION_CHECK_SECONDS = 1.0
+# SQLite only: a background thread folds the write-ahead log into the database this
+# often, so the scoring thread never runs (and waits for) a checkpoint's fsync.
+CHECKPOINT_SECONDS = 0.25
+
+
+class StreamDatabaseError(RuntimeError):
+    """Raise when the database kept failing after every allowed retry."""
+
+
+class _BatchAbandoned(Exception):
+    """A shutdown arrived while a failing batch waited to be retried."""
+
+
+@dataclass
+class StreamReport:
+    """What a consumer run did, for the command's summary and for tests."""
+
+    records: int = 0
+    created: int = 0
+    duplicates: int = 0
+    dead_letters: int = 0
+    batches: int = 0
+    db_retries: int = 0
+    started: float = field(default_factory=time.monotonic)
+
+    @property
+    def seconds(self) -> float:
+        """Return the run's wall time so far."""
+        return time.monotonic() - self.started
+
+
+def record_received_at(record) -> datetime:
+    """Return the Kafka record's timestamp as an aware UTC datetime."""
+    if record.timestamp is None or record.timestamp < 0:
+        return datetime.now(UTC)
+    return datetime.fromtimestamp(record.timestamp / 1000, UTC)
+
+
+def dead_letter_build(record, error: str, received_at: datetime) -> DeadLetter:
+    """Return an unsaved DeadLetter for a record the stream cannot score."""
+    raw = record.value if record.value is not None else b""
+    return DeadLetter(
+        raw_value=raw,
+        raw_preview=raw[: PREVIEW_CHARS * 4].decode("utf-8", errors="replace")[
+            :PREVIEW_CHARS
+        ],
+        error=error,
+        topic=record.topic,
+        partition=record.partition,
+        offset=record.offset,
+        received_at=received_at,
+    )
+
+
+def record_decode(record) -> TransactionMessage | DeadLetter:
+    """Return the validated message in a record, or its dead letter."""
+    received_at = record_received_at(record)
+    if not record.value:
+        return dead_letter_build(record, "Empty record value.", received_at)
+    try:
+        data = json.loads(record.value)
+    except (ValueError, RecursionError) as exc:
+        # ValueError covers bad UTF-8 too (UnicodeDecodeError is a subclass).
+        return dead_letter_build(record, f"Not JSON: {exc}", received_at)
+    try:
+        message = transaction_message_parse(data)
+    except MessageError as exc:
+        return dead_letter_build(
+            record, "Invalid message: " + json.dumps(exc.errors), received_at
+        )
+    message.received_at = received_at
+    return message
+
+
+def records_decode(
+    records: Sequence,
+) -> tuple[list[TransactionMessage], list[DeadLetter]]:
+    """Split records into validated messages and dead letters, in record order."""
+    messages: list[TransactionMessage] = []
+    letters: list[DeadLetter] = []
+    for record in records:
+        decoded = record_decode(record)
+        if isinstance(decoded, DeadLetter):
+            letters.append(decoded)
+        else:
+            messages.append(decoded)
+    return messages, letters
+
+
+def dead_letters_store(letters: Sequence[DeadLetter]) -> None:
+    """Store dead letters; a replayed one (same topic/partition/offset) is kept once."""
+    if letters:
+        DeadLetter.objects.bulk_create(letters, ignore_conflicts=True)
+
+
+def offsets_next(records: Sequence) -> dict[TopicPartition, OffsetAndMetadata]:
+    """Return, per partition, the offset after the last of these records."""
+    last: dict[TopicPartition, int] = {}
+    for record in records:
+        tp = TopicPartition(record.topic, record.partition)
+        if record.offset >= last.get(tp, -1):
+            last[tp] = record.offset
+    return {tp: OffsetAndMetadata(offset + 1, "", -1) for tp, offset in last.items()}
+
+
+class SqliteCheckpointer:
+    """Checkpoint a SQLite WAL database from a background thread.
+
+    SQLite checkpoints automatically inside the COMMIT that grows the log past
+    1,000 pages, and with the fsync that costs the committing batch 50 to 450 ms
+    (`manage.py bench_stream` p99). Passive checkpoints from here keep the log
+    short, so that automatic checkpoint rarely has anything to do; sqlite3
+    releases the GIL while it works.
+    """
+
+    def __init__(self, path: str, *, interval: float = CHECKPOINT_SECONDS) -> None:
+        self.path = path
+        self.interval = interval
+        self._stop = threading.Event()
+        self._thread = threading.Thread(
+            target=self._run, name="sqlite-checkpointer", daemon=True
+        )
+
+    def start(self) -> SqliteCheckpointer:
+        """Start checkpointing; return self."""
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop after the checkpoint in progress."""
+        self._stop.set()
+        self._thread.join(5)
+
+    def _run(self) -> None:
+        db = sqlite3.connect(self.path, timeout=5, check_same_thread=False)
+        try:
+            while not self._stop.wait(self.interval):
+                try:
+                    db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+                except sqlite3.Error as exc:
+                    # Best effort: the writer's own checkpoints still happen.
+                    logger.debug("background checkpoint failed: %s", exc)
+        finally:
+            db.close()
+
+
+class _Rebalance(ConsumerRebalanceListener):
+    def __init__(self, stream: TransactionStream) -> None:
+        self.stream = stream
+
+    def on_partitions_revoked(self, revoked):
+        self.stream.partitions_revoked(revoked)
+
+    def on_partitions_assigned(self, assigned):
+        self.stream.partitions_assigned(assigned)
+
+
+class TransactionStream:
+    """A consumer-group member that scores transactions in micro-batches."""
+
+    def __init__(
+        self,
+        *,
+        consumer: KafkaConsumer,
+        topic: str,
+        store: OrmStateStore | None = None,
+        config_provider: ScoringConfigProvider | None = None,
+        publisher: VerdictsPublisher | None = None,
+        dead_letter_producer: KafkaProducer | None = None,
+        dead_letter_topic: str = "",
+        batch_max_records: int | None = None,
+        batch_max_wait_ms: int | None = None,
+        retry_limit: int | None = None,
+        retry_backoff_seconds: float = RETRY_BACKOFF_SECONDS,
+    ) -> None:
+        self.consumer = consumer
+        self.topic = topic
+        self.store = store or OrmStateStore()
+        self.config_provider = config_provider or ScoringConfigProvider()
+        self.publisher = publisher
+        self.dead_letter_producer = dead_letter_producer
+        self.dead_letter_topic = dead_letter_topic
+        self.batch_max_records = batch_max_records or settings.STREAM_BATCH_MAX_RECORDS
+        self.batch_max_wait = (
+            batch_max_wait_ms
+            if batch_max_wait_ms is not None
+            else settings.STREAM_BATCH_MAX_WAIT_MS
+        ) / 1000
+        self.retry_limit = (
+            settings.STREAM_DB_RETRY_LIMIT if retry_limit is None else retry_limit
+        )
+        self.retry_backoff_seconds = retry_backoff_seconds
+        self.shutdown = threading.Event()
+        self.report = StreamReport()
+        self.assigned_once = False
+        self._pending: list = []
+        self._last_activity = time.monotonic()
+        self._connections_checked = time.monotonic()
+
+    # --- group membership -----------------------------------------------------
+
+    def subscribe(self) -> None:
+        """Join the consumer group on the topic, watching rebalances."""
+        self.consumer.subscribe([self.topic], listener=_Rebalance(self))
+
+    def partitions_revoked(self, revoked) -> None:
+        """Drop records held for partitions that move away, and forget state.
+
+        Their new owner starts from the last committed offset, so the records are
+        not lost; scoring them here too would race it for the same users.
+        """
+        gone = {(tp.topic, tp.partition) for tp in revoked}
+        self._pending = [r for r in self._pending if (r.topic, r.partition) not in gone]
+        self.store.cache_clear()
+        if revoked:
+            logger.info("partitions revoked: %s", _partitions_text(revoked))
+
+    def partitions_assigned(self, assigned) -> None:
+        """Forget cached state: users who moved here are read from the database."""
+        self.store.cache_clear()
+        self.assigned_once = True
+        self._last_activity = time.monotonic()
+        logger.info("partitions assigned: %s", _partitions_text(assigned))
+
+    # --- signals ----------------------------------------------------------------
+
+    def signals_install(self) -> Callable[[], None]:
+        """Make SIGTERM/SIGINT finish the batch in hand; return a restorer."""
+        previous = {
+            sig: signal.signal(sig, self._signal_received)
+            for sig in (signal.SIGTERM, signal.SIGINT)
+        }
+
+        def restore() -> None:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+        return restore
+
+    def _signal_received(self, signum, frame) -> None:
+        logger.info(
+            "%s received: finishing the batch in hand", signal.strsignal(signum)
+        )
+        self.shutdown.set()
+
+    # --- one batch --------------------------------------------------------------
+
+    def batch_poll(self, *, max_records: int | None = None) -> list:
+        """Return the next micro-batch: up to max records or max wait, from now.
+
+        A quiet topic gives an empty batch after the max wait; a busy one fills
+        without waiting. Counting the wait from the call, not from the first
+        record, bounds the latency a batch adds to batch_max_wait.
+        """
+        limit = min(max_records or self.batch_max_records, self.batch_max_records)
+        self._pending = []
+        deadline = time.monotonic() + self.batch_max_wait
+        while len(self._pending) < limit and not self.shutdown.is_set():
+            timeout_ms = max(0, int((deadline - time.monotonic()) * 1000))
+            polled = self.consumer.poll(
+                timeout_ms=timeout_ms, max_records=limit - len(self._pending)
+            )
+            for records in polled.values():
+                self._pending.extend(records)
+            if time.monotonic() >= deadline:
+                break
+        batch, self._pending = self._pending, []
+        return batch
+
+    def batch_store(
+        self, messages: Sequence[TransactionMessage], letters: Sequence[DeadLetter]
+    ) -> RecordedBatch:
+        """Store dead letters, then score and record the messages (one attempt)."""
+        if letters:
+            with transaction.atomic():
+                dead_letters_store(letters)
+        return transaction_batch_score_record(
+            messages=messages,
+            store=self.store,
+            config=self.config_provider.current(),
+            source="stream",
+        )
+
+    def batch_store_retrying(
+        self, messages: Sequence[TransactionMessage], letters: Sequence[DeadLetter]
+    ) -> RecordedBatch:
+        """Store a batch, retrying database errors with exponential backoff.
+
+        Offsets are not committed while this retries, so giving up loses nothing:
+        the batch is redelivered to whoever consumes the partition next.
+        """
+        attempt = 0
+        while True:
+            try:
+                return self.batch_store(messages, letters)
+            except DatabaseError as exc:
+                attempt += 1
+                self.report.db_retries += 1
+                # The cache may hold states of the rolled-back transaction's
+                # neighbours; the database is the truth again.
+                self.store.cache_clear()
+                if not connection.in_atomic_block:
+                    # A broken connection is replaced on the next query.
+                    connection.close()
+                if attempt > self.retry_limit:
+                    raise StreamDatabaseError(
+                        f"Database failed {attempt} times in a row; giving up "
+                        f"without committing offsets: {exc}"
+                    ) from exc
+                delay = min(
+                    self.retry_backoff_seconds * 2 ** (attempt - 1),
+                    RETRY_BACKOFF_MAX_SECONDS,
+                )
+                logger.warning(
+                    "database error (attempt %d of %d), retrying in %.1f s: %s",
+                    attempt,
+                    self.retry_limit,
+                    delay,
+                    exc,
+                )
+                if self.shutdown.wait(delay):
+                    raise _BatchAbandoned from exc
+
+    def dead_letters_forward(self, letters: Sequence[DeadLetter]) -> None:
+        """Send dead letters to the dead-letter topic, when one is configured."""
+        if not (letters and self.dead_letter_producer and self.dead_letter_topic):
+            return
+        try:
+            for letter in letters:
+                self.dead_letter_producer.send(
+                    self.dead_letter_topic,
+                    value=bytes(letter.raw_value),
+                    headers=[
+                        ("error", letter.error.encode()[:4096]),
+                        (
+                            "source",
+                            f"{letter.topic}:{letter.partition}:{letter.offset}".encode(),
+                        ),
+                    ],
+                )
+            self.dead_letter_producer.flush(timeout=10)
+        except KafkaError:
+            # The table already holds them; the topic is a convenience copy.
+            logger.exception("could not forward %d dead letters", len(letters))
+
+    def offsets_commit(self, records: Sequence) -> bool:
+        """Commit the offsets after these records; return False if the group moved on.
+
+        A failed commit (CommitFailedError after a rebalance, a broker outage) is
+        harmless: the records come back and are skipped as already stored.
+        """
+        offsets = offsets_next(records)
+        if not offsets:
+            return True
+        try:
+            self.consumer.commit(offsets=offsets)
+        except KafkaError as exc:
+            logger.warning("offset commit failed (records will be replayed): %s", exc)
+            return False
+        return True
+
+    def batch_process(self, records: Sequence) -> RecordedBatch:
+        """Decode, score, store and commit one micro-batch; push its verdicts."""
+        started = time.monotonic()
+        messages, letters = records_decode(records)
+        recorded = self.batch_store_retrying(messages, letters)
+        self.dead_letters_forward(letters)
+        self.offsets_commit(records)
+        if self.publisher is not None:
+            self.publisher.batches_add(recorded.created, started=started)
+        report = self.report
+        report.records += len(records)
+        report.created += len(recorded.created)
+        report.duplicates += len(recorded.duplicates)
+        report.dead_letters += len(letters)
+        report.batches += 1
+        self._last_activity = time.monotonic()
+        return recorded
+
+    # --- the loop ---------------------------------------------------------------
+
+    def caught_up(self) -> bool:
+        """Return True when every assigned partition is consumed to its end."""
+        assignment = self.consumer.assignment()
+        if not assignment:
+            return True
+        ends = self.consumer.end_offsets(list(assignment))
+        return all(self.consumer.position(tp) >= ends[tp] for tp in assignment)
+
+    def idle_expired(self, stop_when_idle: float | None) -> bool:
+        """Return True when assigned, quiet for `stop_when_idle` s and caught up."""
+        if stop_when_idle is None or not self.assigned_once:
+            return False
+        if time.monotonic() - self._last_activity < stop_when_idle:
+            return False
+        if self.caught_up():
+            return True
+        self._last_activity = time.monotonic()
+        return False
+
+    def connections_check(self) -> None:
+        """Between batches, drop expired or broken connections (at most every 1 s)."""
+        now = time.monotonic()
+        if now - self._connections_checked >= CONNECTION_CHECK_SECONDS:
+            close_old_connections()
+            self._connections_checked = now
+
+    def run(
+        self, *, stop_when_idle: float | None = None, max_messages: int | None = None
+    ) -> StreamReport:
+        """Consume until shutdown, idle or max_messages; then leave the group."""
+        self.subscribe()
+        checkpointer = None
+        database = str(connection.settings_dict["NAME"])
+        if connection.vendor == "sqlite" and os.path.isfile(database):
+            checkpointer = SqliteCheckpointer(database).start()
+        try:
+            while not self.shutdown.is_set():
+                remaining = None
+                if max_messages is not None:
+                    remaining = max_messages - self.report.records
+                    if remaining <= 0:
+                        break
+                self.connections_check()
+                records = self.batch_poll(max_records=remaining)
+                if records:
+                    try:
+                        self.batch_process(records)
+                    except _BatchAbandoned:
+                        logger.info("shutdown while retrying; batch left uncommitted")
+                        break
+                elif self.idle_expired(stop_when_idle):
+                    logger.info("caught up and idle for %s s: stopping", stop_when_idle)
+                    break
+        finally:
+            if checkpointer is not None:
+                checkpointer.stop()
+            self.close()
+        return self.report
+
+    def close(self) -> None:
+        """Stop pushing, leave the group and close the clients."""
+        if self.publisher is not None:
+            self.publisher.stop()
+        # Offsets were committed batch by batch; closing leaves the group at once
+        # so the partitions move to the other members without a session timeout.
+        self.consumer.close(autocommit=False)
+        if self.dead_letter_producer is not None:
+            self.dead_letter_producer.close(timeout=5)
+
+
+def _partitions_text(partitions) -> str:
+    return ", ".join(
+        f"{tp.topic}[{tp.partition}]"
+        for tp in sorted(partitions, key=lambda tp: (tp.topic, tp.partition))
+    )

@@ -1,0 +1,374 @@
+"""The Kafka stream: produce, consume in micro-batches, replay, poison, DB errors.
+
+Everything runs against the real embedded broker and the SQLite test database; the
+consumers here run in the test process (the subprocess tests, crash and scale-out,
+are in test_stream_processes.py). Waits poll with deadlines; nothing sleeps to
+synchronise.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterable
+from datetime import UTC, datetime, timedelta
+from io import StringIO
+from itertools import islice
+
+import pytest
+from django.core.management import call_command
+from django.db import connection
+from kafka import KafkaConsumer, TopicPartition
+
+from detection.kafka import consumer_create, producer_create, transactions_produce
+from detection.models import DeadLetter, Rule, UserProfile
+from detection.scoring import ScoringConfigProvider
+from detection.simulator import simulate_stream
+from detection.stream import StreamDatabaseError, StreamReport, TransactionStream
+from transactions.models import Transaction
+
+pytestmark = [
+    pytest.mark.kafka,
+    # Consumers commit for real (and subprocesses share the file), so no test
+    # transaction may wrap them (the root conftest re-seeds the rules after flushes).
+    pytest.mark.django_db(transaction=True),
+]
+
+START = "2026-05-01T00:00:00Z"
+DEADLINE = 60.0
+IDLE = 1.0
+
+
+def simulated(count: int, *, seed: int, users: int = 200) -> list[dict]:
+    """Return `count` simulated messages (what produce_transactions sends)."""
+    start = datetime.fromisoformat(START)
+    return list(islice(simulate_stream(users=users, seed=seed, start=start), count))
+
+
+def produce(bootstrap: str, topic: str, records: Iterable[dict | bytes]) -> int:
+    """Send records to the topic keyed by user_id; return how many were sent."""
+    producer = producer_create(bootstrap=bootstrap)
+    try:
+        return transactions_produce(
+            producer=producer, topic=topic, records=records
+        ).sent
+    finally:
+        producer.close(timeout=10)
+
+
+def group_new() -> str:
+    """Return a consumer group id no other test uses."""
+    return f"test-group-{uuid.uuid4().hex[:10]}"
+
+
+def stream_build(bootstrap: str, topic: str, *, group: str | None = None, **kwargs):
+    """Return a TransactionStream on a fresh (or the given) consumer group."""
+    consumer = consumer_create(bootstrap=bootstrap, group_id=group or group_new())
+    return TransactionStream(consumer=consumer, topic=topic, **kwargs)
+
+
+def stream_run(bootstrap: str, topic: str, **kwargs) -> StreamReport:
+    """Consume the topic in this process until caught up and idle."""
+    return stream_build(bootstrap, topic, **kwargs).run(stop_when_idle=IDLE)
+
+
+def wait_until(predicate: Callable[[], object], *, timeout: float, what: str):
+    """Poll `predicate` until it returns a truthy value; fail after `timeout` s."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() >= deadline:
+            pytest.fail(f"timed out after {timeout:.0f} s waiting for {what}")
+        time.sleep(0.05)
+
+
+def profiles_snapshot() -> dict[str, dict]:
+    """Return every user's stored state, without bookkeeping columns."""
+    snapshot = {}
+    for row in UserProfile.objects.values():
+        del row["id"], row["updated_at"]
+        snapshot[row.pop("user_id")] = row
+    return snapshot
+
+
+def verdicts_snapshot() -> dict[str, tuple]:
+    """Return each stored transaction's verdict, keyed by transaction id."""
+    return {
+        row[0]: row[1:]
+        for row in Transaction.objects.values_list(
+            "transaction_id", "status", "risk_score", "reason_codes", "model_score"
+        )
+    }
+
+
+def committed_offsets(bootstrap: str, group: str, topic: str) -> dict[int, int]:
+    """Return the group's committed offset per partition (None when absent)."""
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=group)
+    try:
+        partitions = consumer.partitions_for_topic(topic) or set()
+        return {
+            p: consumer.committed(TopicPartition(topic, p)) for p in sorted(partitions)
+        }
+    finally:
+        consumer.close()
+
+
+def test_produced_transactions_are_scored_once_each(
+    kafka_bootstrap, kafka_topic, settings
+):
+    """Given N simulated messages produced by the command, when the consumer
+    command drains the topic, then the ledger holds exactly those N ids, each with
+    a verdict, its Kafka timestamp as received_at, and stored after receipt."""
+    settings.KAFKA_BROKER = kafka_bootstrap
+    out = StringIO()
+    call_command(
+        "produce_transactions",
+        "--topic", kafka_topic, "--count", "400", "--seed", "7",
+        "--users", "60", "--start", START,
+        stdout=out,
+    )  # fmt: skip
+    assert "Sent 400 messages" in out.getvalue()
+
+    before = datetime.now(UTC)
+    call_command(
+        "consume_transactions",
+        "--topic", kafka_topic, "--group", group_new(),
+        "--stop-when-idle", str(IDLE), "--no-push",
+        stdout=out,
+    )  # fmt: skip
+
+    expected = {m["transaction_id"] for m in simulated(400, seed=7, users=60)}
+    stored = list(Transaction.objects.all())
+    assert {t.transaction_id for t in stored} == expected
+    assert len(stored) == 400
+    assert "400 scored" in out.getvalue()
+    for txn in stored:
+        assert txn.status in {"legit", "suspicious", "fraud"}
+        assert 0.0 <= txn.risk_score <= 1.0
+        assert txn.ingest_source == "stream"
+        # received_at is the broker's record time (this test's run), not the
+        # simulated event time in May 2026.
+        assert before - timedelta(minutes=5) < txn.received_at <= txn.scored_at
+    users = {m["user_id"] for m in simulated(400, seed=7, users=60)}
+    assert set(UserProfile.objects.values_list("user_id", flat=True)) == users
+    assert sum(UserProfile.objects.values_list("txn_count", flat=True)) == 400
+
+
+def test_replaying_the_topic_changes_nothing(kafka_bootstrap, kafka_topic):
+    """Given a consumed topic, when a new consumer group replays it from the start,
+    then no row is added and no user's state or verdict changes."""
+    records = simulated(600, seed=11, users=80)
+    produce(kafka_bootstrap, kafka_topic, records)
+    first = stream_run(kafka_bootstrap, kafka_topic)
+    assert first.created == 600
+    profiles, verdicts = profiles_snapshot(), verdicts_snapshot()
+
+    replay = stream_run(kafka_bootstrap, kafka_topic)
+
+    assert (replay.records, replay.created, replay.duplicates) == (600, 0, 600)
+    assert Transaction.objects.count() == 600
+    assert verdicts_snapshot() == verdicts
+    assert profiles_snapshot() == profiles
+
+
+def test_poison_records_become_dead_letters_and_good_ones_are_scored(
+    kafka_bootstrap, kafka_topic_factory
+):
+    """Given good messages mixed with garbage bytes, JSON with bad fields and huge
+    strings, when consumed, then every good message is scored, every bad record is
+    a DeadLetter with its raw value, error and position (and is copied to the
+    dead-letter topic), and the consumer keeps going."""
+    topic, dead_topic = kafka_topic_factory(), kafka_topic_factory()
+    good = simulated(300, seed=13, users=40)
+    template = dict(good[0], transaction_id="poison")
+    poison: list[bytes] = [
+        b"\xff\xfe\x00garbage",
+        b"not json at all",
+        b"[1, 2, 3]",
+        b"{",
+        b"[" * 100_000,
+        json.dumps(dict(template, amount=-5)).encode(),
+        json.dumps(dict(template, amount="12.345")).encode(),
+        json.dumps(dict(template, user_id="")).encode(),
+        json.dumps(dict(template, latitude=123.0)).encode(),
+        json.dumps(dict(template, channel="carrier-pigeon")).encode(),
+        json.dumps(dict(template, timestamp="yesterday")).encode(),
+        json.dumps(dict(template, user_id="u" * 200_000)).encode(),
+        json.dumps(dict(template, location="L" * 500_000)).encode(),
+    ]
+    mixed: list[dict | bytes] = []
+    for index, record in enumerate(good):
+        mixed.append(record)
+        if index % 23 == 0 and poison:
+            mixed.append(poison.pop())
+    mixed.extend(poison)
+    poison_sent = [r for r in mixed if isinstance(r, bytes)]
+    produce(kafka_bootstrap, topic, mixed)
+
+    report = stream_run(
+        kafka_bootstrap,
+        topic,
+        dead_letter_producer=producer_create(bootstrap=kafka_bootstrap),
+        dead_letter_topic=dead_topic,
+    )
+
+    assert report.created == 300
+    assert set(Transaction.objects.values_list("transaction_id", flat=True)) == {
+        m["transaction_id"] for m in good
+    }
+    letters = list(DeadLetter.objects.all())
+    assert sorted(bytes(d.raw_value) for d in letters) == sorted(poison_sent)
+    for letter in letters:
+        assert letter.error
+        assert letter.topic == topic and letter.partition is not None
+        assert letter.offset is not None and letter.received_at is not None
+        assert len(letter.raw_preview) <= 2000
+    errors = " ".join(d.error for d in letters)
+    assert "Not JSON" in errors and "amount" in errors and "latitude" in errors
+    assert "no more than 64 characters" in errors
+
+    copies = dead_letter_topic_read(kafka_bootstrap, dead_topic, len(poison_sent))
+    assert sorted(copies) == sorted(poison_sent)
+
+
+def dead_letter_topic_read(bootstrap: str, topic: str, count: int) -> list[bytes]:
+    """Return the values on the dead-letter topic, waiting for `count` of them."""
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, auto_offset_reset="earliest")
+    try:
+        partitions = [
+            TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic)
+        ]
+        consumer.assign(partitions)
+        values: list[bytes] = []
+
+        def more() -> bool:
+            for records in consumer.poll(timeout_ms=200).values():
+                values.extend(r.value for r in records)
+            return len(values) >= count
+
+        wait_until(more, timeout=DEADLINE, what=f"{count} dead-letter copies")
+        return values
+    finally:
+        consumer.close()
+
+
+def table_rename(path: str, old: str, new: str) -> None:
+    """Rename a table through a separate connection (the outage and its repair)."""
+    with sqlite3.connect(path, timeout=30) as db:
+        db.execute(f'ALTER TABLE "{old}" RENAME TO "{new}"')
+
+
+def test_database_errors_are_retried_without_committing_offsets(
+    kafka_bootstrap, kafka_topic
+):
+    """Given a database that fails, when a batch is stored, then it is retried with
+    backoff and stored once the database is back; when it keeps failing past the
+    limit, the stream gives up loudly and commits no offsets, and a later consumer
+    in the same group scores the whole batch."""
+    produce(kafka_bootstrap, kafka_topic, simulated(200, seed=17, users=30))
+    path = connection.settings_dict["NAME"]
+    table, hidden = Transaction._meta.db_table, "stream_test_outage"
+    group = group_new()
+
+    stream = stream_build(
+        kafka_bootstrap, kafka_topic, group=group, retry_limit=2,
+        retry_backoff_seconds=0.01,
+    )  # fmt: skip
+    stream.subscribe()
+    records = wait_until(stream.batch_poll, timeout=DEADLINE, what="a first batch")
+    table_rename(path, table, hidden)
+    try:
+        with pytest.raises(StreamDatabaseError, match="giving up"):
+            stream.batch_process(records)
+    finally:
+        table_rename(path, hidden, table)
+        stream.close()
+    assert stream.report.db_retries == 3
+    assert Transaction.objects.count() == 0
+    assert set(committed_offsets(kafka_bootstrap, group, kafka_topic).values()) <= {
+        None
+    }
+
+    stream = stream_build(
+        kafka_bootstrap, kafka_topic, group=group, retry_backoff_seconds=0.05
+    )
+    stream.subscribe()
+    records = wait_until(stream.batch_poll, timeout=DEADLINE, what="the batch again")
+    table_rename(path, table, hidden)
+    repair = threading.Thread(
+        target=lambda: (
+            wait_until(
+                lambda: stream.report.db_retries, timeout=DEADLINE, what="a retry"
+            ),
+            table_rename(path, hidden, table),
+        )
+    )
+    repair.start()
+    try:
+        recorded = stream.batch_process(records)
+    finally:
+        repair.join(DEADLINE)
+        stream.close()
+    assert stream.report.db_retries >= 1
+    assert len(recorded.created) == len(records)
+    assert Transaction.objects.count() == len(records)
+    offsets = committed_offsets(kafka_bootstrap, group, kafka_topic)
+    assert sum(offset or 0 for offset in offsets.values()) == len(records)
+
+
+def test_a_json_lines_file_is_replayed_bad_lines_included(
+    kafka_bootstrap, kafka_topic, settings, tmp_path
+):
+    """Given a JSON Lines file with a malformed line, when produce_transactions
+    replays it, then the good lines are scored and the bad one is a dead letter."""
+    settings.KAFKA_BROKER = kafka_bootstrap
+    good = simulated(20, seed=37, users=5)
+    path = tmp_path / "replay.jsonl"
+    lines = (
+        [json.dumps(m) for m in good[:10]]
+        + ["{oops"]
+        + [json.dumps(m) for m in good[10:]]
+    )
+    path.write_text("\n".join(lines) + "\n\n")
+    out = StringIO()
+
+    call_command(
+        "produce_transactions", "--topic", kafka_topic, "--from-file", str(path),
+        stdout=out,
+    )  # fmt: skip
+    report = stream_run(kafka_bootstrap, kafka_topic)
+
+    assert "Sent 21 messages" in out.getvalue()
+    assert (report.created, report.dead_letters) == (20, 1)
+    assert bytes(DeadLetter.objects.get().raw_value) == b"{oops"
+
+
+def test_rule_changes_reach_a_running_stream(kafka_bootstrap, kafka_topic):
+    """Given a running stream, when an analyst disables a rule, then the next batch
+    is scored without it, with no restart."""
+    first, second = (dict(m, amount="25000.00") for m in simulated(2, seed=41, users=1))
+    stream = stream_build(
+        kafka_bootstrap, kafka_topic, config_provider=ScoringConfigProvider(
+            refresh_seconds=0
+        ),
+    )  # fmt: skip
+    stream.subscribe()
+    try:
+        produce(kafka_bootstrap, kafka_topic, [first])
+        batch = wait_until(stream.batch_poll, timeout=DEADLINE, what="record 1")
+        stream.batch_process(batch)
+        Rule.objects.filter(code="huge_amount").update(enabled=False)
+        produce(kafka_bootstrap, kafka_topic, [second])
+        batch = wait_until(stream.batch_poll, timeout=DEADLINE, what="record 2")
+        stream.batch_process(batch)
+    finally:
+        stream.close()
+
+    codes = dict(Transaction.objects.values_list("transaction_id", "reason_codes"))
+    assert " huge_amount " in codes[first["transaction_id"]]
+    assert "huge_amount" not in codes[second["transaction_id"]]

@@ -1,0 +1,212 @@
+"""The consumer as real processes: SIGKILL and restart, SIGTERM, a group of two.
+
+Each test starts `manage.py consume_transactions` subprocesses on the test database
+file and the embedded broker, and stops every process it started. Waits poll with
+deadlines; nothing sleeps to synchronise.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from django.conf import settings
+from django.db import connection
+
+from detection.models import UserProfile
+from tests.detection.test_stream import (
+    DEADLINE,
+    group_new,
+    produce,
+    profiles_snapshot,
+    simulated,
+    stream_run,
+    verdicts_snapshot,
+    wait_until,
+)
+from transactions.models import Transaction
+
+pytestmark = [
+    pytest.mark.kafka,
+    pytest.mark.django_db(transaction=True),
+]
+
+CRASH_RECORDS = 20_000
+
+
+class Consumers:
+    """Start consumer subprocesses and stop all of them at the end of a test."""
+
+    def __init__(self, *, bootstrap: str, redis_url: str, log_dir: Path) -> None:
+        self.bootstrap = bootstrap
+        self.redis_url = redis_url
+        self.log_dir = log_dir
+        self.started: list[tuple[subprocess.Popen, Path]] = []
+
+    def start(self, topic: str, group: str, *args: str) -> subprocess.Popen:
+        """Start one consumer; its output goes to a log file (see `log`)."""
+        env = {
+            **os.environ,
+            "DJANGO_SETTINGS_MODULE": "fraudsite.settings",
+            "DEBUG": "1",
+            "DATABASE_URL": f"sqlite:///{connection.settings_dict['NAME']}",
+            "KAFKA_BROKER": self.bootstrap,
+            "KAFKA_TRANSACTIONS_TOPIC": topic,
+            "KAFKA_CONSUMER_GROUP": group,
+            "REDIS_URL": self.redis_url,
+            "PYTHONUNBUFFERED": "1",
+        }
+        log_path = self.log_dir / f"consumer-{len(self.started)}.log"
+        with log_path.open("wb") as log:
+            process = subprocess.Popen(
+                [sys.executable, "manage.py", "consume_transactions", *args],
+                cwd=settings.BASE_DIR,
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        self.started.append((process, log_path))
+        return process
+
+    def log(self, process: subprocess.Popen) -> str:
+        """Return what a consumer has written so far."""
+        path = next(path for p, path in self.started if p is process)
+        return path.read_text(errors="replace")
+
+    def wait(self, process: subprocess.Popen, timeout: float = DEADLINE) -> int:
+        """Wait for a consumer to exit and return its status."""
+        try:
+            return process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            pytest.fail(
+                f"consumer did not exit in {timeout:.0f} s:\n{self.log(process)}"
+            )
+
+    def stop_all(self) -> None:
+        """Terminate, then kill, every consumer still running."""
+        for process, _path in self.started:
+            if process.poll() is None:
+                process.terminate()
+                try:
+                    process.wait(15)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+                    process.wait(15)
+
+
+@pytest.fixture
+def consumers(kafka_bootstrap, redis_url, tmp_path) -> Iterator[Consumers]:
+    """Yield a consumer launcher whose processes are stopped after the test."""
+    launcher = Consumers(
+        bootstrap=kafka_bootstrap, redis_url=redis_url, log_dir=tmp_path
+    )
+    try:
+        yield launcher
+    finally:
+        launcher.stop_all()
+
+
+def test_sigkill_mid_stream_then_restart_loses_and_duplicates_nothing(
+    kafka_bootstrap, kafka_topic, consumers
+):
+    """Given 20,000 produced messages, when the consumer is SIGKILLed mid-stream and
+    started again, then the stored set equals the produced set (0 lost, 0
+    duplicated) and every user's state counts each transaction exactly once."""
+    records = simulated(CRASH_RECORDS, seed=21, users=2000)
+    produce(kafka_bootstrap, kafka_topic, records)
+    group = group_new()
+
+    first = consumers.start(kafka_topic, group, "--no-push")
+    wait_until(
+        lambda: Transaction.objects.count() >= 3000 or first.poll() is not None,
+        timeout=DEADLINE,
+        what="the first consumer to store 3,000 transactions",
+    )
+    first.send_signal(signal.SIGKILL)
+    first.wait(DEADLINE)
+    at_kill = Transaction.objects.count()
+    assert 0 < at_kill < CRASH_RECORDS, "the kill must land mid-stream"
+
+    second = consumers.start(kafka_topic, group, "--no-push", "--stop-when-idle", "2")
+    assert consumers.wait(second, timeout=120) == 0, consumers.log(second)
+
+    produced = {m["transaction_id"] for m in records}
+    stored = list(Transaction.objects.values_list("transaction_id", flat=True))
+    assert len(stored) == len(set(stored)) == CRASH_RECORDS
+    assert set(stored) == produced
+    # State applied once per transaction: a replayed batch was skipped whole.
+    assert sum(UserProfile.objects.values_list("txn_count", flat=True)) == CRASH_RECORDS
+
+
+def test_sigterm_finishes_the_batch_commits_and_exits_zero(
+    kafka_bootstrap, kafka_topic, consumers
+):
+    """Given a consumer working through a topic, when it gets SIGTERM, then it
+    exits 0 having committed what it stored, so a successor in the same group
+    replays nothing and scores the rest."""
+    records = simulated(8000, seed=23, users=800)
+    produce(kafka_bootstrap, kafka_topic, records)
+    group = group_new()
+
+    first = consumers.start(kafka_topic, group, "--no-push", "--batch-size", "100")
+    wait_until(
+        lambda: Transaction.objects.count() >= 500 or first.poll() is not None,
+        timeout=DEADLINE,
+        what="the consumer to store 500 transactions",
+    )
+    first.send_signal(signal.SIGTERM)
+    assert consumers.wait(first) == 0, consumers.log(first)
+    stored_first = Transaction.objects.count()
+    assert "Terminated received" in consumers.log(first)
+
+    report = stream_run(kafka_bootstrap, kafka_topic, group=group)
+
+    assert report.duplicates == 0
+    assert report.created == len(records) - stored_first
+    assert Transaction.objects.count() == len(records)
+
+
+def assigned_partitions(log: str) -> int | None:
+    """Return how many partitions the consumer's latest assignment holds."""
+    lines = [line for line in log.splitlines() if "partitions assigned:" in line]
+    if not lines:
+        return None
+    return lines[-1].split("partitions assigned:", 1)[1].count("[")
+
+
+def test_two_consumers_share_the_topic_and_agree_with_one(
+    kafka_bootstrap, kafka_topic, consumers
+):
+    """Given two consumer processes in one group, when a stream is produced, then
+    both take partitions, every record is scored once, and every user's state and
+    verdict equal those of a single-process run of the same records."""
+    records = simulated(6000, seed=29, users=600)
+    group = group_new()
+    pair = [consumers.start(kafka_topic, group, "--stop-when-idle", "3") for _ in "ab"]
+    wait_until(
+        lambda: all((assigned_partitions(consumers.log(p)) or 6) < 6 for p in pair),
+        timeout=DEADLINE,
+        what="both consumers to hold a share of the partitions",
+    )
+    produce(kafka_bootstrap, kafka_topic, records)
+    for process in pair:
+        assert consumers.wait(process, timeout=120) == 0, consumers.log(process)
+
+    logs = [consumers.log(p) for p in pair]
+    assert all(" 0 scored" not in log for log in logs), logs
+    stored = list(Transaction.objects.values_list("transaction_id", flat=True))
+    assert sorted(stored) == sorted(m["transaction_id"] for m in records)
+    pair_profiles, pair_verdicts = profiles_snapshot(), verdicts_snapshot()
+
+    Transaction.objects.all().delete()
+    UserProfile.objects.all().delete()
+    single = stream_run(kafka_bootstrap, kafka_topic)
+
+    assert single.created == len(records)
+    assert profiles_snapshot() == pair_profiles
+    assert verdicts_snapshot() == pair_verdicts
