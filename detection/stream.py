@@ -10,7 +10,6 @@ directly; `manage.py consume_transactions` only parses options and calls `run`.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import signal
@@ -19,7 +18,6 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 
 from django.conf import settings
 from django.db import DatabaseError, close_old_connections, connection, transaction
@@ -27,25 +25,25 @@ from kafka import (
     ConsumerRebalanceListener,
     KafkaConsumer,
     KafkaProducer,
-    OffsetAndMetadata,
-    TopicPartition,
 )
 from kafka.errors import KafkaError
 
 from detection.events import VerdictsPublisher
 from detection.models import DeadLetter
 from detection.profiles import OrmStateStore
+from detection.records import (
+    dead_letters_store,
+    offsets_next,
+    records_decode,
+)
 from detection.scoring import ScoringConfigProvider
 from detection.services import RecordedBatch, transaction_batch_score_record
 from transactions.messages import (
-    MessageError,
     TransactionMessage,
-    transaction_message_parse,
 )
 
 logger = logging.getLogger(__name__)
 
-PREVIEW_CHARS = 2000
 RETRY_BACKOFF_SECONDS = 0.2
 RETRY_BACKOFF_MAX_SECONDS = 5.0
 # How often the loop lets Django drop expired or broken connections. Not after every
@@ -81,80 +79,6 @@ class StreamReport:
     def seconds(self) -> float:
         """Return the run's wall time so far."""
         return time.monotonic() - self.started
-
-
-def record_received_at(record) -> datetime:
-    """Return the Kafka record's timestamp as an aware UTC datetime."""
-    if record.timestamp is None or record.timestamp < 0:
-        return datetime.now(UTC)
-    return datetime.fromtimestamp(record.timestamp / 1000, UTC)
-
-
-def dead_letter_build(record, error: str, received_at: datetime) -> DeadLetter:
-    """Return an unsaved DeadLetter for a record the stream cannot score."""
-    raw = record.value if record.value is not None else b""
-    return DeadLetter(
-        raw_value=raw,
-        raw_preview=raw[: PREVIEW_CHARS * 4].decode("utf-8", errors="replace")[
-            :PREVIEW_CHARS
-        ],
-        error=error,
-        topic=record.topic,
-        partition=record.partition,
-        offset=record.offset,
-        received_at=received_at,
-    )
-
-
-def record_decode(record) -> TransactionMessage | DeadLetter:
-    """Return the validated message in a record, or its dead letter."""
-    received_at = record_received_at(record)
-    if not record.value:
-        return dead_letter_build(record, "Empty record value.", received_at)
-    try:
-        data = json.loads(record.value)
-    except (ValueError, RecursionError) as exc:
-        # ValueError covers bad UTF-8 too (UnicodeDecodeError is a subclass).
-        return dead_letter_build(record, f"Not JSON: {exc}", received_at)
-    try:
-        message = transaction_message_parse(data)
-    except MessageError as exc:
-        return dead_letter_build(
-            record, "Invalid message: " + json.dumps(exc.errors), received_at
-        )
-    message.received_at = received_at
-    return message
-
-
-def records_decode(
-    records: Sequence,
-) -> tuple[list[TransactionMessage], list[DeadLetter]]:
-    """Split records into validated messages and dead letters, in record order."""
-    messages: list[TransactionMessage] = []
-    letters: list[DeadLetter] = []
-    for record in records:
-        decoded = record_decode(record)
-        if isinstance(decoded, DeadLetter):
-            letters.append(decoded)
-        else:
-            messages.append(decoded)
-    return messages, letters
-
-
-def dead_letters_store(letters: Sequence[DeadLetter]) -> None:
-    """Store dead letters; a replayed one (same topic/partition/offset) is kept once."""
-    if letters:
-        DeadLetter.objects.bulk_create(letters, ignore_conflicts=True)
-
-
-def offsets_next(records: Sequence) -> dict[TopicPartition, OffsetAndMetadata]:
-    """Return, per partition, the offset after the last of these records."""
-    last: dict[TopicPartition, int] = {}
-    for record in records:
-        tp = TopicPartition(record.topic, record.partition)
-        if record.offset >= last.get(tp, -1):
-            last[tp] = record.offset
-    return {tp: OffsetAndMetadata(offset + 1, "", -1) for tp, offset in last.items()}
 
 
 class SqliteCheckpointer:

@@ -31,11 +31,11 @@ from kafka import KafkaConsumer, TopicPartition
 
 from detection.kafka import kafka_topic_ensure, producer_create, transactions_produce
 from detection.profiles import OrmStateStore
+from detection.records import record_decode
 from detection.registry import LoadedModel, model_active_row
 from detection.scoring import ScoringConfigProvider
 from detection.services import model_retrain, transaction_batch_score_record
 from detection.simulator import simulate_transactions
-from detection.stream import record_decode
 from fraudsite import embedded
 from transactions.messages import transaction_message_parse
 from transactions.models import Transaction
