@@ -28,12 +28,12 @@ def record_received_at(record) -> datetime:
 def dead_letter_build(record, error: str, received_at: datetime) -> DeadLetter:
     """Return an unsaved DeadLetter for a record the stream cannot score."""
     raw = record.value if record.value is not None else b""
+    preview = raw[: PREVIEW_CHARS * 4].decode("utf-8", errors="replace")
     return DeadLetter(
         raw_value=raw,
-        raw_preview=raw[: PREVIEW_CHARS * 4].decode("utf-8", errors="replace")[
-            :PREVIEW_CHARS
-        ],
-        error=error,
+        # PostgreSQL text cannot hold NUL; the exact bytes stay in raw_value.
+        raw_preview=preview[:PREVIEW_CHARS].replace("\x00", "\ufffd"),
+        error=error.replace("\x00", "\ufffd"),
         topic=record.topic,
         partition=record.partition,
         offset=record.offset,

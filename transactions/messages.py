@@ -86,6 +86,10 @@ def _text(
         errors[name] = ["Must be a string."]
         return ""
     value = str(value).strip()
+    if "\x00" in value:
+        # PostgreSQL text cannot store NUL, and no legitimate id or name has one.
+        errors[name] = ["Null characters are not allowed."]
+        return ""
     if len(value) > max_length:
         errors[name] = [f"Ensure this field has no more than {max_length} characters."]
         return ""

@@ -126,6 +126,7 @@ BAD_PAYLOADS = [
     ({"user_id": "u", "amount": 5, "transaction_id": "t" * 65}, "transaction_id"),
     ({"user_id": "u", "amount": 5, "location": "x" * 129}, "location"),
     ({"user_id": {"a": 1}, "amount": 5}, "user_id"),
+    ({"user_id": "u\x00v", "amount": 5}, "user_id"),
     ({"user_id": "u", "amount": 5, "channel": "fax"}, "channel"),
     ({"user_id": "u", "amount": 5, "currency": "dollars"}, "currency"),
     ({"user_id": "u", "amount": 5, "country": "GBR"}, "country"),

@@ -1,0 +1,41 @@
+"""Kafka records become messages or dead letters that every database can store."""
+
+from kafka.consumer.fetcher import ConsumerRecord
+
+from detection.models import DeadLetter
+from detection.records import record_decode
+
+
+def record(value: bytes) -> ConsumerRecord:
+    """Return a consumer record at transactions[2]@41 holding `value`."""
+    return ConsumerRecord(
+        topic="transactions",
+        partition=2,
+        leader_epoch=0,
+        offset=41,
+        timestamp=1_767_225_600_000,
+        timestamp_type=0,
+        key=b"u1",
+        value=value,
+        headers=[],
+        checksum=None,
+        serialized_key_size=2,
+        serialized_value_size=len(value),
+        serialized_header_size=-1,
+    )
+
+
+def test_nul_bytes_become_a_dead_letter_with_a_storable_preview():
+    """Garbage with NUL bytes is a dead letter; its text fields hold no NUL."""
+    letter = record_decode(record(b"\x00\x01garbage\x00"))
+    assert isinstance(letter, DeadLetter)
+    assert "\x00" not in letter.raw_preview and "\x00" not in letter.error
+    assert bytes(letter.raw_value) == b"\x00\x01garbage\x00"
+    assert (letter.topic, letter.partition, letter.offset) == ("transactions", 2, 41)
+
+
+def test_json_with_a_nul_in_a_field_is_a_dead_letter():
+    """A NUL inside a string field is a schema error, not a database error."""
+    letter = record_decode(record(b'{"user_id": "a\\u0000b", "amount": 5}'))
+    assert isinstance(letter, DeadLetter)
+    assert "Null characters" in letter.error
