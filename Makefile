@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test bench lint format screenshot clean
+.PHONY: install run test test-postgres bench lint format screenshot clean
 
 install: $(STAMP)
 
@@ -19,6 +19,12 @@ run: install
 
 test: install
 	$(PY) -m pytest
+
+# The same suite on PostgreSQL (the machine's server; the test database is created
+# and dropped by the run). Override POSTGRES_URL for another server.
+POSTGRES_URL ?= postgres://postgres@127.0.0.1:5432/postgres
+test-postgres: install
+	DATABASE_URL=$(POSTGRES_URL) $(PY) -m pytest
 
 # Benchmarks run on scratch databases under var/, never on the live one.
 BENCH_ENV = DEBUG=1 DATABASE_URL=sqlite:///$(CURDIR)/var/bench_$(1).sqlite3

@@ -21,6 +21,7 @@ from detection.events import verdicts_event_build, verdicts_publish
 from detection.profiles import OrmStateStore
 from detection.scoring import scoring_config_from_db
 from detection.services import transaction_batch_score_record
+from tests.db import subprocess_database_url
 from transactions.messages import transaction_message_parse
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -146,7 +147,7 @@ class LiveServer:
         env = {
             **os.environ,
             "DJANGO_SETTINGS_MODULE": "tests.settings",
-            "DATABASE_URL": f"sqlite:///{self.database}",
+            "DATABASE_URL": subprocess_database_url(),
             "DEBUG": "1",
             "REDIS_URL": self.redis_url,
             "ALLOWED_HOSTS": "127.0.0.1,localhost",
@@ -209,7 +210,7 @@ def live_server_asgi(
 
     with django_db_blocker.unblock():
         database = connection.settings_dict["NAME"]
-    if not str(database).startswith("/"):
+    if connection.vendor == "sqlite" and not str(database).startswith("/"):
         pytest.skip("the live server needs the file-backed SQLite test database")
     server = LiveServer(
         database=str(database),

@@ -259,7 +259,16 @@ def dead_letter_topic_read(bootstrap: str, topic: str, count: int) -> list[bytes
 
 def table_rename(path: str, old: str, new: str) -> None:
     """Rename a table through a separate connection (the outage and its repair)."""
-    with sqlite3.connect(path, timeout=30) as db:
+    if connection.vendor == "sqlite":
+        with sqlite3.connect(path, timeout=30) as db:
+            db.execute(f'ALTER TABLE "{old}" RENAME TO "{new}"')
+        return
+    import psycopg
+
+    from tests.db import subprocess_database_url
+
+    url = subprocess_database_url().replace("postgres://", "postgresql://", 1)
+    with psycopg.connect(url, autocommit=True) as db:
         db.execute(f'ALTER TABLE "{old}" RENAME TO "{new}"')
 
 

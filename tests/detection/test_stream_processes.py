@@ -16,9 +16,9 @@ from pathlib import Path
 
 import pytest
 from django.conf import settings
-from django.db import connection
 
 from detection.models import UserProfile
+from tests.db import subprocess_database_url
 from tests.detection.test_stream import (
     DEADLINE,
     group_new,
@@ -54,7 +54,7 @@ class Consumers:
             **os.environ,
             "DJANGO_SETTINGS_MODULE": "fraudsite.settings",
             "DEBUG": "1",
-            "DATABASE_URL": f"sqlite:///{connection.settings_dict['NAME']}",
+            "DATABASE_URL": subprocess_database_url(),
             "KAFKA_BROKER": self.bootstrap,
             "KAFKA_TRANSACTIONS_TOPIC": topic,
             "KAFKA_CONSUMER_GROUP": group,

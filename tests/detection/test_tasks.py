@@ -6,13 +6,13 @@ import sys
 from pathlib import Path
 
 import pytest
-from django.db import connection
 
 from detection.models import ModelVersion
 from detection.profiles import OrmStateStore
 from detection.scoring import scoring_config_from_db
 from detection.services import transaction_batch_score_record
 from detection.simulator import simulate_transactions
+from tests.db import subprocess_database_url
 from transactions.messages import transaction_message_parse
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -31,11 +31,10 @@ def test_worker_retrains_and_activates_a_model(redis_url, tmp_path):
         config=scoring_config_from_db(model=None),
         source="test",
     )
-    database = connection.settings_dict["NAME"]
     env = {
         **os.environ,
         "DEBUG": "1",
-        "DATABASE_URL": f"sqlite:///{database}",
+        "DATABASE_URL": subprocess_database_url(),
         "REDIS_URL": redis_url,
         # A queue of this test's own, so no other worker on this Redis takes it.
         "CELERY_TASK_DEFAULT_QUEUE": f"test-{os.getpid()}",
