@@ -3,6 +3,7 @@
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
+from transactions.messages import SCORING_INPUT_FIELDS
 from transactions.models import Label, Transaction
 
 
@@ -41,18 +42,7 @@ class TransactionSerializer(serializers.ModelSerializer):
     class Meta:
         model = Transaction
         fields = [
-            "transaction_id",
-            "user_id",
-            "amount",
-            "currency",
-            "timestamp",
-            "merchant_id",
-            "merchant_category",
-            "channel",
-            "location",
-            "latitude",
-            "longitude",
-            "country",
+            *SCORING_INPUT_FIELDS,
             "status",
             "risk_score",
             "reasons",

@@ -62,20 +62,9 @@ def channel_layer_redis(settings, dashboard_redis_url):
 @pytest.fixture
 def scoring_rules(db):
     """Ensure the seeded rules and thresholds exist (transactional tests flush them)."""
-    from detection.models import DecisionThresholds, Rule
-    from detection.rules import RULE_TYPES
+    from detection.services import rules_seed_defaults
 
-    for code, rule_type in RULE_TYPES.items():
-        Rule.objects.get_or_create(
-            code=code,
-            defaults={
-                "name": rule_type.name,
-                "description": rule_type.description,
-                "weight": rule_type.weight,
-                "params": rule_type.params_defaults(),
-            },
-        )
-    DecisionThresholds.objects.get_or_create(pk=1)
+    rules_seed_defaults()
 
 
 @pytest.fixture
