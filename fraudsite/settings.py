@@ -170,7 +170,14 @@ DETECTION_CONFIG_REFRESH_SECONDS = env.float(
 CHANNEL_LAYERS = {
     "default": {
         "BACKEND": "channels_redis.core.RedisChannelLayer",
-        "CONFIG": {"hosts": [REDIS_URL], "capacity": 1000, "expiry": 10},
+        "CONFIG": {
+            "hosts": [REDIS_URL],
+            "capacity": 1000,
+            "expiry": 10,
+            # Key prefix in Redis: deployments (or test runs) sharing one Redis
+            # keep their live events apart with different prefixes.
+            "prefix": env.str("CHANNEL_LAYER_PREFIX", default="asgi"),
+        },
     }
 }
 

@@ -128,10 +128,13 @@ def test_publisher_coalesces_batches_into_a_few_events_per_second(redis_url):
     """Given batches committed every few milliseconds for a second, the subscriber
     receives at most about four events per second that together count every
     verdict once, each with the newest verdicts first."""
-    layer = RedisChannelLayer(hosts=[redis_url])
+    # A prefix of this test's own: other publishers on a shared Redis stay out.
+    prefix = f"test-{uuid.uuid4().hex[:12]}"
+    layer = RedisChannelLayer(hosts=[redis_url], prefix=prefix)
     channel = subscribe(layer)
     publisher = VerdictsPublisher(
-        min_interval=0.25, channel_layer=RedisChannelLayer(hosts=[redis_url])
+        min_interval=0.25,
+        channel_layer=RedisChannelLayer(hosts=[redis_url], prefix=prefix),
     ).start()
     added = 0
     began = time.monotonic()
@@ -187,7 +190,7 @@ def test_subscriber_receives_batch_events_while_the_stream_runs(
     """Given a dashboard subscriber on the verdicts group, when a consumer process
     scores a stream, then batch events arrive while it runs and together count
     every scored transaction."""
-    layer = RedisChannelLayer(hosts=[redis_url])
+    layer = RedisChannelLayer(hosts=[redis_url], prefix=consumers.channel_prefix)
     channel = subscribe(layer)
     records = simulated(1500, seed=31, users=150)
     process = consumers.start(kafka_topic, group_new(), "--stop-when-idle", "3")

@@ -11,6 +11,7 @@ import os
 import signal
 import subprocess
 import sys
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -45,6 +46,8 @@ class Consumers:
     def __init__(self, *, bootstrap: str, redis_url: str, log_dir: Path) -> None:
         self.bootstrap = bootstrap
         self.redis_url = redis_url
+        # Live events of these consumers stay apart from anyone else's on Redis.
+        self.channel_prefix = f"test-{uuid.uuid4().hex[:12]}"
         self.log_dir = log_dir
         self.started: list[tuple[subprocess.Popen, Path]] = []
 
@@ -59,6 +62,7 @@ class Consumers:
             "KAFKA_TRANSACTIONS_TOPIC": topic,
             "KAFKA_CONSUMER_GROUP": group,
             "REDIS_URL": self.redis_url,
+            "CHANNEL_LAYER_PREFIX": self.channel_prefix,
             "PYTHONUNBUFFERED": "1",
         }
         log_path = self.log_dir / f"consumer-{len(self.started)}.log"
