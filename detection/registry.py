@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -144,17 +143,6 @@ def model_load(row: ModelVersion) -> LoadedModel:
 def model_active_row() -> ModelVersion | None:
     """Return the active ModelVersion row, or None."""
     return ModelVersion.objects.filter(is_active=True).first()
-
-
-def training_window(
-    timestamps: Sequence[datetime] | Iterable[datetime],
-) -> tuple[datetime | None, datetime | None]:
-    """Return the first and last of some event times."""
-    first = last = None
-    for moment in timestamps:
-        first = moment if first is None or moment < first else first
-        last = moment if last is None or moment > last else last
-    return first, last
 
 
 def default_training_since(days: float) -> datetime:

@@ -12,7 +12,6 @@ import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
 
 import numpy as np
 
@@ -154,12 +153,17 @@ class Verdict:
     model_score: float | None
     model_version: str
     notes: list[str] = field(default_factory=list)
-    features: dict = field(default_factory=dict)
+    row: FeatureRow | None = None
 
     @property
     def reason_codes(self) -> list[str]:
         """Return the codes of the rules that fired."""
         return [reason["code"] for reason in self.reasons]
+
+    @property
+    def features(self) -> dict:
+        """Return the readable features (built on demand: only what-if shows them)."""
+        return self.row.summary() if self.row is not None else {}
 
 
 @dataclass
@@ -319,15 +323,10 @@ def transaction_score_batch(
                 model_score=None if model_score is None else round(model_score, 6),
                 model_version=config.model_version,
                 notes=notes,
-                features=item.row.summary(),
+                row=item.row,
             )
         )
     return verdicts, states
-
-
-def received_or(message: TransactionMessage, default: datetime) -> datetime:
-    """Return the message's receipt time, or a default."""
-    return message.received_at or default
 
 
 _provider: ScoringConfigProvider | None = None
@@ -339,9 +338,3 @@ def scoring_config_current() -> ScoringConfig:
     if _provider is None:
         _provider = ScoringConfigProvider()
     return _provider.current()
-
-
-def scoring_config_invalidate() -> None:
-    """Make the next scoring_config_current() re-read the database."""
-    if _provider is not None:
-        _provider.invalidate()

@@ -121,12 +121,14 @@ def transaction_what_if(
 
     Return the verdict and the user's state as it was before the transaction.
     """
-    store = OrmStateStore(use_cache=False)
-    verdicts, _states = transaction_score_batch(
-        [message], store=store, config=config, apply_state=False
+    # With apply_state=False the returned states are the ones read, unadvanced.
+    verdicts, states = transaction_score_batch(
+        [message],
+        store=OrmStateStore(use_cache=False),
+        config=config,
+        apply_state=False,
     )
-    before = store.states_get([message.user_id])[message.user_id]
-    return verdicts[0], before
+    return verdicts[0], states[message.user_id]
 
 
 def features_replay(

@@ -115,17 +115,10 @@ class PredictView(APIView):
         return Response(TransactionSerializer(stored).data, status=status.HTTP_200_OK)
 
 
-def _history(state: UserState, now_epoch: float) -> dict:
+def _history(state: UserState, features: dict) -> dict:
+    # The window counts are the scoring core's own features of this what-if, so
+    # the context shown is exactly what the rules and the model saw.
     recent = user_transactions_recent(user_id=state.user_id, limit=10)
-    counts = {"count_10m": 0, "count_1h": 0, "count_24h": 0}
-    amount_24h = 0.0
-    for moment, amount in state.recent:
-        age = now_epoch - moment
-        if 0 <= age <= 86400:
-            counts["count_24h"] += 1
-            amount_24h += amount
-            counts["count_1h"] += age <= 3600
-            counts["count_10m"] += age <= 600
     return {
         "user_id": state.user_id,
         "transaction_count": state.count,
@@ -137,8 +130,8 @@ def _history(state: UserState, now_epoch: float) -> dict:
             else None
         ),
         "home_location": state.home_location,
-        **counts,
-        "amount_24h": round(amount_24h, 2),
+        **{key: features[key] for key in ("count_10m", "count_1h", "count_24h")},
+        "amount_24h": features["amount_24h"],
         "recent_transactions": [
             {
                 "transaction_id": txn.transaction_id,
@@ -166,9 +159,10 @@ class ValidateTransactionView(APIView):
         verdict, before = transaction_what_if(
             message=message, config=scoring_config_current()
         )
+        features = verdict.features
         body = {
             **VerdictSerializer(verdict).data,
-            "features": verdict.features,
-            "history": _history(before, message.timestamp.timestamp()),
+            "features": features,
+            "history": _history(before, features),
         }
         return Response(body)

@@ -114,14 +114,6 @@ class Transaction(models.Model):
     def get_absolute_url(self) -> str:
         return reverse("transaction-detail", args=[self.transaction_id])
 
-    @property
-    def reasons_text(self) -> str:
-        """Return the reasons as one readable line per rule."""
-        return "\n".join(
-            f"{reason.get('code')}: {reason.get('detail', '')}"
-            for reason in self.reasons or []
-        )
-
 
 class VerdictTally(models.Model):
     """Counts of verdicts per minute of scoring time, maintained on every write.

@@ -10,6 +10,8 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import NamedTuple
 
+from detection.geo import haversine_km
+
 from . import fraud
 from .users import (
     CHANNELS,
@@ -20,7 +22,7 @@ from .users import (
     poisson,
     price_cents,
 )
-from .world import City, Merchant, World, cumulative, haversine_km
+from .world import City, Merchant, World, cumulative
 
 DEFAULT_START = datetime(2026, 1, 1, tzinfo=UTC)
 # Cities get about this many cardholders each, so that neighbours share shops

