@@ -14,6 +14,7 @@ import time
 from collections import Counter, deque
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
+from typing import Any
 
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
@@ -32,41 +33,46 @@ STATUSES = ("legit", "suspicious", "fraud")
 FAILURE_LOG_INTERVAL_SECONDS = 60.0
 
 
-def verdict_payload(txn: Transaction) -> dict:
-    """Return one stored verdict as the JSON the dashboard renders."""
-    reasons = txn.reasons or []
+def verdict_payload(row: Mapping[str, Any]) -> dict:
+    """Return one stored verdict (ledger column values) as the dashboard's JSON."""
+    reasons = row.get("reasons") or []
     return {
-        "transaction_id": txn.transaction_id,
-        "user_id": txn.user_id,
-        "amount": str(txn.amount),
-        "currency": txn.currency,
-        "timestamp": txn.timestamp.isoformat(),
-        "location": txn.location,
-        "status": txn.status,
-        "risk_score": txn.risk_score,
-        "model_score": txn.model_score,
+        "transaction_id": row["transaction_id"],
+        "user_id": row["user_id"],
+        "amount": str(row["amount"]),
+        "currency": row.get("currency", "USD"),
+        "timestamp": row["timestamp"].isoformat(),
+        "location": row.get("location", ""),
+        "status": row["status"],
+        "risk_score": row["risk_score"],
+        "model_score": row.get("model_score"),
         "reason_codes": [reason["code"] for reason in reasons],
         "reasons": reasons,
-        "scored_at": txn.scored_at.isoformat(),
+        "scored_at": row["scored_at"].isoformat(),
     }
+
+
+def transaction_row_of(txn: Transaction) -> dict:
+    """Return a stored Transaction as the column values the stream publishes."""
+    return {f.attname: getattr(txn, f.attname) for f in txn._meta.concrete_fields}
 
 
 def verdicts_event_build(
     *,
-    transactions: Sequence[Transaction],
+    rows: Sequence[Mapping[str, Any]],
     counts: Mapping[str, int],
     throughput: float,
     sent_at: datetime | None = None,
 ) -> dict:
     """Return the `verdicts.batch` event for a window of committed verdicts.
 
-    `transactions` are given newest first; the event carries the first
-    VERDICTS_EVENT_MAX of them, and `counts` covers the whole window.
+    `rows` (ledger column values) are given newest first; the event carries the
+    first VERDICTS_EVENT_MAX of them, and `counts` covers the whole window.
     """
     by_status = {status: int(counts.get(status, 0)) for status in STATUSES}
     return {
         "type": VERDICTS_EVENT_TYPE,
-        "verdicts": [verdict_payload(t) for t in transactions[:VERDICTS_EVENT_MAX]],
+        "verdicts": [verdict_payload(row) for row in rows[:VERDICTS_EVENT_MAX]],
         "counts": {**by_status, "total": sum(by_status.values())},
         "throughput": round(float(throughput), 1),
         "sent_at": (sent_at or datetime.now(UTC)).isoformat(),
@@ -110,7 +116,7 @@ class VerdictsPublisher:
         self._failures_unlogged = 0
 
     def _window_reset(self, now: float) -> None:
-        self._newest: deque[Transaction] = deque(maxlen=VERDICTS_EVENT_MAX)
+        self._newest: deque[Mapping[str, Any]] = deque(maxlen=VERDICTS_EVENT_MAX)
         self._counts: Counter[str] = Counter()
         self._window_started: float | None = None
         self._last_sent = now
@@ -123,15 +129,16 @@ class VerdictsPublisher:
         self._thread.start()
         return self
 
-    def batches_add(
-        self, transactions: Sequence[Transaction], *, started: float
-    ) -> None:
-        """Add a committed batch (oldest first) begun at monotonic time `started`."""
-        if not transactions:
+    def batches_add(self, rows: Sequence[Mapping[str, Any]], *, started: float) -> None:
+        """Add a committed batch of ledger rows (oldest first) begun at `started`.
+
+        `started` is a monotonic time; rows are column values by attribute name.
+        """
+        if not rows:
             return
         with self._lock:
-            self._newest.extend(transactions)
-            self._counts.update(t.status for t in transactions)
+            self._newest.extend(rows)
+            self._counts.update(row["status"] for row in rows)
             if self._window_started is None:
                 # A window opens at the previous send while batches keep coming,
                 # or at this batch's start after a quiet spell.
@@ -157,9 +164,7 @@ class VerdictsPublisher:
             self._window_reset(now)
         total = sum(counts.values())
         throughput = total / seconds if seconds > 0 else 0.0
-        return verdicts_event_build(
-            transactions=newest, counts=counts, throughput=throughput
-        )
+        return verdicts_event_build(rows=newest, counts=counts, throughput=throughput)
 
     def _run(self) -> None:
         while True:

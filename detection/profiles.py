@@ -35,12 +35,11 @@ def profile_to_state(profile: UserProfile) -> UserState:
     return state
 
 
-def state_to_profile(state: UserState) -> UserProfile:
-    """Return an unsaved profile row holding a UserState."""
-    profile = UserProfile(user_id=state.user_id, txn_count=state.count)
-    for name in _FIELDS:
-        setattr(profile, name, getattr(state, name))
-    return profile
+def state_to_row(state: UserState) -> dict:
+    """Return the UserProfile column values holding a UserState."""
+    row = {name: getattr(state, name) for name in _FIELDS}
+    row["user_id"], row["txn_count"] = state.user_id, state.count
+    return row
 
 
 class OrmStateStore:
@@ -77,7 +76,7 @@ class OrmStateStore:
 
     def states_put(self, states: Iterable[UserState]) -> None:
         """Upsert the profiles (call inside the batch's database transaction)."""
-        rows = [state_to_profile(state) for state in states]
+        rows = [state_to_row(state) for state in states]
         if rows:
             rows_insert(
                 model=UserProfile,

@@ -161,7 +161,9 @@ class UserState:
             merchants=list(self.merchants),
             categories=list(self.categories),
             channels=dict(self.channels),
-            recent=[list(pair) for pair in self.recent],
+            # `apply` builds new [epoch, amount] pairs and never edits one, so the
+            # copies may share them (a deep copy was 20% of `states_get`).
+            recent=list(self.recent),
         )
 
     @property

@@ -26,6 +26,7 @@ from detection.serializers import (
 )
 from detection.services import transaction_batch_score_record, transaction_what_if
 from detection.state import UserState
+from transactions.models import Transaction
 from transactions.selectors import transaction_get, user_transactions_recent
 from transactions.serializers import TransactionSerializer
 
@@ -36,7 +37,7 @@ _publisher: VerdictsPublisher | None = None
 _publisher_lock = threading.Lock()
 
 
-def _verdicts_push(transactions) -> None:
+def _verdicts_push(rows) -> None:
     """Show API-scored verdicts on the live dashboard without delaying the response.
 
     The same coalescing publisher as the stream's runs on a background thread of
@@ -49,7 +50,7 @@ def _verdicts_push(transactions) -> None:
         with _publisher_lock:
             if _publisher is None:
                 _publisher = VerdictsPublisher().start()
-    _publisher.batches_add(transactions, started=time.monotonic())
+    _publisher.batches_add(rows, started=time.monotonic())
 
 
 class HealthView(APIView):
@@ -108,7 +109,7 @@ class PredictView(APIView):
             )
             if result.created:
                 _verdicts_push(result.created)
-                body = TransactionSerializer(result.created[0]).data
+                body = TransactionSerializer(Transaction(**result.created[0])).data
                 return Response(body, status=status.HTTP_201_CREATED)
             # Lost a race with another writer of the same id: return theirs.
             stored = transaction_get(transaction_id=message.transaction_id)

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 from django.db import transaction as db_transaction
 from django.db.models import F
@@ -12,34 +13,26 @@ from transactions.bulk import rows_insert
 from transactions.models import Label, Transaction, VerdictTally
 
 
-def transactions_record(*, transactions: Sequence[Transaction]) -> list[Transaction]:
+def transactions_record(*, rows: Sequence[Mapping[str, Any]]) -> None:
     """Insert scored transactions and add them to the per-minute tallies.
 
-    The caller filters out ids that are already stored (idempotency is decided
-    before scoring, so user state is never applied twice) and wraps this call in
-    the same `transaction.atomic()` as its user-state writes.
+    Each row maps Transaction attribute names to values. The caller filters out
+    ids that are already stored (idempotency is decided before scoring, so user
+    state is never applied twice) and wraps this call in the same
+    `transaction.atomic()` as its user-state writes. No keys are read back: the
+    stream never needs them, and readers find rows by transaction_id.
     """
-    if not transactions:
-        return []
-    rows_insert(model=Transaction, rows=transactions)
-    # executemany cannot return keys; one indexed read fills them in.
-    ids = {t.transaction_id: t for t in transactions}
-    keys = list(ids)
-    for start in range(0, len(keys), 900):
-        for pk, transaction_id in Transaction.objects.filter(
-            transaction_id__in=keys[start : start + 900]
-        ).values_list("pk", "transaction_id"):
-            ids[transaction_id].pk = pk
-    tallies_add(transactions=transactions)
-    return list(transactions)
+    if rows:
+        rows_insert(model=Transaction, rows=rows)
+        tallies_add(rows=rows)
 
 
-def tallies_add(*, transactions: Sequence[Transaction]) -> None:
+def tallies_add(*, rows: Sequence[Mapping[str, Any]]) -> None:
     """Add the verdicts to the tally of the minute they were scored in."""
     per_minute: dict = {}
-    for txn in transactions:
-        minute = txn.scored_at.replace(second=0, microsecond=0)
-        per_minute.setdefault(minute, Counter())[txn.status] += 1
+    for row in rows:
+        minute = row["scored_at"].replace(second=0, microsecond=0)
+        per_minute.setdefault(minute, Counter())[row["status"]] += 1
     for minute, counts in per_minute.items():
         # get_or_create absorbs the insert race between two writers (it retries the
         # get on IntegrityError); the F() update then increments atomically.

@@ -17,12 +17,17 @@ from pathlib import Path
 
 import pytest
 
-from detection.events import verdicts_event_build, verdicts_publish
+from detection.events import (
+    transaction_row_of,
+    verdicts_event_build,
+    verdicts_publish,
+)
 from detection.profiles import OrmStateStore
 from detection.scoring import scoring_config_from_db
 from detection.services import transaction_batch_score_record
 from tests.db import subprocess_database_url
 from transactions.messages import transaction_message_parse
+from transactions.models import Transaction
 
 ROOT = Path(__file__).resolve().parents[2]
 # The dashboard tests use their own Redis database number: a stream consumer or
@@ -79,7 +84,9 @@ def score(scoring_rules):
             config=scoring_config_from_db(model=None),
             source="test",
         )
-        return result.created
+        # Stored rows, oldest first: the tests compare against what the DB holds.
+        ids = [row["transaction_id"] for row in result.created]
+        return list(Transaction.objects.filter(transaction_id__in=ids).order_by("pk"))
 
     return score_messages
 
@@ -88,7 +95,7 @@ def publish_verdicts(transactions, *, channel_layer=None) -> dict:
     """Send the stream's `verdicts.batch` event for these stored transactions."""
     newest_first = sorted(transactions, key=lambda t: t.pk, reverse=True)
     event = verdicts_event_build(
-        transactions=newest_first,
+        rows=[transaction_row_of(t) for t in newest_first],
         counts=Counter(t.status for t in transactions),
         throughput=float(len(transactions)),
         sent_at=datetime.now(UTC),

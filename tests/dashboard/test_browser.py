@@ -107,20 +107,20 @@ def test_hovering_pauses_live_rows_and_counts_them(
     expect(page.locator("#new-count")).to_be_hidden()
 
 
-def _unsaved_verdicts(batch: int, size: int) -> list[Transaction]:
+def _unsaved_verdicts(batch: int, size: int) -> list[dict]:
     now = datetime.now(UTC)
     return [
-        Transaction(
-            transaction_id=f"flood-{batch:03d}-{index:03d}",
-            user_id=f"flood-user-{index % 37}",
-            amount=Decimal("12.34"),
-            timestamp=now,
-            location="Paris",
-            status="legit" if index % 10 else "suspicious",
-            risk_score=0.1,
-            reasons=[],
-            scored_at=now,
-        )
+        {
+            "transaction_id": f"flood-{batch:03d}-{index:03d}",
+            "user_id": f"flood-user-{index % 37}",
+            "amount": Decimal("12.34"),
+            "timestamp": now,
+            "location": "Paris",
+            "status": "legit" if index % 10 else "suspicious",
+            "risk_score": 0.1,
+            "reasons": [],
+            "scored_at": now,
+        }
         for index in reversed(range(size))
     ]
 
@@ -140,7 +140,7 @@ def test_table_stays_bounded_and_responsive_under_a_flood(
             pool.submit(
                 verdicts_publish,
                 verdicts_event_build(
-                    transactions=verdicts,
+                    rows=verdicts,
                     counts={"legit": 180, "suspicious": 20},
                     throughput=5000.0,
                 ),

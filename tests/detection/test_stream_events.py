@@ -26,7 +26,6 @@ from detection.events import (
 from fraudsite.embedded import free_port
 from tests.detection.test_stream import DEADLINE, group_new, produce, simulated
 from tests.detection.test_stream_processes import consumers  # noqa: F401
-from transactions.models import Transaction
 
 EVENT_KEYS = {"type", "verdicts", "counts", "throughput", "sent_at"}
 VERDICT_KEYS = {
@@ -45,24 +44,24 @@ VERDICT_KEYS = {
 }
 
 
-def verdict_rows(start: int, count: int) -> list[Transaction]:
-    """Return unsaved scored transactions numbered from `start`, oldest first."""
+def verdict_rows(start: int, count: int) -> list[dict]:
+    """Return ledger rows of scored transactions numbered from `start`, oldest first."""
     now = datetime.now(UTC)
     reasons = [{"code": "large_amount", "label": "Large amount", "detail": "x"}]
     return [
-        Transaction(
-            transaction_id=f"t-{n:06d}",
-            user_id="u-1",
-            amount=Decimal("2500.00"),
-            currency="USD",
-            timestamp=now,
-            location="Hyderabad",
-            status=("legit", "suspicious", "fraud")[n % 3],
-            risk_score=0.3,
-            model_score=None,
-            reasons=reasons,
-            scored_at=now,
-        )
+        {
+            "transaction_id": f"t-{n:06d}",
+            "user_id": "u-1",
+            "amount": Decimal("2500.00"),
+            "currency": "USD",
+            "timestamp": now,
+            "location": "Hyderabad",
+            "status": ("legit", "suspicious", "fraud")[n % 3],
+            "risk_score": 0.3,
+            "model_score": None,
+            "reasons": reasons,
+            "scored_at": now,
+        }
         for n in range(start, start + count)
     ]
 
@@ -107,7 +106,7 @@ def test_event_matches_the_dashboard_contract():
     newest_first = list(reversed(rows))
 
     event = verdicts_event_build(
-        transactions=newest_first,
+        rows=newest_first,
         counts={"legit": 84, "suspicious": 83, "fraud": 83},
         throughput=1234.5,
     )

@@ -1,0 +1,129 @@
+"""The stream's bulk writer stores exactly what the ORM would store."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+
+import numpy as np
+import pytest
+from django.db import connection
+
+from detection.models import UserProfile
+from transactions.bulk import json_text, rows_insert
+from transactions.models import Transaction
+
+pytestmark = pytest.mark.django_db
+
+EVENT = datetime(2026, 3, 1, 12, 30, 15, 123456, tzinfo=UTC)
+
+
+def ledger_row(transaction_id: str) -> dict:
+    return {
+        "transaction_id": transaction_id,
+        "user_id": "u-1",
+        "amount": Decimal("1234.50"),
+        "currency": "EUR",
+        "timestamp": EVENT,
+        "merchant_id": "m-9",
+        "merchant_category": "travel",
+        "channel": "ecom",
+        "location": "Zürich",
+        "latitude": 47.3769,
+        "longitude": 8.5417,
+        "country": "CH",
+        "is_fraud": None,
+        "risk_score": 0.731,
+        "status": "suspicious",
+        "reasons": [
+            {"code": "amount_spike", "ratio": np.float64(12.5), "label": "Ünusual"}
+        ],
+        "reason_codes": " amount_spike ",
+        "notes": [],
+        "model_score": -0.61,
+        "model_version": "iforest-x",
+        "scored_at": EVENT + timedelta(seconds=2),
+        "received_at": EVENT + timedelta(seconds=1),
+        "ingest_source": "stream",
+    }
+
+
+def stored(transaction_id: str) -> dict:
+    values = Transaction.objects.filter(transaction_id=transaction_id).values().get()
+    values.pop("id")
+    values.pop("transaction_id")
+    return values
+
+
+def test_rows_insert_stores_what_the_orm_stores():
+    """Given the same values, rows_insert and Model.save() store equal rows."""
+    Transaction(**ledger_row("orm")).save()
+    rows_insert(model=Transaction, rows=[ledger_row("bulk")])
+    assert stored("bulk") == stored("orm")
+    assert stored("bulk")["reasons"][0]["ratio"] == 12.5
+    assert stored("bulk")["timestamp"] == EVENT
+
+
+def test_rows_insert_fills_defaults_and_auto_now():
+    """Missing keys take the field default; auto_now columns get the time."""
+    before = datetime.now(UTC)
+    rows_insert(model=UserProfile, rows=[{"user_id": "u-new", "txn_count": 3}])
+    profile = UserProfile.objects.get(user_id="u-new")
+    assert profile.recent == [] and profile.channels == {}
+    assert profile.updated_at >= before.replace(microsecond=0)
+
+
+def test_rows_insert_upsert_updates_only_the_listed_fields():
+    """An upsert on a unique key replaces the listed columns of the stored row."""
+    rows_insert(
+        model=UserProfile,
+        rows=[{"user_id": "u-1", "txn_count": 1, "countries": ["FR"]}],
+    )
+    rows_insert(
+        model=UserProfile,
+        rows=[{"user_id": "u-1", "txn_count": 2, "countries": ["FR", "DE"]}],
+        unique_fields=["user_id"],
+        update_fields=["txn_count"],
+    )
+    profile = UserProfile.objects.get(user_id="u-1")
+    assert (profile.txn_count, profile.countries) == (2, ["FR"])
+    assert UserProfile.objects.count() == 1
+
+
+def test_rows_insert_rejects_a_constraint_violation():
+    """The database's own checks still apply (no silent bad rows)."""
+    from django.db import IntegrityError, transaction
+
+    bad = ledger_row("bad") | {"amount": Decimal("-1.00")}
+    with pytest.raises(IntegrityError), transaction.atomic():
+        rows_insert(model=Transaction, rows=[bad])
+    assert not Transaction.objects.filter(transaction_id="bad").exists()
+
+
+@pytest.mark.parametrize(
+    "value",
+    [[], {}, [[1764000000.123, 12.5]], {"pos": 3}, ["Zürich", "\u2028"], None, 1e16],
+)
+def test_json_text_decodes_to_what_json_dumps_decodes_to(value):
+    assert json.loads(json_text(value)) == json.loads(json.dumps(value))
+
+
+def test_json_text_refuses_what_json_refuses():
+    """Values neither encoder knows raise TypeError, as json.dumps does."""
+    with pytest.raises(TypeError):
+        json_text({"amount": Decimal("1.00")})
+
+
+def test_json_columns_are_text_on_sqlite_and_readable_by_sql():
+    """SQLite's own JSON functions read what the fast path wrote."""
+    if connection.vendor != "sqlite":
+        pytest.skip("SQLite storage detail")
+    rows_insert(model=Transaction, rows=[ledger_row("sql")])
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT json_extract(reasons, '$[0].code') FROM transactions_transaction "
+            "WHERE transaction_id = %s",
+            ["sql"],
+        )
+        assert cursor.fetchone() == ("amount_spike",)
