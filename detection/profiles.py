@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+from django.db import transaction
+
 from detection.models import UserProfile
 from detection.state import UserState
 from transactions.bulk import rows_insert
@@ -47,24 +49,43 @@ class OrmStateStore:
 
     `states_get` hands out copies, so a batch whose database transaction rolls back
     leaves the cache untouched; `cache_commit` installs the new states only after the
-    commit succeeded. The stream consumer calls `cache_clear` on every partition
-    rebalance: a user who moved here from another consumer is then read from the DB.
+    commit succeeded. The cache is checked, not trusted: every read compares the
+    cached users' `txn_count` (it grows by one with each applied transaction, so it
+    is the state's version) with the stored one, and reloads users that another
+    writer moved on: POST /api/predict, or a consumer that owned the partition
+    before a rebalance. The stream also calls `cache_clear` on every rebalance.
     With `use_cache=False` (the API) every read goes to the database.
+
+    Inside a transaction the profile rows read are locked (SELECT ... FOR UPDATE
+    where the database has it; SQLite's IMMEDIATE transactions already serialize
+    writers), so two writers of one user take turns instead of losing an update.
     """
 
     def __init__(self, *, use_cache: bool = True) -> None:
         self.use_cache = use_cache
         self._cache: dict[str, UserState] = {}
 
+    @staticmethod
+    def _profiles(user_ids: list[str]):
+        queryset = UserProfile.objects.filter(user_id__in=user_ids)
+        if transaction.get_connection().in_atomic_block:
+            queryset = queryset.select_for_update()
+        return queryset
+
     def states_get(self, user_ids: Iterable[str]) -> dict[str, UserState]:
         """Return working copies of these users' states."""
-        wanted = set(user_ids)
+        wanted = sorted(set(user_ids))
         found = {uid: self._cache[uid] for uid in wanted if uid in self._cache}
-        missing = sorted(wanted - found.keys())
+        cached = sorted(found)
+        for start in range(0, len(cached), 900):
+            chunk = cached[start : start + 900]
+            stored = dict(self._profiles(chunk).values_list("user_id", "txn_count"))
+            for uid in chunk:
+                if stored.get(uid) != found[uid].count:
+                    del found[uid]
+        missing = [uid for uid in wanted if uid not in found]
         for start in range(0, len(missing), 900):
-            for profile in UserProfile.objects.filter(
-                user_id__in=missing[start : start + 900]
-            ):
+            for profile in self._profiles(missing[start : start + 900]):
                 state = profile_to_state(profile)
                 found[state.user_id] = state
                 if self.use_cache:

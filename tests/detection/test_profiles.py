@@ -1,0 +1,81 @@
+"""The ORM state store: a cache that another writer of the same user cannot fool."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from detection.models import UserProfile
+from detection.profiles import OrmStateStore
+from detection.scoring import scoring_config_from_db
+from detection.services import transaction_batch_score_record
+from transactions.messages import transaction_message_parse
+
+pytestmark = pytest.mark.django_db
+
+START = datetime(2026, 4, 1, 9, 0, tzinfo=UTC)
+
+
+def message(n: int, *, amount: str = "20.00"):
+    return transaction_message_parse(
+        {
+            "transaction_id": f"p-{n}",
+            "user_id": "shared-user",
+            "amount": amount,
+            "timestamp": (START + timedelta(minutes=n)).isoformat(),
+            "merchant_id": f"m-{n}",
+            "location": "Lyon",
+            "country": "FR",
+        }
+    )
+
+
+def record(store: OrmStateStore, n: int, **kwargs) -> None:
+    transaction_batch_score_record(
+        messages=[message(n, **kwargs)],
+        store=store,
+        config=scoring_config_from_db(model=None),
+        source="test",
+    )
+
+
+def test_a_cached_state_moved_on_by_another_writer_is_reloaded():
+    """Given the stream's cached state of a user and an API verdict for that user
+    in between, the stream's next verdict builds on all three transactions."""
+    stream_store = OrmStateStore()
+    record(stream_store, 1)
+    record(OrmStateStore(use_cache=False), 2, amount="40.00")  # POST /api/predict
+    record(stream_store, 3)
+    profile = UserProfile.objects.get(user_id="shared-user")
+    assert profile.txn_count == 3
+    assert [pair[1] for pair in profile.recent] == [20.0, 40.0, 20.0]
+    assert profile.merchants == ["m-1", "m-2", "m-3"]
+
+
+def test_a_current_cached_state_is_used_without_reloading(django_assert_num_queries):
+    """Given a cache that matches the database, one version query reads it."""
+    store = OrmStateStore()
+    record(store, 1)
+    with django_assert_num_queries(1):
+        states = store.states_get(["shared-user"])
+    assert states["shared-user"].count == 1
+
+
+def test_a_deleted_profile_is_not_resurrected_from_the_cache():
+    """Given a cached user whose profile row was deleted, the state starts over."""
+    store = OrmStateStore()
+    record(store, 1)
+    UserProfile.objects.all().delete()
+    assert store.states_get(["shared-user"])["shared-user"].count == 0
+
+
+def test_handed_out_states_are_copies():
+    """Changing a returned state never changes the cache (a rolled-back batch)."""
+    store = OrmStateStore()
+    record(store, 1)
+    first = store.states_get(["shared-user"])["shared-user"]
+    first.merchants.append("m-x")
+    first.channels["pos"] = 99
+    again = store.states_get(["shared-user"])["shared-user"]
+    assert "m-x" not in again.merchants and again.channels.get("pos") != 99
