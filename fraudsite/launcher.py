@@ -18,7 +18,8 @@ import sys
 import time
 from pathlib import Path
 
-from fraudsite.embedded import kafka_broker_resolve, kafka_topic_ensure, redis_resolve
+from detection.kafka import topic_ensure
+from fraudsite.embedded import kafka_broker_resolve, redis_resolve
 
 ROOT = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
@@ -73,7 +74,7 @@ def main() -> int:
     broker, kafka = kafka_broker_resolve(env.get("KAFKA_BROKER") or None)
     env["REDIS_URL"], env["KAFKA_BROKER"] = redis_url, broker
     topic = env.get("KAFKA_TRANSACTIONS_TOPIC", "transactions")
-    kafka_topic_ensure(broker, topic, int(env.get("KAFKA_TOPIC_PARTITIONS", "6")))
+    topic_ensure(broker, topic, int(env.get("KAFKA_TOPIC_PARTITIONS", "6")))
     processes: list[subprocess.Popen] = []
     try:
         _manage("migrate", "--no-input", env=env)

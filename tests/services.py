@@ -22,7 +22,8 @@ import pytest
 from kafka import KafkaAdminClient
 from kafka.errors import KafkaError
 
-from fraudsite.embedded import kafka_broker_resolve, kafka_topic_ensure, redis_resolve
+from detection.kafka import topic_ensure
+from fraudsite.embedded import kafka_broker_resolve, redis_resolve
 
 logger = logging.getLogger(__name__)
 
@@ -71,7 +72,7 @@ def kafka_topic_factory(
     def make(partitions: int = TOPIC_PARTITIONS) -> str:
         """Create a fresh topic with `partitions` partitions and return its name."""
         name = f"test-{stem}-{uuid.uuid4().hex[:10]}"
-        kafka_topic_ensure(kafka_bootstrap, name, partitions)
+        topic_ensure(kafka_bootstrap, name, partitions)
         created.append(name)
         return name
 

@@ -20,14 +20,12 @@ import redis
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.consumer.fetcher import ConsumerRecord
 
+from detection.kafka import CONSUMER_FETCH, CONSUMER_GROUP_TIMEOUTS, topic_ensure
 from fraudsite.embedded import (
-    KAFKA_CONSUMER_FETCH,
-    KAFKA_CONSUMER_GROUP_TIMEOUTS,
     EmbeddedKafka,
     EmbeddedRedis,
     bundled_redis_server,
     kafka_broker_resolve,
-    kafka_topic_ensure,
     redis_resolve,
 )
 
@@ -63,8 +61,8 @@ def group_consumer(bootstrap: str, topic: str, group: str) -> KafkaConsumer:
         group_id=group,
         auto_offset_reset="earliest",
         enable_auto_commit=False,
-        **KAFKA_CONSUMER_GROUP_TIMEOUTS,
-        **KAFKA_CONSUMER_FETCH,
+        **CONSUMER_GROUP_TIMEOUTS,
+        **CONSUMER_FETCH,
     )
 
 
@@ -102,7 +100,7 @@ def test_embedded_kafka_round_trip_then_stop_leaves_no_process(tmp_path: Path):
     try:
         assert broker.bootstrap == f"127.0.0.1:{broker.port}"
         assert pid is not None and pid_alive(pid)
-        kafka_topic_ensure(broker.bootstrap, "payments")
+        topic_ensure(broker.bootstrap, "payments")
         prod = producer(broker.bootstrap)
         before = int(time.time() * 1000)
         sent = prod.send("payments", key=b"user-1", value=b'{"amount": 12.5}').get(10)
@@ -151,13 +149,13 @@ def test_kafka_broker_resolve_uses_given_broker_without_a_process():
 
 
 @pytest.mark.kafka
-def test_kafka_topic_ensure_creates_six_partitions_and_is_idempotent(
+def test_topic_ensure_creates_six_partitions_and_is_idempotent(
     kafka_bootstrap: str,
 ):
     """Ensuring a topic twice creates it once, with six ready partitions."""
     topic = f"ensure-{uuid.uuid4().hex[:10]}"
-    kafka_topic_ensure(kafka_bootstrap, topic)
-    kafka_topic_ensure(kafka_bootstrap, topic)
+    topic_ensure(kafka_bootstrap, topic)
+    topic_ensure(kafka_bootstrap, topic)
 
     admin = KafkaAdminClient(bootstrap_servers=kafka_bootstrap)
     try:

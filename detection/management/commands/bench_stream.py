@@ -29,7 +29,12 @@ from django.db import connection
 from django.test.utils import override_settings
 from kafka import KafkaConsumer, TopicPartition
 
-from detection.kafka import kafka_topic_ensure, producer_create, transactions_produce
+from detection.kafka import (
+    CONSUMER_FETCH,
+    kafka_topic_ensure,
+    producer_create,
+    transactions_produce,
+)
 from detection.profiles import OrmStateStore
 from detection.records import record_decode
 from detection.registry import LoadedModel, model_active_row
@@ -286,7 +291,7 @@ class Command(BaseCommand):
             bootstrap_servers=self.bootstrap,
             max_poll_records=settings.STREAM_BATCH_MAX_RECORDS,
             max_partition_fetch_bytes=4 * 1024 * 1024,
-            **embedded.KAFKA_CONSUMER_FETCH,
+            **CONSUMER_FETCH,
         )
         try:
             partitions = [
@@ -410,7 +415,7 @@ class Command(BaseCommand):
         consumer = KafkaConsumer(
             bootstrap_servers=self.bootstrap,
             max_partition_fetch_bytes=4 * 1024 * 1024,
-            **embedded.KAFKA_CONSUMER_FETCH,
+            **CONSUMER_FETCH,
         )
         store, config = OrmStateStore(), ScoringConfigProvider().current()
         if sklearn:
