@@ -10,6 +10,7 @@ directly; `manage.py consume_transactions` only parses options and calls `run`.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import signal
@@ -150,6 +151,7 @@ class TransactionStream:
         batch_max_wait_ms: int | None = None,
         retry_limit: int | None = None,
         retry_backoff_seconds: float = RETRY_BACKOFF_SECONDS,
+        progress_interval: float | None = None,
     ) -> None:
         self.consumer = consumer
         self.topic = topic
@@ -168,6 +170,13 @@ class TransactionStream:
             settings.STREAM_DB_RETRY_LIMIT if retry_limit is None else retry_limit
         )
         self.retry_backoff_seconds = retry_backoff_seconds
+        self.progress_interval = (
+            settings.STREAM_PROGRESS_LOG_SECONDS
+            if progress_interval is None
+            else progress_interval
+        )
+        self._progress_at = time.monotonic()
+        self._progress_seen = StreamReport()
         self.shutdown = threading.Event()
         self.report = StreamReport()
         self.assigned_once = False
@@ -357,6 +366,42 @@ class TransactionStream:
 
     # --- the loop ---------------------------------------------------------------
 
+    def lag(self) -> int | None:
+        """Return records between the positions and the partition ends, if known.
+
+        Uses the high-water marks of the latest fetch responses: no broker call.
+        """
+        total = None
+        for tp in self.consumer.assignment():
+            end = self.consumer.highwater(tp)
+            if end is not None:
+                total = (total or 0) + max(end - self.consumer.position(tp), 0)
+        return total
+
+    def progress_log(self) -> None:
+        """Log what was done since the last progress line (every progress_interval)."""
+        now = time.monotonic()
+        seconds = now - self._progress_at
+        if seconds < self.progress_interval:
+            return
+        report, seen = self.report, self._progress_seen
+        records = report.records - seen.records
+        if records:
+            lag = self.lag()
+            logger.info(
+                "progress: %s records in %.1f s (%s rec/s): %s scored, %s already "
+                "stored, %s dead letters; lag %s",
+                f"{records:,}",
+                seconds,
+                f"{records / seconds:,.0f}" if seconds > 0 else "-",
+                f"{report.created - seen.created:,}",
+                f"{report.duplicates - seen.duplicates:,}",
+                f"{report.dead_letters - seen.dead_letters:,}",
+                "unknown" if lag is None else f"{lag:,} records",
+            )
+        self._progress_at = now
+        self._progress_seen = dataclasses.replace(report)
+
     def caught_up(self) -> bool:
         """Return True when every assigned partition is consumed to its end."""
         assignment = self.consumer.assignment()
@@ -407,6 +452,7 @@ class TransactionStream:
                     except _BatchAbandoned:
                         logger.info("shutdown while retrying; batch left uncommitted")
                         break
+                    self.progress_log()
                 elif self.idle_expired(stop_when_idle):
                     logger.info("caught up and idle for %s s: stopping", stop_when_idle)
                     break

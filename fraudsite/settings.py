@@ -161,6 +161,8 @@ KAFKA_CONSUMER_GROUP = env.str("KAFKA_CONSUMER_GROUP", default="fraud-scorer")
 STREAM_BATCH_MAX_RECORDS = env.int("STREAM_BATCH_MAX_RECORDS", default=500)
 STREAM_BATCH_MAX_WAIT_MS = env.int("STREAM_BATCH_MAX_WAIT_MS", default=50)
 STREAM_DB_RETRY_LIMIT = env.int("STREAM_DB_RETRY_LIMIT", default=8)
+# How often a consumer logs its progress: records, rate, dead letters, lag.
+STREAM_PROGRESS_LOG_SECONDS = env.float("STREAM_PROGRESS_LOG_SECONDS", default=10.0)
 
 # How often running scorers re-read rules, thresholds and the active model.
 DETECTION_CONFIG_REFRESH_SECONDS = env.float(

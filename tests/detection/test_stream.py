@@ -385,3 +385,19 @@ def test_rule_changes_reach_a_running_stream(kafka_bootstrap, kafka_topic):
     codes = dict(Transaction.objects.values_list("transaction_id", "reason_codes"))
     assert " huge_amount " in codes[first["transaction_id"]]
     assert "huge_amount" not in codes[second["transaction_id"]]
+
+
+def test_the_consumer_logs_its_progress(kafka_bootstrap, kafka_topic, caplog):
+    """Given a progress interval, the consumer logs records, rate, dead letters and
+    lag as it goes (operators watch this line)."""
+    records = simulated(300, seed=23, users=30)
+    produce(kafka_bootstrap, kafka_topic, [*records, b"not json"])
+    with caplog.at_level("INFO", logger="detection.stream"):
+        report = stream_run(kafka_bootstrap, kafka_topic, progress_interval=0)
+    lines = [r.getMessage() for r in caplog.records if "progress:" in r.getMessage()]
+    assert lines, "no progress line was logged"
+    assert report.records == 301
+    logged = sum(int(line.split()[1].replace(",", "")) for line in lines)
+    assert logged == 301
+    assert any("1 dead letters" in line for line in lines)
+    assert lines[-1].endswith("lag 0 records")

@@ -168,7 +168,7 @@ class Command(BaseCommand):
         self.say(f"Produced {sent.sent:,} records in {sent.seconds:.1f} s")
 
         raw_rate = self.raw_consume_rate(topic, len(main))
-        self.say(f"Raw kafka-python consume + json decode: {raw_rate:,.0f} rec/s")
+        self.say(f"Raw kafka-python consume + orjson decode: {raw_rate:,.0f} rec/s")
 
         rate, wall = self.sustained_rate(topic, main)
         self.say(f"Stream consumer: {rate:,.0f} rec/s sustained ({wall:.1f} s wall)")

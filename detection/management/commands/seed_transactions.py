@@ -14,6 +14,7 @@ from django.db import transaction
 from tqdm import tqdm
 
 from detection.rules import RULE_TYPES
+from transactions.bulk import rows_insert
 from transactions.models import Transaction, VerdictTally
 
 CITIES = (
@@ -148,10 +149,10 @@ class Command(BaseCommand):
                     for i, offset in enumerate(offsets)
                 ]
                 with transaction.atomic():
-                    Transaction.objects.bulk_create(rows, batch_size=500)
+                    rows_insert(model=Transaction, rows=rows)
                 for row in rows:
-                    minute = row.scored_at.replace(second=0, microsecond=0)
-                    tallies.setdefault(minute, Counter())[row.status] += 1
+                    minute = row["scored_at"].replace(second=0, microsecond=0)
+                    tallies.setdefault(minute, Counter())[row["status"]] += 1
                 bar.update(size)
         self._tallies_add(tallies)
         elapsed = time.monotonic() - started
@@ -160,37 +161,37 @@ class Command(BaseCommand):
             f"({count / elapsed:,.0f} rows/s)."
         )
 
-    def _row(self, rng, prefix, index, end, offset, users) -> Transaction:
+    def _row(self, rng, prefix, index, end, offset, users) -> dict:
         city, latitude, longitude, country = rng.choice(CITIES)
         amount = round(min(rng.lognormvariate(3.8, 1.1), 50_000.0), 2) + 0.01
         status, risk, reasons = _verdict(rng, amount)
         scored_at = end - timedelta(seconds=offset)
-        return Transaction(
-            transaction_id=f"{prefix}-{index:08d}",
-            user_id=f"user-{rng.randrange(users):06d}",
-            amount=Decimal(f"{amount:.2f}"),
-            currency="USD",
-            timestamp=scored_at - timedelta(milliseconds=rng.randint(5, 900)),
-            merchant_id=f"m-{rng.randrange(5000):05d}",
-            merchant_category=rng.choice(CATEGORIES),
-            channel=rng.choice(CHANNELS),
-            location=city,
-            latitude=latitude,
-            longitude=longitude,
-            country=country,
-            risk_score=risk,
-            status=status,
-            reasons=reasons,
-            reason_codes=(" " + " ".join(r["code"] for r in reasons) + " ")
+        return {
+            "transaction_id": f"{prefix}-{index:08d}",
+            "user_id": f"user-{rng.randrange(users):06d}",
+            "amount": Decimal(f"{amount:.2f}"),
+            "currency": "USD",
+            "timestamp": scored_at - timedelta(milliseconds=rng.randint(5, 900)),
+            "merchant_id": f"m-{rng.randrange(5000):05d}",
+            "merchant_category": rng.choice(CATEGORIES),
+            "channel": rng.choice(CHANNELS),
+            "location": city,
+            "latitude": latitude,
+            "longitude": longitude,
+            "country": country,
+            "risk_score": risk,
+            "status": status,
+            "reasons": reasons,
+            "reason_codes": (" " + " ".join(r["code"] for r in reasons) + " ")
             if reasons
             else "",
-            notes=[],
-            model_score=round(rng.uniform(0.3, 0.8), 4),
-            model_version="seed",
-            scored_at=scored_at,
-            received_at=scored_at,
-            ingest_source="seed",
-        )
+            "notes": [],
+            "model_score": round(rng.uniform(0.3, 0.8), 4),
+            "model_version": "seed",
+            "scored_at": scored_at,
+            "received_at": scored_at,
+            "ingest_source": "seed",
+        }
 
     def _tallies_add(self, tallies: dict[datetime, Counter]) -> None:
         """Add the per-minute counts to the tallies in one transaction."""
