@@ -11,6 +11,7 @@ import io
 import math
 import os
 import pstats
+import shutil
 import statistics
 import subprocess
 import sys
@@ -133,7 +134,7 @@ class Command(BaseCommand):
             if broker is not None:
                 broker.stop()
             if not options["keep"]:
-                for path in self.workdir.glob("bench.sqlite3*"):
+                for path in self.workdir.glob("bench*.sqlite3*"):
                     path.unlink()
         self.stdout.write(f"Logs in {self.workdir}")
 
@@ -162,6 +163,10 @@ class Command(BaseCommand):
         self.history_preload(history)
         version = model_retrain()
         self.say(f"  done in {time.monotonic() - began:.1f} s; model {version}")
+        # The scale-out phase starts from this same state, on a copy.
+        connection.close()
+        scale_database = self.workdir / "bench-scale.sqlite3"
+        shutil.copyfile(self.database, scale_database)
 
         topic = self.topic_new("main")
         sent = self.produce(topic, main)
@@ -174,6 +179,9 @@ class Command(BaseCommand):
         self.say(f"Stream consumer: {rate:,.0f} rec/s sustained ({wall:.1f} s wall)")
         if options["profile"]:
             self.say("  (under cProfile: not a throughput figure; rerun without)")
+
+        pair_rate = self.scaled_rate(topic, main, scale_database, processes=2)
+        self.say(f"Two consumer processes, one group: {pair_rate:,.0f} rec/s")
 
         p50, p99, worst, offered = self.latency(latency)
         self.say(
@@ -211,6 +219,10 @@ class Command(BaseCommand):
         )
         self.say(
             f"  latency p50 / p99 / max:    {p50:.0f} / {p99:.0f} / {worst:.0f} ms"
+        )
+        self.say(
+            f"  two processes, one group:   {pair_rate:,.0f} rec/s "
+            f"({pair_rate / rate:.2f}x one process; SQLite has one writer)"
         )
         for name, value, met, target in rows:
             mark = "met" if met else "MISSED"
@@ -310,13 +322,21 @@ class Command(BaseCommand):
         finally:
             consumer.close()
 
-    def consumer_start(self, topic: str, log_name: str, *args: str, profile=None):
+    def consumer_start(
+        self,
+        topic: str,
+        log_name: str,
+        *args: str,
+        profile=None,
+        database: Path | None = None,
+        group: str | None = None,
+    ):
         """Start `consume_transactions` on the scratch database, DEBUG off."""
         env = {
             **os.environ,
             "DEBUG": "0",
             "SECRET_KEY": os.environ.get("SECRET_KEY") or uuid.uuid4().hex * 2,
-            "DATABASE_URL": f"sqlite:///{self.database}",
+            "DATABASE_URL": f"sqlite:///{database or self.database}",
             "KAFKA_BROKER": self.bootstrap,
             "REDIS_URL": self.redis_url,
             "PYTHONUNBUFFERED": "1",
@@ -328,7 +348,7 @@ class Command(BaseCommand):
         log = (self.workdir / log_name).open("wb")
         process = subprocess.Popen(
             [*python, "manage.py", "consume_transactions", "--topic", topic,
-             "--group", f"bench-{uuid.uuid4().hex[:8]}", *args],
+             "--group", group or f"bench-{uuid.uuid4().hex[:8]}", *args],
             cwd=settings.BASE_DIR, env=env, stdout=log, stderr=subprocess.STDOUT,
         )  # fmt: skip
         log.close()  # the child holds its own copy of the descriptor
@@ -379,6 +399,40 @@ class Command(BaseCommand):
         if profile:
             self.profile_print(profile)
         return after_first / (last - first).total_seconds(), wall
+
+    def scaled_rate(
+        self, topic: str, records: list[dict], database: Path, *, processes: int
+    ) -> float:
+        """Return the rate of several consumers in one group (first to last scored_at).
+
+        They start from a copy of the database as it was before the one-process
+        run, and consume the same topic from the start under a group of their own.
+        """
+        group = f"bench-scale-{uuid.uuid4().hex[:8]}"
+        started = [
+            self.consumer_start(
+                topic,
+                f"consumer-scale-{n}.log",
+                "--stop-when-idle",
+                "3",
+                database=database,
+                group=group,
+            )
+            for n in range(processes)
+        ]
+        for process in started:
+            self.consumer_finish(process)
+        home = connection.settings_dict["NAME"]
+        connection.close()
+        connection.settings_dict["NAME"] = str(database)
+        try:
+            times = self.scored_times(records)
+        finally:
+            connection.close()
+            connection.settings_dict["NAME"] = home
+        first, last = times[0][1], times[-1][1]
+        after_first = sum(1 for _received, scored in times if scored > first)
+        return after_first / (last - first).total_seconds()
 
     def latency(self, records: list[dict]) -> tuple[float, float, float, float]:
         """Return p50, p99 and max latency (ms) and the offered rate achieved."""
