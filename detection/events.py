@@ -20,8 +20,6 @@ from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 from django.conf import settings
 
-from transactions.models import Transaction
-
 logger = logging.getLogger(__name__)
 
 VERDICTS_GROUP = "verdicts"
@@ -35,26 +33,21 @@ FAILURE_LOG_INTERVAL_SECONDS = 60.0
 
 def verdict_payload(row: Mapping[str, Any]) -> dict:
     """Return one stored verdict (ledger column values) as the dashboard's JSON."""
-    reasons = row.get("reasons") or []
+    reasons = row["reasons"]
     return {
         "transaction_id": row["transaction_id"],
         "user_id": row["user_id"],
         "amount": str(row["amount"]),
-        "currency": row.get("currency", "USD"),
+        "currency": row["currency"],
         "timestamp": row["timestamp"].isoformat(),
-        "location": row.get("location", ""),
+        "location": row["location"],
         "status": row["status"],
         "risk_score": row["risk_score"],
-        "model_score": row.get("model_score"),
+        "model_score": row["model_score"],
         "reason_codes": [reason["code"] for reason in reasons],
         "reasons": reasons,
         "scored_at": row["scored_at"].isoformat(),
     }
-
-
-def transaction_row_of(txn: Transaction) -> dict:
-    """Return a stored Transaction as the column values the stream publishes."""
-    return {f.attname: getattr(txn, f.attname) for f in txn._meta.concrete_fields}
 
 
 def verdicts_event_build(

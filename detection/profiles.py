@@ -10,6 +10,9 @@ from detection.models import UserProfile
 from detection.state import UserState
 from transactions.bulk import rows_insert
 
+# Users per IN (...) query: below SQLite's old 999-parameter limit.
+_CHUNK = 900
+
 _FIELDS = (
     "log_amount_mean",
     "log_amount_m2",
@@ -49,16 +52,18 @@ class OrmStateStore:
 
     `states_get` hands out copies, so a batch whose database transaction rolls back
     leaves the cache untouched; `cache_commit` installs the new states only after the
-    commit succeeded. The cache is checked, not trusted: every read compares the
-    cached users' `txn_count` (it grows by one with each applied transaction, so it
-    is the state's version) with the stored one, and reloads users that another
-    writer moved on: POST /api/predict, or a consumer that owned the partition
-    before a rebalance. The stream also calls `cache_clear` on every rebalance.
-    With `use_cache=False` (the API) every read goes to the database.
+    commit succeeded. The cache is checked, not trusted: every read fetches the
+    users' stored `txn_count` (it grows by one with each applied transaction, so it
+    is the state's version) and reloads users that another writer moved on: POST
+    /api/predict, or the consumer that owned the partition before a rebalance. The
+    stream also calls `cache_clear` on every rebalance. With `use_cache=False` (the
+    API) every state comes from the database.
 
-    Inside a transaction the profile rows read are locked (SELECT ... FOR UPDATE
-    where the database has it; SQLite's IMMEDIATE transactions already serialize
-    writers), so two writers of one user take turns instead of losing an update.
+    Two writers of one user take turns instead of losing an update. On SQLite the
+    IMMEDIATE transactions serialize writers. Where the database has row locks
+    (PostgreSQL), a read inside a transaction locks the users' rows, in user_id
+    order, with SELECT ... FOR UPDATE, after inserting empty rows for users it has
+    never seen, so that a first-seen user has a row to lock too.
     """
 
     def __init__(self, *, use_cache: bool = True) -> None:
@@ -66,26 +71,41 @@ class OrmStateStore:
         self._cache: dict[str, UserState] = {}
 
     @staticmethod
-    def _profiles(user_ids: list[str]):
-        queryset = UserProfile.objects.filter(user_id__in=user_ids)
-        if transaction.get_connection().in_atomic_block:
-            queryset = queryset.select_for_update()
-        return queryset
+    def _locking() -> bool:
+        connection = transaction.get_connection()
+        return connection.in_atomic_block and connection.features.has_select_for_update
 
     def states_get(self, user_ids: Iterable[str]) -> dict[str, UserState]:
-        """Return working copies of these users' states."""
+        """Return working copies of these users' states (new users: empty ones)."""
         wanted = sorted(set(user_ids))
-        found = {uid: self._cache[uid] for uid in wanted if uid in self._cache}
-        cached = sorted(found)
-        for start in range(0, len(cached), 900):
-            chunk = cached[start : start + 900]
-            stored = dict(self._profiles(chunk).values_list("user_id", "txn_count"))
-            for uid in chunk:
-                if stored.get(uid) != found[uid].count:
-                    del found[uid]
-        missing = [uid for uid in wanted if uid not in found]
-        for start in range(0, len(missing), 900):
-            for profile in self._profiles(missing[start : start + 900]):
+        lock = self._locking()
+        if lock:
+            rows_insert(
+                model=UserProfile,
+                rows=[{"user_id": uid} for uid in wanted if uid not in self._cache],
+                ignore_conflicts=True,
+            )
+        versions: dict[str, int] = {}
+        for start in range(0, len(wanted), _CHUNK):
+            queryset = UserProfile.objects.filter(
+                user_id__in=wanted[start : start + _CHUNK]
+            ).order_by("user_id")
+            if lock:
+                queryset = queryset.select_for_update()
+            versions.update(queryset.values_list("user_id", "txn_count"))
+        found: dict[str, UserState] = {}
+        stale: list[str] = []
+        for uid in wanted:
+            cached = self._cache.get(uid)
+            stored = versions.get(uid, 0)
+            if cached is not None and cached.count == stored:
+                found[uid] = cached
+            elif stored:
+                stale.append(uid)
+        for start in range(0, len(stale), _CHUNK):
+            for profile in UserProfile.objects.filter(
+                user_id__in=stale[start : start + _CHUNK]
+            ):
                 state = profile_to_state(profile)
                 found[state.user_id] = state
                 if self.use_cache:

@@ -369,7 +369,8 @@ class TransactionStream:
     def lag(self) -> int | None:
         """Return records between the positions and the partition ends, if known.
 
-        Uses the high-water marks of the latest fetch responses: no broker call.
+        The ends are the high-water marks of the latest fetch responses, so this
+        costs no extra request once the partitions are being fetched.
         """
         total = None
         for tp in self.consumer.assignment():

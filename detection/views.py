@@ -7,7 +7,7 @@ import threading
 import time
 from datetime import UTC, datetime
 
-from django.db import connection
+from django.db import IntegrityError, connection
 from drf_spectacular.utils import extend_schema
 from rest_framework import status
 from rest_framework.permissions import AllowAny
@@ -101,12 +101,22 @@ class PredictView(APIView):
         message.received_at = datetime.now(UTC)
         stored = transaction_get(transaction_id=message.transaction_id)
         if stored is None:
-            result = transaction_batch_score_record(
-                messages=[message],
-                store=OrmStateStore(use_cache=False),
-                config=scoring_config_current(),
-                source="api",
-            )
+            try:
+                result = transaction_batch_score_record(
+                    messages=[message],
+                    store=OrmStateStore(use_cache=False),
+                    config=scoring_config_current(),
+                    source="api",
+                )
+            except IntegrityError:
+                # Another writer (the stream, a retried request) stored this id
+                # between the check above and the insert; nothing of ours stayed.
+                stored = transaction_get(transaction_id=message.transaction_id)
+                if stored is None:
+                    raise
+                return Response(
+                    TransactionSerializer(stored).data, status=status.HTTP_200_OK
+                )
             if result.created:
                 _verdicts_push(result.created)
                 body = TransactionSerializer(Transaction(**result.created[0])).data

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Mapping, Sequence
-from functools import lru_cache
+from datetime import datetime
 from typing import Any
 
 import orjson
@@ -33,11 +33,14 @@ _PLAIN_TYPES = frozenset(
 
 
 def json_text(value: Any) -> str:
-    """Return `value` as JSON text, as `json.dumps` would (orjson: ~10x faster).
+    """Return `value` as JSON text with orjson (about 10x faster than json.dumps).
 
-    Used for JSON columns on backends that store JSON as text (SQLite); values
-    orjson cannot encode (e.g. Decimal) fall back to the standard library, which
-    raises its usual TypeError for what neither can encode.
+    The JSON value is the one `json.dumps` gives, the text is not: separators are
+    compact and non-ASCII characters stay UTF-8 instead of \\u escapes, so compare
+    JSON columns with JSON lookups (`reasons__0__code`), never as text. NaN and
+    infinities, which json.dumps writes as invalid JSON, become null; the scoring
+    core never produces them. Values orjson cannot encode (e.g. Decimal) go to
+    json.dumps, which raises its usual TypeError for what neither can encode.
     """
     try:
         return orjson.dumps(value, option=orjson.OPT_SERIALIZE_NUMPY).decode()
@@ -45,17 +48,45 @@ def json_text(value: Any) -> str:
         return json.dumps(value)
 
 
+def _datetime_adapter(field: Field, connection) -> Callable[[Any], Any]:
+    adapt = connection.ops.adapt_datetimefield_value
+
+    def adapter(value):
+        if value is None or isinstance(value, datetime):
+            return adapt(value)
+        # Strings, dates: let the field convert them as the ORM would.
+        return field.get_db_prep_save(value, connection)
+
+    return adapter
+
+
+def _json_adapter(field: Field, connection) -> Callable[[Any], Any]:
+    ops, encoder = connection.ops, field.encoder
+    text_json = type(ops).adapt_json_value is BaseDatabaseOperations.adapt_json_value
+    if encoder is None and text_json:
+        # The backend stores JSON as text (SQLite): the same JSON value, faster.
+        return lambda value: None if value is None else json_text(value)
+    return lambda value: None if value is None else ops.adapt_json_value(value, encoder)
+
+
+def _decimal_adapter(field: Field, connection) -> Callable[[Any], Any]:
+    ops, digits, places = connection.ops, field.max_digits, field.decimal_places
+    return lambda value: ops.adapt_decimalfield_value(
+        field.to_python(value), digits, places
+    )
+
+
 class RowsInsert:
-    """A prepared multi-row INSERT (or upsert) of one model's rows.
+    """A multi-row INSERT (or upsert) of one model's rows, with ONE executemany.
 
     `bulk_create` compiles SQL for every value of every row and needs model
     instances; both cost more than the stream's scoring (`bench_stream --profile`:
-    about 150 us per ledger row). Here the statement is built once per model, each
+    about 150 us per ledger row). Here the statement is built once per call, each
     column gets the cheapest adapter that gives the same database value as
     `Field.get_db_prep_save` (plain values pass through; datetimes, JSON and
     decimals go through the backend's own `adapt_*` functions), and rows are
-    mappings of attribute name to value sent with ONE executemany. No signals, no
-    returned keys: callers that need keys read them back.
+    mappings of attribute name to value. No signals, no returned keys: callers
+    that need keys read them back.
     """
 
     def __init__(
@@ -65,6 +96,7 @@ class RowsInsert:
         using: str,
         unique_fields: Sequence[str] = (),
         update_fields: Sequence[str] = (),
+        ignore_conflicts: bool = False,
     ) -> None:
         connection = connections[using]
         opts = model._meta
@@ -85,6 +117,10 @@ class RowsInsert:
                 [opts.get_field(name).column for name in update_fields],
                 [opts.get_field(name).column for name in unique_fields],
             )
+        elif ignore_conflicts:
+            sql += " " + connection.ops.on_conflict_suffix_sql(
+                self.fields, OnConflict.IGNORE, None, None
+            )
         self.sql = sql
         self.adapters = [self._adapter(field, connection) for field in self.fields]
 
@@ -92,27 +128,14 @@ class RowsInsert:
     def _adapter(field: Field, connection) -> Callable[[Any], Any] | None:
         """Return the function that makes a column's database value (None: as is)."""
         kind = field.get_internal_type()
-        ops = connection.ops
         if kind in _PLAIN_TYPES:
             return None
         if kind == "DateTimeField":
-            return ops.adapt_datetimefield_value
+            return _datetime_adapter(field, connection)
         if kind == "JSONField":
-            encoder = field.encoder
-            text_json = (
-                type(ops).adapt_json_value is BaseDatabaseOperations.adapt_json_value
-            )
-            if encoder is None and text_json:
-                # The backend stores json.dumps() text: the same text, faster.
-                return lambda value: None if value is None else json_text(value)
-            return lambda value: (
-                None if value is None else ops.adapt_json_value(value, encoder)
-            )
+            return _json_adapter(field, connection)
         if kind == "DecimalField":
-            max_digits, places = field.max_digits, field.decimal_places
-            return lambda value: ops.adapt_decimalfield_value(
-                field.to_python(value), max_digits, places
-            )
+            return _decimal_adapter(field, connection)
         return lambda value: field.get_db_prep_save(value, connection)
 
     def rows_params(self, rows: Sequence[Mapping[str, Any]]) -> list[tuple]:
@@ -134,12 +157,17 @@ class RowsInsert:
                     default = field.get_default
                     values = [row[name] if name in row else default() for row in rows]
             if field.get_internal_type() == "DateTimeField":
-                # A batch's rows share datetimes (scored_at, received_at): adapt once.
-                memo: dict = {}
-                values = [
-                    memo[v] if v in memo else memo.setdefault(v, adapter(v))
-                    for v in values
-                ]
+                # A batch's rows share datetime objects (scored_at): adapt each
+                # object once. Keyed by identity: equal datetimes may differ in
+                # fold or zone, and the rows keep every object alive meanwhile.
+                memo: dict[int, Any] = {}
+                adapted = []
+                for value in values:
+                    key = id(value)
+                    if key not in memo:
+                        memo[key] = adapter(value)
+                    adapted.append(memo[key])
+                values = adapted
             elif adapter is not None:
                 values = [adapter(v) for v in values]
             columns.append(values)
@@ -154,34 +182,26 @@ class RowsInsert:
             cursor.executemany(self.sql, params)
 
 
-@lru_cache(maxsize=32)
-def _rows_insert_prepared(
-    model: type[Model],
-    using: str,
-    unique_fields: tuple[str, ...],
-    update_fields: tuple[str, ...],
-) -> RowsInsert:
-    return RowsInsert(
-        model, using=using, unique_fields=unique_fields, update_fields=update_fields
-    )
-
-
 def rows_insert(
     *,
     model: type[Model],
     rows: Sequence[Mapping[str, Any]],
     unique_fields: Sequence[str] = (),
     update_fields: Sequence[str] = (),
+    ignore_conflicts: bool = False,
 ) -> None:
-    """Insert rows of `model` with ONE executemany (an upsert with update_fields).
+    """Insert rows of `model` with ONE executemany.
 
     Each row maps attribute names (`field.attname`) to Python values; missing keys
-    take the field's default, `auto_now` fields take the current time.
+    take the field's default, `auto_now` fields take the current time. With
+    `update_fields` it is an upsert on `unique_fields`; with `ignore_conflicts`,
+    rows that hit a unique constraint are skipped.
     """
     if rows:
-        _rows_insert_prepared(
+        RowsInsert(
             model,
-            router.db_for_write(model),
-            tuple(unique_fields),
-            tuple(update_fields),
+            using=router.db_for_write(model),
+            unique_fields=unique_fields,
+            update_fields=update_fields,
+            ignore_conflicts=ignore_conflicts,
         )(rows)

@@ -17,11 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from detection.events import (
-    transaction_row_of,
-    verdicts_event_build,
-    verdicts_publish,
-)
+from detection.events import verdicts_event_build, verdicts_publish
 from detection.profiles import OrmStateStore
 from detection.scoring import scoring_config_from_db
 from detection.services import transaction_batch_score_record
@@ -89,6 +85,11 @@ def score(scoring_rules):
         return list(Transaction.objects.filter(transaction_id__in=ids).order_by("pk"))
 
     return score_messages
+
+
+def transaction_row_of(txn: Transaction) -> dict:
+    """Return a stored Transaction as the column values the stream publishes."""
+    return {f.attname: getattr(txn, f.attname) for f in txn._meta.concrete_fields}
 
 
 def publish_verdicts(transactions, *, channel_layer=None) -> dict:

@@ -114,10 +114,12 @@ def _unsaved_verdicts(batch: int, size: int) -> list[dict]:
             "transaction_id": f"flood-{batch:03d}-{index:03d}",
             "user_id": f"flood-user-{index % 37}",
             "amount": Decimal("12.34"),
+            "currency": "EUR",
             "timestamp": now,
             "location": "Paris",
             "status": "legit" if index % 10 else "suspicious",
             "risk_score": 0.1,
+            "model_score": None,
             "reasons": [],
             "scored_at": now,
         }

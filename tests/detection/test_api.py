@@ -75,6 +75,43 @@ def test_predict_is_idempotent(api_client):
     assert UserProfile.objects.get(user_id="1087").txn_count == 1
 
 
+def test_predict_that_loses_a_race_for_its_id_returns_the_stored_verdict(
+    api_client, monkeypatch
+):
+    """Given another writer storing the same id between predict's check and its
+    insert, predict answers 200 with the stored verdict (not 500) and changes no
+    user state."""
+    first = api_client.post("/api/predict", GOOD, format="json")
+    profile = UserProfile.objects.values().get(user_id=GOOD["user_id"])
+    # Both checks see nothing, as if the other writer had not committed yet: the
+    # insert then hits the unique constraint.
+    monkeypatch.setattr("detection.views.transaction_get", _found_only_later())
+    monkeypatch.setattr(
+        "detection.services.transaction_ids_existing",
+        lambda *, transaction_ids: set(),
+    )
+    response = api_client.post("/api/predict", GOOD, format="json")
+    assert response.status_code == 200
+    assert response.json()["risk_score"] == first.json()["risk_score"]
+    assert UserProfile.objects.values().get(user_id=GOOD["user_id"]) == profile
+    stored = Transaction.objects.filter(transaction_id=GOOD["transaction_id"])
+    assert stored.count() == 1
+
+
+def _found_only_later():
+    from transactions.selectors import transaction_get
+
+    calls = []
+
+    def lookup(*, transaction_id):
+        calls.append(transaction_id)
+        if len(calls) == 1:
+            return None
+        return transaction_get(transaction_id=transaction_id)
+
+    return lookup
+
+
 def test_predict_generates_an_id_when_absent(api_client):
     """The API may generate the transaction_id."""
     payload = {k: v for k, v in GOOD.items() if k != "transaction_id"}

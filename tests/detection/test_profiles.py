@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -79,3 +80,38 @@ def test_handed_out_states_are_copies():
     first.channels["pos"] = 99
     again = store.states_get(["shared-user"])["shared-user"]
     assert "m-x" not in again.merchants and again.channels.get("pos") != 99
+
+
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_writers_of_one_new_user_lose_no_update():
+    """Given two threads (their own connections) scoring one never-seen user at
+    once, one with the stream's cached store and one as the API, every applied
+    transaction is counted: the writers take turns on the user's row."""
+    from django.db import connection
+
+    per_thread = 8
+    barrier = threading.Barrier(2)
+    errors: list[BaseException] = []
+
+    def writer(offset: int, store: OrmStateStore) -> None:
+        try:
+            barrier.wait(timeout=10)
+            for n in range(per_thread):
+                record(store, offset + n)
+        except BaseException as exc:  # reported by the main thread
+            errors.append(exc)
+        finally:
+            connection.close()
+
+    threads = [
+        threading.Thread(target=writer, args=(0, OrmStateStore())),
+        threading.Thread(target=writer, args=(100, OrmStateStore(use_cache=False))),
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert not errors, errors
+    profile = UserProfile.objects.get(user_id="shared-user")
+    assert profile.txn_count == 2 * per_thread
+    assert len(profile.merchants) == 2 * per_thread

@@ -69,6 +69,19 @@ def model_as_predecessor(model: LoadedModel) -> LoadedModel:
     return dataclasses.replace(model, forest=sio.loads(artifact, trusted=trusted))
 
 
+def scored_rate(times: list[tuple]) -> float:
+    """Return rows per second from the first to the last scored_at.
+
+    `times` are (received_at, scored_at) sorted by scored_at. The rows of the first
+    batch share its scored_at, so the rate counts the rows stored after it.
+    """
+    first, last = times[0][1], times[-1][1]
+    seconds = (last - first).total_seconds()
+    if seconds <= 0:
+        raise CommandError("Every record landed in one batch; raise --records.")
+    return sum(1 for _received, scored in times if scored > first) / seconds
+
+
 class Command(BaseCommand):
     help = (
         "Benchmark the stream on a scratch database: preload history and train the "
@@ -392,13 +405,10 @@ class Command(BaseCommand):
         )  # fmt: skip
         self.consumer_finish(process)
         wall = time.monotonic() - began
-        times = self.scored_times(records)
-        first, last = times[0][1], times[-1][1]
-        # Rows of the first batch share its scored_at; count what came after it.
-        after_first = sum(1 for _received, scored in times if scored > first)
+        rate = scored_rate(self.scored_times(records))
         if profile:
             self.profile_print(profile)
-        return after_first / (last - first).total_seconds(), wall
+        return rate, wall
 
     def scaled_rate(
         self, topic: str, records: list[dict], database: Path, *, processes: int
@@ -430,9 +440,7 @@ class Command(BaseCommand):
         finally:
             connection.close()
             connection.settings_dict["NAME"] = home
-        first, last = times[0][1], times[-1][1]
-        after_first = sum(1 for _received, scored in times if scored > first)
-        return after_first / (last - first).total_seconds()
+        return scored_rate(times)
 
     def latency(self, records: list[dict]) -> tuple[float, float, float, float]:
         """Return p50, p99 and max latency (ms) and the offered rate achieved."""
