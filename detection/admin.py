@@ -1,6 +1,6 @@
 """Admin: rules and thresholds are editable (validated); the rest is read-only."""
 
-from django.contrib import admin
+from django.contrib import admin, messages
 
 from detection.models import (
     DeadLetter,
@@ -9,6 +9,8 @@ from detection.models import (
     Rule,
     UserProfile,
 )
+from detection.scoring import scoring_config_current
+from detection.services import dead_letters_redrive
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):
@@ -78,9 +80,48 @@ class UserProfileAdmin(ReadOnlyAdmin):
     show_full_result_count = False
 
 
+class DeadLetterResolvedFilter(admin.SimpleListFilter):
+    title = "resolved"
+    parameter_name = "resolved"
+
+    def lookups(self, request, model_admin):
+        return [("no", "Unresolved"), ("yes", "Resolved")]
+
+    def queryset(self, request, queryset):
+        if self.value() == "no":
+            return queryset.filter(resolved_at__isnull=True)
+        if self.value() == "yes":
+            return queryset.filter(resolved_at__isnull=False)
+        return queryset
+
+
 @admin.register(DeadLetter)
 class DeadLetterAdmin(ReadOnlyAdmin):
-    list_display = ("id", "topic", "partition", "offset", "error", "created_at")
-    list_filter = ("topic",)
+    list_display = (
+        "id",
+        "topic",
+        "partition",
+        "offset",
+        "error",
+        "created_at",
+        "resolved_at",
+        "resolution",
+    )
+    list_filter = (DeadLetterResolvedFilter, "topic")
     search_fields = ("error",)
     exclude = ("raw_value",)
+    actions = ["redrive"]
+
+    @admin.action(description="Redrive: score the selected letters again")
+    def redrive(self, request, queryset):
+        """Decode the selected letters again and score those valid now."""
+        report = dead_letters_redrive(
+            letters=list(queryset.filter(resolved_at__isnull=True)),
+            config=scoring_config_current(),
+        )
+        self.message_user(
+            request,
+            f"{report.scored} scored, {report.already_stored} already stored, "
+            f"{report.still_invalid} still invalid (see Resolution).",
+            messages.SUCCESS if not report.still_invalid else messages.WARNING,
+        )

@@ -154,6 +154,12 @@ class DeadLetter(models.Model):
     offset = models.BigIntegerField(null=True, blank=True)
     received_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
+    resolved_at = models.DateTimeField(
+        null=True, blank=True, help_text="When a redrive scored or matched it."
+    )
+    resolution = models.TextField(
+        blank=True, help_text="Outcome of the latest redrive (or its new error)."
+    )
 
     class Meta:
         ordering = ["-id"]

@@ -42,26 +42,36 @@ def dead_letter_build(record, error: str, received_at: datetime) -> DeadLetter:
     )
 
 
-def record_decode(record) -> TransactionMessage | DeadLetter:
-    """Return the validated message in a record, or its dead letter."""
-    received_at = record_received_at(record)
-    if not record.value:
-        return dead_letter_build(record, "Empty record value.", received_at)
+class RecordError(ValueError):
+    """A record value that is not a valid transaction message; str() says why."""
+
+
+def value_decode(value: bytes | None) -> TransactionMessage:
+    """Return the validated message in a record value; raise RecordError if none."""
+    if not value:
+        raise RecordError("Empty record value.")
     try:
         # orjson: 5x faster than json.loads here, and stricter: NaN, Infinity,
         # unpaired surrogates and a leading BOM are refused (dead letters), and
         # integers of 2**64 and more become floats (refused where a field wants a
         # string or a whole number). The API's JSON parser is more lenient there.
-        data = orjson.loads(record.value)
+        data = orjson.loads(value)
     except (ValueError, RecursionError) as exc:
         # ValueError covers bad UTF-8 too (UnicodeDecodeError is a subclass).
-        return dead_letter_build(record, f"Not JSON: {exc}", received_at)
+        raise RecordError(f"Not JSON: {exc}") from exc
     try:
-        message = transaction_message_parse(data)
+        return transaction_message_parse(data)
     except MessageError as exc:
-        return dead_letter_build(
-            record, "Invalid message: " + json.dumps(exc.errors), received_at
-        )
+        raise RecordError("Invalid message: " + json.dumps(exc.errors)) from exc
+
+
+def record_decode(record) -> TransactionMessage | DeadLetter:
+    """Return the validated message in a record, or its dead letter."""
+    received_at = record_received_at(record)
+    try:
+        message = value_decode(record.value)
+    except RecordError as exc:
+        return dead_letter_build(record, str(exc), received_at)
     message.received_at = received_at
     return message
 

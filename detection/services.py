@@ -10,7 +10,9 @@ from datetime import UTC, datetime
 import numpy as np
 from django.db import transaction
 
+from detection.models import DeadLetter
 from detection.profiles import OrmStateStore
+from detection.records import RecordError, value_decode
 from detection.registry import forest_train, model_version_create, score_quantiles
 from detection.scoring import (
     ScoringConfig,
@@ -117,6 +119,60 @@ def transaction_batch_score_record(
     return RecordedBatch(
         created=rows, duplicates=duplicates, states=list(states.values())
     )
+
+
+@dataclass
+class RedriveReport:
+    """What a dead-letter redrive did."""
+
+    scored: int = 0
+    already_stored: int = 0
+    still_invalid: int = 0
+
+
+def dead_letters_redrive(
+    *, letters: Sequence[DeadLetter], config: ScoringConfig
+) -> RedriveReport:
+    """Decode dead letters again; score and store the ones that are valid now.
+
+    For after the cause is fixed (a producer bug, a validation change). Letters that
+    decode go through the live score-and-record path (source "redrive", their
+    original received_at) and are marked resolved; letters still invalid keep their
+    row with the new error in `resolution`. Nothing is deleted, and resolved letters
+    are skipped, so a redrive may run again.
+    """
+    report = RedriveReport()
+    pending = [letter for letter in letters if letter.resolved_at is None]
+    valid: list[tuple[DeadLetter, TransactionMessage]] = []
+    for letter in pending:
+        try:
+            message = value_decode(bytes(letter.raw_value))
+        except RecordError as exc:
+            letter.resolution = f"Still invalid: {exc}"
+            report.still_invalid += 1
+            continue
+        message.received_at = letter.received_at
+        valid.append((letter, message))
+    with transaction.atomic():
+        result = transaction_batch_score_record(
+            messages=[message for _letter, message in valid],
+            store=OrmStateStore(use_cache=False),
+            config=config,
+            source="redrive",
+        )
+        created = {row["transaction_id"] for row in result.created}
+        resolved_at = datetime.now(UTC)
+        for letter, message in valid:
+            letter.resolved_at = resolved_at
+            if message.transaction_id in created:
+                created.discard(message.transaction_id)
+                letter.resolution = f"Scored as {message.transaction_id}."
+                report.scored += 1
+            else:
+                letter.resolution = f"Already stored as {message.transaction_id}."
+                report.already_stored += 1
+        DeadLetter.objects.bulk_update(pending, ["resolved_at", "resolution"])
+    return report
 
 
 def transaction_what_if(

@@ -1,0 +1,109 @@
+"""Dead letters can be scored again once the cause is fixed; nothing is deleted."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from io import StringIO
+
+import pytest
+from django.core.management import call_command
+from django.core.management.base import CommandError
+
+from detection.models import DeadLetter, UserProfile
+from transactions.models import Transaction
+
+pytestmark = pytest.mark.django_db
+
+RECEIVED = datetime(2026, 6, 1, 8, 0, tzinfo=UTC)
+
+
+def message(transaction_id: str, user_id: str = "redrive-user") -> bytes:
+    return json.dumps(
+        {
+            "transaction_id": transaction_id,
+            "user_id": user_id,
+            "amount": "25.00",
+            "timestamp": "2026-06-01T07:59:00Z",
+            "location": "Lyon",
+        }
+    ).encode()
+
+
+def letter(raw: bytes, offset: int, error: str = "Invalid message: {}") -> DeadLetter:
+    return DeadLetter.objects.create(
+        raw_value=raw,
+        raw_preview=raw[:2000].decode(errors="replace"),
+        error=error,
+        topic="transactions",
+        partition=0,
+        offset=offset,
+        received_at=RECEIVED,
+    )
+
+
+def redrive(*args: str) -> str:
+    out = StringIO()
+    call_command("redrive_dead_letters", *args, stdout=out)
+    return out.getvalue()
+
+
+def test_redrive_scores_valid_letters_and_keeps_the_rest(tmp_path):
+    """Given a letter that is valid now, a garbage one and one already stored, the
+    valid one is scored and resolved, the garbage one stays with its new error, the
+    stored one is resolved without a second row; a second run changes nothing."""
+    valid = letter(message("rd-1"), 1)
+    garbage = letter(b"\xff not json", 2, error="Not JSON: old")
+    history = tmp_path / "stored.jsonl"
+    history.write_bytes(message("rd-2") + b"\n")
+    call_command("ingest_file", str(history), stdout=StringIO())
+    stored_twice = letter(message("rd-2"), 3)
+
+    output = redrive()
+
+    assert "3 dead letters: 1 scored, 1 already stored, 1 still invalid" in output
+    txn = Transaction.objects.get(transaction_id="rd-1")
+    assert txn.ingest_source == "redrive" and txn.received_at == RECEIVED
+    assert Transaction.objects.filter(transaction_id="rd-2").count() == 1
+    valid.refresh_from_db()
+    garbage.refresh_from_db()
+    stored_twice.refresh_from_db()
+    assert valid.resolved_at is not None and valid.resolution == "Scored as rd-1."
+    assert stored_twice.resolved_at is not None
+    assert stored_twice.resolution == "Already stored as rd-2."
+    assert garbage.resolved_at is None
+    assert garbage.resolution.startswith("Still invalid: Not JSON")
+    assert bytes(garbage.raw_value) == b"\xff not json"
+    assert UserProfile.objects.get(user_id="redrive-user").txn_count == 2
+
+    again = redrive()
+
+    assert "1 dead letters: 0 scored, 0 already stored, 1 still invalid" in again
+    assert UserProfile.objects.get(user_id="redrive-user").txn_count == 2
+    assert DeadLetter.objects.count() == 3
+
+
+def test_redrive_by_id_and_unknown_ids():
+    first, second = letter(message("rd-a"), 10), letter(message("rd-b"), 11)
+    assert "1 scored" in redrive("--id", str(second.id))
+    assert not Transaction.objects.filter(transaction_id="rd-a").exists()
+    first.refresh_from_db()
+    assert first.resolved_at is None
+    with pytest.raises(CommandError, match="No unresolved dead letter"):
+        redrive("--id", str(second.id))
+
+
+def test_admin_action_redrives_the_selected_letters(client, staff_user):
+    """The DeadLetter admin's action scores the selected letters and says so."""
+    target = letter(message("rd-admin"), 20)
+    client.force_login(staff_user)
+    response = client.post(
+        "/admin/detection/deadletter/",
+        {"action": "redrive", "_selected_action": [target.id]},
+        follow=True,
+    )
+    assert response.status_code == 200
+    assert "1 scored, 0 already stored, 0 still invalid" in response.content.decode()
+    target.refresh_from_db()
+    assert target.resolution == "Scored as rd-admin."
+    assert Transaction.objects.filter(transaction_id="rd-admin").exists()
