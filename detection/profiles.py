@@ -57,7 +57,8 @@ class OrmStateStore:
     is the state's version) and reloads users that another writer moved on: POST
     /api/predict, or the consumer that owned the partition before a rebalance. The
     stream also calls `cache_clear` on every rebalance. With `use_cache=False` (the
-    API) every state comes from the database.
+    API) every state comes from the database; with `read_only=True` (what-if
+    scoring) reads never lock or insert anything.
 
     Two writers of one user take turns instead of losing an update. On SQLite the
     IMMEDIATE transactions serialize writers. Where the database has row locks
@@ -66,12 +67,14 @@ class OrmStateStore:
     never seen, so that a first-seen user has a row to lock too.
     """
 
-    def __init__(self, *, use_cache: bool = True) -> None:
+    def __init__(self, *, use_cache: bool = True, read_only: bool = False) -> None:
         self.use_cache = use_cache
+        self.read_only = read_only
         self._cache: dict[str, UserState] = {}
 
-    @staticmethod
-    def _locking() -> bool:
+    def _locking(self) -> bool:
+        if self.read_only:
+            return False
         connection = transaction.get_connection()
         return connection.in_atomic_block and connection.features.has_select_for_update
 
@@ -117,6 +120,8 @@ class OrmStateStore:
 
     def states_put(self, states: Iterable[UserState]) -> None:
         """Upsert the profiles (call inside the batch's database transaction)."""
+        if self.read_only:
+            raise RuntimeError("This state store is read-only (what-if scoring).")
         rows = [state_to_row(state) for state in states]
         if rows:
             rows_insert(

@@ -185,7 +185,7 @@ def transaction_what_if(
     # With apply_state=False the returned states are the ones read, unadvanced.
     verdicts, states = transaction_score_batch(
         [message],
-        store=OrmStateStore(use_cache=False),
+        store=OrmStateStore(use_cache=False, read_only=True),
         config=config,
         apply_state=False,
     )
