@@ -8,6 +8,7 @@ with DEBUG off as in production. Figures are printed; nothing is asserted.
 
 import dataclasses
 import io
+import json
 import math
 import os
 import pstats
@@ -30,6 +31,7 @@ from django.db import connection
 from django.test.utils import override_settings
 from kafka import KafkaConsumer, TopicPartition
 
+from detection.bench_raw import raw_consume_rate
 from detection.kafka import (
     CONSUMER_FETCH,
     kafka_topic_ensure,
@@ -187,6 +189,10 @@ class Command(BaseCommand):
 
         raw_rate = self.raw_consume_rate(topic, len(main))
         self.say(f"Raw kafka-python consume + orjson decode: {raw_rate:,.0f} rec/s")
+        stock_rate, stock_checksum = self.raw_consume_rate_stock(topic, len(main))
+        self.say(
+            f"Raw stock kafka-python ({stock_checksum}) + json: {stock_rate:,.0f} rec/s"
+        )
 
         rate, wall = self.sustained_rate(topic, main)
         self.say(f"Stream consumer: {rate:,.0f} rec/s sustained ({wall:.1f} s wall)")
@@ -223,6 +229,10 @@ class Command(BaseCommand):
         self.say("")
         self.say(f"Stream benchmark ({len(main):,} records, {os.cpu_count()} CPUs)")
         self.say(f"  raw consume+decode ceiling: {raw_rate:,.0f} rec/s")
+        self.say(
+            f"  stock kafka-python ceiling:  {stock_rate:,.0f} rec/s "
+            f"({stock_checksum}, json; stream is {rate / stock_rate:.0%} of it)"
+        )
         self.say(
             f"  one-at-a-time, scikit-learn: {single_rate:,.0f} rec/s (predecessor)"
         )
@@ -307,33 +317,34 @@ class Command(BaseCommand):
     # --- phases -----------------------------------------------------------------
 
     def raw_consume_rate(self, topic: str, count: int) -> float:
-        """Return kafka-python's consume + JSON decode rate over the topic.
+        """Return kafka-python's consume + decode rate over the topic.
 
-        The decoder is the stream's own (orjson), so the ceiling is what the
-        stream would reach if scoring and storing cost nothing.
+        Same client build (C crc32c) and decoder (orjson) as the stream, so the
+        ceiling is what the stream would reach if scoring and storing cost nothing.
         """
-        consumer = KafkaConsumer(
-            bootstrap_servers=self.bootstrap,
-            max_poll_records=settings.STREAM_BATCH_MAX_RECORDS,
-            max_partition_fetch_bytes=4 * 1024 * 1024,
-            **CONSUMER_FETCH,
+        return raw_consume_rate(
+            self.bootstrap,
+            topic,
+            count,
+            decode=orjson.loads,
+            consumer_options=CONSUMER_FETCH,
         )
-        try:
-            partitions = [
-                TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic)
-            ]
-            consumer.assign(partitions)
-            consumer.seek_to_beginning(*partitions)
-            seen, first, deadline = 0, None, time.monotonic() + DEADLINE
-            while seen < count and time.monotonic() < deadline:
-                for records in consumer.poll(timeout_ms=500).values():
-                    first = first or time.monotonic()
-                    for record in records:
-                        orjson.loads(record.value)
-                    seen += len(records)
-            return seen / (time.monotonic() - first)
-        finally:
-            consumer.close()
+
+    def raw_consume_rate_stock(self, topic: str, count: int) -> tuple[float, str]:
+        """Return stock kafka-python's rate (pure-Python checksums, json.loads).
+
+        Runs in a fresh interpreter that cannot import the C crc32c package.
+        """
+        result = subprocess.run(
+            [sys.executable, "-m", "detection.bench_raw", "--stock",
+             "--fetch-max-wait-ms", str(CONSUMER_FETCH["fetch_max_wait_ms"]),
+             self.bootstrap, topic, str(count)],
+            cwd=settings.BASE_DIR, capture_output=True, text=True, timeout=DEADLINE,
+        )  # fmt: skip
+        if result.returncode != 0:
+            raise CommandError(f"stock raw consumer failed:\n{result.stderr[-3000:]}")
+        figures = json.loads(result.stdout.strip().splitlines()[-1])
+        return figures["rate"], figures["checksum"]
 
     def consumer_start(
         self,
