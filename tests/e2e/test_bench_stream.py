@@ -1,0 +1,53 @@
+"""`manage.py bench_stream` runs end to end on a small load and prints every figure.
+
+The figures themselves are not asserted (speed lives in benchmarks, not tests); this
+keeps the benchmark runnable: every phase completes and reports a positive rate.
+"""
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+FIGURES = {
+    "raw consume+decode ceiling": r"([\d,]+) rec/s",
+    "stock kafka-python ceiling": r"([\d,]+) rec/s \(pure-Python crc32c",
+    "one-at-a-time, scikit-learn": r"([\d,]+) rec/s",
+    "one-at-a-time, packed forest": r"([\d,]+) rec/s",
+    "two processes, one group": r"([\d,]+) rec/s",
+    "sustained throughput, 1 process": r"([\d,]+) rec/s",
+    "p99 latency at": r"([\d,]+) ms",
+}
+
+
+@pytest.mark.kafka
+def test_bench_stream_runs_every_phase(tmp_path, kafka_bootstrap, redis_url):
+    env = {
+        **os.environ,
+        "DEBUG": "1",
+        "KAFKA_BROKER": kafka_bootstrap,
+        "REDIS_URL": redis_url,
+        "TMPDIR": str(tmp_path),
+    }
+    env.pop("DATABASE_URL", None)
+    env.pop("DJANGO_SETTINGS_MODULE", None)
+    result = subprocess.run(
+        [sys.executable, "manage.py", "bench_stream", "--records", "3000",
+         "--users", "300", "--history-days", "2", "--latency-rate", "300",
+         "--latency-seconds", "2", "--one-at-a-time-records", "100"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+    summary = result.stdout[result.stdout.index("Stream benchmark") :]
+    for name, pattern in FIGURES.items():
+        line = next((x for x in summary.splitlines() if name in x), None)
+        assert line is not None, f"{name!r} missing from:\n{summary}"
+        found = re.search(pattern, line)
+        assert found and int(found.group(1).replace(",", "")) > 0, line
+    # The scratch databases are removed; nothing is left in the temp dir but logs.
+    assert not list(tmp_path.glob("bench-stream-*/bench*.sqlite3*"))
