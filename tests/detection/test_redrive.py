@@ -84,6 +84,7 @@ def test_redrive_scores_valid_letters_and_keeps_the_rest(tmp_path):
 
 
 def test_redrive_by_id_and_unknown_ids():
+    """--id redrives only that letter; an id with nothing unresolved is an error."""
     first, second = letter(message("rd-a"), 10), letter(message("rd-b"), 11)
     assert "1 scored" in redrive("--id", str(second.id))
     assert not Transaction.objects.filter(transaction_id="rd-a").exists()

@@ -27,6 +27,8 @@ FIGURES = {
 
 @pytest.mark.kafka
 def test_bench_stream_runs_every_phase(tmp_path, kafka_bootstrap, redis_url):
+    """Given a small load, every phase finishes and reports a positive figure, and
+    the scratch databases are gone afterwards."""
     env = {
         **os.environ,
         "DEBUG": "1",

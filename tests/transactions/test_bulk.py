@@ -106,6 +106,7 @@ def test_rows_insert_rejects_a_constraint_violation():
     [[], {}, [[1764000000.123, 12.5]], {"pos": 3}, ["Zürich", "\u2028"], None, 1e16],
 )
 def test_json_text_decodes_to_what_json_dumps_decodes_to(value):
+    """The fast JSON text holds the same value as the standard library's."""
     assert json.loads(json_text(value)) == json.loads(json.dumps(value))
 
 

@@ -6,7 +6,6 @@ consumer under test is the real `consume_transactions` command in its own proces
 with DEBUG off as in production. Figures are printed; nothing is asserted.
 """
 
-import dataclasses
 import io
 import json
 import math
@@ -23,15 +22,14 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import orjson
-import skops.io as sio
 from django.conf import settings
 from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError
 from django.db import connection
 from django.test.utils import override_settings
-from kafka import KafkaConsumer, TopicPartition
 
-from detection.bench_raw import raw_consume_rate
+from detection.benchmarks.raw import raw_consume_rate
+from detection.benchmarks.stream import one_at_a_time_consume, scored_rate
 from detection.kafka import (
     CONSUMER_FETCH,
     kafka_topic_ensure,
@@ -39,8 +37,6 @@ from detection.kafka import (
     transactions_produce,
 )
 from detection.profiles import OrmStateStore
-from detection.records import record_decode
-from detection.registry import LoadedModel, model_active_row
 from detection.scoring import ScoringConfigProvider
 from detection.services import model_retrain, transaction_batch_score_record
 from detection.simulator import simulate_transactions
@@ -53,35 +49,6 @@ TARGET_SHARE_OF_RAW = 0.35
 TARGET_SPEEDUP = 30.0
 TARGET_P99_MS = 250.0
 DEADLINE = 600.0
-
-
-def model_as_predecessor(model: LoadedModel) -> LoadedModel:
-    """Return the active model evaluated by scikit-learn, as the predecessor did.
-
-    Same trees, same scores; only the evaluation differs: scikit-learn's
-    `score_samples` instead of the packed arrays of `detection.forest`.
-    """
-    artifact = bytes(model_active_row().artifact)
-    # The registry's rule: trust scikit-learn's own types and nothing else.
-    trusted = [
-        name
-        for name in sio.get_untrusted_types(data=artifact)
-        if name.startswith("sklearn.")
-    ]
-    return dataclasses.replace(model, forest=sio.loads(artifact, trusted=trusted))
-
-
-def scored_rate(times: list[tuple]) -> float:
-    """Return rows per second from the first to the last scored_at.
-
-    `times` are (received_at, scored_at) sorted by scored_at. The rows of the first
-    batch share its scored_at, so the rate counts the rows stored after it.
-    """
-    first, last = times[0][1], times[-1][1]
-    seconds = (last - first).total_seconds()
-    if seconds <= 0:
-        raise CommandError("Every record landed in one batch; raise --records.")
-    return sum(1 for _received, scored in times if scored > first) / seconds
 
 
 class Command(BaseCommand):
@@ -336,7 +303,7 @@ class Command(BaseCommand):
         Runs in a fresh interpreter that cannot import the C crc32c package.
         """
         result = subprocess.run(
-            [sys.executable, "-m", "detection.bench_raw", "--stock",
+            [sys.executable, "-m", "detection.benchmarks.raw", "--stock",
              "--fetch-max-wait-ms", str(CONSUMER_FETCH["fetch_max_wait_ms"]),
              self.bootstrap, topic, str(count)],
             cwd=settings.BASE_DIR, capture_output=True, text=True, timeout=DEADLINE,
@@ -485,35 +452,9 @@ class Command(BaseCommand):
         """
         topic = self.topic_new("one")
         self.produce(topic, records)
-        consumer = KafkaConsumer(
-            bootstrap_servers=self.bootstrap,
-            max_partition_fetch_bytes=4 * 1024 * 1024,
-            **CONSUMER_FETCH,
+        one_at_a_time_consume(
+            bootstrap=self.bootstrap, topic=topic, count=len(records), sklearn=sklearn
         )
-        store, config = OrmStateStore(), ScoringConfigProvider().current()
-        if sklearn:
-            config = dataclasses.replace(
-                config, model=model_as_predecessor(config.model)
-            )
-        try:
-            partitions = [
-                TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic)
-            ]
-            consumer.assign(partitions)
-            consumer.seek_to_beginning(*partitions)
-            seen, deadline = 0, time.monotonic() + DEADLINE
-            while seen < len(records) and time.monotonic() < deadline:
-                for batch in consumer.poll(timeout_ms=500).values():
-                    for record in batch:
-                        transaction_batch_score_record(
-                            messages=[record_decode(record)],
-                            store=store,
-                            config=config,
-                            source="stream",
-                        )
-                        seen += 1
-        finally:
-            consumer.close()
         times = self.scored_times(records)
         seconds = (times[-1][1] - times[0][1]).total_seconds()
         return (len(times) - 1) / seconds

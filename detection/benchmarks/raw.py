@@ -1,8 +1,8 @@
 """The raw consume ceiling of `manage.py bench_stream`: kafka-python reading a topic.
 
-No Django here: `python -m detection.bench_raw --stock BOOTSTRAP TOPIC COUNT` runs it
-in a fresh interpreter where the C `crc32c` package is hidden, to measure stock
-kafka-python (pure-Python record checksums) with the standard json module.
+No Django here: `python -m detection.benchmarks.raw --stock BOOTSTRAP TOPIC COUNT`
+runs it in a fresh interpreter where the C `crc32c` package is hidden, to measure
+stock kafka-python (pure-Python record checksums) with the standard json module.
 """
 
 from __future__ import annotations
