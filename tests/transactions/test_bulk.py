@@ -128,3 +128,21 @@ def test_json_columns_are_text_on_sqlite_and_readable_by_sql():
             ["sql"],
         )
         assert cursor.fetchone() == ("amount_spike",)
+
+
+def test_rows_insert_writes_large_batches_whole():
+    """Given more rows than one statement carries (PostgreSQL chunks them), every
+    row is written, and an upsert of them all updates every one."""
+    rows = [{"user_id": f"bulk-{n:05d}", "txn_count": 1} for n in range(4000)]
+    rows_insert(model=UserProfile, rows=rows)
+    rows_insert(
+        model=UserProfile,
+        rows=[dict(row, txn_count=2) for row in rows],
+        unique_fields=["user_id"],
+        update_fields=["txn_count"],
+    )
+    assert UserProfile.objects.filter(txn_count=2).count() == 4000
+    ledger = [ledger_row(f"many-{n:05d}") for n in range(3000)]
+    rows_insert(model=Transaction, rows=ledger)
+    stored = Transaction.objects.filter(transaction_id__startswith="many-")
+    assert stored.count() == 3000

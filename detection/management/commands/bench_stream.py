@@ -1,9 +1,11 @@
 """Benchmark the Kafka stream: throughput, latency, raw ceiling, one-at-a-time.
 
-Everything runs in one command on a scratch SQLite database and fresh topics, so a
-run is reproducible (`manage.py bench_stream`) and leaves the real data alone. The
-consumer under test is the real `consume_transactions` command in its own process,
-with DEBUG off as in production. Figures are printed; nothing is asserted.
+Everything runs in one command on scratch databases and fresh topics, so a run is
+reproducible (`manage.py bench_stream`) and leaves the real data alone. The scratch
+databases are SQLite files, or, when DATABASE_URL points at PostgreSQL, databases on
+that server (the targets are for SQLite). The consumer under test is the real
+`consume_transactions` command in its own process, with DEBUG off as in production.
+Figures are printed; nothing is asserted.
 """
 
 import io
@@ -11,7 +13,6 @@ import json
 import math
 import os
 import pstats
-import shutil
 import statistics
 import subprocess
 import sys
@@ -23,11 +24,11 @@ from pathlib import Path
 
 import orjson
 from django.conf import settings
-from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError
 from django.db import connection
 from django.test.utils import override_settings
 
+from detection.benchmarks.databases import ScratchDatabases
 from detection.benchmarks.raw import raw_consume_rate
 from detection.benchmarks.stream import one_at_a_time_consume, scored_rate
 from detection.kafka import (
@@ -85,16 +86,13 @@ class Command(BaseCommand):
             help="Run the throughput consumer under cProfile and print its hot spots.",
         )
         parser.add_argument(
-            "--keep", action="store_true", help="Keep the scratch database."
+            "--keep", action="store_true", help="Keep the scratch databases."
         )
 
     def handle(self, *args, **options):
-        if connection.vendor != "sqlite":
-            raise CommandError(
-                "bench_stream measures the SQLite setup; unset DATABASE_URL."
-            )
         self.options = options
         self.workdir = Path(tempfile.mkdtemp(prefix="bench-stream-"))
+        self.scratch = ScratchDatabases(self.workdir)
         bootstrap, broker = embedded.kafka_broker_resolve(
             settings.KAFKA_BROKER, log_dir=self.workdir
         )
@@ -102,12 +100,11 @@ class Command(BaseCommand):
             settings.REDIS_URL, log_dir=self.workdir
         )
         self.bootstrap, self.redis_url = bootstrap, redis_url
-        database = self.workdir / "bench.sqlite3"
         try:
             # The consumers under test run with DEBUG off; so does this process, or
             # Django would log every query of the preload and the baseline.
             with override_settings(DEBUG=False, KAFKA_BROKER=bootstrap):
-                self.database_use(database)
+                self.database = self.scratch.create("main")
                 self.run_phases()
         finally:
             connection.close()
@@ -115,21 +112,13 @@ class Command(BaseCommand):
                 redis_server.stop()
             if broker is not None:
                 broker.stop()
-            if not options["keep"]:
-                for path in self.workdir.glob("bench*.sqlite3*"):
-                    path.unlink()
+            if options["keep"]:
+                self.stdout.write(f"Kept databases: {', '.join(self.scratch.created)}")
+            else:
+                self.scratch.drop_all()
         self.stdout.write(f"Logs in {self.workdir}")
 
     # --- set-up -------------------------------------------------------------------
-
-    def database_use(self, path: Path) -> None:
-        """Point this process at a fresh scratch database and migrate it."""
-        connection.close()
-        # Assigning NAME on the live settings dict is how Django's own test runner
-        # switches to a test database.
-        connection.settings_dict["NAME"] = str(path)
-        call_command("migrate", verbosity=0)
-        self.database = path
 
     def say(self, text: str) -> None:
         """Print a progress line."""
@@ -146,9 +135,7 @@ class Command(BaseCommand):
         version = model_retrain()
         self.say(f"  done in {time.monotonic() - began:.1f} s; model {version}")
         # The scale-out phase starts from this same state, on a copy.
-        connection.close()
-        scale_database = self.workdir / "bench-scale.sqlite3"
-        shutil.copyfile(self.database, scale_database)
+        scale_database = self.scratch.copy(self.database, "scale")
 
         topic = self.topic_new("main")
         sent = self.produce(topic, main)
@@ -194,7 +181,10 @@ class Command(BaseCommand):
              f"<= {TARGET_P99_MS:.0f} ms"),
         ]  # fmt: skip
         self.say("")
-        self.say(f"Stream benchmark ({len(main):,} records, {os.cpu_count()} CPUs)")
+        self.say(
+            f"Stream benchmark ({len(main):,} records, {os.cpu_count()} CPUs, "
+            f"{connection.vendor})"
+        )
         self.say(f"  raw consume+decode ceiling: {raw_rate:,.0f} rec/s")
         self.say(
             f"  stock kafka-python ceiling:  {stock_rate:,.0f} rec/s "
@@ -212,7 +202,7 @@ class Command(BaseCommand):
         )
         self.say(
             f"  two processes, one group:   {pair_rate:,.0f} rec/s "
-            f"({pair_rate / rate:.2f}x one process; SQLite has one writer)"
+            f"({pair_rate / rate:.2f}x one process)"
         )
         for name, value, met, target in rows:
             mark = "met" if met else "MISSED"
@@ -319,7 +309,7 @@ class Command(BaseCommand):
         log_name: str,
         *args: str,
         profile=None,
-        database: Path | None = None,
+        database: str | None = None,
         group: str | None = None,
     ):
         """Start `consume_transactions` on the scratch database, DEBUG off."""
@@ -327,7 +317,7 @@ class Command(BaseCommand):
             **os.environ,
             "DEBUG": "0",
             "SECRET_KEY": os.environ.get("SECRET_KEY") or uuid.uuid4().hex * 2,
-            "DATABASE_URL": f"sqlite:///{database or self.database}",
+            "DATABASE_URL": self.scratch.url(database or self.database),
             "KAFKA_BROKER": self.bootstrap,
             "REDIS_URL": self.redis_url,
             "PYTHONUNBUFFERED": "1",
@@ -389,7 +379,7 @@ class Command(BaseCommand):
         return rate, wall
 
     def scaled_rate(
-        self, topic: str, records: list[dict], database: Path, *, processes: int
+        self, topic: str, records: list[dict], database: str, *, processes: int
     ) -> float:
         """Return the rate of several consumers in one group (first to last scored_at).
 
@@ -410,14 +400,11 @@ class Command(BaseCommand):
         ]
         for process in started:
             self.consumer_finish(process)
-        home = connection.settings_dict["NAME"]
-        connection.close()
-        connection.settings_dict["NAME"] = str(database)
+        self.scratch.use(database)
         try:
             times = self.scored_times(records)
         finally:
-            connection.close()
-            connection.settings_dict["NAME"] = home
+            self.scratch.use(self.database)
         return scored_rate(times)
 
     def latency(self, records: list[dict]) -> tuple[float, float, float, float]:
