@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test test-postgres bench lint format screenshot clean
+.PHONY: install run test test-postgres bench bench-postgres lint format screenshot clean
 
 install: $(STAMP)
 
@@ -32,11 +32,15 @@ bench: install
 	rm -f var/bench_*.sqlite3*
 	$(call BENCH_ENV,scoring) $(PY) manage.py migrate -v0
 	$(call BENCH_ENV,scoring) $(PY) manage.py bench_scoring
-	# bench_stream makes its own scratch database, broker and consumer processes.
-	DEBUG=1 $(PY) manage.py bench_stream
+	# bench_stream makes its own scratch databases, broker and consumer processes.
+	$(call BENCH_ENV,stream) $(PY) manage.py bench_stream
 	$(call BENCH_ENV,dashboard) $(PY) manage.py migrate -v0
 	$(call BENCH_ENV,dashboard) $(PY) manage.py seed_transactions --count 1000000
 	$(call BENCH_ENV,dashboard) $(PY) manage.py bench_dashboard
+
+# The stream benchmark on the machine's PostgreSQL (scratch databases on the server).
+bench-postgres: install
+	DEBUG=1 DATABASE_URL=$(POSTGRES_URL) $(PY) manage.py bench_stream
 
 lint: install
 	$(VENV)/bin/ruff check .

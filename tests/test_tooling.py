@@ -16,7 +16,15 @@ def test_ci_script_is_valid_bash_and_runs_make_test():
 
 def test_makefile_targets_exist():
     """make knows run, test, bench and lint (a dry run resolves each)."""
-    for target in ("run", "test", "bench", "lint", "test-postgres", "screenshot"):
+    for target in (
+        "run",
+        "test",
+        "bench",
+        "bench-postgres",
+        "lint",
+        "test-postgres",
+        "screenshot",
+    ):
         result = subprocess.run(
             ["make", "-n", target], cwd=ROOT, capture_output=True, text=True
         )
