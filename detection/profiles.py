@@ -50,9 +50,11 @@ def state_to_row(state: UserState) -> dict:
 class OrmStateStore:
     """User state in `UserProfile` rows, cached in this process.
 
-    `states_get` hands out copies, so a batch whose database transaction rolls back
-    leaves the cache untouched; `cache_commit` installs the new states only after the
-    commit succeeded. The cache is checked, not trusted: every read fetches the
+    `states_get` hands out the cached states themselves, and scoring advances them in
+    place: copying them was 10% of the stream's time. So a batch that fails must
+    call `cache_clear` (`transaction_batch_score_record` does, for any exception);
+    `cache_commit` installs the states of users new to the cache after the commit.
+    The cache is checked, not trusted: every read fetches the
     users' stored `txn_count` (it grows by one with each applied transaction, so it
     is the state's version) and reloads users that another writer moved on: POST
     /api/predict, or the consumer that owned the partition before a rebalance. The
@@ -79,7 +81,7 @@ class OrmStateStore:
         return connection.in_atomic_block and connection.features.has_select_for_update
 
     def states_get(self, user_ids: Iterable[str]) -> dict[str, UserState]:
-        """Return working copies of these users' states (new users: empty ones)."""
+        """Return these users' states (new users: empty ones), to be advanced."""
         wanted = sorted(set(user_ids))
         lock = self._locking()
         if lock:
@@ -113,10 +115,7 @@ class OrmStateStore:
                 found[state.user_id] = state
                 if self.use_cache:
                     self._cache[state.user_id] = state
-        return {
-            uid: found[uid].copy() if uid in found else UserState(user_id=uid)
-            for uid in wanted
-        }
+        return {uid: found.get(uid) or UserState(user_id=uid) for uid in wanted}
 
     def states_put(self, states: Iterable[UserState]) -> None:
         """Upsert the profiles (call inside the batch's database transaction)."""

@@ -92,29 +92,37 @@ def transaction_batch_score_record(
 
     Messages whose transaction_id is already stored, or repeated within the batch,
     are skipped before scoring, so a replay changes neither the ledger nor any
-    user's state. The in-process state cache is updated only after the commit.
+    user's state. If anything fails, the store's cache is cleared: the states it
+    handed out may have been advanced, and the database is the truth again.
     """
     seen: set[str] = set()
     unique: list[TransactionMessage] = []
     duplicates: list[str] = []
-    with transaction.atomic():
-        existing = transaction_ids_existing(
-            transaction_ids=[m.transaction_id for m in messages]
-        )
-        for message in messages:
-            if message.transaction_id in existing or message.transaction_id in seen:
-                duplicates.append(message.transaction_id)
-                continue
-            seen.add(message.transaction_id)
-            unique.append(message)
-        verdicts, states = transaction_score_batch(unique, store=store, config=config)
-        scored_at = datetime.now(UTC)
-        rows = [
-            transaction_row(m, v, scored_at=scored_at, source=source)
-            for m, v in zip(unique, verdicts, strict=True)
-        ]
-        transactions_record(rows=rows)
-        store.states_put(states.values())
+    try:
+        with transaction.atomic():
+            existing = transaction_ids_existing(
+                transaction_ids=[m.transaction_id for m in messages]
+            )
+            for message in messages:
+                if message.transaction_id in existing or message.transaction_id in seen:
+                    duplicates.append(message.transaction_id)
+                    continue
+                seen.add(message.transaction_id)
+                unique.append(message)
+            verdicts, states = transaction_score_batch(
+                unique, store=store, config=config
+            )
+            scored_at = datetime.now(UTC)
+            rows = [
+                transaction_row(m, v, scored_at=scored_at, source=source)
+                for m, v in zip(unique, verdicts, strict=True)
+            ]
+            transactions_record(rows=rows)
+            store.states_put(states.values())
+    except BaseException:
+        # Scoring advanced cached states in place; the database has none of it.
+        store.cache_clear()
+        raise
     store.cache_commit(states.values())
     return RecordedBatch(
         created=rows, duplicates=duplicates, states=list(states.values())

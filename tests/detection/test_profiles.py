@@ -6,6 +6,7 @@ import threading
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from django.db import DatabaseError
 
 from detection.models import UserProfile
 from detection.profiles import OrmStateStore
@@ -71,15 +72,27 @@ def test_a_deleted_profile_is_not_resurrected_from_the_cache():
     assert store.states_get(["shared-user"])["shared-user"].count == 0
 
 
-def test_handed_out_states_are_copies():
-    """Changing a returned state never changes the cache (a rolled-back batch)."""
+def test_a_failed_batch_leaves_no_trace_in_the_cache(monkeypatch):
+    """Given a cached user, when a batch for that user fails after scoring (the
+    states were advanced in place) and the API then stores one transaction of the
+    same user (so the stored count equals the failed batch's), the next batch
+    starts from the stored state, not from the failed one."""
     store = OrmStateStore()
     record(store, 1)
-    first = store.states_get(["shared-user"])["shared-user"]
-    first.merchants.append("m-x")
-    first.channels["pos"] = 99
-    again = store.states_get(["shared-user"])["shared-user"]
-    assert "m-x" not in again.merchants and again.channels.get("pos") != 99
+
+    def broken(**kwargs):
+        raise DatabaseError("disk I/O error")
+
+    monkeypatch.setattr("detection.services.transactions_record", broken)
+    with pytest.raises(DatabaseError):
+        record(store, 2, amount="900.00")
+    monkeypatch.undo()
+    record(OrmStateStore(use_cache=False), 4, amount="40.00")
+    record(store, 3)
+    profile = UserProfile.objects.get(user_id="shared-user")
+    assert profile.txn_count == 3
+    assert profile.merchants == ["m-1", "m-4", "m-3"]
+    assert [pair[1] for pair in profile.recent] == [20.0, 20.0, 40.0]
 
 
 @pytest.mark.django_db(transaction=True)
