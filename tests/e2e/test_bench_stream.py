@@ -15,6 +15,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 
 FIGURES = {
+    "one process, 2 runs": r"([\d,]+) / [\d,]+ rec/s",
     "raw consume+decode ceiling": r"([\d,]+) rec/s",
     "stock kafka-python ceiling": r"([\d,]+) rec/s \(pure-Python crc32c",
     "one-at-a-time, scikit-learn": r"([\d,]+) rec/s",
@@ -41,7 +42,8 @@ def test_bench_stream_runs_every_phase(tmp_path, kafka_bootstrap, redis_url):
     result = subprocess.run(
         [sys.executable, "manage.py", "bench_stream", "--records", "3000",
          "--users", "300", "--history-days", "2", "--latency-rate", "300",
-         "--latency-seconds", "2", "--one-at-a-time-records", "100"],
+         "--latency-seconds", "2", "--one-at-a-time-records", "100",
+         "--repeats", "2"],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=600,
     )  # fmt: skip
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]

@@ -81,6 +81,12 @@ class Command(BaseCommand):
         )
         parser.add_argument("--seed", type=int, default=42, help="Random seed.")
         parser.add_argument(
+            "--repeats",
+            type=int,
+            default=3,
+            help="One-process throughput runs, each from the same state (median).",
+        )
+        parser.add_argument(
             "--profile",
             action="store_true",
             help="Run the throughput consumer under cProfile and print its hot spots.",
@@ -134,8 +140,8 @@ class Command(BaseCommand):
         self.history_preload(history)
         version = model_retrain()
         self.say(f"  done in {time.monotonic() - began:.1f} s; model {version}")
-        # The scale-out phase starts from this same state, on a copy.
-        scale_database = self.scratch.copy(self.database, "scale")
+        # Repeated and scale-out runs start from this same state, on copies.
+        base = self.scratch.copy(self.database, "base")
 
         topic = self.topic_new("main")
         sent = self.produce(topic, main)
@@ -152,8 +158,15 @@ class Command(BaseCommand):
         self.say(f"Stream consumer: {rate:,.0f} rec/s sustained ({wall:.1f} s wall)")
         if options["profile"]:
             self.say("  (under cProfile: not a throughput figure; rerun without)")
+        rates = [rate]
+        for run in range(1, 1 if options["profile"] else options["repeats"]):
+            database = self.scratch.copy(base, f"repeat{run}")
+            rates.append(self.scaled_rate(topic, main, database, processes=1))
+            self.say(f"Stream consumer, run {run + 1}: {rates[-1]:,.0f} rec/s")
+        rate = statistics.median(rates)
 
-        pair_rate = self.scaled_rate(topic, main, scale_database, processes=2)
+        database = self.scratch.copy(base, "pair")
+        pair_rate = self.scaled_rate(topic, main, database, processes=2)
         self.say(f"Two consumer processes, one group: {pair_rate:,.0f} rec/s")
 
         p50, p99, worst, offered = self.latency(latency)
@@ -184,6 +197,11 @@ class Command(BaseCommand):
         self.say(
             f"Stream benchmark ({len(main):,} records, {os.cpu_count()} CPUs, "
             f"{connection.vendor})"
+        )
+        self.say(
+            f"  one process, {len(rates)} runs:     "
+            + " / ".join(f"{r:,.0f}" for r in rates)
+            + " rec/s (the median is the throughput below)"
         )
         self.say(f"  raw consume+decode ceiling: {raw_rate:,.0f} rec/s")
         self.say(
@@ -381,16 +399,17 @@ class Command(BaseCommand):
     def scaled_rate(
         self, topic: str, records: list[dict], database: str, *, processes: int
     ) -> float:
-        """Return the rate of several consumers in one group (first to last scored_at).
+        """Return the rate of consumers in one group (first to last scored_at).
 
-        They start from a copy of the database as it was before the one-process
-        run, and consume the same topic from the start under a group of their own.
+        They start from a copy of the database as it was before the first
+        one-process run, and consume the same topic from the start under a group
+        of their own.
         """
         group = f"bench-scale-{uuid.uuid4().hex[:8]}"
         started = [
             self.consumer_start(
                 topic,
-                f"consumer-scale-{n}.log",
+                f"consumer-{Path(database).name}-{n}.log",
                 "--stop-when-idle",
                 "3",
                 database=database,
