@@ -51,7 +51,7 @@ format: install
 	$(VENV)/bin/ruff format .
 
 screenshot: install
-	$(PY) -m pytest tests/dashboard/test_browser.py -k screenshot
+	SCREENSHOT_PATH=$(CURDIR)/docs/dashboard.png $(PY) -m pytest tests/dashboard/test_browser.py -k screenshot
 
 clean:
 	rm -rf $(VENV) var/*.sqlite3*
