@@ -23,7 +23,7 @@ from detection.scoring import (
 )
 from detection.state import FEATURE_NAMES, InMemoryStateStore, UserState
 from transactions.messages import SCORING_INPUT_FIELDS, TransactionMessage
-from transactions.models import Transaction
+from transactions.models import Transaction, reason_codes_text
 from transactions.selectors import transaction_ids_existing
 from transactions.services import transactions_record
 
@@ -69,9 +69,7 @@ def transaction_row(
         "risk_score": verdict.risk_score,
         "status": verdict.status,
         "reasons": verdict.reasons,
-        "reason_codes": (" " + " ".join(verdict.reason_codes) + " ")
-        if verdict.reasons
-        else "",
+        "reason_codes": reason_codes_text(verdict.reason_codes),
         "notes": verdict.notes,
         "model_score": verdict.model_score,
         "model_version": verdict.model_version,

@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from django.conf import settings
 from django.db import models
 from django.db.models import Q
 from django.urls import reverse
 from django.utils import timezone
+
+
+def reason_codes_text(codes: Iterable[str]) -> str:
+    """Return the `reason_codes` column for these rule codes (see `with_rule`)."""
+    codes = list(codes)
+    return f" {' '.join(codes)} " if codes else ""
 
 
 class TransactionQuerySet(models.QuerySet):

@@ -154,19 +154,20 @@ class Command(BaseCommand):
             f"Raw stock kafka-python ({stock_checksum}) + json: {stock_rate:,.0f} rec/s"
         )
 
-        rate, wall = self.sustained_rate(topic, main)
-        self.say(f"Stream consumer: {rate:,.0f} rec/s sustained ({wall:.1f} s wall)")
-        if options["profile"]:
+        profile = self.workdir / "consumer.prof" if options["profile"] else None
+        rates = [self.consumers_rate(topic, main, self.database, profile=profile)]
+        self.say(f"Stream consumer: {rates[0]:,.0f} rec/s sustained")
+        if profile:
+            self.profile_print(profile)
             self.say("  (under cProfile: not a throughput figure; rerun without)")
-        rates = [rate]
-        for run in range(1, 1 if options["profile"] else options["repeats"]):
+        for run in range(1, 1 if profile else options["repeats"]):
             database = self.scratch.copy(base, f"repeat{run}")
-            rates.append(self.scaled_rate(topic, main, database, processes=1))
+            rates.append(self.consumers_rate(topic, main, database))
             self.say(f"Stream consumer, run {run + 1}: {rates[-1]:,.0f} rec/s")
         rate = statistics.median(rates)
 
         database = self.scratch.copy(base, "pair")
-        pair_rate = self.scaled_rate(topic, main, database, processes=2)
+        pair_rate = self.consumers_rate(topic, main, database, processes=2)
         self.say(f"Two consumer processes, one group: {pair_rate:,.0f} rec/s")
 
         p50, p99, worst, offered = self.latency(latency)
@@ -381,29 +382,21 @@ class Command(BaseCommand):
             raise CommandError(f"Only {len(rows)} of {len(ids)} records were stored.")
         return sorted(rows, key=lambda row: row[1])
 
-    def sustained_rate(self, topic: str, records: list[dict]) -> tuple[float, float]:
-        """Return one consumer process's rate (first to last scored_at) and wall."""
-        profile = self.workdir / "consumer.prof" if self.options["profile"] else None
-        began = time.monotonic()
-        process = self.consumer_start(
-            topic, "consumer-throughput.log", "--stop-when-idle", "2",
-            "--max-messages", str(len(records)), profile=profile,
-        )  # fmt: skip
-        self.consumer_finish(process)
-        wall = time.monotonic() - began
-        rate = scored_rate(self.scored_times(records))
-        if profile:
-            self.profile_print(profile)
-        return rate, wall
-
-    def scaled_rate(
-        self, topic: str, records: list[dict], database: str, *, processes: int
+    def consumers_rate(
+        self,
+        topic: str,
+        records: list[dict],
+        database: str,
+        *,
+        processes: int = 1,
+        profile: Path | None = None,
     ) -> float:
         """Return the rate of consumers in one group (first to last scored_at).
 
-        They start from a copy of the database as it was before the first
-        one-process run, and consume the same topic from the start under a group
-        of their own.
+        They consume the whole topic from the start under a group of their own,
+        into `database` (the state after the preload, or a copy of it), and stop
+        when caught up and idle. With `profile`, the one consumer runs under
+        cProfile and writes its statistics there.
         """
         group = f"bench-scale-{uuid.uuid4().hex[:8]}"
         started = [
@@ -411,9 +404,10 @@ class Command(BaseCommand):
                 topic,
                 f"consumer-{Path(database).name}-{n}.log",
                 "--stop-when-idle",
-                "3",
+                "2",
                 database=database,
                 group=group,
+                profile=profile,
             )
             for n in range(processes)
         ]
@@ -461,9 +455,7 @@ class Command(BaseCommand):
         one_at_a_time_consume(
             bootstrap=self.bootstrap, topic=topic, count=len(records), sklearn=sklearn
         )
-        times = self.scored_times(records)
-        seconds = (times[-1][1] - times[0][1]).total_seconds()
-        return (len(times) - 1) / seconds
+        return scored_rate(self.scored_times(records))
 
     def profile_print(self, path: Path) -> None:
         """Print where the consumer process spent its time."""

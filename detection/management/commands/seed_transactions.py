@@ -15,7 +15,7 @@ from tqdm import tqdm
 
 from detection.rules import RULE_TYPES
 from transactions.bulk import rows_insert
-from transactions.models import Transaction, VerdictTally
+from transactions.models import Transaction, VerdictTally, reason_codes_text
 
 CITIES = (
     ("Hyderabad", 17.385, 78.4867, "IN"),
@@ -182,9 +182,7 @@ class Command(BaseCommand):
             "risk_score": risk,
             "status": status,
             "reasons": reasons,
-            "reason_codes": (" " + " ".join(r["code"] for r in reasons) + " ")
-            if reasons
-            else "",
+            "reason_codes": reason_codes_text(r["code"] for r in reasons),
             "notes": [],
             "model_score": round(rng.uniform(0.3, 0.8), 4),
             "model_version": "seed",
