@@ -80,8 +80,12 @@ class OrmStateStore:
         connection = transaction.get_connection()
         return connection.in_atomic_block and connection.features.has_select_for_update
 
-    def states_get(self, user_ids: Iterable[str]) -> dict[str, UserState]:
-        """Return these users' states (new users: empty ones), to be advanced."""
+    def versions_get(self, user_ids: Iterable[str]) -> dict[str, int]:
+        """Return the users' stored versions (`txn_count`; 0 for users not stored).
+
+        Inside a transaction on a database with row locks, the rows are locked
+        first (see the class docstring), so the versions stay current until commit.
+        """
         wanted = sorted(set(user_ids))
         lock = self._locking()
         if lock:
@@ -90,7 +94,7 @@ class OrmStateStore:
                 rows=[{"user_id": uid} for uid in wanted if uid not in self._cache],
                 ignore_conflicts=True,
             )
-        versions: dict[str, int] = {}
+        versions = dict.fromkeys(wanted, 0)
         for start in range(0, len(wanted), _CHUNK):
             queryset = UserProfile.objects.filter(
                 user_id__in=wanted[start : start + _CHUNK]
@@ -98,11 +102,17 @@ class OrmStateStore:
             if lock:
                 queryset = queryset.select_for_update()
             versions.update(queryset.values_list("user_id", "txn_count"))
+        return versions
+
+    def states_get(self, user_ids: Iterable[str]) -> dict[str, UserState]:
+        """Return these users' states (new users: empty ones), to be advanced."""
+        versions = self.versions_get(user_ids)
+        wanted = list(versions)
         found: dict[str, UserState] = {}
         stale: list[str] = []
         for uid in wanted:
             cached = self._cache.get(uid)
-            stored = versions.get(uid, 0)
+            stored = versions[uid]
             if cached is not None and cached.count == stored:
                 found[uid] = cached
             elif stored:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -274,6 +274,24 @@ def transaction_score_batch(
     verdicts. The model runs once over the whole batch.
     """
     states = store.states_get({message.user_id for message in messages})
+    verdicts = verdicts_score(
+        messages, states=states, config=config, apply_state=apply_state
+    )
+    return verdicts, states
+
+
+def verdicts_score(
+    messages: Sequence[TransactionMessage],
+    *,
+    states: Mapping[str, UserState],
+    config: ScoringConfig,
+    apply_state: bool = True,
+) -> list[Verdict]:
+    """Return verdicts for a batch (aligned with input) from states already read.
+
+    The states are advanced in place, in event order, unless `apply_state` is
+    False. For callers that read the states themselves (and keep their versions).
+    """
     prepared = transaction_features_batch(
         messages, states=states, apply_state=apply_state
     )
@@ -326,7 +344,7 @@ def transaction_score_batch(
                 row=item.row,
             )
         )
-    return verdicts, states
+    return verdicts
 
 
 _provider: ScoringConfigProvider | None = None

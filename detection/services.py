@@ -20,6 +20,7 @@ from detection.scoring import (
     feature_matrix,
     transaction_features_batch,
     transaction_score_batch,
+    verdicts_score,
 )
 from detection.state import FEATURE_NAMES, InMemoryStateStore, UserState
 from transactions.messages import SCORING_INPUT_FIELDS, TransactionMessage
@@ -36,12 +37,27 @@ class RecordedBatch:
 
     `created` holds the new ledger rows as column values keyed by attribute name
     (what `Transaction(**row)` takes), oldest first: the stream's hot path builds
-    no model instances (14 us each, 9% of a batch in `bench_stream`).
+    no model instances (14 us each, 9% of a batch in `bench_stream`). `rescored`
+    is True when another writer got in between scoring and storing, so the batch
+    was scored again inside the write transaction.
     """
 
     created: list[dict]
     duplicates: list[str]
     states: list[UserState]
+    rescored: bool = False
+
+
+@dataclass
+class ScoredBatch:
+    """A batch scored but not stored yet, with what its verdicts were built on."""
+
+    messages: list[TransactionMessage]
+    duplicates: list[str]
+    verdicts: list[Verdict]
+    states: dict[str, UserState]
+    # Each user's stored version (txn_count) when the state was read.
+    versions: dict[str, int]
 
 
 def transaction_row(
@@ -79,6 +95,53 @@ def transaction_row(
     }
 
 
+def transaction_batch_score(
+    *,
+    messages: Sequence[TransactionMessage],
+    store: OrmStateStore,
+    config: ScoringConfig,
+) -> ScoredBatch:
+    """Score the messages that are not stored yet; write nothing.
+
+    Messages whose transaction_id is already stored, or repeated within the batch,
+    are set aside unscored, so a replay changes neither the ledger nor any user's
+    state. The users' states are advanced in place (in the store's cache too):
+    a caller that does not go on to `scored_batch_record` must call
+    `store.cache_clear()`.
+    """
+    existing = transaction_ids_existing(
+        transaction_ids=[m.transaction_id for m in messages]
+    )
+    seen: set[str] = set()
+    unique: list[TransactionMessage] = []
+    duplicates: list[str] = []
+    for message in messages:
+        if message.transaction_id in existing or message.transaction_id in seen:
+            duplicates.append(message.transaction_id)
+            continue
+        seen.add(message.transaction_id)
+        unique.append(message)
+    states = store.states_get({m.user_id for m in unique})
+    versions = {uid: state.count for uid, state in states.items()}
+    verdicts = verdicts_score(unique, states=states, config=config)
+    return ScoredBatch(unique, duplicates, verdicts, states, versions)
+
+
+def scored_batch_current(*, scored: ScoredBatch, store: OrmStateStore) -> bool:
+    """Return True if no other writer stored one of these ids or moved one of
+    these users on since the batch was scored.
+
+    Call inside the write transaction: on SQLite it holds the database's write
+    lock, on PostgreSQL this locks the users' rows, so the answer holds until
+    commit.
+    """
+    if store.versions_get(scored.versions) != scored.versions:
+        return False
+    return not transaction_ids_existing(
+        transaction_ids=[m.transaction_id for m in scored.messages]
+    )
+
+
 def transaction_batch_score_record(
     *,
     messages: Sequence[TransactionMessage],
@@ -88,42 +151,56 @@ def transaction_batch_score_record(
 ) -> RecordedBatch:
     """Score new messages and store verdicts and user state in ONE DB transaction.
 
-    Messages whose transaction_id is already stored, or repeated within the batch,
-    are skipped before scoring, so a replay changes neither the ledger nor any
-    user's state. If anything fails, the store's cache is cleared: the states it
-    handed out may have been advanced, and the database is the truth again.
+    Scoring is optimistic: it runs before the write transaction, and inside it
+    `scored_batch_current` checks that nobody stored one of the ids or moved one
+    of the users on in between. If somebody did, the batch is scored again from
+    the stored state, inside the transaction (`rescored`). So consumers of one
+    SQLite database, where a writer holds the whole database, score in parallel
+    and take turns only to write; the users' partitions keep conflicts rare.
+    Called inside an outer transaction, it scores there directly.
+
+    If anything fails, the store's cache is cleared: the states it handed out may
+    have been advanced, and the database is the truth again.
     """
-    seen: set[str] = set()
-    unique: list[TransactionMessage] = []
-    duplicates: list[str] = []
+    scored = None
+    rescored = False
     try:
+        if not transaction.get_connection().in_atomic_block:
+            scored = transaction_batch_score(
+                messages=messages, store=store, config=config
+            )
         with transaction.atomic():
-            existing = transaction_ids_existing(
-                transaction_ids=[m.transaction_id for m in messages]
-            )
-            for message in messages:
-                if message.transaction_id in existing or message.transaction_id in seen:
-                    duplicates.append(message.transaction_id)
-                    continue
-                seen.add(message.transaction_id)
-                unique.append(message)
-            verdicts, states = transaction_score_batch(
-                unique, store=store, config=config
-            )
+            if scored is None or not scored_batch_current(scored=scored, store=store):
+                if scored is not None:
+                    # The cached states were advanced from stale ones.
+                    store.cache_clear()
+                    rescored = True
+                scored = transaction_batch_score(
+                    messages=messages, store=store, config=config
+                )
             scored_at = datetime.now(UTC)
             rows = [
                 transaction_row(m, v, scored_at=scored_at, source=source)
-                for m, v in zip(unique, verdicts, strict=True)
+                for m, v in zip(scored.messages, scored.verdicts, strict=True)
             ]
             transactions_record(rows=rows)
-            store.states_put(states.values())
+            store.states_put(scored.states.values())
     except BaseException:
         # Scoring advanced cached states in place; the database has none of it.
         store.cache_clear()
         raise
-    store.cache_commit(states.values())
+    store.cache_commit(scored.states.values())
+    if rescored:
+        logger.info(
+            "another writer stored some of these %d users' transactions while the "
+            "batch was scored: scored again under the write lock",
+            len(scored.states),
+        )
     return RecordedBatch(
-        created=rows, duplicates=duplicates, states=list(states.values())
+        created=rows,
+        duplicates=scored.duplicates,
+        states=list(scored.states.values()),
+        rescored=rescored,
     )
 
 

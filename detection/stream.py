@@ -73,6 +73,9 @@ class StreamReport:
     duplicates: int = 0
     dead_letters: int = 0
     batches: int = 0
+    # Batches scored again under the write lock: another writer (an API call, the
+    # partition's previous owner) moved one of their users on meanwhile.
+    rescored: int = 0
     db_retries: int = 0
     started: float = field(default_factory=time.monotonic)
 
@@ -361,6 +364,7 @@ class TransactionStream:
         report.duplicates += len(recorded.duplicates)
         report.dead_letters += len(letters)
         report.batches += 1
+        report.rescored += recorded.rescored
         self._last_activity = time.monotonic()
         return recorded
 

@@ -11,7 +11,11 @@ from django.db import DatabaseError
 from detection.models import UserProfile
 from detection.profiles import OrmStateStore
 from detection.scoring import scoring_config_from_db
-from detection.services import transaction_batch_score_record
+from detection.services import (
+    scored_batch_current,
+    transaction_batch_score,
+    transaction_batch_score_record,
+)
 from transactions.messages import transaction_message_parse
 
 pytestmark = pytest.mark.django_db
@@ -33,8 +37,8 @@ def message(n: int, *, amount: str = "20.00"):
     )
 
 
-def record(store: OrmStateStore, n: int, **kwargs) -> None:
-    transaction_batch_score_record(
+def record(store: OrmStateStore, n: int, **kwargs):
+    return transaction_batch_score_record(
         messages=[message(n, **kwargs)],
         store=store,
         config=scoring_config_from_db(model=None),
@@ -128,3 +132,61 @@ def test_concurrent_writers_of_one_new_user_lose_no_update():
     profile = UserProfile.objects.get(user_id="shared-user")
     assert profile.txn_count == 2 * per_thread
     assert len(profile.merchants) == 2 * per_thread
+
+
+# Outside a transaction, as the stream runs: inside one, batches score in place.
+@pytest.mark.django_db(transaction=True)
+def test_a_batch_scored_while_nobody_else_writes_is_stored_as_scored():
+    """Given a cached user, the stream's batch is scored outside the write
+    transaction and stored without scoring again."""
+    store = OrmStateStore()
+    record(store, 1)
+    result = record(store, 2, amount="40.00")
+    assert result.rescored is False
+    assert UserProfile.objects.get(user_id="shared-user").txn_count == 2
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_write_between_scoring_and_storing_makes_the_batch_score_again(
+    monkeypatch,
+):
+    """Given the stream's batch scored from a user's state, when the API stores a
+    transaction of the same user before the batch is stored, the batch is scored
+    again under the write lock: its verdict and the user's state build on both."""
+    store = OrmStateStore()
+    record(store, 1)
+    config = scoring_config_from_db(model=None)
+    scored = transaction_batch_score(messages=[message(3)], store=store, config=config)
+    assert scored.versions == {"shared-user": 1}
+    assert scored_batch_current(scored=scored, store=store)
+
+    api_write = record(OrmStateStore(use_cache=False), 2, amount="40.00")
+    assert api_write.created
+    assert not scored_batch_current(scored=scored, store=store)
+    store.cache_clear()  # that batch is dropped: its states were advanced in place
+
+    # The same interleaving through the one entry point: the API's write lands
+    # after the stream scored (outside the transaction) and before it stores.
+    real_score = transaction_batch_score
+    calls = []
+
+    def score_then_interleave(**kwargs):
+        result = real_score(**kwargs)
+        if kwargs["store"] is store:  # the stream's, not the API's
+            calls.append(result)
+            if len(calls) == 1:
+                record(OrmStateStore(use_cache=False), 4, amount="60.00")
+        return result
+
+    monkeypatch.setattr(
+        "detection.services.transaction_batch_score", score_then_interleave
+    )
+    result = record(store, 3)
+    monkeypatch.undo()
+    assert result.rescored is True
+    assert len(calls) == 2 and calls[0].versions == {"shared-user": 2}
+    assert calls[1].versions == {"shared-user": 3}
+    profile = UserProfile.objects.get(user_id="shared-user")
+    assert profile.txn_count == 4
+    assert profile.merchants == ["m-1", "m-2", "m-4", "m-3"]
+    assert [pair[1] for pair in profile.recent] == [20.0, 40.0, 20.0, 60.0]

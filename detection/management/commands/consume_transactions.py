@@ -106,5 +106,6 @@ class Command(BaseCommand):
             f"Consumed {report.records:,} records in {report.batches:,} batches "
             f"({report.seconds:.1f} s): {report.created:,} scored, "
             f"{report.duplicates:,} already stored, {report.dead_letters:,} dead "
-            f"letters, {report.db_retries} database retries."
+            f"letters, {report.rescored} batches scored again after a concurrent "
+            f"write, {report.db_retries} database retries."
         )
