@@ -164,9 +164,12 @@ class DeadLetter(models.Model):
     class Meta:
         ordering = ["-id"]
         constraints = [
-            # A replayed poison record is stored once (same topic/partition/offset).
+            # A replayed poison record is stored once: same position, same Kafka
+            # timestamp. A different record at a reused position (a topic deleted
+            # and made again, the embedded broker restarted) is kept too.
             models.UniqueConstraint(
-                fields=["topic", "partition", "offset"], name="dead_letter_position"
+                fields=["topic", "partition", "offset", "received_at"],
+                name="dead_letter_record",
             ),
         ]
 

@@ -92,7 +92,7 @@ def records_decode(
 
 
 def dead_letters_store(letters: Sequence[DeadLetter]) -> None:
-    """Store dead letters; a replayed one (same topic/partition/offset) is kept once."""
+    """Store dead letters; a replayed one (same position and timestamp) is kept once."""
     if letters:
         DeadLetter.objects.bulk_create(letters, ignore_conflicts=True)
 

@@ -7,6 +7,7 @@ values that made it fire) or None. Rule codes keep the predecessor's names.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -72,6 +73,9 @@ def rule_params_validate(code: str, params: Any) -> dict[str, Any]:
         value = params[key]
         if isinstance(value, bool) or not isinstance(value, int | float):
             errors[key] = f"Must be a number ({spec.help})."
+            continue
+        if not math.isfinite(value):
+            errors[key] = f"Must be a finite number ({spec.help})."
             continue
         if spec.kind is int and value != int(value):
             errors[key] = "Must be a whole number."

@@ -1,8 +1,34 @@
 """Filters of the transactions list (API and dashboard)."""
 
+from datetime import UTC
+
 import django_filters
+from django.core.exceptions import ValidationError
+from django_filters.fields import IsoDateTimeField
 
 from transactions.models import Transaction
+
+
+class UtcIsoDateTimeField(IsoDateTimeField):
+    """An ISO 8601 date/time that must also exist in UTC (the stored zone)."""
+
+    def clean(self, value):
+        """Reject times that overflow when moved to UTC (9999-12-31T23:59-05:00)."""
+        moment = super().clean(value)
+        if moment is not None:
+            try:
+                moment.astimezone(UTC)
+            except OverflowError:
+                raise ValidationError(
+                    "Enter a date/time within years 1 to 9999 in UTC.", code="invalid"
+                ) from None
+        return moment
+
+
+class UtcIsoDateTimeFilter(django_filters.IsoDateTimeFilter):
+    """IsoDateTimeFilter with a 400, not a 500, for times out of UTC's range."""
+
+    field_class = UtcIsoDateTimeField
 
 
 class TransactionFilter(django_filters.FilterSet):
@@ -13,8 +39,8 @@ class TransactionFilter(django_filters.FilterSet):
     rule = django_filters.CharFilter(method="filter_rule", label="Rule code fired")
     min_amount = django_filters.NumberFilter(field_name="amount", lookup_expr="gte")
     max_amount = django_filters.NumberFilter(field_name="amount", lookup_expr="lte")
-    since = django_filters.IsoDateTimeFilter(field_name="timestamp", lookup_expr="gte")
-    until = django_filters.IsoDateTimeFilter(field_name="timestamp", lookup_expr="lt")
+    since = UtcIsoDateTimeFilter(field_name="timestamp", lookup_expr="gte")
+    until = UtcIsoDateTimeFilter(field_name="timestamp", lookup_expr="lt")
 
     class Meta:
         model = Transaction

@@ -75,7 +75,13 @@ class TransactionMessage:
 
 
 def _text(
-    data: dict, name: str, errors: dict, *, required: bool, max_length: int
+    data: dict,
+    name: str,
+    errors: dict,
+    *,
+    required: bool,
+    max_length: int,
+    slash_free: bool = False,
 ) -> str:
     value = data.get(name)
     if value is None or value == "":
@@ -90,11 +96,21 @@ def _text(
         # PostgreSQL text cannot store NUL, and no legitimate id or name has one.
         errors[name] = ["Null characters are not allowed."]
         return ""
+    if not value.isascii():
+        try:
+            value.encode()
+        except UnicodeEncodeError:
+            # json.loads (DRF, files) accepts lone surrogates; no database stores them.
+            errors[name] = ["Must be valid Unicode text (no unpaired surrogates)."]
+            return ""
     if len(value) > max_length:
         errors[name] = [f"Ensure this field has no more than {max_length} characters."]
         return ""
     if required and not value:
         errors[name] = ["This field may not be blank."]
+    if slash_free and "/" in value:
+        # Ids are path segments of the API and dashboard URLs.
+        errors[name] = ["Must not contain '/'."]
     return value
 
 
@@ -137,7 +153,7 @@ def _coordinate(data: dict, name: str, limit: float, errors: dict) -> float | No
         return None
     try:
         number = float(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         errors[name] = ["A valid number is required."]
         return None
     if not math.isfinite(number) or not -limit <= number <= limit:
@@ -211,8 +227,16 @@ def transaction_message_parse(
         errors,
         required=require_transaction_id,
         max_length=MAX_ID_LENGTH,
+        slash_free=True,
     )
-    user_id = _text(data, "user_id", errors, required=True, max_length=MAX_ID_LENGTH)
+    user_id = _text(
+        data,
+        "user_id",
+        errors,
+        required=True,
+        max_length=MAX_ID_LENGTH,
+        slash_free=True,
+    )
     amount = _amount(data, errors)
     currency = (
         _text(data, "currency", errors, required=False, max_length=3).upper() or "USD"

@@ -1,5 +1,7 @@
 """Scoring endpoints: health, predict (idempotent), validate (what-if), bad input."""
 
+import json
+
 import pytest
 
 from detection.models import UserProfile
@@ -167,6 +169,11 @@ BAD_PAYLOADS = [
     ({"user_id": "u", "amount": 5, "channel": "fax"}, "channel"),
     ({"user_id": "u", "amount": 5, "currency": "dollars"}, "currency"),
     ({"user_id": "u", "amount": 5, "country": "GBR"}, "country"),
+    ({"user_id": "u", "amount": 5, "latitude": 10**400, "longitude": 0}, "latitude"),
+    ({"user_id": "u", "amount": 5, "merchant_id": "m\ud800"}, "merchant_id"),
+    ({"user_id": "u\udfff", "amount": 5}, "user_id"),
+    ({"user_id": "u", "amount": 5, "transaction_id": "2026/11/29-1"}, "transaction_id"),
+    ({"user_id": "a/b", "amount": 5}, "user_id"),
 ]
 
 
@@ -174,7 +181,9 @@ BAD_PAYLOADS = [
 @pytest.mark.parametrize(("payload", "field"), BAD_PAYLOADS)
 def test_bad_payloads_get_400_with_field_errors(api_client, path, payload, field):
     """Each malformed payload gets a 400 naming the bad field; nothing is stored."""
-    response = api_client.post(path, payload, format="json")
+    # json.dumps escapes lone surrogates as a client would send them (\\ud800).
+    body = json.dumps(payload)
+    response = api_client.post(path, body, content_type="application/json")
     assert response.status_code == 400, response.content
     assert field in response.json()
     assert Transaction.objects.count() == 0

@@ -1,19 +1,22 @@
 """Kafka records become messages or dead letters that every database can store."""
 
+import pytest
 from kafka.consumer.fetcher import ConsumerRecord
 
 from detection.models import DeadLetter
-from detection.records import record_decode
+from detection.records import dead_letters_store, record_decode
+
+T0_MS = 1_767_225_600_000
 
 
-def record(value: bytes) -> ConsumerRecord:
+def record(value: bytes, *, timestamp: int = T0_MS) -> ConsumerRecord:
     """Return a consumer record at transactions[2]@41 holding `value`."""
     return ConsumerRecord(
         topic="transactions",
         partition=2,
         leader_epoch=0,
         offset=41,
-        timestamp=1_767_225_600_000,
+        timestamp=timestamp,
         timestamp_type=0,
         key=b"u1",
         value=value,
@@ -39,3 +42,19 @@ def test_json_with_a_nul_in_a_field_is_a_dead_letter():
     letter = record_decode(record(b'{"user_id": "a\\u0000b", "amount": 5}'))
     assert isinstance(letter, DeadLetter)
     assert "Null characters" in letter.error
+
+
+@pytest.mark.django_db
+def test_a_replayed_dead_letter_is_stored_once_but_a_new_one_at_its_position_too():
+    """Given a dead letter stored, its redelivery adds nothing; a different bad
+    record at the same position (the topic was made again, its offsets restarted)
+    is stored as well."""
+    dead_letters_store([record_decode(record(b"not json"))])
+    dead_letters_store([record_decode(record(b"not json"))])
+    assert DeadLetter.objects.count() == 1
+    later = record(b'{"amount": -5}', timestamp=T0_MS + 86_400_000)
+    dead_letters_store([record_decode(later)])
+    assert sorted(bytes(d.raw_value) for d in DeadLetter.objects.all()) == [
+        b"not json",
+        b'{"amount": -5}',
+    ]

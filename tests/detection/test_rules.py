@@ -133,6 +133,9 @@ def test_model_anomaly_fires_at_threshold_percentile():
         ("geo_velocity", {"max_speed_kmh": "fast"}, "max_speed_kmh"),
         ("high_velocity", {"window": 5}, "params"),
         ("model_anomaly", {"threshold": 0.8, "floor": 0.9}, "threshold"),
+        ("high_velocity", {"max_count": float("inf")}, "max_count"),
+        ("high_velocity", {"max_count": float("nan")}, "max_count"),
+        ("amount_spike", {"multiplier": float("nan")}, "multiplier"),
     ],
 )
 def test_bad_params_are_refused_with_the_key(code, params, bad_key):

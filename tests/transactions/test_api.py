@@ -74,6 +74,24 @@ def test_n_out_of_range_is_400(api_client, ledger, n):
     assert "n" in response.json()
 
 
+@pytest.mark.parametrize(
+    ("query", "field"),
+    [
+        ("until=9999-12-31T23:59:59-05:00", "until"),
+        ("since=0001-01-01T00:00:00%2B05:00", "since"),
+        ("since=yesterday", "since"),
+        ("min_amount=abc", "min_amount"),
+        ("min_amount=1e400", "min_amount"),
+        ("status=maybe", "status"),
+    ],
+)
+def test_bad_filters_are_400_with_field_errors(api_client, ledger, query, field):
+    """A filter value that cannot be applied is a 400 naming it, never a 500."""
+    response = api_client.get(f"/api/transactions?{query}")
+    assert response.status_code == 400, response.content
+    assert field in response.json()
+
+
 def test_cursor_pages_walk_everything_once(api_client, ledger):
     """Following meta.next visits every transaction exactly once."""
     seen = []
