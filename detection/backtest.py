@@ -58,21 +58,54 @@ class BacktestResult:
     metrics: dict = field(default_factory=dict)
 
 
+NOT_UTF8 = "not UTF-8 text (save the file as UTF-8)"
+
+
+def _utf8_error(text: str) -> str | None:
+    """Return an error if text read with surrogateescape held bytes not UTF-8."""
+    if text.isascii():
+        return None
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return NOT_UTF8
+    return None
+
+
+def _printable(text: str) -> str:
+    """Return text with undecodable bytes shown as U+FFFD (for the rejects file)."""
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+
+
 def _records(path: Path) -> Iterator[tuple[int, str, dict | None, str | None]]:
-    """Yield (line number, raw text, decoded object or None, decode error)."""
-    with path.open(newline="", encoding="utf-8") as handle:
+    """Yield (line number, raw text, decoded object or None, decode error).
+
+    A line that is not UTF-8 or not JSON (too deeply nested included) is yielded
+    with its error, to be rejected; it never stops the read.
+    """
+    with path.open(newline="", encoding="utf-8", errors="surrogateescape") as handle:
         if path.suffix.lower() == ".csv":
             reader = csv.DictReader(handle)
             for number, row in enumerate(reader, start=2):
+                text = json.dumps(row)
+                values = "".join(v for v in row.values() if isinstance(v, str))
+                error = _utf8_error(values)
+                if error:
+                    yield number, _printable(text), None, error
+                    continue
                 clean = {k: v for k, v in row.items() if k is not None and v != ""}
-                yield number, json.dumps(row), clean, None
+                yield number, text, clean, None
             return
         for number, line in enumerate(handle, start=1):
             if not line.strip():
                 continue
+            error = _utf8_error(line)
+            if error:
+                yield number, _printable(line), None, error
+                continue
             try:
                 yield number, line, json.loads(line), None
-            except json.JSONDecodeError as exc:
+            except (json.JSONDecodeError, RecursionError) as exc:
                 yield number, line, None, f"not JSON: {exc}"
 
 

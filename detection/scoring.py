@@ -25,6 +25,9 @@ logger = logging.getLogger(__name__)
 
 STATUS_LEGIT, STATUS_SUSPICIOUS, STATUS_FRAUD = "legit", "suspicious", "fraud"
 NOTE_RULES_ONLY = "No active model: scored by rules alone."
+NOTE_LATE = (
+    "Arrived after a later located transaction of this card: travel not checked."
+)
 
 
 @dataclass(frozen=True)
@@ -206,6 +209,8 @@ def transaction_features_batch(
         state = states[message.user_id]
         epoch = message.timestamp.timestamp()
         amount = message.amount_float
+        if latitude is not None and state.located_after(epoch):
+            notes.append(NOTE_LATE)
         row = state.features(
             epoch=epoch,
             amount=amount,

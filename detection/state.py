@@ -178,6 +178,15 @@ class UserState:
             math.sqrt(self.log_amount_m2 / (self.count - 1)) if self.count > 1 else 0.0
         )
 
+    def located_after(self, epoch: float) -> bool:
+        """Return True if the last located transaction happened after `epoch`.
+
+        A transaction that arrives late (after a later one was applied) is not
+        compared with that later location, and does not replace it: the travel
+        between them would run backwards in time.
+        """
+        return self.last_located_epoch is not None and epoch < self.last_located_epoch
+
     def features(
         self,
         *,
@@ -205,7 +214,11 @@ class UserState:
                     if age <= 600:
                         count_10m += 1
         distance_prev = speed = distance_home = None
-        if latitude is not None and self.last_latitude is not None:
+        if (
+            latitude is not None
+            and self.last_latitude is not None
+            and not self.located_after(epoch)
+        ):
             distance_prev = haversine_km(
                 self.last_latitude, self.last_longitude, latitude, longitude
             )
@@ -291,9 +304,10 @@ class UserState:
         if self.last_epoch is None or epoch >= self.last_epoch:
             self.last_epoch = epoch
         if latitude is not None:
-            self.last_latitude, self.last_longitude = latitude, longitude
-            self.last_located_epoch = epoch
-            self.last_location = location
+            if not self.located_after(epoch):
+                self.last_latitude, self.last_longitude = latitude, longitude
+                self.last_located_epoch = epoch
+                self.last_location = location
             if self.home_latitude is None:
                 # Home is where the card is first seen; trips do not move it.
                 self.home_latitude, self.home_longitude = latitude, longitude

@@ -117,3 +117,47 @@ def test_backtest_refuses_a_missing_file(tmp_path):
             "--output",
             str(tmp_path / "o.jsonl"),
         )
+
+
+def test_unreadable_lines_are_rejected_not_fatal(tmp_path):
+    """Latin-1 bytes, JSON nested past the parser's depth and a number too big
+    for a float are rejected lines, each with its reason; the rest is read."""
+    good = {"transaction_id": "ok", "user_id": "u1", "amount": "5.00"}
+    lines = [
+        json.dumps(good).encode(),
+        b'{"transaction_id": "l1", "user_id": "u1", "amount": 5, '
+        + '"location": "São Paulo"}'.encode("latin-1"),
+        b"[" * 100_000,
+        b'{"transaction_id": "o1", "user_id": "u1", "amount": 5, "latitude": 1'
+        + b"0" * 400
+        + b', "longitude": 0}',
+    ]
+    source = tmp_path / "in.jsonl"
+    source.write_bytes(b"\n".join(lines) + b"\n")
+    messages, rejected = backtest_read(source)
+    assert [m.transaction_id for m in messages] == ["ok"]
+    assert [r.line for r in rejected] == [2, 3, 4]
+    assert "not UTF-8" in rejected[0].error and "\ufffd" in rejected[0].raw
+    assert "not JSON" in rejected[1].error
+    assert "latitude" in rejected[2].error
+    json.dumps(
+        [r.__dict__ for r in rejected]
+    ).encode()  # the rejects file can hold them
+
+
+def test_backtest_makes_the_output_folder_before_writing_rejects(tmp_path):
+    """--output in a folder that does not exist yet works, rejects included."""
+    source = tmp_path / "in.jsonl"
+    rows = [
+        {"transaction_id": f"t{i}", "user_id": f"u{i % 9}", "amount": "5.00",
+         "timestamp": f"2026-01-0{1 + i // 100}T{i % 24:02d}:{i % 60:02d}:00Z"}
+        for i in range(400)
+    ]  # fmt: skip
+    source.write_text("\n".join(json.dumps(r) for r in rows) + "\nnot json\n")
+    output = tmp_path / "new" / "dir" / "out.jsonl"
+    call_command(
+        "backtest", str(source), "--train-until", "2026-01-03T00:00:00Z",
+        "--output", str(output),
+    )  # fmt: skip
+    assert output.exists()
+    assert (output.parent / "out.rejected.jsonl").read_text().count("not JSON") == 1

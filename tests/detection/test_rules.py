@@ -7,6 +7,7 @@ import pytest
 
 from detection.rules import RULE_TYPES, RuleParamsError, rule_params_validate
 from detection.scoring import (
+    NOTE_LATE,
     NOTE_RULES_ONLY,
     scoring_config_defaults,
     transaction_score_batch,
@@ -172,6 +173,26 @@ def test_score_batch_applies_state_in_event_order_and_notes_rules_only():
     assert NOTE_RULES_ONLY in verdicts[0].notes
     assert states["u1"].count == 2
     assert states["u1"].last_location == "Sydney"
+
+
+def test_a_late_transaction_is_not_compared_with_a_later_location():
+    """Given Delhi at 16:00 and Mumbai at 22:00 applied, a Delhi transaction of
+    17:00 arriving after them raises no impossible travel, says why, and leaves
+    Mumbai as the card's last location; in event order, none of them fires."""
+    store, config = InMemoryStateStore(), scoring_config_defaults()
+    for batch in (
+        [message("t1", "30.00", 0, location="Hyderabad")],
+        [message("t2", "30.00", 240, location="Delhi")],
+        [message("t3", "30.00", 600, location="Mumbai")],
+    ):
+        verdicts, _ = transaction_score_batch(batch, store=store, config=config)
+        assert "geo_velocity" not in verdicts[0].reason_codes
+    late = message("t4", "30.00", 300, location="Delhi")
+    verdicts, states = transaction_score_batch([late], store=store, config=config)
+    assert "geo_velocity" not in verdicts[0].reason_codes
+    assert NOTE_LATE in verdicts[0].notes
+    assert states["u1"].last_location == "Mumbai"
+    assert states["u1"].count == 4
 
 
 def test_unknown_city_is_not_an_error():

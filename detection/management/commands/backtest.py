@@ -35,8 +35,13 @@ class Command(BaseCommand):
             raise CommandError(f"No such input file: {path}")
         try:
             train_until = parse_timestamp(options["train_until"])
-        except ValueError as exc:
+        except (ValueError, OverflowError) as exc:
             raise CommandError(f"--train-until is not an ISO 8601 time: {exc}") from exc
+        output = Path(options["output"])
+        try:
+            output.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise CommandError(f"Cannot write to {output.parent}: {exc}") from exc
         messages, rejected = backtest_read(path)
         if rejected:
             rejected_path = Path(options["output"]).with_suffix(".rejected.jsonl")
@@ -59,8 +64,6 @@ class Command(BaseCommand):
                 )
             except ValueError as exc:
                 raise CommandError(str(exc)) from exc
-        output = Path(options["output"])
-        output.parent.mkdir(parents=True, exist_ok=True)
         with output.open("w", encoding="utf-8") as handle:
             for verdict in result.verdicts:
                 handle.write(verdict_line(verdict) + "\n")
