@@ -128,18 +128,18 @@ def transaction_batch_score(
 
 
 def scored_batch_current(*, scored: ScoredBatch, store: OrmStateStore) -> bool:
-    """Return True if no other writer stored one of these ids or moved one of
-    these users on since the batch was scored.
+    """Return True if no other writer moved one of these users on since the batch
+    was scored.
 
     Call inside the write transaction: on SQLite it holds the database's write
     lock, on PostgreSQL this locks the users' rows, so the answer holds until
-    commit.
+    commit. Every transaction stored for a user advances the user's version, so
+    another writer that stored one of these ids for the same user shows here. The
+    same id stored for ANOTHER user (ids reused across cards) does not; the ledger's
+    unique transaction_id refuses the insert (IntegrityError, the whole batch
+    rolls back) and the retried batch finds the id stored.
     """
-    if store.versions_get(scored.versions) != scored.versions:
-        return False
-    return not transaction_ids_existing(
-        transaction_ids=[m.transaction_id for m in scored.messages]
-    )
+    return store.versions_get(scored.versions) == scored.versions
 
 
 def transaction_batch_score_record(
@@ -152,8 +152,8 @@ def transaction_batch_score_record(
     """Score new messages and store verdicts and user state in ONE DB transaction.
 
     Scoring is optimistic: it runs before the write transaction, and inside it
-    `scored_batch_current` checks that nobody stored one of the ids or moved one
-    of the users on in between. If somebody did, the batch is scored again from
+    `scored_batch_current` checks that no other writer moved one of the users on
+    in between. If somebody did, the batch is scored again from
     the stored state, inside the transaction (`rescored`). So consumers of one
     SQLite database, where a writer holds the whole database, score in parallel
     and take turns only to write; the users' partitions keep conflicts rare.

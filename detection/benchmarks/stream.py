@@ -86,3 +86,42 @@ def one_at_a_time_consume(
     finally:
         consumer.close()
     return seen
+
+
+# The consumer's loop: samples outside it (start-up, other threads) are left out.
+LOOP_FRAME = "TransactionStream.run"
+
+
+def loop_profile(path) -> list[tuple[str, float]]:
+    """Return (function, share of the loop's samples) from a py-spy raw profile.
+
+    Each line of the file is a stack, outermost frame first, frames separated by
+    ";" and written "name (path:line)", then a space and the sample count. A
+    function's share is inclusive (its callees count) and counted once per stack,
+    so recursion does not inflate it. Highest share first.
+    """
+    inclusive: dict[str, int] = {}
+    total = 0
+    with open(path, encoding="utf-8") as handle:
+        for line in handle:
+            stack, _, count = line.rstrip("\n").rpartition(" ")
+            frames = [_frame_name(frame) for frame in stack.split(";")]
+            if LOOP_FRAME not in frames:
+                continue
+            samples = int(count)
+            total += samples
+            for name in set(frames[frames.index(LOOP_FRAME) :]):
+                inclusive[name] = inclusive.get(name, 0) + samples
+    if not total:
+        return []
+    shares = [(name, samples / total) for name, samples in inclusive.items()]
+    return sorted(shares, key=lambda item: (-item[1], item[0]))
+
+
+def _frame_name(frame: str) -> str:
+    """Return "function (file.py)" for py-spy's "function (path/file.py:line)"."""
+    function, _, where = frame.partition(" (")
+    if not where or function == LOOP_FRAME:
+        return function
+    filename = where.rstrip(")").rsplit(":", 1)[0].rsplit("/", 1)[-1]
+    return f"{function} ({filename})"

@@ -6,7 +6,7 @@ import threading
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from django.db import DatabaseError
+from django.db import DatabaseError, IntegrityError
 
 from detection.models import UserProfile
 from detection.profiles import OrmStateStore
@@ -190,3 +190,39 @@ def test_a_write_between_scoring_and_storing_makes_the_batch_score_again(
     assert profile.txn_count == 4
     assert profile.merchants == ["m-1", "m-2", "m-4", "m-3"]
     assert [pair[1] for pair in profile.recent] == [20.0, 40.0, 20.0, 60.0]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_id_stored_for_another_user_meanwhile_fails_the_batch_whole(monkeypatch):
+    """Given a batch scored for one user, when another writer stores the same
+    transaction_id for ANOTHER user before the batch is stored, the insert is
+    refused and nothing of the batch stays; tried again, the id counts as stored."""
+    store = OrmStateStore()
+    record(store, 1)
+    real_score = transaction_batch_score
+
+    def score_then_interleave(**kwargs):
+        result = real_score(**kwargs)
+        if kwargs["store"] is store:
+            transaction_batch_score_record(
+                messages=[
+                    transaction_message_parse(
+                        {"transaction_id": "p-2", "user_id": "other", "amount": "5"}
+                    )
+                ],
+                store=OrmStateStore(use_cache=False),
+                config=scoring_config_from_db(model=None),
+                source="test",
+            )
+        return result
+
+    monkeypatch.setattr(
+        "detection.services.transaction_batch_score", score_then_interleave
+    )
+    with pytest.raises(IntegrityError):
+        record(store, 2)
+    monkeypatch.undo()
+    assert UserProfile.objects.get(user_id="shared-user").txn_count == 1
+    again = record(store, 2)
+    assert again.duplicates == ["p-2"] and not again.created
+    assert UserProfile.objects.get(user_id="shared-user").txn_count == 1
