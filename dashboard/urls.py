@@ -1,8 +1,18 @@
 """Dashboard routes (all login-protected; see dashboard.views)."""
 
-from django.urls import path
+from django.urls import path, register_converter
+from django.urls.converters import StringConverter
 
 from dashboard import views
+
+
+class TransactionIdConverter(StringConverter):
+    """A transaction id in a path: no '/', and no NUL (PostgreSQL refuses it)."""
+
+    regex = "[^/\x00]+"
+
+
+register_converter(TransactionIdConverter, "transaction_id")
 
 app_name = "dashboard"
 
@@ -11,7 +21,7 @@ urlpatterns = [
     path("overview/data", views.overview_data, name="overview-data"),
     path("transactions/", views.transaction_list, name="transactions"),
     path(
-        "transactions/<str:transaction_id>/",
+        "transactions/<transaction_id:transaction_id>/",
         views.transaction_detail,
         name="transaction-detail",
     ),

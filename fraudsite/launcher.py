@@ -5,7 +5,7 @@ Resolves Redis (REDIS_URL if it answers, else a local redis-server) and Kafka
 login with a generated password, loads a week of simulated history and trains a
 model on first run, then runs the web server (`manage.py runserver`, ASGI via
 daphne), the stream consumer, the simulator producer and Celery (worker + beat)
-until Ctrl-C, when it stops every process it started.
+until Ctrl-C, SIGTERM or SIGHUP, when it stops every process it started.
 """
 
 from __future__ import annotations
@@ -59,24 +59,37 @@ def _history_bootstrap(env: dict) -> None:
         "--output", str(history), env=env,
     )  # fmt: skip
     _manage("ingest_file", str(history), env=env)
-    _manage("retrain_model", env=env)
+    try:
+        _manage("retrain_model", env=env)
+    except subprocess.CalledProcessError:
+        # Too little history (a small BOOTSTRAP_HISTORY_USERS): run on rules, and
+        # let the scheduled retrain train once the stream has stored enough.
+        logger.warning("no model trained yet: scoring by rules alone until a retrain")
+
+
+def _interrupt(signum, frame) -> None:
+    """Turn SIGTERM/SIGHUP (`kill`, a closed terminal) into Ctrl-C's clean stop."""
+    raise KeyboardInterrupt
 
 
 def main() -> int:
-    """Start everything, print the login, and wait for Ctrl-C."""
+    """Start everything, print the login, and wait for Ctrl-C (or SIGTERM/SIGHUP)."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     # kafka-python logs every connection at INFO; keep the console readable.
     logging.getLogger("kafka").setLevel(logging.WARNING)
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, _interrupt)
     env = dict(os.environ)
     env.setdefault("DEBUG", "1")
     env.setdefault("PYTHONUNBUFFERED", "1")
-    redis_url, redis_server = redis_resolve(env.get("REDIS_URL"))
-    broker, kafka = kafka_broker_resolve(env.get("KAFKA_BROKER") or None)
-    env["REDIS_URL"], env["KAFKA_BROKER"] = redis_url, broker
-    topic = env.get("KAFKA_TRANSACTIONS_TOPIC", "transactions")
-    topic_ensure(broker, topic, int(env.get("KAFKA_TOPIC_PARTITIONS", "6")))
     processes: list[subprocess.Popen] = []
+    redis_server = kafka = None
     try:
+        redis_url, redis_server = redis_resolve(env.get("REDIS_URL"))
+        broker, kafka = kafka_broker_resolve(env.get("KAFKA_BROKER") or None)
+        env["REDIS_URL"], env["KAFKA_BROKER"] = redis_url, broker
+        topic = env.get("KAFKA_TRANSACTIONS_TOPIC", "transactions")
+        topic_ensure(broker, topic, int(env.get("KAFKA_TOPIC_PARTITIONS", "6")))
         _manage("migrate", "--no-input", env=env)
         login = _manage("bootstrap_admin", env=env, capture=True)
         _history_bootstrap(env)
@@ -123,6 +136,9 @@ def main() -> int:
         print("\nStopping ...")
         return 0
     finally:
+        # A second Ctrl-C or SIGTERM must not cut the clean-up short.
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            signal.signal(sig, signal.SIG_IGN)
         for process in processes:
             if process.poll() is None:
                 os.killpg(process.pid, signal.SIGTERM)

@@ -67,6 +67,19 @@ def test_commands_exist(service):
         assert command[:3] == ["celery", "-A", "fraudsite"] and app.main == "fraudsite"
 
 
+@pytest.mark.parametrize("service", [s for s in APP_SERVICES if s != "migrate"])
+def test_processes_start_after_migrations_and_restart(service):
+    """Every long-running process waits for the migrate job to succeed (a fresh
+    database has no tables) and for the infrastructure, and restarts on failure."""
+    spec = COMPOSE["services"][service]
+    assert spec["depends_on"]["migrate"] == {
+        "condition": "service_completed_successfully"
+    }
+    assert {"postgres", "redis", "kafka"} <= set(spec["depends_on"])
+    assert spec["restart"] == "unless-stopped"
+    assert COMPOSE["services"]["migrate"]["restart"] == "no"
+
+
 def test_env_example_documents_every_variable():
     """Every variable the settings read is listed in .env.example."""
     documented = {

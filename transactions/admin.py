@@ -107,6 +107,10 @@ class TransactionAdmin(admin.ModelAdmin):
     def has_add_permission(self, request):
         return False
 
+    def has_delete_permission(self, request, obj=None):
+        # Evidence, counted in the verdict tallies and labelled: never deleted here.
+        return False
+
     @admin.display(description="Reasons")
     def reasons_display(self, obj):
         if not obj.reasons:
@@ -158,6 +162,13 @@ class VerdictTallyAdmin(admin.ModelAdmin):
     def has_add_permission(self, request):
         return False
 
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        # The stream maintains the tallies; the dashboard's totals come from them.
+        return False
+
 
 @admin.register(Label)
 class LabelAdmin(admin.ModelAdmin):
@@ -176,6 +187,14 @@ class LabelAdmin(admin.ModelAdmin):
     raw_id_fields = ("transaction",)
     readonly_fields = ("created_by", "created_at")
     show_full_result_count = False
+
+    def has_change_permission(self, request, obj=None):
+        # Labels are appended, never edited or deleted: a correction is a new
+        # label (the latest wins), and the history stays for audit and training.
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
 
     def save_model(self, request, obj, form, change):
         # Labels given in admin are attributed like those given on the dashboard.

@@ -108,9 +108,10 @@ def _text(
         return ""
     if required and not value:
         errors[name] = ["This field may not be blank."]
-    if slash_free and "/" in value:
-        # Ids are path segments of the API and dashboard URLs.
-        errors[name] = ["Must not contain '/'."]
+    if slash_free and ("/" in value or (value and not value.strip("."))):
+        # Ids are path segments of the API and dashboard URLs, where browsers
+        # resolve "." and ".." away.
+        errors[name] = ["Must not contain '/' or be only dots."]
     return value
 
 

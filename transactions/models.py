@@ -163,7 +163,7 @@ class Label(models.Model):
         CHARGEBACK = "chargeback", "Chargeback"
 
     transaction = models.ForeignKey(
-        Transaction, on_delete=models.CASCADE, related_name="labels"
+        Transaction, on_delete=models.PROTECT, related_name="labels"
     )
     is_fraud = models.BooleanField()
     source = models.CharField(

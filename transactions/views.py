@@ -1,12 +1,13 @@
 """Read endpoints of the ledger: the transactions list and one transaction."""
 
 from django.conf import settings
+from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db.models import Prefetch
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import filters, status, viewsets
 from rest_framework.decorators import action
-from rest_framework.exceptions import ValidationError
+from rest_framework.exceptions import NotFound, ValidationError
 from rest_framework.pagination import CursorPagination
 from rest_framework.response import Response
 
@@ -29,6 +30,25 @@ class TransactionCursorPagination(CursorPagination):
     ordering = "-id"
     page_size = DEFAULT_PAGE_SIZE
     page_size_query_param = "n"
+    # Sorted by a column with many equal values (status, risk_score 0), a cursor
+    # is the last value plus how many rows of that value were already shown.
+    # DRF caps that count at 1,000 by default, and beyond it pages repeat forever.
+    offset_cutoff = None
+
+    def get_ordering(self, request, queryset, view):
+        """Return the requested ordering with `id` last, so equal values keep
+        one order from page to page."""
+        ordering = super().get_ordering(request, queryset, view)
+        if any(field.lstrip("-") == "id" for field in ordering):
+            return ordering
+        return (*ordering, "-id")
+
+    def paginate_queryset(self, queryset, request, view=None):
+        """Return the page; a tampered cursor is a 404, as a malformed one is."""
+        try:
+            return super().paginate_queryset(queryset, request, view)
+        except (ValueError, DjangoValidationError):
+            raise NotFound(self.invalid_cursor_message) from None
 
     def get_page_size(self, request):
         """Return `n`, refusing values outside 1..API_TRANSACTIONS_MAX_PAGE_SIZE."""
@@ -84,7 +104,8 @@ class TransactionViewSet(viewsets.ReadOnlyModelViewSet):
     queryset = Transaction.objects.all()
     serializer_class = TransactionSerializer
     lookup_field = "transaction_id"
-    lookup_value_regex = "[^/]+"
+    # No NUL: PostgreSQL refuses it in a query (a 500), and no id holds one.
+    lookup_value_regex = "[^/\x00]+"
     pagination_class = TransactionCursorPagination
     filterset_class = TransactionFilter
     filter_backends = [

@@ -174,6 +174,8 @@ BAD_PAYLOADS = [
     ({"user_id": "u\udfff", "amount": 5}, "user_id"),
     ({"user_id": "u", "amount": 5, "transaction_id": "2026/11/29-1"}, "transaction_id"),
     ({"user_id": "a/b", "amount": 5}, "user_id"),
+    ({"user_id": "u", "amount": 5, "transaction_id": ".."}, "transaction_id"),
+    ({"user_id": ".", "amount": 5}, "user_id"),
 ]
 
 

@@ -21,7 +21,8 @@ def test_launcher_serves_admin_and_api_then_stops_everything(tmp_path, redis_url
     """Given a fresh database, the launcher prints an admin login that works.
 
     The web app answers on /api/ and /admin/, the stream scores simulated
-    transactions, and SIGINT stops every process it started.
+    transactions, and SIGTERM to the launcher alone (`kill`, a closed terminal)
+    stops every process it started, as Ctrl-C does.
     """
     port = free_port()
     env = {
@@ -88,7 +89,7 @@ def test_launcher_serves_admin_and_api_then_stops_everything(tmp_path, redis_url
             time.sleep(0.5)
         assert streamed > 0, "no streamed transaction was scored"
     finally:
-        os.killpg(process.pid, signal.SIGINT)
+        process.send_signal(signal.SIGTERM)
         code = process.wait(timeout=60)
     assert code == 0
     text = Path(log.name).read_text()

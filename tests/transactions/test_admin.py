@@ -132,3 +132,50 @@ def test_anonymous_is_sent_to_login():
     from django.test import Client
 
     assert Client().get("/admin/transactions/transaction/").status_code == 302
+
+
+def test_evidence_cannot_be_deleted_or_relabelled_in_admin(
+    client_staff, impossible_trip
+):
+    """Transactions and tallies offer no delete, and a label cannot be edited or
+    deleted (a correction is a new label); the database refuses to drop a
+    labelled transaction too."""
+    from django.db.models import ProtectedError
+
+    from transactions.models import Label, Transaction, VerdictTally
+    from transactions.services import label_create
+
+    stored = Transaction.objects.get(transaction_id="t-syd")
+    label = label_create(transaction=stored, is_fraud=True, note="card stolen")
+    listing = client_staff.get("/admin/transactions/transaction/").content.decode()
+    assert "delete_selected" not in listing
+    assert (
+        client_staff.post(
+            f"/admin/transactions/transaction/{stored.pk}/delete/", {"post": "yes"}
+        ).status_code
+        == 403
+    )
+    tally = VerdictTally.objects.first()
+    assert (
+        client_staff.post(
+            f"/admin/transactions/verdicttally/{tally.pk}/delete/", {"post": "yes"}
+        ).status_code
+        == 403
+    )
+    edit = client_staff.post(
+        f"/admin/transactions/label/{label.pk}/change/",
+        {"transaction": stored.pk, "is_fraud": "", "source": "chargeback", "note": ""},
+    )
+    assert edit.status_code == 403
+    assert (
+        client_staff.post(
+            f"/admin/transactions/label/{label.pk}/delete/", {"post": "yes"}
+        ).status_code
+        == 403
+    )
+    label.refresh_from_db()
+    assert label.is_fraud is True and label.note == "card stolen"
+    with pytest.raises(ProtectedError):
+        stored.delete()
+    assert Transaction.objects.filter(pk=stored.pk).exists()
+    assert Label.objects.count() == 1

@@ -1,5 +1,7 @@
 """Transactions list and detail: envelope, filters, ordering, cursor pages, limits."""
 
+import io
+from collections import Counter
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
@@ -9,6 +11,7 @@ from detection.profiles import OrmStateStore
 from detection.scoring import scoring_config_from_db
 from detection.services import transaction_batch_score_record
 from transactions.messages import TransactionMessage
+from transactions.models import Transaction
 
 pytestmark = pytest.mark.django_db
 
@@ -101,6 +104,44 @@ def test_cursor_pages_walk_everything_once(api_client, ledger):
         seen.extend(item["transaction_id"] for item in body["items"])
         url = body["meta"]["next"]
     assert len(seen) == 30 == len(set(seen))
+
+
+def test_cursor_pages_sorted_by_a_column_of_equal_values_walk_everything_once(
+    api_client,
+):
+    """Sorted by status, where over 1,000 rows share one value (DRF's default cap
+    on a cursor's count of equal values), the pages still visit each row once."""
+    from django.core.management import call_command
+
+    call_command("seed_transactions", count=1500, stdout=io.StringIO())
+    seen = []
+    url = "/api/transactions?n=500&ordering=status"
+    while url:
+        body = api_client.get(url).json()
+        seen.extend(item["transaction_id"] for item in body["items"])
+        url = body["meta"]["next"]
+        assert len(seen) <= 1500, "pages repeat"
+    assert len(seen) == 1500 == len(set(seen))
+    statuses = Transaction.objects.values_list("status", flat=True)
+    assert max(Counter(statuses).values()) > 1000
+
+
+# "p=abc" and "p=2026-99-99": positions no number, date or id can hold.
+@pytest.mark.parametrize("cursor", ["cD1hYmM=", "cD0yMDI2LTk5LTk5"])
+@pytest.mark.parametrize("ordering", ["", "&ordering=amount", "&ordering=timestamp"])
+def test_a_tampered_cursor_is_404_not_500(api_client, ledger, cursor, ordering):
+    """A cursor whose position is not a value of the sorted column is refused."""
+    response = api_client.get(f"/api/transactions?cursor={cursor}{ordering}")
+    assert response.status_code == 404
+    assert "cursor" in response.json()["detail"].lower()
+
+
+def test_a_nul_in_an_id_path_is_404(api_client, client, staff_user, ledger):
+    """/api/transactions/%00 and the dashboard page answer 404 on every database."""
+    assert api_client.get("/api/transactions/%00").status_code == 404
+    assert api_client.get("/api/transactions/a%00b/label").status_code == 404
+    client.force_login(staff_user)
+    assert client.get("/transactions/%00/").status_code == 404
 
 
 def test_filters(api_client, ledger):
