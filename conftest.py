@@ -6,6 +6,12 @@ pytest_plugins = ["tests.services"]
 
 
 @pytest.fixture(autouse=True)
+def _fresh_scoring_provider(monkeypatch):
+    """Give each test its own process-wide scoring config (it caches for 2 s)."""
+    monkeypatch.setattr("detection.scoring._provider", None)
+
+
+@pytest.fixture(autouse=True)
 def _seeded_rules_after_flush(request):
     """Give transactional tests the rules the data migration seeds.
 

@@ -105,9 +105,23 @@ def model_version_create(
     return row
 
 
+# Any fixed number: the PostgreSQL advisory lock that activations take turns on.
+_ACTIVATION_LOCK = 0x46524D56
+
+
 def model_version_activate(*, version: str) -> ModelVersion:
-    """Make this version the active one (running scorers pick it up on refresh)."""
+    """Make this version the active one (running scorers pick it up on refresh).
+
+    Two activations at once (the scheduled retrain and a manual one) take turns:
+    SQLite's write transactions already do; on PostgreSQL a transaction-scoped
+    advisory lock does, else both could clear the old active row and the second
+    would break the one-active constraint and lose its model.
+    """
     with transaction.atomic():
+        connection = transaction.get_connection()
+        if connection.vendor == "postgresql":
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT pg_advisory_xact_lock(%s)", [_ACTIVATION_LOCK])
         ModelVersion.objects.filter(is_active=True).update(is_active=False)
         ModelVersion.objects.filter(version=version).update(is_active=True)
         return ModelVersion.objects.get(version=version)

@@ -114,6 +114,10 @@ class ScoringConfigProvider:
         self._config: ScoringConfig | None = None
         self._loaded_at = 0.0
         self._model: LoadedModel | None = None
+        # The active version that failed to load, and why: not retried every
+        # refresh (versions are immutable), and shown by the health endpoint.
+        self._failed_version: str | None = None
+        self.model_error: str | None = None
 
     def current(self) -> ScoringConfig:
         """Return the config, refreshing it when older than refresh_seconds."""
@@ -133,14 +137,22 @@ class ScoringConfigProvider:
     def _model_current(self) -> LoadedModel | None:
         row = model_active_row()
         if row is None:
-            self._model = None
+            self._model, self._failed_version, self.model_error = None, None, None
+        elif row.version == self._failed_version:
+            pass  # logged when it failed; a new version is tried when activated
         elif self._model is None or self._model.version != row.version:
             try:
                 self._model = model_load(row)
+                self._failed_version, self.model_error = None, None
                 logger.info("scoring with model %s", row.version)
-            except Exception:
+            except Exception as exc:
+                self._failed_version = row.version
+                kept = self._model.version if self._model else "none: rules only"
+                self.model_error = f"cannot load model {row.version}: {exc}"
                 logger.exception(
-                    "cannot load model %s; keeping the previous one", row.version
+                    "cannot load model %s; scoring with the previous one (%s)",
+                    row.version,
+                    kept,
                 )
         return self._model
 
@@ -355,9 +367,14 @@ def verdicts_score(
 _provider: ScoringConfigProvider | None = None
 
 
-def scoring_config_current() -> ScoringConfig:
-    """Return this process's current scoring config (refreshed every few seconds)."""
+def scoring_provider() -> ScoringConfigProvider:
+    """Return this process's scoring config provider."""
     global _provider
     if _provider is None:
         _provider = ScoringConfigProvider()
-    return _provider.current()
+    return _provider
+
+
+def scoring_config_current() -> ScoringConfig:
+    """Return this process's current scoring config (refreshed every few seconds)."""
+    return scoring_provider().current()

@@ -16,8 +16,7 @@ from rest_framework.views import APIView
 
 from detection.events import VerdictsPublisher
 from detection.profiles import OrmStateStore
-from detection.registry import model_active_row
-from detection.scoring import scoring_config_current
+from detection.scoring import scoring_config_current, scoring_provider
 from detection.serializers import (
     TransactionMessageSerializer,
     VerdictSerializer,
@@ -54,7 +53,7 @@ def _verdicts_push(rows) -> None:
 
 
 class HealthView(APIView):
-    """Report whether the database answers and which model is active."""
+    """Report whether the database answers and which model scores here."""
 
     permission_classes = [AllowAny]
     authentication_classes: list = []
@@ -65,7 +64,8 @@ class HealthView(APIView):
         try:
             with connection.cursor() as cursor:
                 cursor.execute("SELECT 1")
-            row = model_active_row()
+            provider = scoring_provider()
+            config = provider.current()
         except Exception:  # any driver error means "not healthy"
             # The error names hosts and users: it goes to the log, not to this
             # unauthenticated endpoint.
@@ -79,8 +79,11 @@ class HealthView(APIView):
                 "status": "ok",
                 "service": "fraudsite",
                 "database": "ok",
-                "model_version": row.version if row else None,
-                "scoring": "rules + model" if row else "rules only",
+                # What this process scores with (a model that fails to load is
+                # not in use, whatever the registry says), and why not, if so.
+                "model_version": config.model_version or None,
+                "scoring": "rules + model" if config.model else "rules only",
+                "model_error": provider.model_error,
                 "time": datetime.now(UTC).isoformat(),
             }
         )

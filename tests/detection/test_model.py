@@ -71,6 +71,68 @@ def test_tampered_artifact_is_refused(history):
         model_load(row)
 
 
+def test_a_model_that_cannot_load_is_reported_and_not_retried(
+    history, anon_client, monkeypatch
+):
+    """Given an active version whose features no longer match the code (a deploy
+    that changed them), health says the process scores by rules alone and why,
+    and the load is not attempted again at every refresh."""
+    from detection import scoring
+
+    call_command("retrain_model")
+    row = model_active_row()
+    ModelVersion.objects.filter(pk=row.pk).update(feature_names=["amount"])
+    attempts = []
+    real_load = scoring.model_load
+
+    def counting_load(stored):
+        attempts.append(stored.version)
+        return real_load(stored)
+
+    monkeypatch.setattr(scoring, "model_load", counting_load)
+    provider = ScoringConfigProvider(refresh_seconds=0)
+    monkeypatch.setattr(scoring, "_provider", provider)
+    for _ in range(3):
+        body = anon_client.get("/api/").json()
+    assert body["scoring"] == "rules only" and body["model_version"] is None
+    assert row.version in body["model_error"] and "features" in body["model_error"]
+    assert attempts == [row.version]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_activations_leave_exactly_one_active_model(history):
+    """Given two stored versions, two threads activating them over and over (a
+    scheduled and a manual retrain at once) never fail, and one stays active."""
+    import threading
+
+    from django.db import connection
+
+    from detection.registry import model_version_activate
+
+    call_command("retrain_model")
+    call_command("retrain_model")
+    versions = list(ModelVersion.objects.values_list("version", flat=True))
+    barrier, errors = threading.Barrier(2), []
+
+    def activate(version: str) -> None:
+        try:
+            barrier.wait(timeout=10)
+            for _ in range(25):
+                model_version_activate(version=version)
+        except BaseException as exc:  # reported by the main thread
+            errors.append(exc)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=activate, args=(v,)) for v in versions]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert not errors, errors
+    assert ModelVersion.objects.filter(is_active=True).count() == 1
+
+
 def test_retrain_without_history_is_a_clear_error():
     """Training on an empty ledger is a command error, not a traceback."""
     with pytest.raises(CommandError, match="at least"):
