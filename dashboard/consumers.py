@@ -37,13 +37,14 @@ class VerdictsConsumer(AsyncJsonWebsocketConsumer):
             await self.send_json({"type": "pong"})
 
     async def verdicts_batch(self, event):
-        """Forward one batch of verdicts, with its counts and throughput."""
+        """Forward one batch of verdicts, with its counts and its sender's rate."""
         await self.send_json(
             {
                 "type": VERDICTS_EVENT_TYPE,
                 "verdicts": event.get("verdicts", []),
                 "counts": event.get("counts", {}),
                 "throughput": event.get("throughput"),
+                "source": event.get("source", ""),
                 "sent_at": event.get("sent_at"),
             }
         )

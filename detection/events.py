@@ -9,6 +9,8 @@ scorer only appends to an in-memory window that a background thread sends.
 from __future__ import annotations
 
 import logging
+import os
+import socket
 import threading
 import time
 from collections import Counter, deque
@@ -56,11 +58,14 @@ def verdicts_event_build(
     counts: Mapping[str, int],
     throughput: float,
     sent_at: datetime | None = None,
+    source: str = "",
 ) -> dict:
     """Return the `verdicts.batch` event for a window of committed verdicts.
 
     `rows` (ledger column values) are given newest first; the event carries the
     first VERDICTS_EVENT_MAX of them, and `counts` covers the whole window.
+    `throughput` is the sending process's own rate and `source` names that
+    process, so that a page adds up the rates of every consumer (and web server).
     """
     by_status = {status: int(counts.get(status, 0)) for status in STATUSES}
     return {
@@ -68,6 +73,7 @@ def verdicts_event_build(
         "verdicts": [verdict_payload(row) for row in rows[:VERDICTS_EVENT_MAX]],
         "counts": {**by_status, "total": sum(by_status.values())},
         "throughput": round(float(throughput), 1),
+        "source": source,
         "sent_at": (sent_at or datetime.now(UTC)).isoformat(),
     }
 
@@ -98,6 +104,7 @@ class VerdictsPublisher:
             else min_interval
         )
         self.channel_layer = channel_layer
+        self.source = f"{socket.gethostname()}:{os.getpid()}"
         self.sent = 0
         self.failed = 0
         self._lock = threading.Lock()
@@ -157,7 +164,9 @@ class VerdictsPublisher:
             self._window_reset(now)
         total = sum(counts.values())
         throughput = total / seconds if seconds > 0 else 0.0
-        return verdicts_event_build(rows=newest, counts=counts, throughput=throughput)
+        return verdicts_event_build(
+            rows=newest, counts=counts, throughput=throughput, source=self.source
+        )
 
     def _run(self) -> None:
         while True:

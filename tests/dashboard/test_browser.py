@@ -158,6 +158,30 @@ def test_table_stays_bounded_and_responsive_under_a_flood(
     expect(page.locator("#live-status .live-detail")).to_contain_text("5,000 tx/s")
 
 
+def test_the_live_rate_adds_up_every_consumer(logged_in_page, channel_layer_redis):
+    """Given events from two consumer processes, the indicator shows the sum of
+    their latest rates; a newer event of one replaces that one's rate only."""
+    page = logged_in_page
+    page.goto("/transactions/")
+    expect(page.locator("#live-status .live-text")).to_have_text("Connected")
+    detail = page.locator("#live-status .live-detail")
+    sent = [("consumer-a", 3000.0), ("consumer-b", 2000.0), ("consumer-a", 1000.0)]
+    expected = ["3,000 tx/s", "5,000 tx/s", "3,000 tx/s"]
+    for number, ((source, rate), shown) in enumerate(zip(sent, expected, strict=True)):
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            pool.submit(
+                verdicts_publish,
+                verdicts_event_build(
+                    rows=_unsaved_verdicts(100 + number, 1),
+                    counts={"legit": 1},
+                    throughput=rate,
+                    source=source,
+                ),
+                channel_layer=channel_layer_redis,
+            ).result(10)
+        expect(detail).to_contain_text(shown)
+
+
 def test_sorting_and_filtering(logged_in_page, score):
     """Column headers sort through the API; filters narrow the rows."""
     score(

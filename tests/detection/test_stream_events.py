@@ -27,7 +27,7 @@ from fraudsite.embedded import free_port
 from tests.detection.test_stream import DEADLINE, group_new, produce, simulated
 from tests.detection.test_stream_processes import consumers  # noqa: F401
 
-EVENT_KEYS = {"type", "verdicts", "counts", "throughput", "sent_at"}
+EVENT_KEYS = {"type", "verdicts", "counts", "throughput", "source", "sent_at"}
 VERDICT_KEYS = {
     "transaction_id",
     "user_id",

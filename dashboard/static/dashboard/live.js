@@ -20,7 +20,10 @@ window.Live = (function () {
   let retryAt = null;
   let retryTimer = null;
   let lastEventAt = null;
-  let throughput = null;
+  // Each consumer (and web server) reports its own rate; the stream's is the sum
+  // over the sources heard from lately.
+  const rates = new Map();
+  const RATE_FRESH_MS = 10000;
   let lastMessageAt = 0;
 
   function emit(name, payload) {
@@ -54,10 +57,15 @@ window.Live = (function () {
       parts.push("retry in " + Math.max(0, Math.ceil((retryAt - Date.now()) / 1000)) + " s");
     }
     parts.push(lastEventAt ? "last event " + ago(Date.now() - lastEventAt) : "no events yet");
-    if (throughput !== null && state === "connected") {
-      // A quiet stream sends nothing: after 10 s without events the rate is ~0.
-      const stale = Date.now() - lastEventAt > 10000;
-      parts.push((stale ? 0 : throughput).toLocaleString("en-US", { maximumFractionDigits: 1 }) + " tx/s");
+    if (rates.size && state === "connected") {
+      // A quiet source sends nothing: after 10 s without its events it counts 0.
+      const now = Date.now();
+      let total = 0;
+      for (const [source, heard] of rates) {
+        if (now - heard.at > RATE_FRESH_MS) rates.delete(source);
+        else total += heard.rate;
+      }
+      parts.push(total.toLocaleString("en-US", { maximumFractionDigits: 1 }) + " tx/s");
     }
     detail.textContent = parts.join(" · ");
   }
@@ -111,7 +119,9 @@ window.Live = (function () {
       }
       if (event.type !== "verdicts.batch") return;
       lastEventAt = Date.now();
-      if (typeof event.throughput === "number") throughput = event.throughput;
+      if (typeof event.throughput === "number") {
+        rates.set(String(event.source || ""), { rate: event.throughput, at: lastEventAt });
+      }
       render();
       emit("batch", event);
     };
