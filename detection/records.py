@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import orjson
+from django.conf import settings
 from kafka import OffsetAndMetadata, TopicPartition
 
 from detection.models import DeadLetter
@@ -46,7 +47,21 @@ class RecordError(ValueError):
     """A record value that is not a valid transaction message; str() says why."""
 
 
-def value_decode(value: bytes | None) -> TransactionMessage:
+def timestamp_not_after(now: datetime | None = None) -> datetime | None:
+    """Return the latest event time the live paths accept, or None (no limit).
+
+    A transaction dated far ahead (a producer's clock, a typo) would move its
+    card's 24 h window with it; TRANSACTION_MAX_FUTURE_SECONDS refuses those.
+    """
+    seconds = settings.TRANSACTION_MAX_FUTURE_SECONDS
+    if seconds is None:
+        return None
+    return (now or datetime.now(UTC)) + timedelta(seconds=seconds)
+
+
+def value_decode(
+    value: bytes | None, *, not_after: datetime | None = None
+) -> TransactionMessage:
     """Return the validated message in a record value; raise RecordError if none."""
     if not value:
         raise RecordError("Empty record value.")
@@ -60,16 +75,18 @@ def value_decode(value: bytes | None) -> TransactionMessage:
         # ValueError covers bad UTF-8 too (UnicodeDecodeError is a subclass).
         raise RecordError(f"Not JSON: {exc}") from exc
     try:
-        return transaction_message_parse(data)
+        return transaction_message_parse(data, not_after=not_after)
     except MessageError as exc:
         raise RecordError("Invalid message: " + json.dumps(exc.errors)) from exc
 
 
-def record_decode(record) -> TransactionMessage | DeadLetter:
+def record_decode(
+    record, *, not_after: datetime | None = None
+) -> TransactionMessage | DeadLetter:
     """Return the validated message in a record, or its dead letter."""
     received_at = record_received_at(record)
     try:
-        message = value_decode(record.value)
+        message = value_decode(record.value, not_after=not_after)
     except RecordError as exc:
         return dead_letter_build(record, str(exc), received_at)
     message.received_at = received_at
@@ -82,8 +99,9 @@ def records_decode(
     """Split records into validated messages and dead letters, in record order."""
     messages: list[TransactionMessage] = []
     letters: list[DeadLetter] = []
+    not_after = timestamp_not_after()
     for record in records:
-        decoded = record_decode(record)
+        decoded = record_decode(record, not_after=not_after)
         if isinstance(decoded, DeadLetter):
             letters.append(decoded)
         else:

@@ -6,6 +6,7 @@ import uuid
 
 from rest_framework import serializers
 
+from detection.records import timestamp_not_after
 from transactions.messages import (
     MAX_ID_LENGTH,
     MAX_TEXT_LENGTH,
@@ -56,7 +57,9 @@ class TransactionMessageSerializer(serializers.Serializer):
         # Ground truth is never a scoring input from the API.
         payload.pop("is_fraud", None)
         try:
-            message = transaction_message_parse(payload, require_transaction_id=False)
+            message = transaction_message_parse(
+                payload, require_transaction_id=False, not_after=timestamp_not_after()
+            )
         except MessageError as exc:
             raise serializers.ValidationError(exc.errors) from exc
         if not message.transaction_id:

@@ -163,6 +163,16 @@ STREAM_BATCH_MAX_WAIT_MS = env.int("STREAM_BATCH_MAX_WAIT_MS", default=50)
 STREAM_DB_RETRY_LIMIT = env.int("STREAM_DB_RETRY_LIMIT", default=8)
 # How often a consumer logs its progress: records, rate, dead letters, lag.
 STREAM_PROGRESS_LOG_SECONDS = env.float("STREAM_PROGRESS_LOG_SECONDS", default=10.0)
+# The stream and the API refuse transactions dated more than this many seconds
+# after they arrive (unset: no limit, as the simulator runs ahead of the clock).
+_max_future = env.str("TRANSACTION_MAX_FUTURE_SECONDS", default="").strip()
+try:
+    TRANSACTION_MAX_FUTURE_SECONDS = float(_max_future) if _max_future else None
+except ValueError:
+    raise ImproperlyConfigured(
+        f"TRANSACTION_MAX_FUTURE_SECONDS must be a number of seconds, not "
+        f"{_max_future!r}."
+    ) from None
 
 # How often running scorers re-read rules, thresholds and the active model.
 DETECTION_CONFIG_REFRESH_SECONDS = env.float(

@@ -214,10 +214,13 @@ def transaction_message_parse(
     *,
     require_transaction_id: bool = True,
     now: datetime | None = None,
+    not_after: datetime | None = None,
 ) -> TransactionMessage:
     """Return a validated TransactionMessage from a decoded JSON object.
 
     Unknown keys are ignored. Raise MessageError with every field error at once.
+    With `not_after`, a later timestamp is an error (live paths: see
+    `timestamp_not_after`); files and backtests may hold any times.
     """
     if not isinstance(data, dict):
         raise MessageError({"non_field_errors": ["Expected a JSON object."]})
@@ -271,6 +274,12 @@ def transaction_message_parse(
         country=country,
         is_fraud=_is_fraud(data, errors),
     )
+    too_late = not_after is not None and message.timestamp > not_after
+    if too_late and "timestamp" not in errors:
+        errors["timestamp"] = [
+            f"Later than {not_after.isoformat()} (TRANSACTION_MAX_FUTURE_SECONDS "
+            "past the time it arrived)."
+        ]
     if (message.latitude is None) != (message.longitude is None) and not (
         "latitude" in errors or "longitude" in errors
     ):

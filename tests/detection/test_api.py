@@ -286,3 +286,16 @@ def test_predict_pushes_the_verdict_to_the_live_dashboard(
     event = async_to_sync(receive_until_tx_1)()
     assert event["type"] == "verdicts.batch"
     assert event["counts"]["total"] >= 1
+
+
+def test_a_transaction_dated_too_far_ahead_is_400_when_limited(api_client, settings):
+    """With TRANSACTION_MAX_FUTURE_SECONDS set, predict refuses a far-future
+    timestamp with a field error and stores nothing."""
+    settings.TRANSACTION_MAX_FUTURE_SECONDS = 86400
+    payload = {**GOOD, "timestamp": "2099-01-01T00:00:00Z"}
+    response = api_client.post("/api/predict", payload, format="json")
+    assert response.status_code == 400
+    assert "timestamp" in response.json()
+    assert Transaction.objects.count() == 0
+    ok = api_client.post("/api/predict", GOOD, format="json")
+    assert ok.status_code == 201

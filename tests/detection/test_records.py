@@ -58,3 +58,27 @@ def test_a_replayed_dead_letter_is_stored_once_but_a_new_one_at_its_position_too
         b"not json",
         b'{"amount": -5}',
     ]
+
+
+def test_a_transaction_dated_too_far_ahead_is_a_dead_letter_when_limited(settings):
+    """With TRANSACTION_MAX_FUTURE_SECONDS, a record dated beyond it is a dead
+    letter naming the timestamp; without it, any time is taken."""
+    from datetime import UTC, datetime, timedelta
+
+    from detection.records import records_decode
+
+    ahead = (datetime.now(UTC) + timedelta(days=3)).isoformat()
+    soon = (datetime.now(UTC) + timedelta(minutes=5)).isoformat()
+    values = [
+        f'{{"transaction_id": "{name}", "user_id": "u1", "amount": 5, '
+        f'"timestamp": "{moment}"}}'.encode()
+        for name, moment in (("far", ahead), ("near", soon))
+    ]
+    messages, letters = records_decode([record(v) for v in values])
+    assert [m.transaction_id for m in messages] == ["far", "near"] and not letters
+
+    settings.TRANSACTION_MAX_FUTURE_SECONDS = 86400
+    messages, letters = records_decode([record(v) for v in values])
+    assert [m.transaction_id for m in messages] == ["near"]
+    assert len(letters) == 1 and "timestamp" in letters[0].error
+    assert "TRANSACTION_MAX_FUTURE_SECONDS" in letters[0].error
