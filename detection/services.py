@@ -106,8 +106,8 @@ def transaction_batch_score(
     Messages whose transaction_id is already stored, or repeated within the batch,
     are set aside unscored, so a replay changes neither the ledger nor any user's
     state. The users' states are advanced in place (in the store's cache too):
-    a caller that does not go on to `scored_batch_record` must call
-    `store.cache_clear()`.
+    a caller that does not go on to store them (`transaction_batch_score_record`
+    does) must call `store.cache_clear()`.
     """
     existing = transaction_ids_existing(
         transaction_ids=[m.transaction_id for m in messages]
@@ -153,8 +153,8 @@ def transaction_batch_score_record(
 
     Scoring is optimistic: it runs before the write transaction, and inside it
     `scored_batch_current` checks that no other writer moved one of the users on
-    in between. If somebody did, the batch is scored again from
-    the stored state, inside the transaction (`rescored`). So consumers of one
+    in between. If one did, the batch is scored again from the stored state,
+    inside the transaction (`rescored`). So consumers of one
     SQLite database, where a writer holds the whole database, score in parallel
     and take turns only to write; the users' partitions keep conflicts rare.
     Called inside an outer transaction, it scores there directly.
