@@ -14,12 +14,20 @@ from detection.services import dead_letters_redrive
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):
-    """Show rows without letting anyone add or change them."""
+    """Show rows without letting anyone add, change or delete them.
+
+    Not deleting matters beyond the audit trail: a user's `txn_count` is the
+    version consumers check their cached state against, and a deleted profile
+    would restart it at 0, where a consumer's stale cache could match it again.
+    """
 
     def has_add_permission(self, request):
         return False
 
     def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
         return False
 
 

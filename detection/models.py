@@ -166,7 +166,9 @@ class DeadLetter(models.Model):
         constraints = [
             # A replayed poison record is stored once: same position, same Kafka
             # timestamp. A different record at a reused position (a topic deleted
-            # and made again, the embedded broker restarted) is kept too.
+            # and made again, the embedded broker restarted) is kept too. A record
+            # without a timestamp (message formats before Kafka 0.10) gets the time
+            # it was read, so each replay of it is kept again: a copy, never a loss.
             models.UniqueConstraint(
                 fields=["topic", "partition", "offset", "received_at"],
                 name="dead_letter_record",

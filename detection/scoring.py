@@ -138,6 +138,9 @@ class ScoringConfigProvider:
         row = model_active_row()
         if row is None:
             self._model, self._failed_version, self.model_error = None, None, None
+        elif self._model is not None and self._model.version == row.version:
+            # In use (again, if a version that failed was activated meanwhile).
+            self._failed_version, self.model_error = None, None
         elif row.version == self._failed_version:
             pass  # logged when it failed; a new version is tried when activated
         elif self._model is None or self._model.version != row.version:

@@ -12,7 +12,7 @@ from django.db import transaction
 
 from detection.models import DeadLetter
 from detection.profiles import OrmStateStore
-from detection.records import RecordError, value_decode
+from detection.records import RecordError, timestamp_not_after, value_decode
 from detection.registry import forest_train, model_version_create, score_quantiles
 from detection.scoring import (
     ScoringConfig,
@@ -227,9 +227,10 @@ def dead_letters_redrive(
     report = RedriveReport()
     pending = [letter for letter in letters if letter.resolved_at is None]
     valid: list[tuple[DeadLetter, TransactionMessage]] = []
+    not_after = timestamp_not_after()
     for letter in pending:
         try:
-            message = value_decode(bytes(letter.raw_value))
+            message = value_decode(bytes(letter.raw_value), not_after=not_after)
         except RecordError as exc:
             letter.resolution = f"Still invalid: {exc}"
             report.still_invalid += 1

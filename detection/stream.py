@@ -351,13 +351,12 @@ class TransactionStream:
 
     def batch_process(self, records: Sequence) -> RecordedBatch:
         """Decode, score, store and commit one micro-batch; push its verdicts."""
-        started = time.monotonic()
         messages, letters = records_decode(records)
         recorded = self.batch_store_retrying(messages, letters)
         self.dead_letters_forward(letters)
         self.offsets_commit(records)
         if self.publisher is not None:
-            self.publisher.batches_add(recorded.created, started=started)
+            self.publisher.batches_add(recorded.created)
         report = self.report
         report.records += len(records)
         report.created += len(recorded.created)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 from datetime import UTC, datetime
 
 from django.db import IntegrityError, connection
@@ -49,7 +48,7 @@ def _verdicts_push(rows) -> None:
         with _publisher_lock:
             if _publisher is None:
                 _publisher = VerdictsPublisher().start()
-    _publisher.batches_add(rows, started=time.monotonic())
+    _publisher.batches_add(rows)
 
 
 class HealthView(APIView):

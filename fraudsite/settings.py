@@ -169,10 +169,14 @@ _max_future = env.str("TRANSACTION_MAX_FUTURE_SECONDS", default="").strip()
 try:
     TRANSACTION_MAX_FUTURE_SECONDS = float(_max_future) if _max_future else None
 except ValueError:
+    TRANSACTION_MAX_FUTURE_SECONDS = float("nan")
+if TRANSACTION_MAX_FUTURE_SECONDS is not None and not (
+    0 <= TRANSACTION_MAX_FUTURE_SECONDS <= 100 * 365 * 86400
+):
     raise ImproperlyConfigured(
-        f"TRANSACTION_MAX_FUTURE_SECONDS must be a number of seconds, not "
-        f"{_max_future!r}."
-    ) from None
+        "TRANSACTION_MAX_FUTURE_SECONDS must be a number of seconds from 0 to "
+        f"100 years, or empty for no limit; got {_max_future!r}."
+    )
 
 # How often running scorers re-read rules, thresholds and the active model.
 DETECTION_CONFIG_REFRESH_SECONDS = env.float(

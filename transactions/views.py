@@ -1,5 +1,9 @@
 """Read endpoints of the ledger: the transactions list and one transaction."""
 
+import math
+from datetime import UTC, datetime
+from decimal import Decimal
+
 from django.conf import settings
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db.models import Prefetch
@@ -24,6 +28,25 @@ from transactions.services import label_create
 DEFAULT_PAGE_SIZE = 20
 
 
+# Rows with one value of the sorted column that a cursor may skip: far beyond any
+# table here, far below the 64-bit OFFSET databases take.
+MAX_CURSOR_OFFSET = 10**12
+
+
+def _position_check(field, position: str) -> None:
+    """Raise ValueError unless `position` is a value the column could hold."""
+    if "\x00" in position:
+        raise ValueError("NUL")
+    value = field.to_python(position)
+    if isinstance(value, datetime):
+        value.astimezone(UTC)  # OverflowError at the ends of the calendar
+    elif (
+        isinstance(value, Decimal | float)
+        and not (math.isfinite(value) and abs(value) < 10**15)
+    ) or (isinstance(value, int) and not -(2**63) <= value < 2**63):
+        raise ValueError("out of range")
+
+
 class TransactionCursorPagination(CursorPagination):
     """Cursor pages (stable under inserts, cheap at any depth) sized by `n`."""
 
@@ -44,11 +67,29 @@ class TransactionCursorPagination(CursorPagination):
         return (*ordering, "-id")
 
     def paginate_queryset(self, queryset, request, view=None):
-        """Return the page; a tampered cursor is a 404, as a malformed one is."""
-        try:
-            return super().paginate_queryset(queryset, request, view)
-        except (ValueError, DjangoValidationError):
-            raise NotFound(self.invalid_cursor_message) from None
+        """Return the page (remembering the model, to check cursor positions)."""
+        self.model = queryset.model
+        return super().paginate_queryset(queryset, request, view)
+
+    def decode_cursor(self, request):
+        """Return the cursor; one that no page of ours could have made is a 404.
+
+        A cursor is client data: its offset must fit the database's integers and
+        its position must be a storable value of the sorted column, or the query
+        would fail (a 500) instead of answering.
+        """
+        cursor = super().decode_cursor(request)
+        if cursor is None:
+            return None
+        if cursor.offset > MAX_CURSOR_OFFSET:
+            raise NotFound(self.invalid_cursor_message)
+        if cursor.position is not None:
+            field = self.model._meta.get_field(self.ordering[0].lstrip("-"))
+            try:
+                _position_check(field, cursor.position)
+            except (ValueError, TypeError, OverflowError, DjangoValidationError):
+                raise NotFound(self.invalid_cursor_message) from None
+        return cursor
 
     def get_page_size(self, request):
         """Return `n`, refusing values outside 1..API_TRANSACTIONS_MAX_PAGE_SIZE."""

@@ -108,3 +108,17 @@ def test_admin_action_redrives_the_selected_letters(client, staff_user):
     target.refresh_from_db()
     assert target.resolution == "Scored as rd-admin."
     assert Transaction.objects.filter(transaction_id="rd-admin").exists()
+
+
+def test_redrive_keeps_the_live_limit_on_future_timestamps(settings):
+    """With TRANSACTION_MAX_FUTURE_SECONDS set, a letter dated beyond it stays a
+    dead letter on redrive, as the stream would have refused it."""
+    settings.TRANSACTION_MAX_FUTURE_SECONDS = 3600
+    ahead = json.loads(message("rd-future"))
+    ahead["timestamp"] = "2099-01-01T00:00:00Z"
+    future = letter(json.dumps(ahead).encode(), 7)
+    redrive()
+    future.refresh_from_db()
+    assert future.resolved_at is None
+    assert "TRANSACTION_MAX_FUTURE_SECONDS" in future.resolution
+    assert not Transaction.objects.filter(transaction_id="rd-future").exists()

@@ -18,6 +18,7 @@ from asgiref.sync import async_to_sync
 from channels_redis.core import RedisChannelLayer
 
 from detection.events import (
+    RATE_WINDOW_SECONDS,
     VERDICTS_EVENT_MAX,
     VERDICTS_GROUP,
     VerdictsPublisher,
@@ -138,7 +139,7 @@ def test_publisher_coalesces_batches_into_a_few_events_per_second(redis_url):
     added = 0
     began = time.monotonic()
     while time.monotonic() - began < 1.0:
-        publisher.batches_add(verdict_rows(added, 20), started=time.monotonic())
+        publisher.batches_add(verdict_rows(added, 20))
         added += 20
         # Pacing the simulated scorer (a batch every 5 ms), not synchronisation.
         time.sleep(0.005)
@@ -155,6 +156,24 @@ def test_publisher_coalesces_batches_into_a_few_events_per_second(redis_url):
         assert event["throughput"] > 0
 
 
+def test_the_reported_rate_is_rows_over_a_fixed_window(monkeypatch):
+    """One API verdict reads as 1 row in 5 s, not 1 row over the microseconds
+    since its commit; rows older than the window no longer count."""
+    clock = [1000.0]
+    monkeypatch.setattr("detection.events.time.monotonic", lambda: clock[0])
+    publisher = VerdictsPublisher(min_interval=0.0)  # not started: events by hand
+    publisher.batches_add(verdict_rows(0, 1))
+    assert publisher.event_take()["throughput"] == 1 / RATE_WINDOW_SECONDS
+    clock[0] += 1.0
+    publisher.batches_add(verdict_rows(1, 500))
+    publisher.batches_add(verdict_rows(2, 500))
+    assert publisher.event_take()["throughput"] == 1001 / RATE_WINDOW_SECONDS
+    clock[0] += RATE_WINDOW_SECONDS + 0.5
+    publisher.batches_add(verdict_rows(3, 10))
+    assert publisher.event_take()["throughput"] == 10 / RATE_WINDOW_SECONDS
+    assert publisher.event_take() is None  # nothing new since
+
+
 def test_publisher_outage_never_slows_scoring(caplog):
     """Given a channel layer whose Redis is down, adding batches stays instant,
     failures are logged once (rate-limited) and nothing is raised."""
@@ -165,12 +184,12 @@ def test_publisher_outage_never_slows_scoring(caplog):
 
     began = time.monotonic()
     for _ in range(2000):
-        publisher.batches_add(rows, started=began)
+        publisher.batches_add(rows)
     elapsed = time.monotonic() - began
 
     deadline = time.monotonic() + DEADLINE
     while publisher.failed < 3 and time.monotonic() < deadline:
-        publisher.batches_add(rows, started=time.monotonic())
+        publisher.batches_add(rows)
         time.sleep(0.01)
     publisher.stop()
     assert elapsed < 1.0

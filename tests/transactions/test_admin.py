@@ -179,3 +179,20 @@ def test_evidence_cannot_be_deleted_or_relabelled_in_admin(
         stored.delete()
     assert Transaction.objects.filter(pk=stored.pk).exists()
     assert Label.objects.count() == 1
+
+
+def test_profiles_dead_letters_and_models_cannot_be_deleted_in_admin(
+    client_staff, impossible_trip
+):
+    """A user's txn_count is the version consumers check their cache against;
+    deleting the profile would restart it at 0. Admin offers no delete."""
+    from detection.models import UserProfile
+
+    profile = UserProfile.objects.get(user_id="traveller")
+    page = client_staff.post(
+        f"/admin/detection/userprofile/{profile.pk}/delete/", {"post": "yes"}
+    )
+    assert page.status_code == 403
+    assert UserProfile.objects.filter(pk=profile.pk).exists()
+    listing = client_staff.get("/admin/detection/deadletter/").content.decode()
+    assert "delete_selected" not in listing
