@@ -108,7 +108,13 @@ def transaction_batch_score(
     state. The users' states are advanced in place (in the store's cache too):
     a caller that does not go on to store them (`transaction_batch_score_record`
     does) must call `store.cache_clear()`.
+
+    The states are read BEFORE the stored ids: a transaction another writer
+    stores in between is then either in the state read and among the ids found,
+    or in neither, and then its user's version has moved on by commit time.
     """
+    states = store.states_get({m.user_id for m in messages})
+    versions = {uid: state.count for uid, state in states.items()}
     existing = transaction_ids_existing(
         transaction_ids=[m.transaction_id for m in messages]
     )
@@ -121,8 +127,10 @@ def transaction_batch_score(
             continue
         seen.add(message.transaction_id)
         unique.append(message)
-    states = store.states_get({m.user_id for m in unique})
-    versions = {uid: state.count for uid, state in states.items()}
+    # Only users with something new are scored, checked and written.
+    users = {m.user_id for m in unique}
+    states = {uid: state for uid, state in states.items() if uid in users}
+    versions = {uid: version for uid, version in versions.items() if uid in users}
     verdicts = verdicts_score(unique, states=states, config=config)
     return ScoredBatch(unique, duplicates, verdicts, states, versions)
 
@@ -134,10 +142,11 @@ def scored_batch_current(*, scored: ScoredBatch, store: OrmStateStore) -> bool:
     Call inside the write transaction: on SQLite it holds the database's write
     lock, on PostgreSQL this locks the users' rows, so the answer holds until
     commit. Every transaction stored for a user advances the user's version, so
-    another writer that stored one of these ids for the same user shows here. The
-    same id stored for ANOTHER user (ids reused across cards) does not; the ledger's
-    unique transaction_id refuses the insert (IntegrityError, the whole batch
-    rolls back) and the retried batch finds the id stored.
+    another writer that stored one of these ids for the same user after the
+    states were read shows here. The same id stored for ANOTHER user (ids reused
+    across cards) does not; the ledger's unique transaction_id refuses the insert
+    (IntegrityError, the whole batch rolls back) and the retried batch finds the
+    id stored.
     """
     return store.versions_get(scored.versions) == scored.versions
 

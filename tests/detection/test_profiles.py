@@ -226,3 +226,26 @@ def test_an_id_stored_for_another_user_meanwhile_fails_the_batch_whole(monkeypat
     again = record(store, 2)
     assert again.duplicates == ["p-2"] and not again.created
     assert UserProfile.objects.get(user_id="shared-user").txn_count == 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_same_id_stored_for_the_same_user_while_reading_is_skipped(monkeypatch):
+    """Given another writer that stores one of the batch's ids for the same user
+    just before the batch reads that user's state, the batch counts the id as
+    stored: no second application, no constraint error to retry."""
+    store = OrmStateStore()
+    record(store, 1)
+    real_get = OrmStateStore.states_get
+    interleaved = []
+
+    def write_then_read(self, user_ids):
+        if self is store and not interleaved:
+            interleaved.append(record(OrmStateStore(use_cache=False), 2))
+        return real_get(self, user_ids)
+
+    monkeypatch.setattr(OrmStateStore, "states_get", write_then_read)
+    result = record(store, 2)
+    monkeypatch.undo()
+    assert interleaved and interleaved[0].created
+    assert result.duplicates == ["p-2"] and not result.created
+    assert UserProfile.objects.get(user_id="shared-user").txn_count == 2
