@@ -4,12 +4,13 @@ from django.urls import path, register_converter
 from django.urls.converters import StringConverter
 
 from dashboard import views
+from transactions.messages import ID_PATH_REGEX
 
 
 class TransactionIdConverter(StringConverter):
-    """A transaction id in a path: no '/', and no NUL (PostgreSQL refuses it)."""
+    """A transaction id in a path (see ID_PATH_REGEX)."""
 
-    regex = "[^/\x00]+"
+    regex = ID_PATH_REGEX
 
 
 register_converter(TransactionIdConverter, "transaction_id")

@@ -32,6 +32,7 @@ from detection.state import FEATURE_NAMES
 from transactions.messages import (
     MessageError,
     TransactionMessage,
+    text_encodable,
     transaction_message_parse,
 )
 
@@ -61,17 +62,6 @@ class BacktestResult:
 NOT_UTF8 = "not UTF-8 text (save the file as UTF-8)"
 
 
-def _utf8_error(text: str) -> str | None:
-    """Return an error if text read with surrogateescape held bytes not UTF-8."""
-    if text.isascii():
-        return None
-    try:
-        text.encode()
-    except UnicodeEncodeError:
-        return NOT_UTF8
-    return None
-
-
 def _printable(text: str) -> str:
     """Return text with undecodable bytes shown as U+FFFD (for the rejects file)."""
     return text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
@@ -89,9 +79,8 @@ def _records(path: Path) -> Iterator[tuple[int, str, dict | None, str | None]]:
             for number, row in enumerate(reader, start=2):
                 text = json.dumps(row)
                 values = "".join(v for v in row.values() if isinstance(v, str))
-                error = _utf8_error(values)
-                if error:
-                    yield number, _printable(text), None, error
+                if not text_encodable(values):
+                    yield number, _printable(text), None, NOT_UTF8
                     continue
                 clean = {k: v for k, v in row.items() if k is not None and v != ""}
                 yield number, text, clean, None
@@ -99,9 +88,8 @@ def _records(path: Path) -> Iterator[tuple[int, str, dict | None, str | None]]:
         for number, line in enumerate(handle, start=1):
             if not line.strip():
                 continue
-            error = _utf8_error(line)
-            if error:
-                yield number, _printable(line), None, error
+            if not text_encodable(line):
+                yield number, _printable(line), None, NOT_UTF8
                 continue
             try:
                 yield number, line, json.loads(line), None

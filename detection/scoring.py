@@ -141,9 +141,8 @@ class ScoringConfigProvider:
         elif self._model is not None and self._model.version == row.version:
             # In use (again, if a version that failed was activated meanwhile).
             self._failed_version, self.model_error = None, None
-        elif row.version == self._failed_version:
-            pass  # logged when it failed; a new version is tried when activated
-        elif self._model is None or self._model.version != row.version:
+        elif row.version != self._failed_version:
+            # A version that failed was logged then; it is not tried again.
             try:
                 self._model = model_load(row)
                 self._failed_version, self.model_error = None, None

@@ -119,15 +119,14 @@ class PredictView(APIView):
                 stored = transaction_get(transaction_id=message.transaction_id)
                 if stored is None:
                     raise
-                return Response(
-                    TransactionSerializer(stored).data, status=status.HTTP_200_OK
-                )
-            if result.created:
-                _verdicts_push(result.created)
-                body = TransactionSerializer(Transaction(**result.created[0])).data
-                return Response(body, status=status.HTTP_201_CREATED)
-            # Lost a race with another writer of the same id: return theirs.
-            stored = transaction_get(transaction_id=message.transaction_id)
+            else:
+                if result.created:
+                    _verdicts_push(result.created)
+                    row = result.created[0]
+                    body = TransactionSerializer(Transaction(**row)).data
+                    return Response(body, status=status.HTTP_201_CREATED)
+                # Lost a race with another writer of the same id: return theirs.
+                stored = transaction_get(transaction_id=message.transaction_id)
         return Response(TransactionSerializer(stored).data, status=status.HTTP_200_OK)
 
 

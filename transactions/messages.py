@@ -32,6 +32,9 @@ SCORING_INPUT_FIELDS = (
 )
 MAX_ID_LENGTH = 64
 MAX_TEXT_LENGTH = 128
+# An id as a URL path segment (API and dashboard): no '/', and no NUL, which
+# PostgreSQL refuses in a query. The parser refuses both in ids it accepts.
+ID_PATH_REGEX = "[^/\x00]+"
 MAX_AMOUNT = Decimal("1000000000")
 CHANNELS = ("pos", "ecom", "atm")
 _CURRENCY_RE = re.compile(r"^[A-Z]{3}$")
@@ -74,6 +77,18 @@ class TransactionMessage:
         return float(self.amount)
 
 
+def text_encodable(text: str) -> bool:
+    """Return False if text holds lone surrogates (from json.loads, or bytes not
+    UTF-8 read with errors="surrogateescape"), which no database can store."""
+    if text.isascii():
+        return True
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def _text(
     data: dict,
     name: str,
@@ -96,13 +111,10 @@ def _text(
         # PostgreSQL text cannot store NUL, and no legitimate id or name has one.
         errors[name] = ["Null characters are not allowed."]
         return ""
-    if not value.isascii():
-        try:
-            value.encode()
-        except UnicodeEncodeError:
-            # json.loads (DRF, files) accepts lone surrogates; no database stores them.
-            errors[name] = ["Must be valid Unicode text (no unpaired surrogates)."]
-            return ""
+    if not text_encodable(value):
+        # json.loads (DRF, files) accepts lone surrogates; no database stores them.
+        errors[name] = ["Must be valid Unicode text (no unpaired surrogates)."]
+        return ""
     if len(value) > max_length:
         errors[name] = [f"Ensure this field has no more than {max_length} characters."]
         return ""

@@ -16,6 +16,7 @@ from rest_framework.pagination import CursorPagination
 from rest_framework.response import Response
 
 from transactions.filters import TransactionFilter
+from transactions.messages import ID_PATH_REGEX
 from transactions.models import Label, Transaction
 from transactions.selectors import verdict_totals
 from transactions.serializers import (
@@ -145,8 +146,7 @@ class TransactionViewSet(viewsets.ReadOnlyModelViewSet):
     queryset = Transaction.objects.all()
     serializer_class = TransactionSerializer
     lookup_field = "transaction_id"
-    # No NUL: PostgreSQL refuses it in a query (a 500), and no id holds one.
-    lookup_value_regex = "[^/\x00]+"
+    lookup_value_regex = ID_PATH_REGEX
     pagination_class = TransactionCursorPagination
     filterset_class = TransactionFilter
     filter_backends = [

@@ -23,11 +23,11 @@ pytestmark = pytest.mark.django_db
 START = datetime(2026, 4, 1, 9, 0, tzinfo=UTC)
 
 
-def message(n: int, *, amount: str = "20.00"):
+def message(n: int, *, amount: str = "20.00", user_id: str = "shared-user"):
     return transaction_message_parse(
         {
             "transaction_id": f"p-{n}",
-            "user_id": "shared-user",
+            "user_id": user_id,
             "amount": amount,
             "timestamp": (START + timedelta(minutes=n)).isoformat(),
             "merchant_id": f"m-{n}",
@@ -134,6 +134,24 @@ def test_concurrent_writers_of_one_new_user_lose_no_update():
     assert len(profile.merchants) == 2 * per_thread
 
 
+def write_after_scoring(monkeypatch, store: OrmStateStore, write) -> list:
+    """Run `write()` once, right after `store`'s next batch is scored (outside its
+    write transaction) and before it is stored; return that store's scorings."""
+    real_score = transaction_batch_score
+    scorings = []
+
+    def score_then_write(**kwargs):
+        result = real_score(**kwargs)
+        if kwargs["store"] is store:  # not the interleaved writer's own scoring
+            scorings.append(result)
+            if len(scorings) == 1:
+                write()
+        return result
+
+    monkeypatch.setattr("detection.services.transaction_batch_score", score_then_write)
+    return scorings
+
+
 # Outside a transaction, as the stream runs: inside one, batches score in place.
 @pytest.mark.django_db(transaction=True)
 def test_a_batch_scored_while_nobody_else_writes_is_stored_as_scored():
@@ -167,19 +185,10 @@ def test_a_write_between_scoring_and_storing_makes_the_batch_score_again(
 
     # The same interleaving through the one entry point: the API's write lands
     # after the stream scored (outside the transaction) and before it stores.
-    real_score = transaction_batch_score
-    calls = []
-
-    def score_then_interleave(**kwargs):
-        result = real_score(**kwargs)
-        if kwargs["store"] is store:  # the stream's, not the API's
-            calls.append(result)
-            if len(calls) == 1:
-                record(OrmStateStore(use_cache=False), 4, amount="60.00")
-        return result
-
-    monkeypatch.setattr(
-        "detection.services.transaction_batch_score", score_then_interleave
+    calls = write_after_scoring(
+        monkeypatch,
+        store,
+        lambda: record(OrmStateStore(use_cache=False), 4, amount="60.00"),
     )
     result = record(store, 3)
     monkeypatch.undo()
@@ -199,25 +208,10 @@ def test_an_id_stored_for_another_user_meanwhile_fails_the_batch_whole(monkeypat
     refused and nothing of the batch stays; tried again, the id counts as stored."""
     store = OrmStateStore()
     record(store, 1)
-    real_score = transaction_batch_score
-
-    def score_then_interleave(**kwargs):
-        result = real_score(**kwargs)
-        if kwargs["store"] is store:
-            transaction_batch_score_record(
-                messages=[
-                    transaction_message_parse(
-                        {"transaction_id": "p-2", "user_id": "other", "amount": "5"}
-                    )
-                ],
-                store=OrmStateStore(use_cache=False),
-                config=scoring_config_from_db(model=None),
-                source="test",
-            )
-        return result
-
-    monkeypatch.setattr(
-        "detection.services.transaction_batch_score", score_then_interleave
+    write_after_scoring(
+        monkeypatch,
+        store,
+        lambda: record(OrmStateStore(use_cache=False), 2, user_id="other"),
     )
     with pytest.raises(IntegrityError):
         record(store, 2)
