@@ -90,7 +90,12 @@ def test_launcher_serves_admin_and_api_then_stops_everything(tmp_path, redis_url
         assert streamed > 0, "no streamed transaction was scored"
     finally:
         process.send_signal(signal.SIGTERM)
-        code = process.wait(timeout=60)
+        try:
+            code = process.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)  # the launcher hung: fail, clean
+            process.wait(timeout=10)
+            raise
     assert code == 0
     text = Path(log.name).read_text()
     assert "kafka stopped" in text or "Stopping" in text
