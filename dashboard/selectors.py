@@ -69,7 +69,7 @@ class TravelSummary:
 def _coordinates(txn: Transaction) -> tuple[float, float] | None:
     if txn.latitude is not None and txn.longitude is not None:
         return txn.latitude, txn.longitude
-    found = city_coordinates(txn.location)
+    found = city_coordinates(txn.location, txn.country)
     return (found[0], found[1]) if found else None
 
 

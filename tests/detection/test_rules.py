@@ -3,6 +3,7 @@
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
+import numpy as np
 import pytest
 
 from detection.rules import RULE_TYPES, RuleParamsError, rule_params_validate
@@ -97,6 +98,31 @@ def test_geo_velocity_fires_above_speed_limit_away_from_home():
     assert reason["detail"] == "6,900 km in 1.2 h = 5,750 km/h > 900 km/h"
 
 
+def test_geo_velocity_reason_states_the_time_the_speed_was_computed_over():
+    """The reason's time is distance / speed: minutes under an hour, and the
+    1-minute floor as "1 min or less" (not the gap to an unlocated transaction)."""
+    params = rule_params_validate("geo_velocity", {})
+    evaluate = RULE_TYPES["geo_velocity"].evaluate
+    minutes = row(
+        distance_prev_km=1000.0,
+        speed_kmh=3000.0,
+        seconds_since_prev=60.0,
+        distance_home_km=1000.0,
+    )
+    assert evaluate(minutes, params, None)["detail"] == (
+        "1,000 km in 20 min = 3,000 km/h > 900 km/h"
+    )
+    floored = row(
+        distance_prev_km=173.0,
+        speed_kmh=173.0 * 60,
+        seconds_since_prev=20.0,
+        distance_home_km=173.0,
+    )
+    reason = evaluate(floored, params, None)
+    assert reason["detail"] == "173 km in 1 min or less = 10,380 km/h > 900 km/h"
+    assert reason["values"]["hours"] == round(1 / 60, 3)
+
+
 def test_geo_velocity_ignores_short_hops_and_returns_home():
     """Below min_distance_km, or back at home, a fast hop is not impossible travel."""
     assert not fires(
@@ -117,6 +143,47 @@ def test_high_velocity_counts_this_transaction_and_the_window():
     assert not fires("high_velocity", row(recent_times=four[:3]))
     outside = [now - 601, now - 700, now - 800, now - 60]
     assert not fires("high_velocity", row(recent_times=outside))
+
+
+class FixedPercentileModel:
+    """A stand-in model that puts every row at one training percentile."""
+
+    version = "fixed"
+
+    def __init__(self, percentile: float) -> None:
+        self.percentile = percentile
+
+    def anomaly_scores(self, matrix):
+        return np.full(len(matrix), 0.6)
+
+    def percentiles(self, scores):
+        return np.full(len(scores), self.percentile)
+
+
+@pytest.mark.parametrize(
+    ("percentile", "status", "risk_added"),
+    [(0.91, "legit", None), (0.98, "suspicious", 0.565657), (0.999, "suspicious", 0.7)],
+)
+def test_a_flagged_verdict_names_the_model_when_it_added_risk(
+    percentile, status, risk_added
+):
+    """Below its reason threshold (99.5%) the model still adds risk; when that
+    flags the transaction, the model is named with the risk it added, so no
+    flagged verdict has an empty reason list. A legit verdict stays quiet."""
+    verdicts, _ = transaction_score_batch(
+        [message("t1", "40.00", 0)],
+        store=InMemoryStateStore(),
+        config=scoring_config_defaults(model=FixedPercentileModel(percentile)),
+    )
+    verdict = verdicts[0]
+    assert verdict.status == status
+    if risk_added is None:
+        assert verdict.reasons == []
+        return
+    (reason,) = verdict.reasons
+    assert reason["code"] == "model_anomaly"
+    assert reason["values"]["risk_added"] == risk_added
+    assert reason["detail"].endswith(f"adds {risk_added:.2f} to the risk")
 
 
 def test_model_anomaly_fires_at_threshold_percentile():
@@ -193,6 +260,33 @@ def test_a_late_transaction_is_not_compared_with_a_later_location():
     assert NOTE_LATE in verdicts[0].notes
     assert states["u1"].last_location == "Mumbai"
     assert states["u1"].count == 4
+
+
+def test_a_city_name_is_looked_up_in_the_message_country():
+    """London with country CA is London, Ontario: Toronto then London 1.5 h later
+    is a 170 km drive, not impossible travel to England; a name the country has
+    no city of is unknown rather than a namesake abroad."""
+    store, config = InMemoryStateStore(), scoring_config_defaults()
+    transaction_score_batch(
+        [message("t1", "30.00", 0, location="Toronto", country="CA")],
+        store=store,
+        config=config,
+    )
+    verdicts, states = transaction_score_batch(
+        [message("t2", "30.00", 90, location="London", country="CA")],
+        store=store,
+        config=config,
+    )
+    assert "geo_velocity" not in verdicts[0].reason_codes
+    assert states["u1"].last_longitude == pytest.approx(-81.23, abs=0.1)
+    verdicts, _ = transaction_score_batch(
+        [message("t3", "30.00", 100, location="Hyderabad", country="CA")],
+        store=store,
+        config=config,
+    )
+    assert "Unknown location 'Hyderabad' in CA: geo features skipped." in (
+        verdicts[0].notes
+    )
 
 
 def test_unknown_city_is_not_an_error():

@@ -72,7 +72,7 @@ def _reason(code: str, amount: float, rng: random.Random) -> dict:
         }
     elif code == "high_velocity":
         count = rng.randint(5, 15)
-        detail = f"{count} transactions in 10 min (limit 5)"
+        detail = f"{count} transactions in 10 min (fires at 5)"
         values = {"count": count, "window_minutes": 10.0, "max_count": 5}
     else:
         score = round(rng.uniform(0.62, 0.8), 4)
