@@ -57,3 +57,17 @@ def anon_client():
     from rest_framework.test import APIClient
 
     return APIClient()
+
+
+@pytest.fixture
+def viewer_client(django_user_model):
+    """Return a DRF client signed in as a user with no model permissions."""
+    from rest_framework.test import APIClient
+
+    viewer = django_user_model.objects.create_user(
+        username="viewer", password="correct-horse-battery"
+    )
+    client = APIClient()
+    client.force_authenticate(viewer)
+    client.user = viewer
+    return client

@@ -50,6 +50,11 @@ class RuleAdmin(admin.ModelAdmin):
         # The code ties the row to its logic; changing it would swap the rule.
         return ("code", "updated_at") if obj else ("updated_at",)
 
+    def has_delete_permission(self, request, obj=None):
+        # A deleted rule silently stops scoring and loses its tuned params;
+        # "enabled" switches a rule off and keeps them.
+        return False
+
 
 @admin.register(DecisionThresholds)
 class DecisionThresholdsAdmin(admin.ModelAdmin):
@@ -120,7 +125,10 @@ class DeadLetterAdmin(ReadOnlyAdmin):
     exclude = ("raw_value",)
     actions = ["redrive"]
 
-    @admin.action(description="Redrive: score the selected letters again")
+    @admin.action(
+        description="Redrive: score the selected letters again",
+        permissions=["redrive"],
+    )
     def redrive(self, request, queryset):
         """Decode the selected letters again and score those valid now."""
         report = dead_letters_redrive(
@@ -133,3 +141,7 @@ class DeadLetterAdmin(ReadOnlyAdmin):
             f"{report.still_invalid} still invalid (see Resolution).",
             messages.SUCCESS if not report.still_invalid else messages.WARNING,
         )
+
+    def has_redrive_permission(self, request):
+        """Return whether the user may redrive (it writes transactions)."""
+        return request.user.has_perm("detection.redrive_deadletter")

@@ -174,6 +174,9 @@ class DeadLetter(models.Model):
                 name="dead_letter_record",
             ),
         ]
+        # Redrive scores letters into the ledger: more than viewing them, and the
+        # admin offers no other change to a letter.
+        permissions = [("redrive_deadletter", "Can redrive dead letters")]
 
     def __str__(self) -> str:
         return f"{self.topic}[{self.partition}]@{self.offset}: {self.error[:60]}"

@@ -306,9 +306,10 @@ def features_replay(
 def model_retrain(*, since: datetime | None = None, limit: int = 200_000) -> str:
     """Train a new model on stored history (event order) and activate it.
 
-    Return the new version. Labels are never used: the forest learns behaviour.
+    Return the new version. The forest learns normal behaviour, so transactions
+    an analyst confirmed as fraud (latest label) are left out of its training.
     """
-    queryset = Transaction.objects.order_by("-timestamp")
+    queryset = Transaction.objects.not_confirmed_fraud().order_by("-timestamp")
     if since is not None:
         queryset = queryset.filter(timestamp__gte=since)
     # Ground truth (is_fraud) is deliberately not read: it is never a model input.

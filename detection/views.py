@@ -24,6 +24,7 @@ from detection.serializers import (
 )
 from detection.services import transaction_batch_score_record, transaction_what_if
 from detection.state import UserState
+from fraudsite.permissions import permission_required
 from transactions.models import Transaction
 from transactions.selectors import transaction_get, user_transactions_recent
 from transactions.serializers import TransactionSerializer
@@ -92,8 +93,11 @@ class PredictView(APIView):
     """Score one transaction and record it (an HTTP ingestion path).
 
     Idempotent on transaction_id: posting the same id again returns the stored
-    verdict with 200 instead of 201, and changes nothing.
+    verdict with 200 instead of 201, and changes nothing. Recording moves the
+    card's profile, so it takes the "add transaction" permission.
     """
+
+    permission_classes = permission_required("transactions.add_transaction")
 
     @extend_schema(
         request=TransactionMessageSerializer, responses=TransactionSerializer

@@ -1,6 +1,7 @@
 """URL configuration: admin, API (with OpenAPI schema), auth pages and dashboard."""
 
 from django.contrib import admin
+from django.contrib.auth import views as auth_views
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView
 
@@ -10,6 +11,9 @@ urlpatterns = [
     path("api/", include("transactions.urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api-auth/", include("rest_framework.urls")),
-    path("accounts/", include("django.contrib.auth.urls")),
+    # Only sign-in and sign-out: password reset would mail links from a site
+    # with no mail set up; admins set passwords in the admin.
+    path("accounts/login/", auth_views.LoginView.as_view(), name="login"),
+    path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("", include("dashboard.urls")),
 ]

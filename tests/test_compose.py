@@ -89,3 +89,16 @@ def test_env_example_documents_every_variable():
     }
     read = set(re.findall(r'env\.\w+\(\s*"([A-Z_]+)"', SETTINGS_TEXT))
     assert read - documented == set()
+
+
+def test_image_leaves_local_secrets_and_data_out():
+    """The Dockerfile copies the project folder: .dockerignore keeps the local .env
+    (SECRET_KEY), var/ (the SQLite file with password hashes and API tokens), the
+    virtual environment and the git history out of the image."""
+    ignored = {
+        line.strip()
+        for line in (ROOT / ".dockerignore").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    }
+    assert {".env", "var/", ".venv/", ".git/"} <= ignored
+    assert "COPY . ." in (ROOT / "Dockerfile").read_text()

@@ -34,6 +34,18 @@ class TransactionQuerySet(models.QuerySet):
         """Return one user's transactions."""
         return self.filter(user_id=user_id)
 
+    def not_confirmed_fraud(self) -> TransactionQuerySet:
+        """Return transactions whose latest analyst label is not "fraud"."""
+        latest = (
+            Label.objects.filter(transaction=models.OuterRef("pk"))
+            .latest_first()
+            .values("is_fraud")[:1]
+        )
+        # Unlabelled rows have NULL here; a plain exclude(=True) would drop them.
+        return self.annotate(latest_label_fraud=models.Subquery(latest)).filter(
+            Q(latest_label_fraud__isnull=True) | Q(latest_label_fraud=False)
+        )
+
 
 class Transaction(models.Model):
     """One card transaction and the verdict it received when it was scored."""

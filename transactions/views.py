@@ -15,6 +15,7 @@ from rest_framework.exceptions import NotFound, ValidationError
 from rest_framework.pagination import CursorPagination
 from rest_framework.response import Response
 
+from fraudsite.permissions import permission_required
 from transactions.filters import TransactionFilter
 from transactions.messages import ID_PATH_REGEX
 from transactions.models import Label, Transaction
@@ -180,7 +181,12 @@ class TransactionViewSet(viewsets.ReadOnlyModelViewSet):
         )
 
     @extend_schema(request=LabelCreateSerializer, responses={201: LabelSerializer})
-    @action(detail=True, methods=["post"], url_path="label")
+    @action(
+        detail=True,
+        methods=["post"],
+        url_path="label",
+        permission_classes=permission_required("transactions.add_label"),
+    )
     def label(self, request, transaction_id=None):
         """Record the analyst's label (latest wins); the verdict stays unchanged."""
         transaction = self.get_object()

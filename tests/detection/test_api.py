@@ -299,3 +299,58 @@ def test_a_transaction_dated_too_far_ahead_is_400_when_limited(api_client, setti
     assert Transaction.objects.count() == 0
     ok = api_client.post("/api/predict", GOOD, format="json")
     assert ok.status_code == 201
+
+
+def test_recording_takes_the_add_transaction_permission(viewer_client):
+    """Predict writes to the ledger and moves the card's profile: a signed-in user
+    without "Can add transaction" gets a 403 that names it, and nothing is stored;
+    once an admin grants it, the same request records the transaction. Reading
+    and what-if scoring stay open to every signed-in user."""
+    from django.contrib.auth.models import Permission
+
+    refused = viewer_client.post("/api/predict", GOOD, format="json")
+    assert refused.status_code == 403
+    assert "transactions.add_transaction" in refused.json()["detail"]
+    assert not Transaction.objects.exists()
+    assert not UserProfile.objects.exists()
+    what_if = viewer_client.post("/api/validate-transaction", GOOD, format="json")
+    assert what_if.status_code == 200
+
+    viewer = viewer_client.user
+    viewer.user_permissions.add(Permission.objects.get(codename="add_transaction"))
+    viewer_client.force_authenticate(type(viewer).objects.get(pk=viewer.pk))
+    assert viewer_client.post("/api/predict", GOOD, format="json").status_code == 201
+
+
+@pytest.mark.parametrize("path", ["/api/predict", "/api/validate-transaction"])
+def test_a_body_over_the_upload_limit_is_refused_unread(api_client, settings, path):
+    """Bodies are held to DATA_UPLOAD_MAX_MEMORY_SIZE: a larger one is a 413 that
+    says the limit, JSON or form-encoded, not read into memory and scored."""
+    settings.DATA_UPLOAD_MAX_MEMORY_SIZE = 1000
+    padded = {**GOOD, "merchant_id": "m", "padding": "x" * 2000}
+    for response in (
+        api_client.post(path, padded, format="json"),
+        api_client.post(path, padded),  # multipart: Django's own limit
+        api_client.generic(
+            "POST",
+            path,
+            "&".join(f"{key}={value}" for key, value in padded.items()),
+            content_type="application/x-www-form-urlencoded",
+        ),
+    ):
+        assert response.status_code in (400, 413), response.content
+    response = api_client.post(path, padded, format="json")
+    assert response.status_code == 413
+    assert "1,000 bytes" in response.json()["detail"]
+    assert not Transaction.objects.exists()
+
+
+def test_deeply_nested_json_is_a_400_not_a_500(api_client):
+    """A body nested 100,000 deep overflows Python's JSON parser: the caller gets
+    a 400 that says so, and the server stays up."""
+    body = "[" * 100_000 + "]" * 100_000
+    response = api_client.generic(
+        "POST", "/api/predict", body, content_type="application/json"
+    )
+    assert response.status_code == 400
+    assert "nested too deeply" in response.json()["detail"]

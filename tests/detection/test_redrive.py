@@ -122,3 +122,26 @@ def test_redrive_keeps_the_live_limit_on_future_timestamps(settings):
     assert future.resolved_at is None
     assert "TRANSACTION_MAX_FUTURE_SECONDS" in future.resolution
     assert not Transaction.objects.filter(transaction_id="rd-future").exists()
+
+
+def test_redrive_is_offered_only_with_its_permission(client, django_user_model):
+    """Redrive writes transactions: staff who may only view dead letters see no
+    Redrive action, and posting it anyway stores nothing."""
+    from django.contrib.auth.models import Permission
+
+    target = letter(message("rd-viewer"), 21)
+    viewer = django_user_model.objects.create_user(
+        username="letters-viewer", password="correct-horse-battery", is_staff=True
+    )
+    viewer.user_permissions.add(Permission.objects.get(codename="view_deadletter"))
+    client.force_login(viewer)
+    listing = client.get("/admin/detection/deadletter/")
+    assert listing.status_code == 200
+    assert 'value="redrive"' not in listing.content.decode()
+    client.post(
+        "/admin/detection/deadletter/",
+        {"action": "redrive", "_selected_action": [target.id]},
+    )
+    target.refresh_from_db()
+    assert target.resolved_at is None
+    assert not Transaction.objects.filter(transaction_id="rd-viewer").exists()

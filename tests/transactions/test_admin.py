@@ -196,3 +196,18 @@ def test_profiles_dead_letters_and_models_cannot_be_deleted_in_admin(
     assert UserProfile.objects.filter(pk=profile.pk).exists()
     listing = client_staff.get("/admin/detection/deadletter/").content.decode()
     assert "delete_selected" not in listing
+
+
+def test_rules_cannot_be_deleted_in_admin(client_staff):
+    """A deleted rule would silently stop scoring and lose its params; admin offers
+    "enabled" instead of delete."""
+    from detection.models import Rule
+
+    rule = Rule.objects.get(code="geo_velocity")
+    page = client_staff.post(
+        f"/admin/detection/rule/{rule.pk}/delete/", {"post": "yes"}
+    )
+    assert page.status_code == 403
+    assert Rule.objects.filter(pk=rule.pk).exists()
+    listing = client_staff.get("/admin/detection/rule/").content.decode()
+    assert "delete_selected" not in listing

@@ -163,3 +163,17 @@ def test_labels_are_in_admin(client, staff_user):
     assert b"fraud (analyst)" in changelist.content
     change = client.get(reverse("admin:transactions_transaction_change", args=[txn.pk]))
     assert change.status_code == 200
+
+
+def test_labelling_takes_the_add_label_permission(viewer_client, client):
+    """A signed-in user without "Can add label" reads labels but cannot add one:
+    the API refuses with a 403 and the detail page shows no label form."""
+    transaction = _transaction()
+    response = viewer_client.post(_url(transaction.transaction_id), {"is_fraud": True})
+    assert response.status_code == 403
+    assert "transactions.add_label" in response.json()["detail"]
+    assert not Label.objects.exists()
+    client.force_login(viewer_client.user)
+    page = client.get(f"/transactions/{transaction.transaction_id}/").content.decode()
+    assert 'id="label-form"' not in page
+    assert "Can add label" in page

@@ -15,6 +15,8 @@
     return parts;
   }
 
+  if (!form) return; // the user may read labels but not add them
+
   form.addEventListener("submit", async function (event) {
     event.preventDefault();
     const button = event.submitter;
