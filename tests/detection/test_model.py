@@ -54,6 +54,20 @@ def test_retrain_model_activates_a_verified_skops_model(history, capsys):
     assert np.all((scores > 0) & (scores <= 1))
 
 
+def test_confirmed_fraud_is_left_out_of_training(history, staff_user):
+    """The forest learns normal behaviour: a transaction whose latest label says
+    fraud is not trained on; one relabelled legitimate afterwards is."""
+    from transactions.models import Transaction
+    from transactions.services import label_create
+
+    confirmed, relabelled = Transaction.objects.order_by("id")[:2]
+    label_create(transaction=confirmed, is_fraud=True, created_by=staff_user)
+    label_create(transaction=relabelled, is_fraud=True, created_by=staff_user)
+    label_create(transaction=relabelled, is_fraud=False, created_by=staff_user)
+    call_command("retrain_model")
+    assert model_active_row().sample_count == len(history) - 1
+
+
 def test_second_training_replaces_the_active_model(history):
     """Only one version is active at a time."""
     call_command("retrain_model")
