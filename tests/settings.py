@@ -7,6 +7,9 @@ ASGI server) use `fraudsite.settings` with the environment the test gives them.
 import os
 
 os.environ.setdefault("SECRET_KEY", "test-only-secret-key-not-for-production-use")
+# The test run's own live-update channel group, inherited by the processes it
+# starts: its verdicts must not reach the dashboard of a `make run` on this Redis.
+os.environ["CHANNEL_LAYER_PREFIX"] = f"test-{os.getpid()}"
 
 from fraudsite.settings import *  # noqa: F403
 

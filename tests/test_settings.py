@@ -69,3 +69,26 @@ def test_sqlite_runs_in_wal_mode_with_a_busy_timeout():
         assert cursor.fetchone()[0] == "wal"
         cursor.execute("PRAGMA busy_timeout")
         assert cursor.fetchone()[0] >= 5000
+
+
+def test_cookies_are_secure_unless_debug_or_told():
+    """Outside DEBUG, session and CSRF cookies are HTTPS-only unless the
+    deployment says it serves plain HTTP (SECURE_COOKIES=0)."""
+    expression = "(s.SESSION_COOKIE_SECURE, s.CSRF_COOKIE_SECURE)"
+    key = "k" * 50
+    assert settings_value(expression, SECRET_KEY=key).stdout.strip() == "(True, True)"
+    plain = settings_value(expression, SECRET_KEY=key, SECURE_COOKIES="0")
+    assert plain.stdout.strip() == "(False, False)"
+    debug = settings_value(expression, DEBUG="1")
+    assert debug.stdout.strip() == "(False, False)"
+    proxied = settings_value(
+        "s.SECURE_PROXY_SSL_HEADER", SECRET_KEY=key, USE_X_FORWARDED_PROTO="1"
+    )
+    assert proxied.stdout.strip() == "('HTTP_X_FORWARDED_PROTO', 'https')"
+
+
+def test_the_test_run_pushes_on_its_own_channel_group(settings):
+    """The test run (and the processes it starts) use their own channel-layer
+    prefix, so its verdicts never reach a dashboard of `make run` on this Redis."""
+    prefix = settings.CHANNEL_LAYERS["default"]["CONFIG"]["prefix"]
+    assert prefix == os.environ["CHANNEL_LAYER_PREFIX"] == f"test-{os.getpid()}"

@@ -4,14 +4,16 @@ from django.db import migrations
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('detection', '0005_dead_letter_record_key'),
+        ("detection", "0005_dead_letter_record_key"),
     ]
 
     operations = [
         migrations.AlterModelOptions(
-            name='deadletter',
-            options={'ordering': ['-id'], 'permissions': [('redrive_deadletter', 'Can redrive dead letters')]},
+            name="deadletter",
+            options={
+                "ordering": ["-id"],
+                "permissions": [("redrive_deadletter", "Can redrive dead letters")],
+            },
         ),
     ]

@@ -347,6 +347,9 @@ class Command(BaseCommand):
             "DATABASE_URL": self.scratch.url(database or self.database),
             "KAFKA_BROKER": self.bootstrap,
             "REDIS_URL": self.redis_url,
+            # Its own live-update channel group: the benchmark's verdicts must
+            # not appear on the dashboard of a `make run` sharing this Redis.
+            "CHANNEL_LAYER_PREFIX": f"bench-{uuid.uuid4().hex[:12]}",
             "PYTHONUNBUFFERED": "1",
         }
         env.pop("DJANGO_SETTINGS_MODULE", None)
