@@ -16,6 +16,8 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 from detection.kafka import topic_ensure
@@ -67,6 +69,24 @@ def _history_bootstrap(env: dict) -> None:
         logger.warning("no model trained yet: scoring by rules alone until a retrain")
 
 
+def _web_wait(url: str, web: subprocess.Popen, timeout: float = 180.0) -> bool:
+    """Return True once `url` answers, False if the server exits or time runs out.
+
+    The login banner is printed only after this, so that the address it shows
+    answers when the user opens it (the first request imports the whole app).
+    """
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and web.poll() is None:
+        try:
+            urllib.request.urlopen(url, timeout=5).close()
+            return True
+        except urllib.error.HTTPError:
+            return True  # any HTTP answer means the server is up
+        except OSError:
+            time.sleep(0.5)
+    return False
+
+
 def _interrupt(signum, frame) -> None:
     """Turn SIGTERM/SIGHUP (`kill`, a closed terminal) into Ctrl-C's clean stop."""
     raise KeyboardInterrupt
@@ -114,6 +134,9 @@ def main() -> int:
                 subprocess.Popen(command, cwd=ROOT, env=env, start_new_session=True)
             )
         password = login.split("password=")[-1].strip()
+        logger.info("waiting for the web server to answer ...")
+        if not _web_wait(f"http://127.0.0.1:{port}/api/", processes[0]):
+            logger.warning("the web server did not answer on port %s yet", port)
         print(
             "\n" + "=" * 64 + "\n"
             f"  Dashboard  http://127.0.0.1:{port}/\n"
