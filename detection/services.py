@@ -19,7 +19,6 @@ from detection.scoring import (
     Verdict,
     feature_matrix,
     transaction_features_batch,
-    transaction_score_batch,
     verdicts_score,
 )
 from detection.state import FEATURE_NAMES, InMemoryStateStore, UserState
@@ -269,20 +268,34 @@ def dead_letters_redrive(
 
 
 def transaction_what_if(
-    *, message: TransactionMessage, config: ScoringConfig
+    *, message: TransactionMessage, config: ScoringConfig, timed: bool = True
 ) -> tuple[Verdict, UserState]:
     """Score a hypothetical transaction against stored history; change nothing.
 
     Return the verdict and the user's state as it was before the transaction.
+    With `timed=False` (the caller gave no time), the transaction is judged now,
+    or just after the card's last transaction when that is later (event times of
+    a simulated or delayed feed can run ahead of the clock): "what if this card
+    paid next", never a late arrival that skips the travel check.
     """
-    # With apply_state=False the returned states are the ones read, unadvanced.
-    verdicts, states = transaction_score_batch(
-        [message],
-        store=OrmStateStore(use_cache=False, read_only=True),
-        config=config,
-        apply_state=False,
+    states = OrmStateStore(use_cache=False, read_only=True).states_get(
+        {message.user_id}
     )
-    return verdicts[0], states[message.user_id]
+    state = states[message.user_id]
+    notes = []
+    last = state.last_epoch
+    if not timed and last is not None and last >= message.timestamp.timestamp():
+        message.timestamp = datetime.fromtimestamp(last + 1, tz=UTC)
+        notes.append(
+            "No time given: judged 1 s after the card's last transaction "
+            f"({message.timestamp:%Y-%m-%d %H:%M:%S} UTC), which is later than now."
+        )
+    # With apply_state=False the states stay as they were read, unadvanced.
+    (verdict,) = verdicts_score(
+        [message], states=states, config=config, apply_state=False
+    )
+    verdict.notes[:0] = notes
+    return verdict, state
 
 
 def features_replay(

@@ -176,7 +176,9 @@ class ValidateTransactionView(APIView):
         serializer.is_valid(raise_exception=True)
         message = serializer.validated_data
         verdict, before = transaction_what_if(
-            message=message, config=scoring_config_current()
+            message=message,
+            config=scoring_config_current(),
+            timed=bool(request.data.get("timestamp")),
         )
         features = verdict.features
         body = {

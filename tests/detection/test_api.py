@@ -354,3 +354,34 @@ def test_deeply_nested_json_is_a_400_not_a_500(api_client):
     )
     assert response.status_code == 400
     assert "nested too deeply" in response.json()["detail"]
+
+
+def test_what_if_without_a_time_is_judged_after_the_cards_last_transaction(
+    api_client,
+):
+    """A card whose feed runs ahead of the clock (its last transaction is dated
+    tomorrow, in New York): a what-if in Sydney with no time is judged just after
+    that transaction, so impossible travel is checked and fires, and a note says
+    which time was used. With an explicit earlier time it arrives late instead."""
+    from datetime import UTC, datetime, timedelta
+
+    ahead = (datetime.now(UTC) + timedelta(days=1)).isoformat()
+    stored = api_client.post(
+        "/api/predict",
+        {**GOOD, "user_id": "ahead", "timestamp": ahead, "location": "New York"},
+        format="json",
+    )
+    assert stored.status_code == 201
+    probe = {"user_id": "ahead", "amount": "40.00", "location": "Sydney"}
+    untimed = api_client.post("/api/validate-transaction", probe, format="json")
+    assert untimed.status_code == 200
+    body = untimed.json()
+    assert "geo_velocity" in [reason["code"] for reason in body["reasons"]]
+    assert any("1 s after the card's last transaction" in n for n in body["notes"])
+    timed = api_client.post(
+        "/api/validate-transaction",
+        {**probe, "timestamp": datetime.now(UTC).isoformat()},
+        format="json",
+    )
+    assert "geo_velocity" not in [reason["code"] for reason in timed.json()["reasons"]]
+    assert any("travel not checked" in note for note in timed.json()["notes"])

@@ -289,6 +289,17 @@ def test_a_city_name_is_looked_up_in_the_message_country():
     )
 
 
+def test_common_city_names_resolve_to_the_city():
+    """"New York" and "Bombay" are alternate names of New York City and Mumbai;
+    a city's own name still wins over another city's alternate name."""
+    from detection.geo import city_coordinates
+
+    assert city_coordinates("New York")[2] == "US"
+    assert city_coordinates("New York")[0] == pytest.approx(40.71, abs=0.1)
+    assert city_coordinates("Bombay")[1] == pytest.approx(72.88, abs=0.1)
+    assert city_coordinates("London")[2] == "GB"
+
+
 def test_unknown_city_is_not_an_error():
     """An unknown city skips geo features and says so in the verdict's notes."""
     verdicts, _ = transaction_score_batch(
