@@ -226,6 +226,28 @@ def test_sorting_and_filtering(logged_in_page, score):
     assert "status=flagged" in page.url
 
 
+@pytest.mark.parametrize("width", [1024, 390])
+def test_pages_fit_narrow_screens_without_sideways_scrolling(
+    logged_in_page, score, width
+):
+    """At 1024 px (a laptop) and 390 px (a phone) no page is wider than the
+    screen: the table scrolls inside its frame, and its last column stays
+    reachable there."""
+    score(*(message(user_id=f"n{i}", amount="15000.00") for i in range(3)))
+    page = logged_in_page
+    page.set_viewport_size({"width": width, "height": 768})
+    for path in ("/", "/transactions/"):
+        page.goto(path)
+        if path == "/transactions/":
+            expect(_rows(page)).to_have_count(3)
+        else:
+            expect(page.locator("#total-all")).to_have_text("3")
+        overflow = page.evaluate(
+            "document.scrollingElement.scrollWidth - window.innerWidth"
+        )
+        assert overflow <= 0, f"{path} is {overflow}px wider than {width}px"
+
+
 def test_validation_panel_returns_a_verdict_with_reasons(logged_in_page, score):
     """The what-if lookup shows the verdict, its reasons and the user's history;
     with "Sync table results" on, the table follows the looked-up user."""

@@ -290,7 +290,7 @@ def test_a_city_name_is_looked_up_in_the_message_country():
 
 
 def test_common_city_names_resolve_to_the_city():
-    """"New York" and "Bombay" are alternate names of New York City and Mumbai;
+    """ "New York" and "Bombay" are alternate names of New York City and Mumbai;
     a city's own name still wins over another city's alternate name."""
     from detection.geo import city_coordinates
 
