@@ -33,7 +33,7 @@ class ReadOnlyAdmin(admin.ModelAdmin):
 
 @admin.register(Rule)
 class RuleAdmin(admin.ModelAdmin):
-    list_display = ("code", "name", "enabled", "weight", "params", "updated_at")
+    list_display = ("code_raw", "name", "enabled", "weight", "params", "updated_at")
     list_editable = ("enabled", "weight")
     readonly_fields = ("updated_at",)
     fields = (
@@ -45,6 +45,11 @@ class RuleAdmin(admin.ModelAdmin):
         "params",
         "updated_at",
     )
+
+    @admin.display(description="Code", ordering="code")
+    def code_raw(self, obj):
+        """Return the rule code as reasons and filters spell it (amount_spike)."""
+        return obj.code
 
     def get_readonly_fields(self, request, obj=None):
         # The code ties the row to its logic; changing it would swap the rule.

@@ -65,16 +65,14 @@ class DecisionThresholds(models.Model):
                 & Q(suspicious__lt=models.F("fraud"))
                 & Q(fraud__lte=1),
                 name="thresholds_ordered",
+                # Admin shows this (model validation checks constraints), so
+                # analysts read the rule, not the constraint's name.
+                violation_error_message="Need 0 < suspicious < fraud <= 1.",
             ),
         ]
 
     def __str__(self) -> str:
         return f"suspicious >= {self.suspicious}, fraud >= {self.fraud}"
-
-    def clean(self) -> None:
-        """Require 0 < suspicious < fraud <= 1."""
-        if not 0 < self.suspicious < self.fraud <= 1:
-            raise ValidationError("Need 0 < suspicious < fraud <= 1.")
 
 
 class UserProfile(models.Model):

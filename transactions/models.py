@@ -150,6 +150,7 @@ class VerdictTally(models.Model):
 
     class Meta:
         ordering = ["-minute"]
+        verbose_name_plural = "verdict tallies"
 
     def __str__(self) -> str:
         return f"{self.minute:%Y-%m-%d %H:%M} total={self.total}"

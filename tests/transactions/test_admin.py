@@ -211,3 +211,27 @@ def test_rules_cannot_be_deleted_in_admin(client_staff):
     assert Rule.objects.filter(pk=rule.pk).exists()
     listing = client_staff.get("/admin/detection/rule/").content.decode()
     assert "delete_selected" not in listing
+
+
+def test_threshold_error_reads_as_the_rule_once(client_staff):
+    """Saving suspicious above fraud is refused with the rule written out once,
+    not with the database constraint's name."""
+    from detection.models import DecisionThresholds
+
+    thresholds = DecisionThresholds.objects.get()
+    page = client_staff.post(
+        f"/admin/detection/decisionthresholds/{thresholds.pk}/change/",
+        {"suspicious": "0.9", "fraud": "0.5"},
+    )
+    text = page.content.decode()
+    assert page.status_code == 200
+    assert text.count("Need 0 &lt; suspicious &lt; fraud &lt;= 1.") == 1
+    assert "thresholds_ordered" not in text
+    thresholds.refresh_from_db()
+    assert (thresholds.suspicious, thresholds.fraud) == (0.5, 0.8)
+
+
+def test_rule_list_shows_codes_as_reasons_spell_them(client_staff):
+    """The rule list's Code column shows amount_spike, the code filters take."""
+    text = client_staff.get("/admin/detection/rule/").content.decode()
+    assert ">amount_spike<" in text
