@@ -7,7 +7,7 @@ import threading
 from datetime import UTC, datetime
 
 from django.db import IntegrityError, connection
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import status
 from rest_framework.permissions import AllowAny
 from rest_framework.response import Response
@@ -100,7 +100,14 @@ class PredictView(APIView):
     permission_classes = permission_required("transactions.add_transaction")
 
     @extend_schema(
-        request=TransactionMessageSerializer, responses=TransactionSerializer
+        request=TransactionMessageSerializer,
+        responses={
+            201: TransactionSerializer,
+            200: TransactionSerializer,
+            400: OpenApiResponse(description="Field errors, by field."),
+            403: OpenApiResponse(description="Needs 'add transaction'."),
+            413: OpenApiResponse(description="Body over the upload limit."),
+        },
     )
     def post(self, request):
         """Return the verdict, 201 when new, 200 when already stored."""

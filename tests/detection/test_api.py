@@ -34,6 +34,8 @@ def test_schema_is_served_without_login(anon_client):
     assert response.status_code == 200
     text = response.content.decode()
     assert "/api/predict" in text and "/api/validate-transaction" in text
+    predict = response.json()["paths"]["/api/predict/"]["post"]["responses"]
+    assert {"200", "201", "400", "403"} <= set(predict)
 
 
 @pytest.mark.parametrize(
