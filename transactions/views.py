@@ -3,9 +3,12 @@
 import math
 from datetime import UTC, datetime
 from decimal import Decimal
+from types import SimpleNamespace
+from urllib.parse import parse_qs, urlsplit
 
 from django.conf import settings
 from django.core.exceptions import ValidationError as DjangoValidationError
+from django.core.signing import BadSignature, Signer
 from django.db.models import Prefetch
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema
@@ -14,6 +17,7 @@ from rest_framework.decorators import action
 from rest_framework.exceptions import NotFound, ValidationError
 from rest_framework.pagination import CursorPagination
 from rest_framework.response import Response
+from rest_framework.utils.urls import replace_query_param
 
 from fraudsite.permissions import permission_required
 from transactions.filters import TransactionFilter
@@ -73,16 +77,34 @@ class TransactionCursorPagination(CursorPagination):
         self.model = queryset.model
         return super().paginate_queryset(queryset, request, view)
 
+    # Cursors are signed: a forged one could ask the database to skip 10^12
+    # equal values (seconds of CPU per request), or hold values no page made.
+    signer = Signer(salt="transactions.cursor")
+
+    def encode_cursor(self, cursor):
+        """Return the page URL with DRF's cursor, signed."""
+        url = super().encode_cursor(cursor)
+        value = parse_qs(urlsplit(url).query)[self.cursor_query_param][0]
+        signed = self.signer.sign(value)
+        return replace_query_param(url, self.cursor_query_param, signed)
+
     def decode_cursor(self, request):
         """Return the cursor; one that no page of ours could have made is a 404.
 
-        A cursor is client data: its offset must fit the database's integers and
-        its position must be a storable value of the sorted column, or the query
-        would fail (a 500) instead of answering.
+        The signature is checked first. Behind it, the offset must fit the
+        database's integers and the position must be a storable value of the
+        sorted column, or the query would fail (a 500) instead of answering.
         """
-        cursor = super().decode_cursor(request)
-        if cursor is None:
+        signed = request.query_params.get(self.cursor_query_param)
+        if signed is None:
             return None
+        try:
+            value = self.signer.unsign(signed)
+        except BadSignature:
+            raise NotFound(self.invalid_cursor_message) from None
+        params = request.query_params.copy()
+        params[self.cursor_query_param] = value
+        cursor = super().decode_cursor(SimpleNamespace(query_params=params))
         if cursor.offset > MAX_CURSOR_OFFSET:
             raise NotFound(self.invalid_cursor_message)
         if cursor.position is not None:

@@ -128,8 +128,32 @@ def test_cursor_pages_sorted_by_a_column_of_equal_values_walk_everything_once(
     assert max(Counter(statuses).values()) > 1000
 
 
-def _cursor(query: str) -> str:
-    return base64.b64encode(query.encode()).decode()
+def _cursor(query: str, *, signed: bool = True) -> str:
+    """Return a cursor for `query`, signed as the server signs its own (so the
+    checks behind the signature are tested), URL-quoted."""
+    from urllib.parse import quote
+
+    from transactions.views import TransactionCursorPagination
+
+    value = base64.b64encode(query.encode()).decode()
+    if signed:
+        value = TransactionCursorPagination.signer.sign(value)
+    return quote(value)
+
+
+def test_a_forged_cursor_is_refused_before_any_query(
+    api_client, ledger, django_assert_max_num_queries
+):
+    """An unsigned cursor asking to skip 10^12 equal values (seconds of database
+    CPU) is a 404 on its signature; the server's own cursors still page."""
+    forged = _cursor("o=1000000000000&p=0.0", signed=False)
+    with django_assert_max_num_queries(1):  # the session user, no page query
+        response = api_client.get(
+            f"/api/transactions?n=1&ordering=risk_score&cursor={forged}"
+        )
+    assert response.status_code == 404
+    following = api_client.get("/api/transactions?n=2").json()["meta"]["next"]
+    assert api_client.get(following).status_code == 200
 
 
 @pytest.mark.parametrize(
