@@ -7,9 +7,12 @@ ASGI server) use `fraudsite.settings` with the environment the test gives them.
 import os
 
 os.environ.setdefault("SECRET_KEY", "test-only-secret-key-not-for-production-use")
-# The test run's own live-update channel group, inherited by the processes it
-# starts: its verdicts must not reach the dashboard of a `make run` on this Redis.
-os.environ["CHANNEL_LAYER_PREFIX"] = f"test-{os.getpid()}"
+# The test run's own live-update channel group: its verdicts must not reach the
+# dashboard of a `make run` on this Redis. Processes the run starts (a live server
+# on these settings) inherit the run's id, so they share its group.
+os.environ["CHANNEL_LAYER_PREFIX"] = "test-" + os.environ.setdefault(
+    "FRAUDSITE_TEST_RUN", str(os.getpid())
+)
 
 from fraudsite.settings import *  # noqa: F403
 

@@ -91,4 +91,6 @@ def test_the_test_run_pushes_on_its_own_channel_group(settings):
     """The test run (and the processes it starts) use their own channel-layer
     prefix, so its verdicts never reach a dashboard of `make run` on this Redis."""
     prefix = settings.CHANNEL_LAYERS["default"]["CONFIG"]["prefix"]
-    assert prefix == os.environ["CHANNEL_LAYER_PREFIX"] == f"test-{os.getpid()}"
+    run_id = os.environ["FRAUDSITE_TEST_RUN"]
+    assert prefix == os.environ["CHANNEL_LAYER_PREFIX"] == f"test-{run_id}"
+    assert prefix != "asgi"

@@ -51,10 +51,17 @@ def channel_layer_redis(settings, dashboard_redis_url):
     """Point this process's channel layer at the tests' Redis; return the layer."""
     from channels.layers import get_channel_layer
 
+    # The same prefix as the live server this test run started (tests/settings.py).
+    prefix = settings.CHANNEL_LAYERS["default"]["CONFIG"]["prefix"]
     settings.CHANNEL_LAYERS = {
         "default": {
             "BACKEND": "channels_redis.core.RedisChannelLayer",
-            "CONFIG": {"hosts": [dashboard_redis_url], "capacity": 1000, "expiry": 10},
+            "CONFIG": {
+                "hosts": [dashboard_redis_url],
+                "capacity": 1000,
+                "expiry": 10,
+                "prefix": prefix,
+            },
         }
     }
     return get_channel_layer()
