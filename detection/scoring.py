@@ -303,15 +303,14 @@ def _model_named(
     Below its reason threshold the model still adds risk; when that helped flag
     the transaction, it is named anyway, so that no flagged verdict is unexplained.
     """
-    named = [
-        (rule, reason) for rule, reason in fired if rule.rule_type.code == MODEL_ANOMALY
-    ]
-    if not named and status == STATUS_LEGIT:
-        return fired
-    if not named:
-        fired = [*fired, (model_rule, model_reason(model_output, model_rule.params))]
-        named = fired[-1:]
-    reason = named[0][1]
+    reason = next(
+        (found for rule, found in fired if rule.rule_type.code == MODEL_ANOMALY), None
+    )
+    if reason is None:
+        if status == STATUS_LEGIT:
+            return fired
+        reason = model_reason(model_output, model_rule.params)
+        fired = [*fired, (model_rule, reason)]
     reason["detail"] += f"; adds {model_added:.2f} to the risk"
     reason["values"]["risk_added"] = model_added
     return fired
