@@ -5,6 +5,7 @@ from django.contrib import admin, messages
 from detection.models import (
     DeadLetter,
     DecisionThresholds,
+    ExchangeRate,
     ModelVersion,
     Rule,
     UserProfile,
@@ -58,6 +59,18 @@ class RuleAdmin(admin.ModelAdmin):
     def has_delete_permission(self, request, obj=None):
         # A deleted rule silently stops scoring and loses its tuned params;
         # "enabled" switches a rule off and keeps them.
+        return False
+
+
+@admin.register(ExchangeRate)
+class ExchangeRateAdmin(admin.ModelAdmin):
+    list_display = ("currency", "units_per_base", "updated_at")
+    list_editable = ("units_per_base",)
+    search_fields = ("currency",)
+    readonly_fields = ("updated_at",)
+
+    def has_delete_permission(self, request, obj=None):
+        # Stored transactions in that currency would be trained on unconverted.
         return False
 
 

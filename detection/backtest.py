@@ -8,10 +8,11 @@ thresholds are read from the database (so a backtest judges the live rule set).
 from __future__ import annotations
 
 import csv
+import dataclasses
 import hashlib
 import json
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -97,10 +98,13 @@ def _records(path: Path) -> Iterator[tuple[int, str, dict | None, str | None]]:
                 yield number, line, None, f"not JSON: {exc}"
 
 
-def backtest_read(path: Path) -> tuple[list[TransactionMessage], list[Rejected]]:
+def backtest_read(
+    path: Path, *, currencies: Collection[str] | None = None
+) -> tuple[list[TransactionMessage], list[Rejected]]:
     """Return the valid messages of a JSON Lines or CSV file, and the rejected lines.
 
-    Duplicate transaction ids are kept once (the first), as the live path does.
+    Duplicate transaction ids are kept once (the first), as the live path does;
+    so is a currency without an exchange rate (`currencies`) rejected.
     """
     messages: list[TransactionMessage] = []
     rejected: list[Rejected] = []
@@ -110,7 +114,7 @@ def backtest_read(path: Path) -> tuple[list[TransactionMessage], list[Rejected]]
             rejected.append(Rejected(number, error or "unreadable", raw[:2000]))
             continue
         try:
-            message = transaction_message_parse(data)
+            message = transaction_message_parse(data, currencies=currencies)
         except MessageError as exc:
             rejected.append(Rejected(number, str(exc), raw[:2000]))
             continue
@@ -152,14 +156,9 @@ def backtest_run(
         len(messages),
     )
     train, test = messages[:cut], messages[cut:]
-    matrix, store = features_replay(train)
+    matrix, store = features_replay(train, rates=config.rates)
     model = _loaded(forest_train(matrix), matrix) if len(train) else None
-    run_config = ScoringConfig(
-        rules=config.rules,
-        suspicious_threshold=config.suspicious_threshold,
-        fraud_threshold=config.fraud_threshold,
-        model=model,
-    )
+    run_config = dataclasses.replace(config, model=model)
     verdicts: list[Verdict] = []
     for start in range(0, len(test), BATCH_SIZE):
         batch = test[start : start + BATCH_SIZE]

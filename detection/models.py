@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from django.core.exceptions import ValidationError
+from django.core.validators import RegexValidator
 from django.db import models
 from django.db.models import Q
 
@@ -73,6 +74,39 @@ class DecisionThresholds(models.Model):
 
     def __str__(self) -> str:
         return f"suspicious >= {self.suspicious}, fraud >= {self.fraud}"
+
+
+class ExchangeRate(models.Model):
+    """How many units of a currency one unit of BASE_CURRENCY buys.
+
+    Scorers divide an amount by its currency's rate, so that every amount rule,
+    profile statistic and model feature compares like with like. Re-read with
+    the rules (DETECTION_CONFIG_REFRESH_SECONDS); a currency without a row is
+    refused at the stream's and the API's door.
+    """
+
+    currency = models.CharField(
+        max_length=3,
+        unique=True,
+        validators=[RegexValidator(r"^[A-Z]{3}$", "An ISO 4217 code: three capitals.")],
+    )
+    units_per_base = models.FloatField(
+        help_text="Units of this currency per one unit of BASE_CURRENCY."
+    )
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["currency"]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(units_per_base__gt=0),
+                name="exchange_rate_positive",
+                violation_error_message="A rate must be greater than 0.",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.currency} {self.units_per_base:g}"
 
 
 class UserProfile(models.Model):

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from datetime import UTC, datetime, timedelta
 
 import orjson
@@ -60,9 +60,15 @@ def timestamp_not_after(now: datetime | None = None) -> datetime | None:
 
 
 def value_decode(
-    value: bytes | None, *, not_after: datetime | None = None
+    value: bytes | None,
+    *,
+    not_after: datetime | None = None,
+    currencies: Collection[str] | None = None,
 ) -> TransactionMessage:
-    """Return the validated message in a record value; raise RecordError if none."""
+    """Return the validated message in a record value; raise RecordError if none.
+
+    `not_after` and `currencies` are the live limits of `transaction_message_parse`.
+    """
     if not value:
         raise RecordError("Empty record value.")
     try:
@@ -75,18 +81,23 @@ def value_decode(
         # ValueError covers bad UTF-8 too (UnicodeDecodeError is a subclass).
         raise RecordError(f"Not JSON: {exc}") from exc
     try:
-        return transaction_message_parse(data, not_after=not_after)
+        return transaction_message_parse(
+            data, not_after=not_after, currencies=currencies
+        )
     except MessageError as exc:
         raise RecordError("Invalid message: " + json.dumps(exc.errors)) from exc
 
 
 def record_decode(
-    record, *, not_after: datetime | None = None
+    record,
+    *,
+    not_after: datetime | None = None,
+    currencies: Collection[str] | None = None,
 ) -> TransactionMessage | DeadLetter:
     """Return the validated message in a record, or its dead letter."""
     received_at = record_received_at(record)
     try:
-        message = value_decode(record.value, not_after=not_after)
+        message = value_decode(record.value, not_after=not_after, currencies=currencies)
     except RecordError as exc:
         return dead_letter_build(record, str(exc), received_at)
     message.received_at = received_at
@@ -94,14 +105,17 @@ def record_decode(
 
 
 def records_decode(
-    records: Sequence,
+    records: Sequence, *, currencies: Collection[str] | None = None
 ) -> tuple[list[TransactionMessage], list[DeadLetter]]:
-    """Split records into validated messages and dead letters, in record order."""
+    """Split records into validated messages and dead letters, in record order.
+
+    A currency outside `currencies` (those with an exchange rate) is a dead letter.
+    """
     messages: list[TransactionMessage] = []
     letters: list[DeadLetter] = []
     not_after = timestamp_not_after()
     for record in records:
-        decoded = record_decode(record, not_after=not_after)
+        decoded = record_decode(record, not_after=not_after, currencies=currencies)
         if isinstance(decoded, DeadLetter):
             letters.append(decoded)
         else:

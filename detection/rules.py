@@ -12,6 +12,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from django.conf import settings
+
 from detection.state import SPEED_MIN_SECONDS, FeatureRow
 
 MODEL_ANOMALY = "model_anomaly"
@@ -101,6 +103,12 @@ def _fmt(number: float) -> str:
     return f"{number:,.0f}" if abs(number) >= 100 else f"{number:,.2f}"
 
 
+def _base() -> str:
+    # Amounts in features are converted to the base currency (scoring.py), and
+    # amount limits are in it: reasons name it, as a JPY charge was converted.
+    return settings.BASE_CURRENCY
+
+
 def _fmt_duration(seconds: float) -> str:
     # Speeds are computed over at least SPEED_MIN_SECONDS (rounding aside), so a
     # shorter real gap reads as "1 min or less", not as a made-up exact time.
@@ -121,7 +129,7 @@ def _amount_spike(row: FeatureRow, p: dict, _model: tuple | None) -> dict | None
         return None
     return {
         "detail": (
-            f"{_fmt(row.amount)} is {ratio:.1f}x the user's typical "
+            f"{_fmt(row.amount)} {_base()} is {ratio:.1f}x the user's typical "
             f"{_fmt(row.typical_amount)} (limit {p['multiplier']:g}x)"
         ),
         "values": {
@@ -138,7 +146,7 @@ def _amount_over(row: FeatureRow, p: dict, _model: tuple | None) -> dict | None:
     if row.amount < p["threshold"]:
         return None
     return {
-        "detail": f"{_fmt(row.amount)} >= {_fmt(p['threshold'])}",
+        "detail": f"{_fmt(row.amount)} >= {_fmt(p['threshold'])} {_base()}",
         "values": {"amount": round(row.amount, 2), "threshold": p["threshold"]},
     }
 

@@ -53,11 +53,24 @@ class ScoringConfig:
     suspicious_threshold: float
     fraud_threshold: float
     model: LoadedModel | None
+    # Units of each accepted currency per unit of BASE_CURRENCY (which is 1).
+    rates: Mapping[str, float] = field(default_factory=lambda: _base_rate())
+
+    @property
+    def currencies(self) -> frozenset[str]:
+        """Return the currencies this config can compare (those with a rate)."""
+        return frozenset(self.rates)
 
     @property
     def model_version(self) -> str:
         """Return the active model's version, or "" when scoring by rules alone."""
         return self.model.version if self.model else ""
+
+
+def _base_rate() -> dict[str, float]:
+    from django.conf import settings
+
+    return {settings.BASE_CURRENCY: 1.0}
 
 
 def scoring_config_defaults(*, model: LoadedModel | None = None) -> ScoringConfig:
@@ -75,7 +88,7 @@ def scoring_config_defaults(*, model: LoadedModel | None = None) -> ScoringConfi
 
 def scoring_config_from_db(*, model: LoadedModel | None) -> ScoringConfig:
     """Return the rules and thresholds stored in the database, with a model."""
-    from detection.models import DecisionThresholds, Rule
+    from detection.models import DecisionThresholds, ExchangeRate, Rule
 
     rules = []
     for row in Rule.objects.filter(enabled=True):
@@ -92,18 +105,20 @@ def scoring_config_from_db(*, model: LoadedModel | None) -> ScoringConfig:
             continue
         rules.append(ActiveRule(rule_type, params, row.weight))
     thresholds = DecisionThresholds.objects.filter(pk=1).first()
+    rates = dict(ExchangeRate.objects.values_list("currency", "units_per_base"))
     return ScoringConfig(
         rules=tuple(rules),
         suspicious_threshold=thresholds.suspicious if thresholds else 0.5,
         fraud_threshold=thresholds.fraud if thresholds else 0.8,
         model=model,
+        rates={**rates, **_base_rate()},
     )
 
 
 class ScoringConfigProvider:
     """Hand out the current ScoringConfig, re-reading the DB every few seconds.
 
-    Rule and threshold rows are re-read on every refresh (two tiny tables); the
+    Rule, threshold and rate rows are re-read on every refresh (tiny tables); the
     model artifact is loaded again only when the active version changed. This is
     how an admin edit or a retrain reaches running scorers without a restart.
     """
@@ -215,14 +230,20 @@ def transaction_features_batch(
     *,
     states: dict[str, UserState],
     apply_state: bool = True,
+    rates: Mapping[str, float] | None = None,
 ) -> list[_Prepared]:
     """Return each message's features, folding them into `states` in event order.
 
     Output is aligned with the input; with apply_state=False the states are
     still advanced on private copies, so a what-if batch sees its own earlier rows.
+    Amounts are converted to BASE_CURRENCY with `rates` (units per base unit;
+    default: the config's base alone). The stream and the API refuse currencies
+    without a rate; one that still gets here is compared unconverted, and noted.
     """
     if not apply_state:
         states = {uid: state.copy() for uid, state in states.items()}
+    if rates is None:
+        rates = _base_rate()
     order = sorted(range(len(messages)), key=lambda i: messages[i].timestamp)
     prepared: list[_Prepared | None] = [None] * len(messages)
     for index in order:
@@ -231,7 +252,13 @@ def transaction_features_batch(
         latitude, longitude, country = _resolve_location(message, notes)
         state = states[message.user_id]
         epoch = message.timestamp.timestamp()
-        amount = message.amount_float
+        rate = rates.get(message.currency)
+        if rate is None:
+            rate = 1.0
+            notes.append(
+                f"No exchange rate for {message.currency}: amount compared unconverted."
+            )
+        amount = message.amount_float / rate
         if latitude is not None and state.located_after(epoch):
             notes.append(NOTE_LATE)
         row = state.features(
@@ -349,7 +376,7 @@ def verdicts_score(
     False. For callers that read the states themselves (and keep their versions).
     """
     prepared = transaction_features_batch(
-        messages, states=states, apply_state=apply_state
+        messages, states=states, apply_state=apply_state, rates=config.rates
     )
     model_outputs: list[tuple[float, float] | None] = [None] * len(prepared)
     if config.model is not None and prepared:

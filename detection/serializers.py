@@ -7,6 +7,7 @@ import uuid
 from rest_framework import serializers
 
 from detection.records import timestamp_not_after
+from detection.scoring import scoring_config_current
 from transactions.messages import (
     MAX_ID_LENGTH,
     MAX_TEXT_LENGTH,
@@ -58,7 +59,10 @@ class TransactionMessageSerializer(serializers.Serializer):
         payload.pop("is_fraud", None)
         try:
             message = transaction_message_parse(
-                payload, require_transaction_id=False, not_after=timestamp_not_after()
+                payload,
+                require_transaction_id=False,
+                not_after=timestamp_not_after(),
+                currencies=scoring_config_current().currencies,
             )
         except MessageError as exc:
             raise serializers.ValidationError(exc.errors) from exc

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -18,6 +18,7 @@ from detection.scoring import (
     ScoringConfig,
     Verdict,
     feature_matrix,
+    scoring_config_from_db,
     transaction_features_batch,
     verdicts_score,
 )
@@ -238,7 +239,11 @@ def dead_letters_redrive(
     not_after = timestamp_not_after()
     for letter in pending:
         try:
-            message = value_decode(bytes(letter.raw_value), not_after=not_after)
+            message = value_decode(
+                bytes(letter.raw_value),
+                not_after=not_after,
+                currencies=config.currencies,
+            )
         except RecordError as exc:
             letter.resolution = f"Still invalid: {exc}"
             report.still_invalid += 1
@@ -300,11 +305,14 @@ def transaction_what_if(
 
 def features_replay(
     messages: Iterable[TransactionMessage],
+    *,
+    rates: Mapping[str, float] | None = None,
 ) -> tuple[np.ndarray, InMemoryStateStore]:
     """Replay messages in event order through fresh in-memory state.
 
     Return the feature matrix (one row per message, in event order) and the
     store, so that a backtest can go on scoring from the state it reached.
+    `rates` convert amounts as the scorers do (ScoringConfig.rates).
     """
     ordered = sorted(messages, key=lambda m: m.timestamp)
     store = InMemoryStateStore()
@@ -312,7 +320,8 @@ def features_replay(
     for start in range(0, len(ordered), 5000):
         chunk = ordered[start : start + 5000]
         states = store.states_get({m.user_id for m in chunk})
-        blocks.append(feature_matrix(transaction_features_batch(chunk, states=states)))
+        prepared = transaction_features_batch(chunk, states=states, rates=rates)
+        blocks.append(feature_matrix(prepared))
     return np.vstack(blocks), store
 
 
@@ -328,7 +337,8 @@ def model_retrain(*, since: datetime | None = None, limit: int = 200_000) -> str
     # Ground truth (is_fraud) is deliberately not read: it is never a model input.
     rows = list(queryset.values(*SCORING_INPUT_FIELDS)[:limit])
     messages = [TransactionMessage(**row) for row in rows]
-    matrix, _ = features_replay(messages)
+    rates = scoring_config_from_db(model=None).rates
+    matrix, _ = features_replay(messages, rates=rates)
     forest = forest_train(matrix)
     timestamps = [m.timestamp for m in messages]
     row = model_version_create(

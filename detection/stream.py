@@ -351,7 +351,8 @@ class TransactionStream:
 
     def batch_process(self, records: Sequence) -> RecordedBatch:
         """Decode, score, store and commit one micro-batch; push its verdicts."""
-        messages, letters = records_decode(records)
+        currencies = self.config_provider.current().currencies
+        messages, letters = records_decode(records, currencies=currencies)
         recorded = self.batch_store_retrying(messages, letters)
         self.dead_letters_forward(letters)
         self.offsets_commit(records)

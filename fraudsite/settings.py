@@ -5,6 +5,7 @@ fails closed: `DEBUG` is off unless set, and there is no default `SECRET_KEY` ou
 DEBUG.
 """
 
+import re
 from pathlib import Path
 
 import environ
@@ -188,6 +189,16 @@ if TRANSACTION_MAX_FUTURE_SECONDS is not None and not (
     raise ImproperlyConfigured(
         "TRANSACTION_MAX_FUTURE_SECONDS must be a number of seconds from 0 to "
         f"100 years, or empty for no limit; got {_max_future!r}."
+    )
+
+# Amounts are compared in this currency: rules' amount limits are in it, and
+# other currencies are converted with the ExchangeRate rows (admin). Messages in a
+# currency without a rate are refused (dead letter, API 400), never compared as
+# if they were this currency.
+BASE_CURRENCY = env.str("BASE_CURRENCY", default="USD").strip().upper()
+if not re.fullmatch(r"[A-Z]{3}", BASE_CURRENCY):
+    raise ImproperlyConfigured(
+        f"BASE_CURRENCY must be an ISO 4217 code (three letters): {BASE_CURRENCY!r}."
     )
 
 # How often running scorers re-read rules, thresholds and the active model.

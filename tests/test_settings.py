@@ -94,3 +94,11 @@ def test_the_test_run_pushes_on_its_own_channel_group(settings):
     run_id = os.environ["FRAUDSITE_TEST_RUN"]
     assert prefix == os.environ["CHANNEL_LAYER_PREFIX"] == f"test-{run_id}"
     assert prefix != "asgi"
+
+
+def test_base_currency_must_be_an_iso_code():
+    """BASE_CURRENCY is upper-cased; anything but three letters stops start-up."""
+    good = settings_value("s.BASE_CURRENCY", DEBUG="1", BASE_CURRENCY="eur")
+    assert good.stdout.strip() == "EUR"
+    bad = settings_value("s.BASE_CURRENCY", DEBUG="1", BASE_CURRENCY="EURO")
+    assert bad.returncode != 0 and "BASE_CURRENCY" in bad.stderr

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
@@ -227,12 +228,15 @@ def transaction_message_parse(
     require_transaction_id: bool = True,
     now: datetime | None = None,
     not_after: datetime | None = None,
+    currencies: Collection[str] | None = None,
 ) -> TransactionMessage:
     """Return a validated TransactionMessage from a decoded JSON object.
 
     Unknown keys are ignored. Raise MessageError with every field error at once.
     With `not_after`, a later timestamp is an error (live paths: see
-    `timestamp_not_after`); files and backtests may hold any times.
+    `timestamp_not_after`); files and backtests may hold any times. With
+    `currencies`, a currency outside them is an error (the scorers can only
+    compare amounts they have an exchange rate for).
     """
     if not isinstance(data, dict):
         raise MessageError({"non_field_errors": ["Expected a JSON object."]})
@@ -259,6 +263,10 @@ def transaction_message_parse(
     )
     if "currency" not in errors and not _CURRENCY_RE.match(currency):
         errors["currency"] = ["Must be an ISO 4217 code of three letters."]
+    elif currencies is not None and currency not in currencies:
+        errors["currency"] = [
+            f"No exchange rate for {currency}: add one in admin (Exchange rates)."
+        ]
     channel = _text(data, "channel", errors, required=False, max_length=8).lower()
     if channel and channel not in CHANNELS:
         errors["channel"] = [f"Must be one of: {', '.join(CHANNELS)}."]

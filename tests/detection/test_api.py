@@ -387,3 +387,18 @@ def test_what_if_without_a_time_is_judged_after_the_cards_last_transaction(
     )
     assert "geo_velocity" not in [reason["code"] for reason in timed.json()["reasons"]]
     assert any("travel not checked" in note for note in timed.json()["notes"])
+
+
+def test_a_currency_without_an_exchange_rate_is_a_400(api_client):
+    """Amounts are compared in the base currency: predict and what-if refuse a
+    currency with no rate, naming the field; seeded currencies (JPY) are taken
+    and converted (15,000 JPY is not a huge amount)."""
+    for path in ("/api/predict", "/api/validate-transaction"):
+        response = api_client.post(path, {**GOOD, "currency": "XTS"}, format="json")
+        assert response.status_code == 400
+        assert "No exchange rate for XTS" in response.json()["currency"][0]
+    yen = {**GOOD, "transaction_id": "tx-yen", "amount": "15000", "currency": "JPY"}
+    response = api_client.post("/api/predict", yen, format="json")
+    assert response.status_code == 201
+    assert response.json()["currency"] == "JPY"
+    assert "huge_amount" not in [r["code"] for r in response.json()["reasons"]]

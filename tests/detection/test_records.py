@@ -82,3 +82,21 @@ def test_a_transaction_dated_too_far_ahead_is_a_dead_letter_when_limited(setting
     assert [m.transaction_id for m in messages] == ["near"]
     assert len(letters) == 1 and "timestamp" in letters[0].error
     assert "TRANSACTION_MAX_FUTURE_SECONDS" in letters[0].error
+
+
+def test_a_currency_without_an_exchange_rate_is_a_dead_letter():
+    """Amounts are compared in the base currency: a record in a currency with no
+    rate is a dead letter that says how to mend it, never scored as dollars."""
+    from detection.records import records_decode
+
+    values = [
+        f'{{"transaction_id": "{name}", "user_id": "u1", "amount": 5, '
+        f'"currency": "{code}"}}'.encode()
+        for name, code in (("yen", "JPY"), ("unknown", "XTS"))
+    ]
+    messages, letters = records_decode(
+        [record(v) for v in values], currencies={"USD", "JPY"}
+    )
+    assert [m.transaction_id for m in messages] == ["yen"]
+    assert len(letters) == 1
+    assert "No exchange rate for XTS" in letters[0].error

@@ -300,6 +300,40 @@ def test_common_city_names_resolve_to_the_city():
     assert city_coordinates("London")[2] == "GB"
 
 
+def test_amounts_are_compared_in_the_base_currency():
+    """A card that spends ~40 USD pays 15,000 JPY (100 USD at 150 JPY/USD): no
+    huge or large amount fires, and its typical amount moves as for 100 USD.
+    A 1,500,000 JPY charge (10,000 USD) is a huge amount, said in USD."""
+    from dataclasses import replace
+
+    config = replace(scoring_config_defaults(), rates={"USD": 1.0, "JPY": 150.0})
+    store = InMemoryStateStore()
+    history = [message(f"h{i}", "40.00", i * 60) for i in range(6)]
+    transaction_score_batch(history, store=store, config=config)
+    yen = message("t-yen", "15000", 400, currency="JPY")
+    verdicts, states = transaction_score_batch([yen], store=store, config=config)
+    assert not {"huge_amount", "large_amount"} & set(verdicts[0].reason_codes)
+    assert verdicts[0].row.amount == pytest.approx(100.0)
+    assert 40 < states["u1"].typical_amount < 50  # geometric mean of 6x40, 1x100
+    big = message("t-big", "1500000", 500, currency="JPY")
+    verdicts, _ = transaction_score_batch([big], store=store, config=config)
+    (huge,) = [r for r in verdicts[0].reasons if r["code"] == "huge_amount"]
+    assert huge["detail"] == "10,000 >= 10,000 USD"
+
+
+def test_a_currency_without_a_rate_is_compared_unconverted_and_noted():
+    """The stream and the API refuse such currencies; should one reach the core
+    (a rate deleted since), its verdict says the amount was not converted."""
+    verdicts, _ = transaction_score_batch(
+        [message("t1", "40.00", 0, currency="XTS")],
+        store=InMemoryStateStore(),
+        config=scoring_config_defaults(),
+    )
+    assert "No exchange rate for XTS: amount compared unconverted." in (
+        verdicts[0].notes
+    )
+
+
 def test_unknown_city_is_not_an_error():
     """An unknown city skips geo features and says so in the verdict's notes."""
     verdicts, _ = transaction_score_batch(

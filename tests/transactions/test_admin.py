@@ -82,6 +82,7 @@ def test_search_by_user(client_staff, impossible_trip):
         "/admin/detection/modelversion/",
         "/admin/detection/userprofile/",
         "/admin/detection/deadletter/",
+        "/admin/detection/exchangerate/",
         "/admin/transactions/verdicttally/",
     ],
 )

@@ -42,7 +42,8 @@ class Command(BaseCommand):
             output.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise CommandError(f"Cannot write to {output.parent}: {exc}") from exc
-        messages, rejected = backtest_read(path)
+        config = scoring_config_from_db(model=None)
+        messages, rejected = backtest_read(path, currencies=config.currencies)
         if rejected:
             rejected_path = Path(options["output"]).with_suffix(".rejected.jsonl")
             with rejected_path.open("w", encoding="utf-8") as handle:
@@ -59,7 +60,7 @@ class Command(BaseCommand):
                 result = backtest_run(
                     messages,
                     train_until=train_until,
-                    config=scoring_config_from_db(model=None),
+                    config=config,
                     progress=bar.update,
                 )
             except ValueError as exc:
