@@ -27,11 +27,13 @@ class Command(BaseCommand):
         path = Path(options["input"])
         if not path.is_file():
             raise CommandError(f"No such input file: {path}")
-        messages, rejected = backtest_read(path)
+        provider = ScoringConfigProvider()
+        messages, rejected = backtest_read(
+            path, currencies=provider.current().currencies
+        )
         for item in rejected[:20]:
             self.stderr.write(f"line {item.line}: {item.error}")
         store = OrmStateStore()
-        provider = ScoringConfigProvider()
         created = duplicates = 0
         with tqdm(total=len(messages), desc="ingest", unit="txn", disable=None) as bar:
             for start in range(0, len(messages), BATCH_SIZE):
