@@ -1,5 +1,6 @@
 """Admin: rules and thresholds are editable (validated); the rest is read-only."""
 
+from django.conf import settings
 from django.contrib import admin, messages
 
 from detection.models import (
@@ -10,6 +11,7 @@ from detection.models import (
     Rule,
     UserProfile,
 )
+from detection.registry import model_load, model_version_activate
 from detection.scoring import scoring_config_current
 from detection.services import dead_letters_redrive
 
@@ -96,6 +98,36 @@ class ModelVersionAdmin(ReadOnlyAdmin):
     )
     exclude = ("artifact",)
     list_filter = ("is_active",)
+    actions = ["activate"]
+
+    @admin.action(
+        description="Activate: score with the selected version (roll back/forward)",
+        permissions=["activate"],
+    )
+    def activate(self, request, queryset):
+        """Make the one selected version active, once it loads and verifies."""
+        if queryset.count() != 1:
+            self.message_user(request, "Select exactly one version.", messages.ERROR)
+            return
+        row = queryset.get()
+        try:
+            model_load(row)  # checksum, features, artifact: refuse a broken one
+        except Exception as exc:
+            self.message_user(
+                request, f"Model {row.version} was not activated: {exc}", messages.ERROR
+            )
+            return
+        model_version_activate(version=row.version)
+        self.message_user(
+            request,
+            f"Model {row.version} is active; running scorers switch within "
+            f"{settings.DETECTION_CONFIG_REFRESH_SECONDS:g} s.",
+            messages.SUCCESS,
+        )
+
+    def has_activate_permission(self, request):
+        """Return whether the user may switch the scoring model."""
+        return request.user.has_perm("detection.change_modelversion")
 
 
 @admin.register(UserProfile)

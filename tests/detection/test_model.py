@@ -76,6 +76,30 @@ def test_second_training_replaces_the_active_model(history):
     assert ModelVersion.objects.filter(is_active=True).count() == 1
 
 
+def test_admin_rolls_back_to_an_earlier_version_that_loads(history, client, staff_user):
+    """Given two trained versions, the admin's Activate action on the first
+    makes it the scoring model again; a version whose artifact fails its checksum
+    is refused with the reason and the active one stays."""
+    call_command("retrain_model")
+    first = model_active_row()
+    call_command("retrain_model")
+    second = model_active_row()
+    client.force_login(staff_user)
+    url = "/admin/detection/modelversion/"
+    page = client.post(
+        url, {"action": "activate", "_selected_action": [first.pk]}, follow=True
+    )
+    assert f"Model {first.version} is active" in page.content.decode()
+    assert model_active_row().version == first.version
+
+    ModelVersion.objects.filter(pk=second.pk).update(artifact=b"tampered")
+    page = client.post(
+        url, {"action": "activate", "_selected_action": [second.pk]}, follow=True
+    )
+    assert "was not activated" in page.content.decode()
+    assert model_active_row().version == first.version
+
+
 def test_tampered_artifact_is_refused(history):
     """A stored artifact that does not match its checksum is never loaded."""
     call_command("retrain_model")
