@@ -2,9 +2,20 @@
 
 from __future__ import annotations
 
+import time
+
+from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 
+from dashboard.selectors import session_signed_in
 from detection.events import VERDICTS_EVENT_TYPE, VERDICTS_GROUP
+
+# How often an open socket checks that its session still signs in an active user
+# (the page pings every 15 s): signing out, or an admin deactivating the user,
+# stops the feed within this time.
+SESSION_RECHECK_SECONDS = 15.0
+# Close code the page reads as "signed out" (4000-4999 are the application's).
+CLOSE_SIGNED_OUT = 4401
 
 
 class VerdictsConsumer(AsyncJsonWebsocketConsumer):
@@ -25,7 +36,22 @@ class VerdictsConsumer(AsyncJsonWebsocketConsumer):
             await self.close()
             return
         await self.channel_layer.group_add(VERDICTS_GROUP, self.channel_name)
+        self._checked_at = time.monotonic()
         await self.accept()
+
+    async def _signed_in(self) -> bool:
+        """Return False, and close, once the session no longer signs the user in."""
+        if time.monotonic() - self._checked_at < SESSION_RECHECK_SECONDS:
+            return True
+        self._checked_at = time.monotonic()
+        session = self.scope.get("session")
+        still = await database_sync_to_async(session_signed_in)(
+            session_key=session.session_key if session else None,
+            user_id=self.scope["user"].pk,
+        )
+        if not still:
+            await self.close(code=CLOSE_SIGNED_OUT)
+        return still
 
     async def disconnect(self, code):
         """Leave the verdicts group."""
@@ -33,11 +59,14 @@ class VerdictsConsumer(AsyncJsonWebsocketConsumer):
 
     async def receive_json(self, content, **kwargs):
         """Answer a ping so the page can tell a live socket from a dead one."""
-        if isinstance(content, dict) and content.get("type") == "ping":
+        is_ping = isinstance(content, dict) and content.get("type") == "ping"
+        if is_ping and await self._signed_in():
             await self.send_json({"type": "pong"})
 
     async def verdicts_batch(self, event):
         """Forward one batch of verdicts, with its counts and its sender's rate."""
+        if not await self._signed_in():
+            return
         await self.send_json(
             {
                 "type": VERDICTS_EVENT_TYPE,

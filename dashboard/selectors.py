@@ -135,3 +135,23 @@ def transaction_detail_context(*, transaction: Transaction) -> dict:
         "profile": user_profile_summary(user_id=transaction.user_id),
         "recent": user_transactions_recent(user_id=transaction.user_id, limit=10),
     }
+
+
+def session_signed_in(*, session_key: str | None, user_id) -> bool:
+    """Return whether this session still signs in this user, and the user is active.
+
+    False once the user signed out (the session is flushed), the session expired,
+    or an admin deactivated the account.
+    """
+    from importlib import import_module
+
+    from django.conf import settings
+    from django.contrib.auth import SESSION_KEY, get_user_model
+
+    if not session_key or user_id is None:
+        return False
+    engine = import_module(settings.SESSION_ENGINE)
+    session = engine.SessionStore(session_key=session_key)
+    if str(session.get(SESSION_KEY)) != str(user_id):
+        return False
+    return get_user_model().objects.filter(pk=user_id, is_active=True).exists()

@@ -111,3 +111,32 @@ def test_ping_is_answered(client, staff_user, channel_layer_redis):
         return reply
 
     assert async_to_sync(scenario)() == {"type": "pong"}
+
+
+def test_signing_out_stops_the_feed(
+    client, staff_user, channel_layer_redis, monkeypatch
+):
+    """Given an analyst's open socket, when they sign out elsewhere (the session
+    is flushed), the next ping is not answered: the socket closes as signed out
+    and receives no more verdicts."""
+    from dashboard import consumers
+
+    monkeypatch.setattr(consumers, "SESSION_RECHECK_SECONDS", 0.0)
+    cookie = _session_cookie(client, staff_user)
+
+    async def scenario():
+        communicator = WebsocketCommunicator(
+            _application(), WS_PATH, headers=_headers(cookie)
+        )
+        connected, _ = await communicator.connect(timeout=RECEIVE_TIMEOUT)
+        assert connected
+        await communicator.send_json_to({"type": "ping"})
+        assert await communicator.receive_json_from(RECEIVE_TIMEOUT) == {"type": "pong"}
+        await sync_to_async(client.logout)()
+        await communicator.send_json_to({"type": "ping"})
+        closed = await communicator.receive_output(RECEIVE_TIMEOUT)
+        await communicator.disconnect()
+        return closed
+
+    closed = async_to_sync(scenario)()
+    assert closed == {"type": "websocket.close", "code": consumers.CLOSE_SIGNED_OUT}

@@ -127,8 +127,13 @@ window.Live = (function () {
     };
     // An expired session also ends here (the handshake is refused): the backoff
     // keeps those retries rare, and the next page load goes to the login page.
-    socket.onclose = function () {
+    socket.onclose = function (closing) {
       socket = null;
+      if (closing.code === 4401) {
+        // Signed out (here or in another tab) or deactivated: go to the login.
+        window.location.assign("/accounts/login/?next=" + encodeURIComponent(location.pathname));
+        return;
+      }
       setState("offline");
       scheduleRetry();
     };
