@@ -5,6 +5,7 @@ from datetime import UTC
 import django_filters
 from django.core.exceptions import ValidationError
 from django_filters.fields import IsoDateTimeField
+from rest_framework.exceptions import ValidationError as RequestError
 
 from transactions.models import Transaction
 
@@ -42,10 +43,18 @@ class TransactionFilter(django_filters.FilterSet):
     since = UtcIsoDateTimeFilter(field_name="timestamp", lookup_expr="gte")
     until = UtcIsoDateTimeFilter(field_name="timestamp", lookup_expr="lt")
 
+    # The rule codes that exist, set by the detection app when it loads (the
+    # ledger never imports detection); None accepts any code.
+    rule_codes: frozenset[str] | None = None
+
     class Meta:
         model = Transaction
         fields = ["status", "user_id", "rule", "min_amount", "max_amount"]
 
     def filter_rule(self, queryset, name, value):
-        """Keep transactions whose verdict fired this rule."""
-        return queryset.with_rule(value.strip())
+        """Keep transactions whose verdict fired this rule; an unknown code is a 400."""
+        code = value.strip()
+        if self.rule_codes is not None and code not in self.rule_codes:
+            known = ", ".join(sorted(self.rule_codes))
+            raise RequestError({"rule": [f"Unknown rule code. One of: {known}."]})
+        return queryset.with_rule(code)

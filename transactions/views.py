@@ -30,6 +30,29 @@ from transactions.services import label_create
 DEFAULT_PAGE_SIZE = 20
 
 
+class StrictOrderingFilter(filters.OrderingFilter):
+    """OrderingFilter that answers an unknown sort field with a 400, not silence."""
+
+    def remove_invalid_fields(self, queryset, fields, view, request):
+        """Return the valid fields; raise ValidationError naming the allowed ones."""
+        valid = super().remove_invalid_fields(queryset, fields, view, request)
+        if len(valid) != len([field for field in fields if field]):
+            allowed = [
+                name
+                for name, _label in self.get_valid_fields(
+                    queryset, view, {"request": request}
+                )
+            ]
+            raise ValidationError(
+                {
+                    "ordering": [
+                        f"Sort by one of: {', '.join(allowed)} (- for descending)."
+                    ]
+                }
+            )
+        return valid
+
+
 class TransactionCursorPagination(CursorPagination):
     """Cursor pages (stable under inserts, cheap at any depth) sized by `n`."""
 
@@ -135,7 +158,7 @@ class TransactionViewSet(viewsets.ReadOnlyModelViewSet):
     filterset_class = TransactionFilter
     filter_backends = [
         *viewsets.ReadOnlyModelViewSet.filter_backends,
-        filters.OrderingFilter,
+        StrictOrderingFilter,
     ]
     # Every column of the dashboard table sorts; only newest-first (-id) is the
     # indexed fast path that the 1M-row budget covers.

@@ -87,10 +87,14 @@ def test_n_out_of_range_is_400(api_client, ledger, n):
         ("min_amount=abc", "min_amount"),
         ("min_amount=1e400", "min_amount"),
         ("status=maybe", "status"),
+        ("rule=bogus", "rule"),
+        ("ordering=bogus", "ordering"),
+        ("ordering=amount,-nope", "ordering"),
     ],
 )
 def test_bad_filters_are_400_with_field_errors(api_client, ledger, query, field):
-    """A filter value that cannot be applied is a 400 naming it, never a 500."""
+    """A filter value that cannot be applied is a 400 naming it, never a 500,
+    nor an empty or unsorted page that looks like an answer."""
     response = api_client.get(f"/api/transactions?{query}")
     assert response.status_code == 400, response.content
     assert field in response.json()
