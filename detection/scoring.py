@@ -12,6 +12,7 @@ import threading
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 
 import numpy as np
 
@@ -225,6 +226,18 @@ def _resolve_location(message: TransactionMessage, notes: list[str]) -> tuple:
     return None, None, message.country
 
 
+def _local_hour(moment: datetime, longitude: float | None) -> int:
+    """Return the hour of day where the card was used (solar time), else UTC's.
+
+    Night means the cardholder's night: 03:00 UTC is mid-afternoon in Tokyo.
+    Solar time (15 degrees of longitude an hour) is within an hour or two of the
+    civil time zone, which is enough for "is this the middle of the night".
+    """
+    if longitude is None:
+        return moment.hour
+    return (moment.hour + round(longitude / 15.0)) % 24
+
+
 def transaction_features_batch(
     messages: Sequence[TransactionMessage],
     *,
@@ -264,7 +277,7 @@ def transaction_features_batch(
         row = state.features(
             epoch=epoch,
             amount=amount,
-            hour=message.timestamp.hour,
+            hour=_local_hour(message.timestamp, longitude),
             latitude=latitude,
             longitude=longitude,
             country=country,

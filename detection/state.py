@@ -64,7 +64,7 @@ class FeatureRow:
     count_1h: int
     count_24h: int
     amount_24h: float
-    hour: int
+    hour: int  # local (solar) hour where the card was used: scoring._local_hour
     new_country: bool
     new_merchant: bool
     recent_times: list[float]

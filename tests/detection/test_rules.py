@@ -334,6 +334,29 @@ def test_a_currency_without_a_rate_is_compared_unconverted_and_noted():
     )
 
 
+def test_time_of_day_is_where_the_card_was_used():
+    """03:00 UTC is noon in Tokyo: the hour feature is the local (solar) hour
+    where the card was used, and UTC's only when the place is unknown."""
+    at_three = T0.replace(hour=3)
+    tokyo = TransactionMessage(
+        transaction_id="t-tokyo",
+        user_id="u1",
+        amount=Decimal("10"),
+        timestamp=at_three,
+        location="Tokyo",
+    )
+    nowhere = TransactionMessage(
+        transaction_id="t-nowhere",
+        user_id="u2",
+        amount=Decimal("10"),
+        timestamp=at_three,
+    )
+    verdicts, _ = transaction_score_batch(
+        [tokyo, nowhere], store=InMemoryStateStore(), config=scoring_config_defaults()
+    )
+    assert [verdict.row.hour for verdict in verdicts] == [12, 3]
+
+
 def test_unknown_city_is_not_an_error():
     """An unknown city skips geo features and says so in the verdict's notes."""
     verdicts, _ = transaction_score_batch(
