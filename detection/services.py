@@ -325,26 +325,53 @@ def features_replay(
     return np.vstack(blocks), store
 
 
-def model_retrain(*, since: datetime | None = None, limit: int = 200_000) -> str:
-    """Train a new model on stored history (event order) and activate it.
+def training_features(
+    *, since: datetime | None = None, limit: int = 200_000, warmup: int | None = None
+) -> tuple[np.ndarray, list[datetime]]:
+    """Return the feature matrix to train on, and the event times of its rows.
 
-    Return the new version. The forest learns normal behaviour, so transactions
-    an analyst confirmed as fraud (latest label) are left out of its training.
+    The newest `limit` transactions (from `since`) are the training window. They
+    are replayed in event order after up to `warmup` (default: `limit`) older
+    ones, which only build up the users' state: live scorers see cards with
+    their whole history, and a model fitted on cold-start features would rank
+    warm cards wrongly. Transactions an analyst confirmed as fraud (latest label)
+    advance the state, as they did live, but are not fitted: the forest learns
+    normal behaviour. Ground truth (is_fraud) is never read.
     """
-    queryset = Transaction.objects.not_confirmed_fraud().order_by("-timestamp")
-    if since is not None:
-        queryset = queryset.filter(timestamp__gte=since)
-    # Ground truth (is_fraud) is deliberately not read: it is never a model input.
-    rows = list(queryset.values(*SCORING_INPUT_FIELDS)[:limit])
+    fields = (*SCORING_INPUT_FIELDS, "latest_label_fraud")
+    base = Transaction.objects.with_latest_label().order_by("-timestamp")
+    window = base if since is None else base.filter(timestamp__gte=since)
+    train_rows = list(window.values(*fields)[:limit])
+    warm_rows = []
+    if train_rows:
+        oldest = train_rows[-1]["timestamp"]
+        warm_limit = limit if warmup is None else warmup
+        warm_rows = list(base.filter(timestamp__lt=oldest).values(*fields)[:warm_limit])
+    rows = [*reversed(warm_rows), *reversed(train_rows)]  # event order
+    confirmed = [bool(row.pop("latest_label_fraud")) for row in rows]
+    fit = np.arange(len(rows)) >= len(warm_rows)
+    fit &= ~np.array(confirmed, dtype=bool)
     messages = [TransactionMessage(**row) for row in rows]
     rates = scoring_config_from_db(model=None).rates
+    # features_replay sorts by event time, stably: its rows stay aligned with `fit`.
     matrix, _ = features_replay(messages, rates=rates)
+    timestamps = [m.timestamp for m, keep in zip(messages, fit, strict=True) if keep]
+    return matrix[fit], timestamps
+
+
+def model_retrain(
+    *, since: datetime | None = None, limit: int = 200_000, warmup: int | None = None
+) -> str:
+    """Train a new model on stored history (see `training_features`), activate it.
+
+    Return the new version.
+    """
+    matrix, timestamps = training_features(since=since, limit=limit, warmup=warmup)
     forest = forest_train(matrix)
-    timestamps = [m.timestamp for m in messages]
     row = model_version_create(
         forest=forest,
         quantiles=score_quantiles(forest, matrix),
-        sample_count=len(messages),
+        sample_count=len(matrix),
         trained_from=min(timestamps),
         trained_until=max(timestamps),
     )

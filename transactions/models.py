@@ -34,17 +34,14 @@ class TransactionQuerySet(models.QuerySet):
         """Return one user's transactions."""
         return self.filter(user_id=user_id)
 
-    def not_confirmed_fraud(self) -> TransactionQuerySet:
-        """Return transactions whose latest analyst label is not "fraud"."""
+    def with_latest_label(self) -> TransactionQuerySet:
+        """Annotate `latest_label_fraud`: the latest label's is_fraud, or None."""
         latest = (
             Label.objects.filter(transaction=models.OuterRef("pk"))
             .latest_first()
             .values("is_fraud")[:1]
         )
-        # Unlabelled rows have NULL here; a plain exclude(=True) would drop them.
-        return self.annotate(latest_label_fraud=models.Subquery(latest)).filter(
-            Q(latest_label_fraud__isnull=True) | Q(latest_label_fraud=False)
-        )
+        return self.annotate(latest_label_fraud=models.Subquery(latest))
 
 
 class Transaction(models.Model):

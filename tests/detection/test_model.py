@@ -68,6 +68,23 @@ def test_confirmed_fraud_is_left_out_of_training(history, staff_user):
     assert model_active_row().sample_count == len(history) - 1
 
 
+def test_training_replays_older_history_before_its_window(history):
+    """Live scorers see cards with their history: the training window (the newest
+    500) is replayed after older transactions that build the cards' state but are
+    not fitted, so its rows carry the history live rows would."""
+    from detection.services import training_features
+    from detection.state import FEATURE_NAMES
+
+    history_column = FEATURE_NAMES.index("log_history_count")
+    cold, cold_times = training_features(limit=500, warmup=0)
+    warm, warm_times = training_features(limit=500, warmup=2000)
+    assert len(cold) == len(warm) == 500
+    assert cold_times == warm_times  # the same window, fitted
+    assert warm[:, history_column].mean() > cold[:, history_column].mean() + 1.0
+    call_command("retrain_model", "--limit", "500", "--warmup", "2000")
+    assert model_active_row().sample_count == 500
+
+
 def test_second_training_replaces_the_active_model(history):
     """Only one version is active at a time."""
     call_command("retrain_model")

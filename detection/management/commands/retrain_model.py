@@ -26,11 +26,20 @@ class Command(BaseCommand):
             default=200_000,
             help="Use at most this many of the most recent transactions.",
         )
+        parser.add_argument(
+            "--warmup",
+            type=int,
+            default=None,
+            help="Replay up to this many older transactions first, to build the "
+            "cards' history without training on them (default: --limit).",
+        )
 
     def handle(self, *args, **options):
         since = default_training_since(options["days"]) if options["days"] else None
         try:
-            version = model_retrain(since=since, limit=options["limit"])
+            version = model_retrain(
+                since=since, limit=options["limit"], warmup=options["warmup"]
+            )
         except ValueError as exc:
             raise CommandError(str(exc)) from exc
         self.stdout.write(self.style.SUCCESS(f"Activated model {version}"))
