@@ -186,7 +186,7 @@ def _high_velocity(row: FeatureRow, p: dict, _model: tuple | None) -> dict | Non
     # The row carries event times of the user's recent transactions; counting here
     # (not in features) lets an admin change the window without a new feature.
     count = 1 + sum(
-        1 for moment in row.recent_times if row.epoch - moment <= window_seconds
+        1 for moment in row.recent_times if abs(row.epoch - moment) <= window_seconds
     )
     if count < p["max_count"]:
         return None

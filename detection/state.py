@@ -201,12 +201,16 @@ class UserState:
         channel: str = "",
     ) -> FeatureRow:
         """Return the features of a transaction against this state (unchanged)."""
-        recent_times = [pair[0] for pair in self.recent if epoch - pair[0] >= 0]
+        # Windows reach both ways: a transaction that arrives late (after later
+        # ones were applied) counts its neighbours on either side, so a burst is
+        # seen whatever order its records arrive in. In event order nothing is
+        # later, and this is the plain trailing window.
+        recent_times = [pair[0] for pair in self.recent]
         count_10m = count_1h = count_24h = 0
         amount_24h = 0.0
         for moment, value in self.recent:
-            age = epoch - moment
-            if 0 <= age <= RECENT_WINDOW_SECONDS:
+            age = abs(epoch - moment)
+            if age <= RECENT_WINDOW_SECONDS:
                 count_24h += 1
                 amount_24h += value
                 if age <= 3600:

@@ -357,6 +357,28 @@ def test_time_of_day_is_where_the_card_was_used():
     assert [verdict.row.hour for verdict in verdicts] == [12, 3]
 
 
+def test_a_burst_is_seen_whatever_order_its_records_arrive_in():
+    """Five charges a minute apart fire high_velocity once, whether they arrive
+    in event order in one batch or newest first, one per batch (late events count
+    their later neighbours in the window too)."""
+    burst = [message(f"b{i}", "20.00", i) for i in range(5)]
+    in_order, _ = transaction_score_batch(
+        burst, store=InMemoryStateStore(), config=scoring_config_defaults()
+    )
+    store, fired = InMemoryStateStore(), []
+    for item in reversed(burst):
+        verdicts, _ = transaction_score_batch(
+            [item], store=store, config=scoring_config_defaults()
+        )
+        fired += [
+            v.transaction_id for v in verdicts if "high_velocity" in v.reason_codes
+        ]
+    assert [
+        v.transaction_id for v in in_order if "high_velocity" in v.reason_codes
+    ] == ["b4"]
+    assert fired == ["b0"]
+
+
 def test_unknown_city_is_not_an_error():
     """An unknown city skips geo features and says so in the verdict's notes."""
     verdicts, _ = transaction_score_batch(
