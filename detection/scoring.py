@@ -229,7 +229,7 @@ def _resolve_location(message: TransactionMessage, notes: list[str]) -> tuple:
 def _local_hour(moment: datetime, longitude: float | None) -> int:
     """Return the hour of day where the card was used (solar time), else UTC's.
 
-    Night means the cardholder's night: 03:00 UTC is mid-afternoon in Tokyo.
+    Night means the cardholder's night: 03:00 UTC is midday in Tokyo.
     Solar time (15 degrees of longitude an hour) is within an hour or two of the
     civil time zone, which is enough for "is this the middle of the night".
     """
