@@ -5,7 +5,8 @@ from datetime import UTC, datetime, timedelta
 
 import numpy as np
 from django.contrib.auth import get_user_model
-from django.core.management.base import BaseCommand
+from django.contrib.auth.models import Permission
+from django.core.management.base import BaseCommand, CommandError
 from django.test import Client
 
 from detection.backtest import backtest_run
@@ -90,6 +91,8 @@ class Command(BaseCommand):
     def _predict(self, count: int):
         self._model_ensure()
         user, _ = get_user_model().objects.get_or_create(username="bench")
+        # Recording through predict takes this permission, as for any API client.
+        user.user_permissions.add(Permission.objects.get(codename="add_transaction"))
         client = Client(HTTP_HOST="127.0.0.1")
         client.force_login(user)
         start = datetime.now(UTC) - timedelta(days=1)
@@ -108,8 +111,10 @@ class Command(BaseCommand):
             )
             timings.append((time.perf_counter() - begin) * 1000)
             if response.status_code != 201:
-                self.stderr.write(f"unexpected {response.status_code}")
-                return
+                raise CommandError(
+                    f"predict answered {response.status_code}: "
+                    f"{response.content[:500]!r}"
+                )
         p50, p99 = np.percentile(timings, [50, 99])
         self.stdout.write(
             f"POST /api/predict over {count:,} requests: p50 {p50:.1f} ms, "
