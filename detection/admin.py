@@ -95,6 +95,7 @@ class ModelVersionAdmin(ReadOnlyAdmin):
         "sample_count",
         "trained_at",
         "trained_until",
+        "activation",
     )
     exclude = ("artifact",)
     list_filter = ("is_active",)
@@ -124,6 +125,14 @@ class ModelVersionAdmin(ReadOnlyAdmin):
             f"{settings.DETECTION_CONFIG_REFRESH_SECONDS:g} s.",
             messages.SUCCESS,
         )
+
+    @admin.display(description="Retrain's activation decision")
+    def activation(self, obj):
+        """Return whether the retrain activated this version, and why."""
+        if not obj.evaluation:
+            return "-"
+        verb = "activated" if obj.evaluation.get("activate") else "not activated"
+        return f"{verb}: {obj.evaluation.get('reason', '')}"
 
     def has_activate_permission(self, request):
         """Return whether the user may switch the scoring model."""

@@ -159,6 +159,14 @@ class ModelVersion(models.Model):
     )
     trained_at = models.DateTimeField()
     is_active = models.BooleanField(default=False)
+    evaluation = models.JSONField(
+        default=dict,
+        blank=True,
+        help_text=(
+            "The retrain's comparison with the model active then, on labelled "
+            "transactions, and whether it was activated and why."
+        ),
+    )
 
     class Meta:
         ordering = ["-trained_at"]

@@ -16,6 +16,7 @@ import numpy as np
 import skops.io as sio
 from django.db import transaction
 from sklearn.ensemble import IsolationForest
+from sklearn.metrics import average_precision_score
 
 from detection.forest import PackedForest
 from detection.models import ModelVersion
@@ -69,6 +70,67 @@ def forest_train(matrix: np.ndarray, *, params: dict | None = None) -> Isolation
     return forest
 
 
+def challenger_decision(
+    *,
+    truth: np.ndarray,
+    candidate_scores: np.ndarray,
+    active_scores: np.ndarray | None,
+    active_version: str | None,
+    min_labels: int,
+    max_ap_drop: float,
+) -> dict:
+    """Judge a newly trained model (the challenger) against the active one.
+
+    `truth` says which labelled transactions are fraud (latest label); the scores
+    are each model's anomaly scores of the same transactions. Average precision
+    (AP) ranks how well a model puts the labelled fraud above the labelled legit.
+    The challenger is activated unless there are enough labels of each kind to
+    judge by and its AP falls more than `max_ap_drop` below the active model's.
+    Return a JSON-ready record: counts, both APs, `activate` and the reason.
+    """
+    frauds = int(truth.sum())
+    legits = int(len(truth) - frauds)
+    record: dict = {
+        "labelled_fraud": frauds,
+        "labelled_legit": legits,
+        "average_precision": None,
+        "active_version": active_version,
+        "active_average_precision": None,
+    }
+    if active_scores is None:
+        return {**record, "activate": True, "reason": "no active model to compare"}
+    if min(frauds, legits) < min_labels:
+        return {
+            **record,
+            "activate": True,
+            "reason": (
+                f"too few labels to compare ({frauds} fraud, {legits} legit; "
+                f"{min_labels} of each needed)"
+            ),
+        }
+    challenger = float(average_precision_score(truth, candidate_scores))
+    champion = float(average_precision_score(truth, active_scores))
+    record["average_precision"] = round(challenger, 4)
+    record["active_average_precision"] = round(champion, 4)
+    if challenger < champion - max_ap_drop:
+        return {
+            **record,
+            "activate": False,
+            "reason": (
+                f"average precision {challenger:.4f} on labelled transactions is "
+                f"more than {max_ap_drop:g} below {active_version}'s {champion:.4f}"
+            ),
+        }
+    return {
+        **record,
+        "activate": True,
+        "reason": (
+            f"average precision {challenger:.4f} against {active_version}'s "
+            f"{champion:.4f} (at most {max_ap_drop:g} lower is accepted)"
+        ),
+    }
+
+
 def model_version_create(
     *,
     forest: IsolationForest,
@@ -77,6 +139,7 @@ def model_version_create(
     trained_from: datetime | None,
     trained_until: datetime | None,
     activate: bool = True,
+    evaluation: dict | None = None,
 ) -> ModelVersion:
     """Store a trained forest as a new ModelVersion, activating it if asked."""
     artifact = sio.dumps(forest)
@@ -98,6 +161,7 @@ def model_version_create(
             sample_count=sample_count,
             score_quantiles=[float(value) for value in quantiles],
             trained_at=now,
+            evaluation=evaluation or {},
         )
         if activate:
             model_version_activate(version=row.version)

@@ -8,12 +8,22 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import numpy as np
+from django.conf import settings
 from django.db import transaction
 
+from detection.forest import PackedForest
 from detection.models import DeadLetter
 from detection.profiles import OrmStateStore
 from detection.records import RecordError, timestamp_not_after, value_decode
-from detection.registry import forest_train, model_version_create, score_quantiles
+from detection.registry import (
+    ModelIntegrityError,
+    challenger_decision,
+    forest_train,
+    model_active_row,
+    model_load,
+    model_version_create,
+    score_quantiles,
+)
 from detection.scoring import (
     ScoringConfig,
     Verdict,
@@ -325,10 +335,20 @@ def features_replay(
     return np.vstack(blocks), store
 
 
+@dataclass
+class TrainingSet:
+    """What a retrain fits, and what it is judged on."""
+
+    matrix: np.ndarray  # the rows fitted
+    timestamps: list[datetime]  # their event times
+    labelled: np.ndarray  # features of every replayed transaction with a label
+    labelled_fraud: np.ndarray  # its latest label, aligned with `labelled`
+
+
 def training_features(
     *, since: datetime | None = None, limit: int = 200_000, warmup: int | None = None
-) -> tuple[np.ndarray, list[datetime]]:
-    """Return the feature matrix to train on, and the event times of its rows.
+) -> TrainingSet:
+    """Return the feature matrix to train on, with the labelled rows to judge by.
 
     The newest `limit` transactions (from `since`) are the training window. They
     are replayed in event order after up to `warmup` (default: `limit`) older
@@ -336,7 +356,9 @@ def training_features(
     their whole history, and a model fitted on cold-start features would rank
     warm cards wrongly. Transactions an analyst confirmed as fraud (latest label)
     advance the state, as they did live, but are not fitted: the forest learns
-    normal behaviour. Ground truth (is_fraud) is never read.
+    normal behaviour. Every replayed transaction with a label (warm-up included)
+    is returned with its features for the activation gate; ground truth
+    (is_fraud of a simulated record) is never read.
     """
     fields = (*SCORING_INPUT_FIELDS, "latest_label_fraud")
     base = Transaction.objects.with_latest_label().order_by("-timestamp")
@@ -348,33 +370,78 @@ def training_features(
         warm_limit = limit if warmup is None else warmup
         warm_rows = list(base.filter(timestamp__lt=oldest).values(*fields)[:warm_limit])
     rows = [*reversed(warm_rows), *reversed(train_rows)]  # event order
-    confirmed = [bool(row.pop("latest_label_fraud")) for row in rows]
-    fit = np.arange(len(rows)) >= len(warm_rows)
-    fit &= ~np.array(confirmed, dtype=bool)
+    labels = [row.pop("latest_label_fraud") for row in rows]
+    labelled = np.array([label is not None for label in labels], dtype=bool)
+    confirmed = np.array([label is True for label in labels], dtype=bool)
+    fit = (np.arange(len(rows)) >= len(warm_rows)) & ~confirmed
     messages = [TransactionMessage(**row) for row in rows]
     rates = scoring_config_from_db(model=None).rates
     # features_replay sorts by event time, stably: its rows stay aligned with `fit`.
     matrix, _ = features_replay(messages, rates=rates)
     timestamps = [m.timestamp for m, keep in zip(messages, fit, strict=True) if keep]
-    return matrix[fit], timestamps
+    return TrainingSet(
+        matrix=matrix[fit],
+        timestamps=timestamps,
+        labelled=matrix[labelled],
+        labelled_fraud=confirmed[labelled],
+    )
 
 
 def model_retrain(
-    *, since: datetime | None = None, limit: int = 200_000, warmup: int | None = None
+    *,
+    since: datetime | None = None,
+    limit: int = 200_000,
+    warmup: int | None = None,
+    force: bool = False,
 ) -> str:
-    """Train a new model on stored history (see `training_features`), activate it.
+    """Train a new model on stored history (see `training_features`); return it.
 
-    Return the new version.
+    The new version is activated unless the labelled transactions show it ranks
+    fraud clearly worse than the active model (`challenger_decision`; settings
+    MODEL_ACTIVATION_MIN_LABELS and MODEL_ACTIVATION_MAX_AP_DROP); `force`
+    activates it regardless. Either way it is stored with its `evaluation`.
     """
-    matrix, timestamps = training_features(since=since, limit=limit, warmup=warmup)
-    forest = forest_train(matrix)
+    data = training_features(since=since, limit=limit, warmup=warmup)
+    forest = forest_train(data.matrix)
+    active = model_active_row()
+    active_scores = None
+    if active is not None and len(data.labelled):
+        try:
+            active_scores = model_load(active).anomaly_scores(data.labelled)
+        except ModelIntegrityError as exc:
+            logger.warning("not comparing with %s: %s", active.version, exc)
+    evaluation = challenger_decision(
+        truth=data.labelled_fraud,
+        candidate_scores=-PackedForest.from_isolation_forest(forest).score_samples(
+            data.labelled
+        ),
+        active_scores=active_scores,
+        active_version=active.version if active is not None else None,
+        min_labels=settings.MODEL_ACTIVATION_MIN_LABELS,
+        max_ap_drop=settings.MODEL_ACTIVATION_MAX_AP_DROP,
+    )
+    if force and not evaluation["activate"]:
+        evaluation = {
+            **evaluation,
+            "activate": True,
+            "reason": "forced over: " + evaluation["reason"],
+        }
     row = model_version_create(
         forest=forest,
-        quantiles=score_quantiles(forest, matrix),
-        sample_count=len(matrix),
-        trained_from=min(timestamps),
-        trained_until=max(timestamps),
+        quantiles=score_quantiles(forest, data.matrix),
+        sample_count=len(data.matrix),
+        trained_from=min(data.timestamps),
+        trained_until=max(data.timestamps),
+        activate=evaluation["activate"],
+        evaluation=evaluation,
     )
+    if not evaluation["activate"]:
+        logger.warning(
+            "model %s stored but not activated (%s kept): %s",
+            row.version,
+            active.version,
+            evaluation["reason"],
+        )
     return row.version
 
 

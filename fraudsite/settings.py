@@ -206,6 +206,14 @@ DETECTION_CONFIG_REFRESH_SECONDS = env.float(
     "DETECTION_CONFIG_REFRESH_SECONDS", default=2.0
 )
 
+# The retrain's activation gate (detection.registry.challenger_decision): with at
+# least this many analyst/chargeback labels of each kind on the replayed history, a
+# new model is activated only if its average precision on them is no more than
+# MODEL_ACTIVATION_MAX_AP_DROP below the active model's; otherwise it is stored
+# inactive (the admin's Activate action or `retrain_model --force` overrides).
+MODEL_ACTIVATION_MIN_LABELS = env.int("MODEL_ACTIVATION_MIN_LABELS", default=10)
+MODEL_ACTIVATION_MAX_AP_DROP = env.float("MODEL_ACTIVATION_MAX_AP_DROP", default=0.05)
+
 CHANNEL_LAYERS = {
     "default": {
         "BACKEND": "channels_redis.core.RedisChannelLayer",

@@ -76,13 +76,111 @@ def test_training_replays_older_history_before_its_window(history):
     from detection.state import FEATURE_NAMES
 
     history_column = FEATURE_NAMES.index("log_history_count")
-    cold, cold_times = training_features(limit=500, warmup=0)
-    warm, warm_times = training_features(limit=500, warmup=2000)
-    assert len(cold) == len(warm) == 500
-    assert cold_times == warm_times  # the same window, fitted
-    assert warm[:, history_column].mean() > cold[:, history_column].mean() + 1.0
+    cold = training_features(limit=500, warmup=0)
+    warm = training_features(limit=500, warmup=2000)
+    assert len(cold.matrix) == len(warm.matrix) == 500
+    assert cold.timestamps == warm.timestamps  # the same window, fitted
+    assert (
+        warm.matrix[:, history_column].mean()
+        > cold.matrix[:, history_column].mean() + 1.0
+    )
     call_command("retrain_model", "--limit", "500", "--warmup", "2000")
     assert model_active_row().sample_count == 500
+
+
+def _label_some(staff_user, frauds: int, legits: int) -> None:
+    from transactions.models import Transaction
+    from transactions.services import label_create
+
+    rows = list(Transaction.objects.order_by("-amount")[: frauds + legits])
+    for row in rows[:frauds]:
+        label_create(transaction=row, is_fraud=True, created_by=staff_user)
+    for row in rows[frauds:]:
+        label_create(transaction=row, is_fraud=False, created_by=staff_user)
+
+
+def test_a_retrain_that_ranks_labelled_fraud_worse_is_stored_inactive(
+    history, staff_user, settings, capsys
+):
+    """Given enough labels and a gate the challenger cannot pass (it would need an
+    average precision 1 above the active model's), the retrain stores the new
+    version inactive with both figures and the reason, the old one keeps
+    scoring, and the command says how to activate it anyway; --force does."""
+    call_command("retrain_model")
+    champion = model_active_row()
+    _label_some(staff_user, frauds=4, legits=4)
+    settings.MODEL_ACTIVATION_MIN_LABELS = 4
+    settings.MODEL_ACTIVATION_MAX_AP_DROP = -1.0
+    capsys.readouterr()
+    call_command("retrain_model")
+    out = capsys.readouterr().out
+    challenger = ModelVersion.objects.exclude(pk=champion.pk).get()
+    assert model_active_row().pk == champion.pk
+    assert f"kept {champion.version} active" in out and "--force" in out
+    evaluation = challenger.evaluation
+    assert evaluation["activate"] is False
+    assert evaluation["labelled_fraud"] == evaluation["labelled_legit"] == 4
+    assert 0 < evaluation["average_precision"] <= 1
+    assert 0 < evaluation["active_average_precision"] <= 1
+    assert "below" in evaluation["reason"]
+
+    call_command("retrain_model", "--force")
+    forced = model_active_row()
+    assert forced.pk not in (champion.pk, challenger.pk)
+    assert forced.evaluation["reason"].startswith("forced over: ")
+
+
+def test_a_retrain_is_activated_when_labels_are_too_few_or_it_ranks_as_well(
+    history, staff_user, settings
+):
+    """With fewer labels of a kind than MODEL_ACTIVATION_MIN_LABELS there is
+    nothing to judge by and the new version is activated (and says why); with
+    enough, one within MODEL_ACTIVATION_MAX_AP_DROP of the active model is."""
+    call_command("retrain_model")
+    _label_some(staff_user, frauds=2, legits=6)
+    settings.MODEL_ACTIVATION_MIN_LABELS = 3
+    call_command("retrain_model")
+    second = model_active_row()
+    assert "too few labels" in second.evaluation["reason"]
+    assert second.evaluation["average_precision"] is None
+
+    _label_some(staff_user, frauds=4, legits=4)  # relabels the same rows: 4 and 4
+    settings.MODEL_ACTIVATION_MAX_AP_DROP = 1.0  # any challenger passes
+    call_command("retrain_model")
+    third = model_active_row()
+    assert third.pk != second.pk
+    assert third.evaluation["active_version"] == second.version
+    assert third.evaluation["average_precision"] is not None
+
+
+def test_challenger_decision_compares_average_precision():
+    """The gate's arithmetic on hand-made scores: a challenger that ranks the
+    labelled fraud below the legit is refused against one that ranks it above;
+    within the allowed drop, or with no active model, it is activated."""
+    from detection.registry import challenger_decision
+
+    truth = np.array([True, True, False, False, False])
+    good = np.array([0.9, 0.8, 0.1, 0.2, 0.3])
+    bad = np.array([0.1, 0.2, 0.9, 0.8, 0.7])
+    common = {"truth": truth, "min_labels": 2, "active_version": "v1"}
+    refused = challenger_decision(
+        candidate_scores=bad, active_scores=good, max_ap_drop=0.05, **common
+    )
+    assert refused["activate"] is False
+    assert refused["active_average_precision"] == 1.0
+    assert refused["average_precision"] < 0.5
+    assert challenger_decision(
+        candidate_scores=good, active_scores=bad, max_ap_drop=0.05, **common
+    )["activate"]
+    assert challenger_decision(
+        candidate_scores=bad, active_scores=good, max_ap_drop=1.0, **common
+    )["activate"]
+    assert (
+        challenger_decision(
+            candidate_scores=bad, active_scores=None, max_ap_drop=0.05, **common
+        )["reason"]
+        == "no active model to compare"
+    )
 
 
 def test_second_training_replaces_the_active_model(history):

@@ -2,6 +2,7 @@
 
 from django.core.management.base import BaseCommand, CommandError
 
+from detection.models import ModelVersion
 from detection.registry import default_training_since
 from detection.services import model_retrain
 
@@ -10,7 +11,9 @@ class Command(BaseCommand):
     help = (
         "Train an Isolation Forest on stored transactions (replayed in event order "
         "to rebuild each user's behaviour), store it as a new ModelVersion and make "
-        "it active; running scorers pick it up within seconds."
+        "it active, unless analysts' labels show it ranks fraud clearly worse than "
+        "the active model (then it is stored inactive; --force activates it). "
+        "Running scorers pick up an activated model within seconds."
     )
 
     def add_arguments(self, parser):
@@ -33,13 +36,33 @@ class Command(BaseCommand):
             help="Replay up to this many older transactions first, to build the "
             "cards' history without training on them (default: --limit).",
         )
+        parser.add_argument(
+            "--force",
+            action="store_true",
+            help="Activate the new model even if it ranks labelled fraud worse.",
+        )
 
     def handle(self, *args, **options):
         since = default_training_since(options["days"]) if options["days"] else None
         try:
             version = model_retrain(
-                since=since, limit=options["limit"], warmup=options["warmup"]
+                since=since,
+                limit=options["limit"],
+                warmup=options["warmup"],
+                force=options["force"],
             )
         except ValueError as exc:
             raise CommandError(str(exc)) from exc
-        self.stdout.write(self.style.SUCCESS(f"Activated model {version}"))
+        row = ModelVersion.objects.get(version=version)
+        reason = row.evaluation.get("reason", "")
+        if row.is_active:
+            message = f"Activated model {version}: {reason}"
+            self.stdout.write(self.style.SUCCESS(message))
+        else:
+            active = row.evaluation.get("active_version")
+            self.stdout.write(
+                self.style.WARNING(
+                    f"Stored model {version} but kept {active} active: {reason}. "
+                    "Activate it anyway with --force or the admin's Activate action."
+                )
+            )
