@@ -114,6 +114,14 @@ class UserProfile(models.Model):
 
     user_id = models.CharField(max_length=64, unique=True)
     txn_count = models.PositiveIntegerField(default=0)
+    learned_count = models.PositiveIntegerField(
+        default=0,
+        help_text=(
+            "Transactions the profile learned from: all but those judged fraud, "
+            "which count toward velocity but not toward the typical amount, "
+            "places, merchants or channels."
+        ),
+    )
     log_amount_mean = models.FloatField(default=0.0)
     log_amount_m2 = models.FloatField(default=0.0)
     last_epoch = models.FloatField(null=True, blank=True)

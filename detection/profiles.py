@@ -34,7 +34,11 @@ _FIELDS = (
 
 def profile_to_state(profile: UserProfile) -> UserState:
     """Return the UserState held in a profile row."""
-    state = UserState(user_id=profile.user_id, count=profile.txn_count)
+    state = UserState(
+        user_id=profile.user_id,
+        count=profile.txn_count,
+        learned=profile.learned_count,
+    )
     for name in _FIELDS:
         setattr(state, name, getattr(profile, name))
     return state
@@ -44,6 +48,7 @@ def state_to_row(state: UserState) -> dict:
     """Return the UserProfile column values holding a UserState."""
     row = {name: getattr(state, name) for name in _FIELDS}
     row["user_id"], row["txn_count"] = state.user_id, state.count
+    row["learned_count"] = state.learned
     return row
 
 
@@ -137,7 +142,7 @@ class OrmStateStore:
                 model=UserProfile,
                 rows=rows,
                 unique_fields=["user_id"],
-                update_fields=["txn_count", *_FIELDS, "updated_at"],
+                update_fields=["txn_count", "learned_count", *_FIELDS, "updated_at"],
             )
 
     def cache_commit(self, states: Iterable[UserState]) -> None:

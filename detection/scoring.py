@@ -205,11 +205,15 @@ class Verdict:
         return self.row.summary() if self.row is not None else {}
 
 
-@dataclass
+@dataclass(slots=True)
 class _Prepared:
     message: TransactionMessage
     row: FeatureRow
     notes: list[str]
+    # What the state learns from it: the place resolved, the amount converted.
+    latitude: float | None
+    longitude: float | None
+    country: str
 
 
 def _resolve_location(message: TransactionMessage, notes: list[str]) -> tuple:
@@ -238,17 +242,72 @@ def _local_hour(moment: datetime, longitude: float | None) -> int:
     return (moment.hour + round(longitude / 15.0)) % 24
 
 
+def _prepare(
+    message: TransactionMessage, state: UserState, rates: Mapping[str, float]
+) -> _Prepared:
+    """Return one message's features against its user's state (left unchanged)."""
+    notes: list[str] = []
+    latitude, longitude, country = _resolve_location(message, notes)
+    epoch = message.timestamp.timestamp()
+    rate = rates.get(message.currency)
+    if rate is None:
+        rate = 1.0
+        notes.append(
+            f"No exchange rate for {message.currency}: amount compared unconverted."
+        )
+    amount = message.amount_float / rate
+    if latitude is not None and state.located_after(epoch):
+        notes.append(NOTE_LATE)
+    row = state.features(
+        epoch=epoch,
+        amount=amount,
+        hour=_local_hour(message.timestamp, longitude),
+        latitude=latitude,
+        longitude=longitude,
+        country=country,
+        merchant_id=message.merchant_id,
+        merchant_category=message.merchant_category,
+        channel=message.channel,
+    )
+    return _Prepared(message, row, notes, latitude, longitude, country)
+
+
+def _fold(state: UserState, item: _Prepared, *, learn: bool = True) -> None:
+    """Advance the state past a prepared transaction (learn: see UserState)."""
+    message = item.message
+    state.apply(
+        epoch=item.row.epoch,
+        amount=item.row.amount,
+        latitude=item.latitude,
+        longitude=item.longitude,
+        location=message.location,
+        country=item.country,
+        merchant_id=message.merchant_id,
+        merchant_category=message.merchant_category,
+        channel=message.channel,
+        learn=learn,
+    )
+
+
+def _event_order(messages: Sequence[TransactionMessage]) -> list[int]:
+    return sorted(range(len(messages)), key=lambda i: messages[i].timestamp)
+
+
 def transaction_features_batch(
     messages: Sequence[TransactionMessage],
     *,
     states: dict[str, UserState],
     apply_state: bool = True,
     rates: Mapping[str, float] | None = None,
+    learns: Sequence[bool] | None = None,
 ) -> list[_Prepared]:
     """Return each message's features, folding them into `states` in event order.
 
     Output is aligned with the input; with apply_state=False the states are
     still advanced on private copies, so a what-if batch sees its own earlier rows.
+    `learns` (aligned with the input; default all True) says which transactions
+    teach the profile: a training replay passes False for those stored as fraud,
+    as the scorer did (`verdicts_score` decides it from each verdict).
     Amounts are converted to BASE_CURRENCY with `rates` (units per base unit;
     default: the config's base alone). The stream and the API refuse currencies
     without a rate; one that still gets here is compared unconverted, and noted.
@@ -257,46 +316,12 @@ def transaction_features_batch(
         states = {uid: state.copy() for uid, state in states.items()}
     if rates is None:
         rates = _base_rate()
-    order = sorted(range(len(messages)), key=lambda i: messages[i].timestamp)
     prepared: list[_Prepared | None] = [None] * len(messages)
-    for index in order:
+    for index in _event_order(messages):
         message = messages[index]
-        notes: list[str] = []
-        latitude, longitude, country = _resolve_location(message, notes)
         state = states[message.user_id]
-        epoch = message.timestamp.timestamp()
-        rate = rates.get(message.currency)
-        if rate is None:
-            rate = 1.0
-            notes.append(
-                f"No exchange rate for {message.currency}: amount compared unconverted."
-            )
-        amount = message.amount_float / rate
-        if latitude is not None and state.located_after(epoch):
-            notes.append(NOTE_LATE)
-        row = state.features(
-            epoch=epoch,
-            amount=amount,
-            hour=_local_hour(message.timestamp, longitude),
-            latitude=latitude,
-            longitude=longitude,
-            country=country,
-            merchant_id=message.merchant_id,
-            merchant_category=message.merchant_category,
-            channel=message.channel,
-        )
-        state.apply(
-            epoch=epoch,
-            amount=amount,
-            latitude=latitude,
-            longitude=longitude,
-            location=message.location,
-            country=country,
-            merchant_id=message.merchant_id,
-            merchant_category=message.merchant_category,
-            channel=message.channel,
-        )
-        prepared[index] = _Prepared(message, row, notes)
+        item = prepared[index] = _prepare(message, state, rates)
+        _fold(state, item, learn=True if learns is None else learns[index])
     return prepared  # type: ignore[return-value]
 
 
@@ -386,11 +411,44 @@ def verdicts_score(
     """Return verdicts for a batch (aligned with input) from states already read.
 
     The states are advanced in place, in event order, unless `apply_state` is
-    False. For callers that read the states themselves (and keep their versions).
+    False (then private copies are). A transaction judged fraud does not teach
+    its card's profile (UserState), so a card's next transaction must wait for
+    the verdict of its previous one: the batch is scored in waves, the first
+    transaction of every card in the batch, then the second, and so on, with one
+    model call per wave (as many waves as the busiest card has transactions in
+    the batch). Per card this is exactly event order.
     """
-    prepared = transaction_features_batch(
-        messages, states=states, apply_state=apply_state, rates=config.rates
-    )
+    if not apply_state:
+        states = {uid: state.copy() for uid, state in states.items()}
+    waves: list[list[int]] = []
+    position: dict[str, int] = {}
+    for index in _event_order(messages):
+        user_id = messages[index].user_id
+        wave = position.get(user_id, 0)
+        position[user_id] = wave + 1
+        if wave == len(waves):
+            waves.append([])
+        waves[wave].append(index)
+    verdicts: list[Verdict | None] = [None] * len(messages)
+    for wave in waves:
+        prepared = [
+            _prepare(messages[i], states[messages[i].user_id], config.rates)
+            for i in wave
+        ]
+        for index, item, verdict in zip(
+            wave, prepared, _judge(prepared, config), strict=True
+        ):
+            _fold(
+                states[item.message.user_id],
+                item,
+                learn=verdict.status != STATUS_FRAUD,
+            )
+            verdicts[index] = verdict
+    return verdicts  # type: ignore[return-value]
+
+
+def _judge(prepared: Sequence[_Prepared], config: ScoringConfig) -> list[Verdict]:
+    """Return the verdicts of prepared rows: the model once over all, then rules."""
     model_outputs: list[tuple[float, float] | None] = [None] * len(prepared)
     if config.model is not None and prepared:
         scores = config.model.anomaly_scores(feature_matrix(prepared))

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -314,23 +314,33 @@ def transaction_what_if(
 
 
 def features_replay(
-    messages: Iterable[TransactionMessage],
+    messages: Sequence[TransactionMessage],
     *,
     rates: Mapping[str, float] | None = None,
+    learns: Sequence[bool] | None = None,
 ) -> tuple[np.ndarray, InMemoryStateStore]:
     """Replay messages in event order through fresh in-memory state.
 
     Return the feature matrix (one row per message, in event order) and the
     store, so that a backtest can go on scoring from the state it reached.
-    `rates` convert amounts as the scorers do (ScoringConfig.rates).
+    `rates` convert amounts as the scorers do (ScoringConfig.rates); `learns`
+    (aligned with `messages`, default all True) says which teach the profile
+    (False for those stored as fraud: see UserState).
     """
-    ordered = sorted(messages, key=lambda m: m.timestamp)
+    order = sorted(range(len(messages)), key=lambda i: messages[i].timestamp)
+    ordered = [messages[i] for i in order]
+    ordered_learns = None if learns is None else [learns[i] for i in order]
     store = InMemoryStateStore()
     blocks = [np.empty((0, len(FEATURE_NAMES)))]
     for start in range(0, len(ordered), 5000):
         chunk = ordered[start : start + 5000]
         states = store.states_get({m.user_id for m in chunk})
-        prepared = transaction_features_batch(chunk, states=states, rates=rates)
+        prepared = transaction_features_batch(
+            chunk,
+            states=states,
+            rates=rates,
+            learns=None if ordered_learns is None else ordered_learns[start:][:5000],
+        )
         blocks.append(feature_matrix(prepared))
     return np.vstack(blocks), store
 
@@ -360,7 +370,7 @@ def training_features(
     is returned with its features for the activation gate; ground truth
     (is_fraud of a simulated record) is never read.
     """
-    fields = (*SCORING_INPUT_FIELDS, "latest_label_fraud")
+    fields = (*SCORING_INPUT_FIELDS, "latest_label_fraud", "status")
     base = Transaction.objects.with_latest_label().order_by("-timestamp")
     window = base if since is None else base.filter(timestamp__gte=since)
     train_rows = list(window.values(*fields)[:limit])
@@ -371,13 +381,15 @@ def training_features(
         warm_rows = list(base.filter(timestamp__lt=oldest).values(*fields)[:warm_limit])
     rows = [*reversed(warm_rows), *reversed(train_rows)]  # event order
     labels = [row.pop("latest_label_fraud") for row in rows]
+    # As live: a transaction judged fraud did not teach its card's profile.
+    learns = [row.pop("status") != Transaction.Status.FRAUD for row in rows]
     labelled = np.array([label is not None for label in labels], dtype=bool)
     confirmed = np.array([label is True for label in labels], dtype=bool)
     fit = (np.arange(len(rows)) >= len(warm_rows)) & ~confirmed
     messages = [TransactionMessage(**row) for row in rows]
     rates = scoring_config_from_db(model=None).rates
     # features_replay sorts by event time, stably: its rows stay aligned with `fit`.
-    matrix, _ = features_replay(messages, rates=rates)
+    matrix, _ = features_replay(messages, rates=rates, learns=learns)
     timestamps = [m.timestamp for m, keep in zip(messages, fit, strict=True) if keep]
     return TrainingSet(
         matrix=matrix[fit],

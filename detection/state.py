@@ -119,10 +119,22 @@ def _round(value: float | None) -> float | None:
 
 @dataclass(slots=True)
 class UserState:
-    """One user's running profile: amount statistics, places, recent activity."""
+    """One user's running profile: amount statistics, places, recent activity.
+
+    Every transaction counts (`count`, the state's version) and enters the
+    recent-activity window: velocity counts attempts, and a burst of declined card
+    tests is still a burst. Only transactions not judged fraud teach the profile
+    (`learned` of them): the amount statistics, last and home place, known
+    countries, merchants and categories, and channel mix. So a fraudster's
+    purchase in Lagos neither makes Lagos the card's last place (the cardholder's
+    next purchase at home would read as impossible travel, and the fraudster's
+    next one in Lagos as no travel at all) nor raises the typical amount.
+    """
 
     user_id: str
     count: int = 0
+    # Transactions folded into the profile (those not judged fraud).
+    learned: int = 0
     log_amount_mean: float = 0.0
     # Welford's running sum of squared deviations of log(amount).
     log_amount_m2: float = 0.0
@@ -147,6 +159,7 @@ class UserState:
         return UserState(
             user_id=self.user_id,
             count=self.count,
+            learned=self.learned,
             log_amount_mean=self.log_amount_mean,
             log_amount_m2=self.log_amount_m2,
             last_epoch=self.last_epoch,
@@ -169,13 +182,15 @@ class UserState:
     @property
     def typical_amount(self) -> float:
         """Return the geometric mean amount (robust to the odd big purchase)."""
-        return math.exp(self.log_amount_mean) if self.count else 0.0
+        return math.exp(self.log_amount_mean) if self.learned else 0.0
 
     @property
     def log_amount_std(self) -> float:
         """Return the standard deviation of log(amount)."""
         return (
-            math.sqrt(self.log_amount_m2 / (self.count - 1)) if self.count > 1 else 0.0
+            math.sqrt(self.log_amount_m2 / (self.learned - 1))
+            if self.learned > 1
+            else 0.0
         )
 
     def located_after(self, epoch: float) -> bool:
@@ -232,7 +247,8 @@ class UserState:
             distance_home = haversine_km(
                 self.home_latitude, self.home_longitude, latitude, longitude
             )
-        if self.count >= 2:
+        learned = self.learned
+        if learned >= 2:
             # Shrink the spread toward a floor so that two identical amounts do not
             # make every later amount look infinitely unusual.
             spread = max(self.log_amount_std, 0.35)
@@ -253,7 +269,7 @@ class UserState:
             epoch=epoch,
             amount=amount,
             typical_amount=self.typical_amount,
-            history_count=self.count,
+            history_count=learned,
             amount_zscore=zscore,
             distance_prev_km=distance_prev,
             speed_kmh=speed,
@@ -271,17 +287,17 @@ class UserState:
                 country and self.countries and country not in self.countries
             ),
             new_merchant=bool(
-                merchant_id and self.count >= 5 and merchant_id not in self.merchants
+                merchant_id and learned >= 5 and merchant_id not in self.merchants
             ),
             recent_times=recent_times,
             channel_novelty=(
-                1.0 - self.channels.get(channel, 0) / self.count
-                if channel and self.count >= 5
+                1.0 - self.channels.get(channel, 0) / learned
+                if channel and learned >= 5
                 else 0.0
             ),
             new_category=bool(
                 merchant_category
-                and self.count >= 5
+                and learned >= 5
                 and merchant_category not in self.categories
             ),
         )
@@ -298,15 +314,29 @@ class UserState:
         merchant_id: str,
         merchant_category: str = "",
         channel: str = "",
+        learn: bool = True,
     ) -> None:
-        """Fold one transaction into the state (in event order)."""
+        """Fold one transaction into the state (in event order).
+
+        With `learn=False` (judged fraud) it only counts and joins the recent
+        window; the profile is left as it was (see the class docstring).
+        """
         self.count += 1
-        value = math.log(amount)
-        delta = value - self.log_amount_mean
-        self.log_amount_mean += delta / self.count
-        self.log_amount_m2 += delta * (value - self.log_amount_mean)
         if self.last_epoch is None or epoch >= self.last_epoch:
             self.last_epoch = epoch
+        horizon = epoch - RECENT_WINDOW_SECONDS
+        recent = [pair for pair in self.recent if pair[0] >= horizon]
+        recent.append([epoch, amount])
+        if len(recent) > 1 and recent[-2][0] > epoch:
+            recent.sort(key=lambda pair: pair[0])
+        self.recent = recent[-RECENT_MAX_EVENTS:]
+        if not learn:
+            return
+        self.learned += 1
+        value = math.log(amount)
+        delta = value - self.log_amount_mean
+        self.log_amount_mean += delta / self.learned
+        self.log_amount_m2 += delta * (value - self.log_amount_mean)
         if latitude is not None:
             if not self.located_after(epoch):
                 self.last_latitude, self.last_longitude = latitude, longitude
@@ -328,12 +358,6 @@ class UserState:
             ]
         if channel:
             self.channels[channel] = self.channels.get(channel, 0) + 1
-        horizon = epoch - RECENT_WINDOW_SECONDS
-        recent = [pair for pair in self.recent if pair[0] >= horizon]
-        recent.append([epoch, amount])
-        if len(recent) > 1 and recent[-2][0] > epoch:
-            recent.sort(key=lambda pair: pair[0])
-        self.recent = recent[-RECENT_MAX_EVENTS:]
 
 
 class UserStateStore(Protocol):

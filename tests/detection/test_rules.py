@@ -239,7 +239,73 @@ def test_score_batch_applies_state_in_event_order_and_notes_rules_only():
     assert verdicts[0].status == "fraud"
     assert NOTE_RULES_ONLY in verdicts[0].notes
     assert states["u1"].count == 2
-    assert states["u1"].last_location == "Sydney"
+    # Judged fraud, Sydney did not teach the profile (see the next test).
+    assert states["u1"].learned == 1
+    assert states["u1"].last_location == "London"
+
+
+def test_a_transaction_judged_fraud_does_not_teach_the_card_profile():
+    """A New York card with ten days of $40 purchases, the last an hour ago, is
+    used in Lagos for $900 (fraud: impossible travel and an amount spike). Ten
+    minutes later, Lagos again: still impossible travel from New York, the first
+    Lagos charge counted in its velocity window, still fraud. Two hours later the
+    cardholder pays $40 in New York: legit, compared with New York. The card's typical
+    amount and places are those of its own purchases; both Lagos charges count."""
+    store, config = InMemoryStateStore(), scoring_config_defaults()
+    day = 24 * 60
+    history = [
+        message(f"h{i}", "40.00", -60 - day * (9 - i), location="New York")
+        for i in range(10)
+    ]
+    transaction_score_batch(history, store=store, config=config)
+    batch = [
+        message("f1", "900.00", 0, location="Lagos"),
+        message("f2", "850.00", 10, location="Lagos"),
+        message("own", "40.00", 130, location="New York"),
+    ]
+    verdicts, states = transaction_score_batch(batch, store=store, config=config)
+    first, second, own = verdicts
+    assert first.status == second.status == "fraud"
+    assert {"geo_velocity", "amount_spike"} <= set(first.reason_codes)
+    assert {"geo_velocity", "amount_spike"} <= set(second.reason_codes)
+    assert second.row.count_10m == 1
+    assert own.status == "legit" and own.reason_codes == []
+    assert own.row.previous_location == "New York"
+    assert own.row.typical_amount == pytest.approx(40.0)
+    state = states["u1"]
+    assert (state.count, state.learned) == (13, 11)
+    assert state.last_location == "New York"
+    assert state.countries == ["US"]
+    # The last 24 h: the last New York purchase, both Lagos charges, then own.
+    assert [amount for _, amount in state.recent] == [40.0, 900.0, 850.0, 40.0]
+
+
+def test_waves_score_a_burst_within_one_batch_as_one_at_a_time():
+    """A card's transactions in one batch are judged in turn (a fraud verdict
+    changes what the next one is compared with): the batch gives the verdicts
+    and state that one batch per transaction gives."""
+    config = scoring_config_defaults()
+    records = [
+        message(f"h{i}", "40.00", -60 * (10 - i), location="New York")
+        for i in range(10)
+    ] + [
+        message("f1", "900.00", 0, location="Lagos"),
+        message("o1", "20.00", 1, location="Paris", user_id="u2"),
+        message("f2", "850.00", 10, location="Lagos"),
+        message("own", "40.00", 130, location="New York"),
+    ]
+    together, states = transaction_score_batch(
+        records, store=InMemoryStateStore(), config=config
+    )
+    apart_store = InMemoryStateStore()
+    apart = [
+        transaction_score_batch([record], store=apart_store, config=config)[0][0]
+        for record in records
+    ]
+    assert [(v.status, v.reason_codes) for v in together] == [
+        (v.status, v.reason_codes) for v in apart
+    ]
+    assert states["u1"] == apart_store.states["u1"]
 
 
 def test_a_late_transaction_is_not_compared_with_a_later_location():
