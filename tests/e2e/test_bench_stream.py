@@ -4,8 +4,10 @@ The figures themselves are not asserted (speed lives in benchmarks, not tests); 
 keeps the benchmark runnable: every phase completes and reports a positive rate.
 """
 
+import contextlib
 import os
 import re
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -54,4 +56,43 @@ def test_bench_stream_runs_every_phase(tmp_path, kafka_bootstrap, redis_url):
         found = re.search(pattern, line)
         assert found and int(found.group(1).replace(",", "")) > 0, line
     # The scratch databases are removed; nothing is left in the temp dir but logs.
+    assert not list(tmp_path.glob("bench-stream-*/bench*.sqlite3*"))
+
+
+@pytest.mark.kafka
+def test_sigterm_stops_the_benchmark_and_everything_it_started(tmp_path, redis_url):
+    """SIGTERM during the run (a kill, a CI timeout) ends it like Ctrl-C: the
+    embedded broker it started is stopped, its consumers too, and the scratch
+    databases are dropped."""
+    env = {**os.environ, "DEBUG": "1", "REDIS_URL": redis_url, "TMPDIR": str(tmp_path)}
+    for name in ("DATABASE_URL", "DJANGO_SETTINGS_MODULE", "KAFKA_BROKER"):
+        env.pop(name, None)
+    process = subprocess.Popen(
+        [sys.executable, "manage.py", "bench_stream", "--records", "200000",
+         "--users", "300", "--history-days", "2"],
+        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        text=True,
+    )  # fmt: skip
+    lines = []
+    try:
+        for line in process.stdout:  # ends at exit: the read has no deadline of its own
+            lines.append(line)
+            if line.startswith("Preloading"):
+                process.send_signal(signal.SIGTERM)
+                break
+        out, _ = process.communicate(timeout=120)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    text = "".join(lines) + out
+    broker_pid = int(re.search(r"kafka started on \S+ \(pid (\d+)\)", text).group(1))
+    try:
+        assert process.returncode != 0
+        assert f"kafka stopped (pid {broker_pid})" in text
+        with pytest.raises(ProcessLookupError):
+            os.kill(broker_pid, 0)
+    finally:  # a failing run must not leave the broker behind either
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(broker_pid, signal.SIGKILL)
     assert not list(tmp_path.glob("bench-stream-*/bench*.sqlite3*"))

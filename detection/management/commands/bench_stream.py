@@ -11,6 +11,7 @@ Figures are printed; nothing is asserted.
 import json
 import math
 import os
+import signal
 import statistics
 import subprocess
 import sys
@@ -53,6 +54,10 @@ TARGET_SPEEDUP = 30.0
 TARGET_P99_MS = 250.0
 PROFILE_LINES = 30
 DEADLINE = 600.0
+
+
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt
 
 
 class Command(BaseCommand):
@@ -99,7 +104,12 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args, **options):
+        # SIGTERM (a `kill`, a CI timeout) stops the benchmark as Ctrl-C does: the
+        # `finally` below stops the consumers, the broker and Redis it started and
+        # drops the scratch databases, instead of leaving them running.
+        signal.signal(signal.SIGTERM, _interrupt)
         self.options = options
+        self.processes: list[subprocess.Popen] = []
         self.workdir = Path(tempfile.mkdtemp(prefix="bench-stream-"))
         self.scratch = ScratchDatabases(self.workdir)
         bootstrap, broker = embedded.kafka_broker_resolve(
@@ -116,6 +126,7 @@ class Command(BaseCommand):
                 self.database = self.scratch.create("main")
                 self.run_phases()
         finally:
+            self.processes_stop()
             connection.close()
             if redis_server is not None:
                 redis_server.stop()
@@ -370,7 +381,20 @@ class Command(BaseCommand):
         )  # fmt: skip
         log.close()  # the child holds its own copy of the descriptor
         process.log_path = self.workdir / log_name
+        self.processes.append(process)
         return process
+
+    def processes_stop(self) -> None:
+        """Stop consumers still running (an interrupted run): SIGTERM, then kill."""
+        for process in self.processes:
+            if process.poll() is None:
+                process.terminate()
+        for process in self.processes:
+            try:
+                process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
 
     def consumer_finish(self, process) -> None:
         """Wait for a consumer to exit; fail with its log if it did not succeed."""
