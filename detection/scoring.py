@@ -289,6 +289,28 @@ def _fold(state: UserState, item: _Prepared, *, learn: bool = True) -> None:
     )
 
 
+def state_learn_later(
+    state: UserState, message: TransactionMessage, *, rates: Mapping[str, float]
+) -> None:
+    """Teach a card's profile a transaction it counted but did not learn from.
+
+    The place is resolved and the amount converted as when it was scored (see
+    `UserState.learn_later`).
+    """
+    latitude, longitude, country = _resolve_location(message, [])
+    state.learn_later(
+        epoch=message.timestamp.timestamp(),
+        amount=message.amount_float / rates.get(message.currency, 1.0),
+        latitude=latitude,
+        longitude=longitude,
+        location=message.location,
+        country=country,
+        merchant_id=message.merchant_id,
+        merchant_category=message.merchant_category,
+        channel=message.channel,
+    )
+
+
 def _event_order(messages: Sequence[TransactionMessage]) -> list[int]:
     return sorted(range(len(messages)), key=lambda i: messages[i].timestamp)
 

@@ -29,14 +29,15 @@ from detection.scoring import (
     Verdict,
     feature_matrix,
     scoring_config_from_db,
+    state_learn_later,
     transaction_features_batch,
     verdicts_score,
 )
 from detection.state import FEATURE_NAMES, InMemoryStateStore, UserState
 from transactions.messages import SCORING_INPUT_FIELDS, TransactionMessage
-from transactions.models import Transaction, reason_codes_text
+from transactions.models import Label, Transaction, reason_codes_text
 from transactions.selectors import transaction_ids_existing
-from transactions.services import transactions_record
+from transactions.services import label_create, transactions_record
 
 logger = logging.getLogger(__name__)
 
@@ -313,6 +314,49 @@ def transaction_what_if(
     return verdict, state
 
 
+def transaction_label(
+    *,
+    record: Transaction,
+    is_fraud: bool,
+    source: str = Label.Source.ANALYST,
+    note: str = "",
+    created_by=None,
+) -> Label:
+    """Record a label on a stored transaction (latest wins) and return it.
+
+    A transaction judged fraud did not teach its card's profile (UserState). The
+    first label saying it was legitimate teaches it now, in the same database
+    transaction, so that the cardholder's next purchases are compared with it
+    (a trip abroad confirmed by the cardholder stops reading as impossible
+    travel). Later relabels change nothing in the profile: a profile cannot
+    unlearn, and learning twice would count the purchase twice. The API, the
+    dashboard and the admin all label through here; the verdict stays as it was.
+    """
+    with transaction.atomic():
+        teach = (
+            not is_fraud
+            and record.status == Transaction.Status.FRAUD
+            and not record.labels.filter(is_fraud=False).exists()
+        )
+        label = label_create(
+            transaction=record,
+            is_fraud=is_fraud,
+            source=source,
+            note=note,
+            created_by=created_by,
+        )
+        if teach:
+            store = OrmStateStore(use_cache=False)
+            state = store.states_get({record.user_id})[record.user_id]
+            message = TransactionMessage(
+                **{name: getattr(record, name) for name in SCORING_INPUT_FIELDS}
+            )
+            rates = scoring_config_from_db(model=None).rates
+            state_learn_later(state, message, rates=rates)
+            store.states_put([state])
+    return label
+
+
 def features_replay(
     messages: Sequence[TransactionMessage],
     *,
@@ -381,8 +425,12 @@ def training_features(
         warm_rows = list(base.filter(timestamp__lt=oldest).values(*fields)[:warm_limit])
     rows = [*reversed(warm_rows), *reversed(train_rows)]  # event order
     labels = [row.pop("latest_label_fraud") for row in rows]
-    # As live: a transaction judged fraud did not teach its card's profile.
-    learns = [row.pop("status") != Transaction.Status.FRAUD for row in rows]
+    # As live: a transaction judged fraud did not teach its card's profile,
+    # unless an analyst found it legitimate (`transaction_label`).
+    learns = [
+        row.pop("status") != Transaction.Status.FRAUD or label is False
+        for row, label in zip(rows, labels, strict=True)
+    ]
     labelled = np.array([label is not None for label in labels], dtype=bool)
     confirmed = np.array([label is True for label in labels], dtype=bool)
     fit = (np.arange(len(rows)) >= len(warm_rows)) & ~confirmed

@@ -132,6 +132,8 @@ class UserState:
     """
 
     user_id: str
+    # Transactions applied, plus labels that re-taught the profile: the state's
+    # version, which scorers check their cached copies against.
     count: int = 0
     # Transactions folded into the profile (those not judged fraud).
     learned: int = 0
@@ -330,8 +332,45 @@ class UserState:
         if len(recent) > 1 and recent[-2][0] > epoch:
             recent.sort(key=lambda pair: pair[0])
         self.recent = recent[-RECENT_MAX_EVENTS:]
-        if not learn:
-            return
+        if learn:
+            self._learn(
+                epoch=epoch,
+                amount=amount,
+                latitude=latitude,
+                longitude=longitude,
+                location=location,
+                country=country,
+                merchant_id=merchant_id,
+                merchant_category=merchant_category,
+                channel=channel,
+            )
+
+    def learn_later(self, **transaction) -> None:
+        """Teach the profile a transaction applied earlier without learning.
+
+        For a verdict of fraud that an analyst found legitimate: it already
+        counted, and sits in the recent window; now the amount statistics, known
+        places, merchants, categories and channels take it in too (its place
+        becomes the last one only if nothing later was located). The version
+        (`count`) moves on, so that scorers holding the state before this
+        reload it instead of overwriting it. Takes `apply`'s keyword arguments.
+        """
+        self.count += 1
+        self._learn(**transaction)
+
+    def _learn(
+        self,
+        *,
+        epoch: float,
+        amount: float,
+        latitude: float | None,
+        longitude: float | None,
+        location: str,
+        country: str,
+        merchant_id: str,
+        merchant_category: str,
+        channel: str,
+    ) -> None:
         self.learned += 1
         value = math.log(amount)
         delta = value - self.log_amount_mean

@@ -4,6 +4,7 @@ from django.contrib import admin
 from django.db.models import Prefetch
 from django.utils.html import format_html, format_html_join
 
+from detection.services import transaction_label
 from transactions.models import Label, Transaction, VerdictTally
 
 RULE_CODES = (
@@ -197,7 +198,17 @@ class LabelAdmin(admin.ModelAdmin):
         return False
 
     def save_model(self, request, obj, form, change):
-        # Labels given in admin are attributed like those given on the dashboard.
-        if not change and obj.created_by_id is None:
-            obj.created_by = request.user
-        super().save_model(request, obj, form, change)
+        """Record the label as the API does (a legitimate fraud verdict teaches
+        the card's profile), attributed to the signed-in user."""
+        label = transaction_label(
+            record=obj.transaction,
+            is_fraud=obj.is_fraud,
+            source=obj.source,
+            note=obj.note,
+            created_by=obj.created_by or request.user,
+        )
+        obj.pk, obj.created_by, obj.created_at = (
+            label.pk,
+            label.created_by,
+            label.created_at,
+        )

@@ -15,6 +15,7 @@ from rest_framework.pagination import CursorPagination
 from rest_framework.response import Response
 from rest_framework.utils.urls import replace_query_param
 
+from detection.services import transaction_label
 from fraudsite.permissions import permission_required
 from transactions.filters import TransactionFilter
 from transactions.messages import ID_PATH_REGEX
@@ -25,7 +26,6 @@ from transactions.serializers import (
     LabelSerializer,
     TransactionSerializer,
 )
-from transactions.services import label_create
 
 DEFAULT_PAGE_SIZE = 20
 
@@ -194,12 +194,16 @@ class TransactionViewSet(viewsets.ReadOnlyModelViewSet):
         permission_classes=permission_required("transactions.add_label"),
     )
     def label(self, request, transaction_id=None):
-        """Record the analyst's label (latest wins); the verdict stays unchanged."""
+        """Record the analyst's label (latest wins); the verdict stays unchanged.
+
+        Marking a fraud verdict legitimate teaches the card's profile
+        (`detection.services.transaction_label`).
+        """
         transaction = self.get_object()
         serializer = LabelCreateSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
-        label = label_create(
-            transaction=transaction,
+        label = transaction_label(
+            record=transaction,
             is_fraud=serializer.validated_data["is_fraud"],
             note=serializer.validated_data["note"],
             created_by=request.user,
