@@ -6,6 +6,7 @@ import pytest
 from asgiref.sync import async_to_sync, sync_to_async
 from channels.testing import WebsocketCommunicator
 from django.conf import settings
+from django.test import override_settings
 
 from tests.dashboard.conftest import message, publish_verdicts
 
@@ -60,6 +61,51 @@ def test_foreign_origin_is_refused(client, staff_user, channel_layer_redis):
         return connected
 
     assert async_to_sync(scenario)() is False
+
+
+@pytest.mark.parametrize(
+    ("origin", "host"),
+    [
+        ("http://testserver:3000", "testserver"),  # another port of the same host
+        ("http://testserver", "testserver:8000"),
+        ("https://testserver:8443", "testserver"),
+        ("null", "testserver"),  # a sandboxed or file:// page
+    ],
+)
+def test_a_page_on_another_port_is_refused(
+    client, staff_user, channel_layer_redis, origin, host
+):
+    """Given a logged-in session, a page served from another port of this host
+    (its browser sends the session cookie to every port) cannot connect."""
+    cookie = _session_cookie(client, staff_user)
+
+    async def scenario():
+        headers = [
+            (b"origin", origin.encode()),
+            (b"host", host.encode()),
+            (b"cookie", cookie.encode()),
+        ]
+        communicator = WebsocketCommunicator(_application(), WS_PATH, headers=headers)
+        connected, _ = await communicator.connect(timeout=RECEIVE_TIMEOUT)
+        await communicator.disconnect()
+        return connected
+
+    assert async_to_sync(scenario)() is False
+
+
+def test_same_site_origins_are_accepted():
+    """The site's own origin (default ports spelled or not) and a trusted origin
+    behind a proxy pass the origin check; anything else does not."""
+    from fraudsite.websocket import origin_allowed
+
+    assert origin_allowed("http://localhost:8000", "localhost:8000")
+    assert origin_allowed("https://fraud.example.com", "fraud.example.com:443")
+    assert origin_allowed("http://[::1]:8000", "[::1]:8000")
+    assert not origin_allowed("http://localhost:8001", "localhost:8000")
+    assert not origin_allowed("", "localhost:8000")
+    assert not origin_allowed("http://localhost:99999", "localhost:99999")
+    with override_settings(CSRF_TRUSTED_ORIGINS=["https://fraud.example.com"]):
+        assert origin_allowed("https://fraud.example.com", "10.0.0.5:8000")
 
 
 def test_logged_in_client_receives_scored_verdicts(
