@@ -60,8 +60,10 @@ class OrmStateStore:
     call `cache_clear` (`transaction_batch_score_record` does, for any exception);
     `cache_commit` installs the states of users new to the cache after the commit.
     The cache is checked, not trusted: every read fetches the
-    users' stored `txn_count` (it grows by one with each applied transaction, so it
-    is the state's version) and reloads users that another writer moved on: POST
+    users' stored version (`txn_count`, which grows by one with each applied
+    transaction, and `learned_count`, which a label that re-teaches the profile
+    also moves on: `UserState.version`) and reloads users that another writer
+    moved on: POST
     /api/predict, or the consumer that owned the partition before a rebalance. The
     stream also calls `cache_clear` on every rebalance. With `use_cache=False` (the
     API) every state comes from the database; with `read_only=True` (what-if
@@ -85,8 +87,8 @@ class OrmStateStore:
         connection = transaction.get_connection()
         return connection.in_atomic_block and connection.features.has_select_for_update
 
-    def versions_get(self, user_ids: Iterable[str]) -> dict[str, int]:
-        """Return the users' stored versions (`txn_count`; 0 for users not stored).
+    def versions_get(self, user_ids: Iterable[str]) -> dict[str, tuple[int, int]]:
+        """Return the users' stored versions ((0, 0) for users not stored).
 
         Inside a transaction on a database with row locks, the rows are locked
         first (see the class docstring), so the versions stay current until commit.
@@ -99,14 +101,19 @@ class OrmStateStore:
                 rows=[{"user_id": uid} for uid in wanted if uid not in self._cache],
                 ignore_conflicts=True,
             )
-        versions = dict.fromkeys(wanted, 0)
+        versions = dict.fromkeys(wanted, (0, 0))
         for start in range(0, len(wanted), _CHUNK):
             queryset = UserProfile.objects.filter(
                 user_id__in=wanted[start : start + _CHUNK]
             ).order_by("user_id")
             if lock:
                 queryset = queryset.select_for_update()
-            versions.update(queryset.values_list("user_id", "txn_count"))
+            versions.update(
+                (uid, (count, learned))
+                for uid, count, learned in queryset.values_list(
+                    "user_id", "txn_count", "learned_count"
+                )
+            )
         return versions
 
     def states_get(self, user_ids: Iterable[str]) -> dict[str, UserState]:
@@ -118,9 +125,9 @@ class OrmStateStore:
         for uid in wanted:
             cached = self._cache.get(uid)
             stored = versions[uid]
-            if cached is not None and cached.count == stored:
+            if cached is not None and cached.version == stored:
                 found[uid] = cached
-            elif stored:
+            elif stored != (0, 0):
                 stale.append(uid)
         for start in range(0, len(stale), _CHUNK):
             for profile in UserProfile.objects.filter(

@@ -21,10 +21,17 @@ PREVIEW_CHARS = 2000
 
 
 def record_received_at(record) -> datetime:
-    """Return the Kafka record's timestamp as an aware UTC datetime."""
+    """Return the Kafka record's timestamp as an aware UTC datetime.
+
+    A record without one, or with one no datetime can hold (a producer may set
+    any 64-bit number), counts as received now.
+    """
     if record.timestamp is None or record.timestamp < 0:
         return datetime.now(UTC)
-    return datetime.fromtimestamp(record.timestamp / 1000, UTC)
+    try:
+        return datetime.fromtimestamp(record.timestamp / 1000, UTC)
+    except (OverflowError, OSError, ValueError):
+        return datetime.now(UTC)
 
 
 def dead_letter_build(record, error: str, received_at: datetime) -> DeadLetter:
@@ -64,10 +71,14 @@ def value_decode(
     *,
     not_after: datetime | None = None,
     currencies: Collection[str] | None = None,
+    received_at: datetime | None = None,
 ) -> TransactionMessage:
     """Return the validated message in a record value; raise RecordError if none.
 
     `not_after` and `currencies` are the live limits of `transaction_message_parse`.
+    A message without a timestamp is dated `received_at` (when the broker got
+    it), not when it happens to be decoded: a lagging consumer or a redrive
+    would date it late.
     """
     if not value:
         raise RecordError("Empty record value.")
@@ -82,7 +93,7 @@ def value_decode(
         raise RecordError(f"Not JSON: {exc}") from exc
     try:
         return transaction_message_parse(
-            data, not_after=not_after, currencies=currencies
+            data, not_after=not_after, currencies=currencies, now=received_at
         )
     except MessageError as exc:
         raise RecordError("Invalid message: " + json.dumps(exc.errors)) from exc
@@ -97,7 +108,12 @@ def record_decode(
     """Return the validated message in a record, or its dead letter."""
     received_at = record_received_at(record)
     try:
-        message = value_decode(record.value, not_after=not_after, currencies=currencies)
+        message = value_decode(
+            record.value,
+            not_after=not_after,
+            currencies=currencies,
+            received_at=received_at,
+        )
     except RecordError as exc:
         return dead_letter_build(record, str(exc), received_at)
     message.received_at = received_at

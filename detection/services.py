@@ -67,8 +67,8 @@ class ScoredBatch:
     duplicates: list[str]
     verdicts: list[Verdict]
     states: dict[str, UserState]
-    # Each user's stored version (txn_count) when the state was read.
-    versions: dict[str, int]
+    # Each user's stored version (UserState.version) when the state was read.
+    versions: dict[str, tuple[int, int]]
 
 
 def transaction_row(
@@ -125,7 +125,7 @@ def transaction_batch_score(
     or in neither, and then its user's version has moved on by commit time.
     """
     states = store.states_get({m.user_id for m in messages})
-    versions = {uid: state.count for uid, state in states.items()}
+    versions = {uid: state.version for uid, state in states.items()}
     existing = transaction_ids_existing(
         transaction_ids=[m.transaction_id for m in messages]
     )
@@ -254,6 +254,7 @@ def dead_letters_redrive(
                 bytes(letter.raw_value),
                 not_after=not_after,
                 currencies=config.currencies,
+                received_at=letter.received_at,
             )
         except RecordError as exc:
             letter.resolution = f"Still invalid: {exc}"

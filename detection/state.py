@@ -132,8 +132,7 @@ class UserState:
     """
 
     user_id: str
-    # Transactions applied, plus labels that re-taught the profile: the state's
-    # version, which scorers check their cached copies against.
+    # Transactions applied.
     count: int = 0
     # Transactions folded into the profile (those not judged fraud).
     learned: int = 0
@@ -180,6 +179,15 @@ class UserState:
             # copies may share them (a deep copy was 20% of `states_get`).
             recent=list(self.recent),
         )
+
+    @property
+    def version(self) -> tuple[int, int]:
+        """Return what changes whenever the state does (cached copies compare it).
+
+        Each transaction applied moves `count` on; a later lesson (a fraud
+        verdict marked legitimate: `learn_later`) moves only `learned` on.
+        """
+        return (self.count, self.learned)
 
     @property
     def typical_amount(self) -> float:
@@ -351,11 +359,10 @@ class UserState:
         For a verdict of fraud that an analyst found legitimate: it already
         counted, and sits in the recent window; now the amount statistics, known
         places, merchants, categories and channels take it in too (its place
-        becomes the last one only if nothing later was located). The version
-        (`count`) moves on, so that scorers holding the state before this
+        becomes the last one only if nothing later was located). Its `version`
+        moves on (`learned` does), so that scorers holding the state before this
         reload it instead of overwriting it. Takes `apply`'s keyword arguments.
         """
-        self.count += 1
         self._learn(**transaction)
 
     def _learn(

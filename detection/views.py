@@ -185,7 +185,7 @@ class ValidateTransactionView(APIView):
         verdict, before = transaction_what_if(
             message=message,
             config=scoring_config_current(),
-            timed=bool(request.data.get("timestamp")),
+            timed=request.data.get("timestamp") not in (None, ""),
         )
         features = verdict.features
         body = {

@@ -37,6 +37,14 @@ MAX_TEXT_LENGTH = 128
 # PostgreSQL refuses in a query. The parser refuses both in ids it accepts.
 ID_PATH_REGEX = "[^/\x00]+"
 MAX_AMOUNT = Decimal("1000000000")
+# Event times outside these are a producer's placeholder or a typo (.NET's
+# DateTime.MaxValue is 9999-12-31, epoch 0 is 1970): refused, since date arithmetic
+# near year 9999 overflows and such a time would move the card's windows with it.
+TIMESTAMP_MIN = datetime(2000, 1, 1, tzinfo=UTC)
+TIMESTAMP_MAX = datetime(2100, 1, 1, tzinfo=UTC)
+# A plain decimal number in ASCII: Decimal() alone also takes "1_000", digits of
+# other scripts (full-width ones), "NaN" and exponents.
+_AMOUNT_RE = re.compile(r"^[+-]?(\d+(\.\d*)?|\.\d+)$", re.ASCII)
 CHANNELS = ("pos", "ecom", "atm")
 _CURRENCY_RE = re.compile(r"^[A-Z]{3}$")
 _COUNTRY_RE = re.compile(r"^[A-Z]{2}$")
@@ -139,9 +147,16 @@ def _amount(data: dict, errors: dict) -> Decimal:
     if isinstance(value, float) and not math.isfinite(value):
         errors["amount"] = ["Must be a finite number."]
         return Decimal(0)
+    if isinstance(value, float):
+        # The shortest repr (12.5 stays 12.5, not 12.4999...), without exponent.
+        text = format(Decimal(repr(value)), "f")
+    else:
+        text = str(value).strip()
+    if not _AMOUNT_RE.match(text):
+        errors["amount"] = ["A valid number is required (digits and a '.')."]
+        return Decimal(0)
     try:
-        # str() of a float gives its shortest repr, so 12.5 stays 12.5, not 12.4999...
-        amount = Decimal(str(value).strip())
+        amount = Decimal(text)
     except InvalidOperation:
         errors["amount"] = ["A valid number is required."]
         return Decimal(0)
@@ -151,7 +166,8 @@ def _amount(data: dict, errors: dict) -> Decimal:
         errors["amount"] = ["Must be greater than 0."]
     elif amount > MAX_AMOUNT:
         errors["amount"] = [f"Must be at most {MAX_AMOUNT}."]
-    elif amount.as_tuple().exponent < -2:
+    elif amount != amount.quantize(Decimal("0.01")):
+        # 12.500 is 12.50; 0.30000000000000004 is not a number of cents.
         errors["amount"] = ["Ensure that there are no more than 2 decimal places."]
     else:
         return amount.quantize(Decimal("0.01"))
@@ -202,10 +218,17 @@ def _timestamp(data: dict, errors: dict, now: datetime | None) -> datetime:
     if value is None or value == "":
         return now or datetime.now(UTC)
     try:
-        return parse_timestamp(value)
+        moment = parse_timestamp(value)
     except (ValueError, OverflowError, OSError):
         errors["timestamp"] = ["Enter a valid ISO 8601 date/time."]
         return datetime.now(UTC)
+    if not TIMESTAMP_MIN <= moment < TIMESTAMP_MAX:
+        errors["timestamp"] = [
+            f"Must be from {TIMESTAMP_MIN:%Y-%m-%d} and "
+            f"before {TIMESTAMP_MAX:%Y-%m-%d}."
+        ]
+        return datetime.now(UTC)
+    return moment
 
 
 def _is_fraud(data: dict, errors: dict) -> bool | None:

@@ -178,6 +178,19 @@ BAD_PAYLOADS = [
     ({"user_id": "a/b", "amount": 5}, "user_id"),
     ({"user_id": "u", "amount": 5, "transaction_id": ".."}, "transaction_id"),
     ({"user_id": ".", "amount": 5}, "user_id"),
+    # Placeholders and typos: .NET's DateTime.MaxValue, the epoch, year 10000.
+    (
+        {"user_id": "u", "amount": 5, "timestamp": "9999-12-31T23:59:59.9999999Z"},
+        "timestamp",
+    ),
+    ({"user_id": "u", "amount": 5, "timestamp": 0}, "timestamp"),
+    ({"user_id": "u", "amount": 5, "timestamp": "1970-01-01T00:00:00Z"}, "timestamp"),
+    ({"user_id": "u", "amount": 5, "timestamp": 253402300800}, "timestamp"),
+    # Decimal() alone takes these; an amount is ASCII digits and one '.'.
+    ({"user_id": "u", "amount": "1_000"}, "amount"),
+    ({"user_id": "u", "amount": "\uff11\uff12"}, "amount"),
+    ({"user_id": "u", "amount": "1e3"}, "amount"),
+    ({"user_id": "u", "amount": 0.30000000000000004}, "amount"),
 ]
 
 
@@ -191,6 +204,27 @@ def test_bad_payloads_get_400_with_field_errors(api_client, path, payload, field
     assert response.status_code == 400, response.content
     assert field in response.json()
     assert Transaction.objects.count() == 0
+
+
+@pytest.mark.parametrize(
+    ("amount", "stored"),
+    [
+        ("12.500", "12.50"),
+        (12.5, "12.50"),
+        ("+7", "7.00"),
+        (".5", "0.50"),
+        (1e-2, "0.01"),
+    ],
+)
+def test_amounts_with_trailing_zeros_or_float_spelling_are_accepted(
+    api_client, amount, stored
+):
+    """12.500 is a whole number of cents, as are 12.5 and 0.01 sent as JSON floats."""
+    response = api_client.post(
+        "/api/predict", {"user_id": "u", "amount": amount}, format="json"
+    )
+    assert response.status_code == 201, response.content
+    assert response.json()["amount"] == stored
 
 
 @pytest.mark.parametrize("body", ["[1, 2]", '"text"', "{not json", '{"amount": NaN}'])

@@ -175,7 +175,7 @@ def test_a_write_between_scoring_and_storing_makes_the_batch_score_again(
     record(store, 1)
     config = scoring_config_from_db(model=None)
     scored = transaction_batch_score(messages=[message(3)], store=store, config=config)
-    assert scored.versions == {"shared-user": 1}
+    assert scored.versions == {"shared-user": (1, 1)}  # (applied, learned)
     assert scored_batch_current(scored=scored, store=store)
 
     api_write = record(OrmStateStore(use_cache=False), 2, amount="40.00")
@@ -193,8 +193,8 @@ def test_a_write_between_scoring_and_storing_makes_the_batch_score_again(
     result = record(store, 3)
     monkeypatch.undo()
     assert result.rescored is True
-    assert len(calls) == 2 and calls[0].versions == {"shared-user": 2}
-    assert calls[1].versions == {"shared-user": 3}
+    assert len(calls) == 2 and calls[0].versions == {"shared-user": (2, 2)}
+    assert calls[1].versions == {"shared-user": (3, 3)}
     profile = UserProfile.objects.get(user_id="shared-user")
     assert profile.txn_count == 4
     assert profile.merchants == ["m-1", "m-2", "m-4", "m-3"]

@@ -100,3 +100,29 @@ def test_a_currency_without_an_exchange_rate_is_a_dead_letter():
     assert [m.transaction_id for m in messages] == ["yen"]
     assert len(letters) == 1
     assert "No exchange rate for XTS" in letters[0].error
+
+
+def test_a_record_without_a_timestamp_is_dated_when_the_broker_got_it():
+    """A message with no `timestamp` gets the Kafka record's time, not the moment
+    a (lagging) consumer decodes it."""
+    message = record_decode(
+        record(b'{"transaction_id": "t1", "user_id": "u1", "amount": 5}')
+    )
+    assert message.timestamp.timestamp() * 1000 == T0_MS
+    assert message.received_at == message.timestamp
+
+
+def test_a_record_timestamp_no_datetime_holds_is_taken_as_now():
+    """A producer may stamp any 64-bit number; the consumer must not crash on it."""
+    value = b'{"transaction_id": "t1", "user_id": "u1", "amount": 5}'
+    message = record_decode(record(value, timestamp=2**62))
+    assert message.received_at.year >= 2026
+
+
+def test_a_placeholder_date_is_a_dead_letter():
+    """Year 9999 (.NET's DateTime.MaxValue) is refused with the allowed range."""
+    letter = record_decode(
+        record(b'{"user_id": "u1", "amount": 5, "timestamp": "9999-12-31T23:59:59Z"}')
+    )
+    assert isinstance(letter, DeadLetter)
+    assert "Must be from 2000-01-01 and before 2100-01-01" in letter.error
