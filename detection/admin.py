@@ -197,8 +197,11 @@ class DeadLetterAdmin(ReadOnlyAdmin):
         self.message_user(
             request,
             f"{report.scored} scored, {report.already_stored} already stored, "
-            f"{report.still_invalid} still invalid (see Resolution).",
-            messages.SUCCESS if not report.still_invalid else messages.WARNING,
+            f"{report.still_invalid} still invalid, {report.conflicting} reusing "
+            "the id of another payment (see Resolution).",
+            messages.WARNING
+            if report.still_invalid or report.conflicting
+            else messages.SUCCESS,
         )
 
     def has_redrive_permission(self, request):

@@ -74,7 +74,11 @@ def _records(path: Path) -> Iterator[tuple[int, str, dict | None, str | None]]:
     A line that is not UTF-8 or not JSON (too deeply nested included) is yielded
     with its error, to be rejected; it never stops the read.
     """
-    with path.open(newline="", encoding="utf-8", errors="surrogateescape") as handle:
+    # utf-8-sig: a byte-order mark (Excel's "CSV UTF-8" writes one) is not part of
+    # the first column's name.
+    with path.open(
+        newline="", encoding="utf-8-sig", errors="surrogateescape"
+    ) as handle:
         if path.suffix.lower() == ".csv":
             reader = csv.DictReader(handle)
             for number, row in enumerate(reader, start=2):

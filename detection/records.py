@@ -126,6 +126,8 @@ def records_decode(
     """Split records into validated messages and dead letters, in record order.
 
     A currency outside `currencies` (those with an exchange rate) is a dead letter.
+    Each message keeps its record (`message.record`), so that a problem found
+    later (an id reused for another payment) can still make it a dead letter.
     """
     messages: list[TransactionMessage] = []
     letters: list[DeadLetter] = []
@@ -135,6 +137,7 @@ def records_decode(
         if isinstance(decoded, DeadLetter):
             letters.append(decoded)
         else:
+            decoded.record = record
             messages.append(decoded)
     return messages, letters
 

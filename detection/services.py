@@ -224,6 +224,51 @@ def transaction_batch_score_record(
     )
 
 
+# What makes two messages with one transaction_id the same payment. The time is
+# left out: a producer that retries may stamp the copy anew, or leave it out.
+PAYMENT_IDENTITY = ("user_id", "amount", "currency")
+
+
+def transaction_id_conflicts(
+    messages: Sequence[TransactionMessage],
+) -> list[str | None]:
+    """Return, for each message, why it reuses a stored id for another payment.
+
+    None where it does not (the id is the stored payment's, or not stored).
+    For messages found already stored (`RecordedBatch.duplicates`): a replay of
+    the same payment is fine and changes nothing, but the same id on another
+    card, amount or currency is a different payment that was not scored. The
+    stream makes it a dead letter and the API a 409, instead of answering with
+    the stored payment's verdict.
+    """
+    wanted = {m.transaction_id for m in messages}
+    stored = {
+        row["transaction_id"]: row
+        for row in Transaction.objects.filter(transaction_id__in=wanted).values(
+            "transaction_id", *PAYMENT_IDENTITY
+        )
+    }
+    conflicts: list[str | None] = []
+    for message in messages:
+        row = stored.get(message.transaction_id)
+        differ = [
+            name
+            for name in PAYMENT_IDENTITY
+            if row is not None and getattr(message, name) != row[name]
+        ]
+        if not differ:
+            conflicts.append(None)
+            continue
+        theirs = ", ".join(f"{name} {row[name]}" for name in differ)
+        ours = ", ".join(f"{name} {getattr(message, name)}" for name in differ)
+        conflicts.append(
+            f"transaction_id {message.transaction_id!r} is already stored for "
+            f"another payment ({theirs}; this one: {ours}); ids must not be "
+            "reused. Not scored."
+        )
+    return conflicts
+
+
 @dataclass
 class RedriveReport:
     """What a dead-letter redrive did."""
@@ -231,6 +276,8 @@ class RedriveReport:
     scored: int = 0
     already_stored: int = 0
     still_invalid: int = 0
+    # Valid, but its id is stored for another payment: left unresolved.
+    conflicting: int = 0
 
 
 def dead_letters_redrive(
@@ -270,8 +317,13 @@ def dead_letters_redrive(
             source="redrive",
         )
         created = {row["transaction_id"] for row in result.created}
+        conflicts = transaction_id_conflicts([m for _letter, m in valid])
         resolved_at = datetime.now(UTC)
-        for letter, message in valid:
+        for (letter, message), conflict in zip(valid, conflicts, strict=True):
+            if conflict:
+                letter.resolution = conflict
+                report.conflicting += 1
+                continue
             letter.resolved_at = resolved_at
             if message.transaction_id in created:
                 created.discard(message.transaction_id)

@@ -33,12 +33,17 @@ from detection.events import VerdictsPublisher
 from detection.models import DeadLetter
 from detection.profiles import OrmStateStore
 from detection.records import (
+    dead_letter_build,
     dead_letters_store,
     offsets_next,
     records_decode,
 )
 from detection.scoring import ScoringConfigProvider
-from detection.services import RecordedBatch, transaction_batch_score_record
+from detection.services import (
+    RecordedBatch,
+    transaction_batch_score_record,
+    transaction_id_conflicts,
+)
 from transactions.messages import (
     TransactionMessage,
 )
@@ -311,6 +316,38 @@ class TransactionStream:
                 if self.shutdown.wait(delay):
                     raise _BatchAbandoned from exc
 
+    def id_conflicts_store(
+        self, messages: Sequence[TransactionMessage], recorded: RecordedBatch
+    ) -> list[DeadLetter]:
+        """Dead-letter records that reuse a stored id for another payment.
+
+        Replays of a stored payment are skipped silently (at-least-once delivery
+        makes them); a different payment under a stored id would otherwise be
+        dropped unscored. Stored before the offsets are committed, and once only
+        (`dead_letters_store`), so a crash in between loses nothing.
+        """
+        duplicates = set(recorded.duplicates)
+        created = {row["transaction_id"] for row in recorded.created}
+        candidates: list[TransactionMessage] = []
+        for message in messages:
+            if message.transaction_id in created:
+                # The batch's first copy was stored; any repeat is a duplicate.
+                created.discard(message.transaction_id)
+            elif message.transaction_id in duplicates:
+                candidates.append(message)
+        letters = [
+            dead_letter_build(message.record, conflict, message.received_at)
+            for message, conflict in zip(
+                candidates, transaction_id_conflicts(candidates), strict=True
+            )
+            if conflict
+        ]
+        if letters:
+            with transaction.atomic():
+                dead_letters_store(letters)
+            logger.warning("%d records reuse the id of another payment", len(letters))
+        return letters
+
     def dead_letters_forward(self, letters: Sequence[DeadLetter]) -> None:
         """Send dead letters to the dead-letter topic, when one is configured."""
         if not (letters and self.dead_letter_producer and self.dead_letter_topic):
@@ -354,6 +391,8 @@ class TransactionStream:
         currencies = self.config_provider.current().currencies
         messages, letters = records_decode(records, currencies=currencies)
         recorded = self.batch_store_retrying(messages, letters)
+        if recorded.duplicates:
+            letters = [*letters, *self.id_conflicts_store(messages, recorded)]
         self.dead_letters_forward(letters)
         self.offsets_commit(records)
         if self.publisher is not None:

@@ -22,7 +22,11 @@ from detection.serializers import (
     WhatIfSerializer,
     WhatIfVerdictSerializer,
 )
-from detection.services import transaction_batch_score_record, transaction_what_if
+from detection.services import (
+    transaction_batch_score_record,
+    transaction_id_conflicts,
+    transaction_what_if,
+)
 from detection.state import UserState
 from fraudsite.permissions import permission_required
 from transactions.models import Transaction
@@ -92,8 +96,9 @@ class HealthView(APIView):
 class PredictView(APIView):
     """Score one transaction and record it (an HTTP ingestion path).
 
-    Idempotent on transaction_id: posting the same id again returns the stored
-    verdict with 200 instead of 201, and changes nothing. Recording moves the
+    Idempotent on transaction_id: posting the same payment again returns the
+    stored verdict with 200 instead of 201, and changes nothing; the same id for
+    another payment (user, amount or currency differ) is a 409. Recording moves the
     card's profile, so it takes the "add transaction" permission.
     """
 
@@ -106,6 +111,10 @@ class PredictView(APIView):
             200: TransactionSerializer,
             400: OpenApiResponse(description="Field errors, by field."),
             403: OpenApiResponse(description="Needs 'add transaction'."),
+            409: OpenApiResponse(
+                description="The transaction_id is stored for another payment "
+                "(user_id, amount or currency differ); nothing was scored."
+            ),
             413: OpenApiResponse(description="Body over the upload limit."),
         },
     )
@@ -138,6 +147,11 @@ class PredictView(APIView):
                     return Response(body, status=status.HTTP_201_CREATED)
                 # Lost a race with another writer of the same id: return theirs.
                 stored = transaction_get(transaction_id=message.transaction_id)
+        (conflict,) = transaction_id_conflicts([message])
+        if conflict:
+            return Response(
+                {"transaction_id": [conflict]}, status=status.HTTP_409_CONFLICT
+            )
         return Response(TransactionSerializer(stored).data, status=status.HTTP_200_OK)
 
 

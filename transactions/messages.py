@@ -78,6 +78,8 @@ class TransactionMessage:
     is_fraud: bool | None = None
     # Set by the stream consumer: the Kafka record's timestamp.
     received_at: datetime | None = None
+    # Set by the stream consumer: the Kafka record it came in (for dead letters).
+    record: Any = field(default=None, repr=False, compare=False)
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property

@@ -1,6 +1,7 @@
 """Scoring endpoints: health, predict (idempotent), validate (what-if), bad input."""
 
 import json
+from decimal import Decimal
 
 import pytest
 
@@ -67,16 +68,33 @@ def test_predict_scores_records_and_returns_verdict_at_top_level(api_client, pat
 
 
 def test_predict_is_idempotent(api_client):
-    """Posting the same transaction_id again returns the stored verdict, 200, once."""
+    """Posting the same payment again returns the stored verdict, 200, once (a
+    retry may leave the time out or stamp it anew)."""
     first = api_client.post("/api/predict", GOOD, format="json")
     again = api_client.post(
-        "/api/predict", {**GOOD, "amount": "99999.00"}, format="json"
+        "/api/predict", {**GOOD, "timestamp": "2026-03-01T10:00:00Z"}, format="json"
     )
     assert first.status_code == 201 and again.status_code == 200
-    assert again.json()["amount"] == "42.50"
     assert again.json()["risk_score"] == first.json()["risk_score"]
     assert Transaction.objects.count() == 1
     assert UserProfile.objects.get(user_id="1087").txn_count == 1
+
+
+@pytest.mark.parametrize(
+    "change", [{"amount": "99999.00"}, {"user_id": "someone-else"}, {"currency": "EUR"}]
+)
+def test_an_id_reused_for_another_payment_is_a_409(api_client, change):
+    """The same transaction_id for another card, amount or currency is not the
+    stored payment: a 409 naming what differs, never the stored verdict as if
+    this one had been scored; nothing changes."""
+    api_client.post("/api/predict", GOOD, format="json")
+    response = api_client.post("/api/predict", {**GOOD, **change}, format="json")
+    assert response.status_code == 409
+    (error,) = response.json()["transaction_id"]
+    (field,) = change
+    assert f"this one: {field} {change[field]}" in error
+    assert Transaction.objects.get().amount == Decimal("42.50")
+    assert UserProfile.objects.filter(user_id="someone-else").count() == 0
 
 
 def test_predict_that_loses_a_race_for_its_id_returns_the_stored_verdict(

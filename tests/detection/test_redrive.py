@@ -145,3 +145,17 @@ def test_redrive_is_offered_only_with_its_permission(client, django_user_model):
     target.refresh_from_db()
     assert target.resolved_at is None
     assert not Transaction.objects.filter(transaction_id="rd-viewer").exists()
+
+
+def test_a_letter_reusing_the_id_of_another_payment_stays_unresolved(tmp_path):
+    """A letter whose id is stored for another card is not "already stored": it
+    stays pending with the reason, and the redrive reports it."""
+    history = tmp_path / "stored.jsonl"
+    history.write_bytes(message("rd-9") + b"\n")
+    call_command("ingest_file", str(history), stdout=StringIO())
+    reused = letter(message("rd-9", user_id="another-card"), 5)
+    out = redrive()
+    assert "1 reusing the id of another payment" in out
+    reused.refresh_from_db()
+    assert reused.resolved_at is None
+    assert "this one: user_id another-card" in reused.resolution

@@ -15,6 +15,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from io import StringIO
 from itertools import islice
 
@@ -234,6 +235,41 @@ def test_poison_records_become_dead_letters_and_good_ones_are_scored(
 
     copies = dead_letter_topic_read(kafka_bootstrap, dead_topic, len(poison_sent))
     assert sorted(copies) == sorted(poison_sent)
+
+
+def test_an_id_reused_for_another_payment_is_a_dead_letter(
+    kafka_bootstrap, kafka_topic
+):
+    """Given stored payments, a record that reuses one's id for another amount or
+    card (in a later batch, or twice in one) becomes a dead letter that says so,
+    with its position, instead of being dropped as "already stored"; an exact
+    replay is still skipped silently, and stays out of the dead letters."""
+    good = simulated(50, seed=17, users=10)
+    produce(kafka_bootstrap, kafka_topic, good)
+    group = group_new()
+    assert stream_run(kafka_bootstrap, kafka_topic, group=group).created == 50
+    stored = good[0]
+    reused = [
+        dict(stored, amount="99999.00"),
+        dict(stored, user_id="another-card"),
+        dict(good[1]),  # an exact replay
+        {**good[2], "transaction_id": "new-1"},
+        {**good[3], "transaction_id": "new-1", "amount": "1.00"},  # same batch
+    ]
+    produce(kafka_bootstrap, kafka_topic, reused)
+
+    report = stream_run(kafka_bootstrap, kafka_topic, group=group)
+
+    assert (report.records, report.created, report.duplicates) == (5, 1, 4)
+    assert Transaction.objects.get(transaction_id=stored["transaction_id"]).amount == (
+        Decimal(stored["amount"])
+    )
+    letters = DeadLetter.objects.order_by("offset")
+    assert len(letters) == 3
+    assert all("ids must not be reused" in letter.error for letter in letters)
+    assert "this one: amount 99999.00" in " ".join(d.error for d in letters)
+    assert "this one: user_id another-card" in " ".join(d.error for d in letters)
+    assert all(letter.offset is not None for letter in letters)
 
 
 def dead_letter_topic_read(bootstrap: str, topic: str, count: int) -> list[bytes]:

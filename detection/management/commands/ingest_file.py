@@ -8,7 +8,10 @@ from tqdm import tqdm
 from detection.backtest import backtest_read
 from detection.profiles import OrmStateStore
 from detection.scoring import ScoringConfigProvider
-from detection.services import transaction_batch_score_record
+from detection.services import (
+    transaction_batch_score_record,
+    transaction_id_conflicts,
+)
 
 BATCH_SIZE = 1000
 
@@ -17,7 +20,8 @@ class Command(BaseCommand):
     help = (
         "Score the transactions of a JSON Lines or CSV file in event order and store "
         "verdicts and user state, exactly as the stream does (idempotent: ids already "
-        "stored are skipped). Use it to load history before training a model."
+        "stored are skipped; an id stored for another payment is reported and not "
+        "scored). Use it to load history before training a model."
     )
 
     def add_arguments(self, parser):
@@ -35,6 +39,7 @@ class Command(BaseCommand):
             self.stderr.write(f"line {item.line}: {item.error}")
         store = OrmStateStore()
         created = duplicates = 0
+        conflicts: list[str] = []
         with tqdm(total=len(messages), desc="ingest", unit="txn", disable=None) as bar:
             for start in range(0, len(messages), BATCH_SIZE):
                 batch = messages[start : start + BATCH_SIZE]
@@ -45,9 +50,18 @@ class Command(BaseCommand):
                     source="file",
                 )
                 created += len(result.created)
+                stored = set(result.duplicates)
+                found = transaction_id_conflicts(
+                    [m for m in batch if m.transaction_id in stored]
+                )
+                conflicts += [error for error in found if error]
                 duplicates += len(result.duplicates)
                 bar.update(len(batch))
+        for error in conflicts[:20]:
+            self.stderr.write(error)
         self.stdout.write(
-            f"Stored {created:,} transactions; {duplicates:,} already stored; "
-            f"{len(rejected):,} lines rejected."
+            f"Stored {created:,} transactions; "
+            f"{duplicates - len(conflicts):,} already stored; "
+            f"{len(conflicts):,} reusing the id of another stored payment (not "
+            f"scored); {len(rejected):,} lines rejected."
         )

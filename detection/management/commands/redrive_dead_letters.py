@@ -45,8 +45,10 @@ class Command(BaseCommand):
             total.scored += report.scored
             total.already_stored += report.already_stored
             total.still_invalid += report.still_invalid
+            total.conflicting += report.conflicting
         self.stdout.write(
             f"Redrove {len(ids):,} dead letters: {total.scored:,} scored, "
             f"{total.already_stored:,} already stored, "
-            f"{total.still_invalid:,} still invalid."
+            f"{total.still_invalid:,} still invalid, "
+            f"{total.conflicting:,} reusing the id of another payment."
         )
