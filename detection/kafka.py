@@ -17,8 +17,8 @@ from pathlib import Path
 
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
-from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
-from kafka.errors import TopicAlreadyExistsError
+from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
+from kafka.errors import KafkaError, TopicAlreadyExistsError
 
 logger = logging.getLogger(__name__)
 
@@ -119,6 +119,35 @@ def topic_ensure(
             found,
             partitions,
         )
+
+
+def group_lag(bootstrap: str, group: str, topic: str) -> int | None:
+    """Return the records of `topic` the consumer group has not committed yet.
+
+    None when it cannot be told (the broker does not answer, the topic has no
+    partitions yet). Uses no Django settings: the launcher calls it.
+    """
+    try:
+        # Not subscribed, so this client never joins (or disturbs) the group.
+        client = KafkaConsumer(
+            bootstrap_servers=bootstrap,
+            group_id=group,
+            enable_auto_commit=False,
+            request_timeout_ms=5000,
+        )
+    except KafkaError:
+        return None
+    try:
+        partitions = client.partitions_for_topic(topic)
+        if not partitions:
+            return None
+        tps = [TopicPartition(topic, p) for p in partitions]
+        ends = client.end_offsets(tps)
+        return sum(max(ends[tp] - (client.committed(tp) or 0), 0) for tp in tps)
+    except KafkaError:
+        return None
+    finally:
+        client.close()
 
 
 def kafka_topic_ensure(

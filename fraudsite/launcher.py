@@ -20,7 +20,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from detection.kafka import topic_ensure
+from detection.kafka import group_lag, topic_ensure
 from fraudsite.embedded import kafka_broker_resolve, redis_resolve
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -92,6 +92,36 @@ def _interrupt(signum, frame) -> None:
     raise KeyboardInterrupt
 
 
+def _stop(processes: list[subprocess.Popen], *, timeout: float) -> None:
+    """SIGTERM the processes' groups; SIGKILL those still running after `timeout`."""
+    for process in processes:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    for process in processes:
+        try:
+            process.wait(timeout=max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+
+
+def _drain(
+    broker: str, env: dict, topic: str, consumer: subprocess.Popen, timeout=30.0
+) -> None:
+    """Wait until the consumer group has committed every record of the topic."""
+    group = env.get("KAFKA_CONSUMER_GROUP", "fraud-scorer")
+    deadline = time.monotonic() + timeout
+    lag = group_lag(broker, group, topic)
+    if lag:
+        logger.info("scoring the %d records left on %s before stopping ...", lag, topic)
+    while lag and consumer.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.2)
+        lag = group_lag(broker, group, topic)
+    if lag:
+        logger.warning("stopping with %s records of %s not scored", lag, topic)
+
+
 def main() -> int:
     """Start everything, print the login, and wait for Ctrl-C (or SIGTERM/SIGHUP)."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
@@ -103,7 +133,9 @@ def main() -> int:
     env.setdefault("DEBUG", "1")
     env.setdefault("PYTHONUNBUFFERED", "1")
     processes: list[subprocess.Popen] = []
+    commands: dict[str, list[str]] = {}
     redis_server = kafka = None
+    broker = topic = None
     try:
         redis_url, redis_server = redis_resolve(env.get("REDIS_URL"))
         broker, kafka = kafka_broker_resolve(env.get("KAFKA_BROKER") or None)
@@ -162,15 +194,17 @@ def main() -> int:
         # A second Ctrl-C or SIGTERM must not cut the clean-up short.
         for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
             signal.signal(sig, signal.SIG_IGN)
-        for process in processes:
-            if process.poll() is None:
-                os.killpg(process.pid, signal.SIGTERM)
-        deadline = time.monotonic() + 15
-        for process in processes:
-            try:
-                process.wait(timeout=max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
+        named = dict(zip(commands, processes, strict=False)) if processes else {}
+        # Nothing produced may be left unscored: the producer stops first, then
+        # the consumer scores what is left on the topic, then everything stops
+        # (the embedded broker keeps its log in memory).
+        producer = named.get("producer")
+        if producer is not None:
+            _stop([producer], timeout=10)
+        consumer = named.get("consumer")
+        if consumer is not None and consumer.poll() is None and broker:
+            _drain(broker, env, topic, consumer)
+        _stop(processes, timeout=15)
         if kafka is not None:
             kafka.stop()
         if redis_server is not None:

@@ -3,6 +3,7 @@
 import os
 import re
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -94,6 +95,15 @@ def test_launcher_serves_admin_and_api_then_stops_everything(tmp_path, redis_url
     assert code == 0
     text = Path(log.name).read_text()
     assert "kafka stopped" in text or "Stopping" in text
+    # Nothing the simulator sent is lost on the way down: the producer stops
+    # first and the consumer scores what is left before the broker goes.
+    sent = int(re.search(r"Sent ([\d,]+) messages", text).group(1).replace(",", ""))
+    with sqlite3.connect(tmp_path / "run.sqlite3") as db:
+        (stored,) = db.execute(
+            "SELECT COUNT(*) FROM transactions_transaction WHERE ingest_source = ?",
+            ["stream"],
+        ).fetchone()
+    assert sent > 0 and stored == sent, (sent, stored)
     leftovers = subprocess.run(
         ["pgrep", "-f", f"runserver 127.0.0.1:{port}"], capture_output=True
     )
