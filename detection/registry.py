@@ -97,7 +97,7 @@ def challenger_decision(
         "active_version": active_version,
         "active_average_precision": None,
     }
-    if active_scores is None:
+    if active_version is None:
         return {**record, "activate": True, "reason": "no active model to compare"}
     if min(frauds, legits) < min_labels:
         return {
@@ -107,6 +107,12 @@ def challenger_decision(
                 f"too few labels to compare ({frauds} fraud, {legits} legit; "
                 f"{min_labels} of each needed)"
             ),
+        }
+    if active_scores is None:
+        return {
+            **record,
+            "activate": True,
+            "reason": f"{active_version} could not be loaded to compare with",
         }
     challenger = float(average_precision_score(truth, candidate_scores))
     champion = float(average_precision_score(truth, active_scores))

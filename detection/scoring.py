@@ -378,6 +378,24 @@ def _risk(
     return round(risk, 6), round(risk - rules_risk, 6)
 
 
+def model_alone_flag_rate(
+    config: ScoringConfig, percentiles: np.ndarray
+) -> float | None:
+    """Return the share of rows the model alone would flag (risk >= suspicious).
+
+    `percentiles` are a model's percentiles of some rows' anomaly scores. The
+    model adds `weight * ramp` to a row's risk (see `_risk`), so this is the
+    share whose model risk reaches the suspicious threshold with no rule firing.
+    None when the model rule is disabled or there are no rows.
+    """
+    rule = next((r for r in config.rules if r.rule_type.code == MODEL_ANOMALY), None)
+    if rule is None or not len(percentiles):
+        return None
+    floor, ceiling = rule.params["floor"], rule.params["ceiling"]
+    ramp = np.clip((percentiles - floor) / (ceiling - floor), 0.0, 1.0)
+    return float(np.mean(rule.weight * ramp >= config.suspicious_threshold))
+
+
 def _model_named(
     fired: list[tuple[ActiveRule, dict]],
     model_rule: ActiveRule,

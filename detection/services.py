@@ -16,6 +16,7 @@ from detection.models import DeadLetter
 from detection.profiles import OrmStateStore
 from detection.records import RecordError, timestamp_not_after, value_decode
 from detection.registry import (
+    QUANTILE_GRID,
     ModelIntegrityError,
     challenger_decision,
     forest_train,
@@ -28,6 +29,7 @@ from detection.scoring import (
     ScoringConfig,
     Verdict,
     feature_matrix,
+    model_alone_flag_rate,
     scoring_config_from_db,
     state_learn_later,
     transaction_features_batch,
@@ -500,6 +502,57 @@ def training_features(
     )
 
 
+# The flag-rate check of a retrain: the newest stored transactions, replayed after
+# this many older ones so that their features carry the cards' history.
+RECENT_CHECK_ROWS = 2000
+RECENT_CHECK_WARMUP = 50_000
+RECENT_CHECK_MIN_ROWS = 100
+
+
+# A rise in flag rate smaller than this (a share of transactions) is never refused.
+FLAG_RATE_RISE_SLACK = 0.01
+
+
+def flag_rate_decision(
+    *,
+    rate: float | None,
+    active_rate: float | None,
+    max_rate: float,
+    max_rise: float,
+    rows: int,
+) -> tuple[bool, str]:
+    """Return whether a new model's flag rate on recent traffic is acceptable, and why.
+
+    `rate` and `active_rate` are the shares of the newest transactions the new
+    and the active model would flag alone (`model_alone_flag_rate`). The new
+    model is refused above `max_rate` (unless the active one flags even more),
+    and when it would flag more than `max_rise` times what the active model
+    flags (by more than FLAG_RATE_RISE_SLACK): the analysts' queue would grow
+    that much overnight.
+    """
+    if rate is None:
+        return True, "flag rate not checked (model rule disabled or no recent rows)"
+    text = f"it alone would flag {rate:.1%} of the newest {rows:,} transactions"
+    if active_rate is not None:
+        text += f" (the active model {active_rate:.1%})"
+    if active_rate is not None and rate < active_rate:
+        return True, text
+    if rate > max_rate:
+        return (
+            False,
+            text + f", more than MODEL_ACTIVATION_MAX_FLAG_RATE {max_rate:.0%}",
+        )
+    if (
+        active_rate is not None
+        and rate > active_rate * max_rise
+        and rate - active_rate > FLAG_RATE_RISE_SLACK
+    ):
+        return False, text + (
+            f", more than MODEL_ACTIVATION_MAX_FLAG_RISE {max_rise:g} times as many"
+        )
+    return True, text
+
+
 def model_retrain(
     *,
     since: datetime | None = None,
@@ -509,30 +562,69 @@ def model_retrain(
 ) -> str:
     """Train a new model on stored history (see `training_features`); return it.
 
-    The new version is activated unless the labelled transactions show it ranks
-    fraud clearly worse than the active model (`challenger_decision`; settings
-    MODEL_ACTIVATION_MIN_LABELS and MODEL_ACTIVATION_MAX_AP_DROP); `force`
-    activates it regardless. Either way it is stored with its `evaluation`.
+    The new version is activated unless it fails a check against what it will
+    meet: (1) alone it would flag more than MODEL_ACTIVATION_MAX_FLAG_RATE of the
+    newest stored transactions, featurized with their full history as the live
+    scorer sees them (a model fitted on cold-start features, say `--warmup 0`,
+    finds every warm card odd), and the active model would flag fewer, or more
+    than MODEL_ACTIVATION_MAX_FLAG_RISE times what the active model flags; (2) the
+    labelled transactions show it ranks fraud clearly worse than the active
+    model (`challenger_decision`). `force` activates it regardless. Either way
+    it is stored with its `evaluation`.
     """
     data = training_features(since=since, limit=limit, warmup=warmup)
     forest = forest_train(data.matrix)
+    candidate = PackedForest.from_isolation_forest(forest)
+    quantiles = score_quantiles(forest, data.matrix)
     active = model_active_row()
-    active_scores = None
-    if active is not None and len(data.labelled):
+    active_model = None
+    if active is not None:
         try:
-            active_scores = model_load(active).anomaly_scores(data.labelled)
+            active_model = model_load(active)
         except ModelIntegrityError as exc:
             logger.warning("not comparing with %s: %s", active.version, exc)
     evaluation = challenger_decision(
         truth=data.labelled_fraud,
-        candidate_scores=-PackedForest.from_isolation_forest(forest).score_samples(
-            data.labelled
+        candidate_scores=-candidate.score_samples(data.labelled),
+        active_scores=(
+            active_model.anomaly_scores(data.labelled)
+            if active_model is not None and len(data.labelled)
+            else None
         ),
-        active_scores=active_scores,
         active_version=active.version if active is not None else None,
         min_labels=settings.MODEL_ACTIVATION_MIN_LABELS,
         max_ap_drop=settings.MODEL_ACTIVATION_MAX_AP_DROP,
     )
+    recent = training_features(
+        limit=RECENT_CHECK_ROWS, warmup=RECENT_CHECK_WARMUP
+    ).matrix
+    rate = active_rate = None
+    if len(recent) >= RECENT_CHECK_MIN_ROWS:
+        config = scoring_config_from_db(model=None)
+        percentiles = np.interp(
+            -candidate.score_samples(recent), quantiles, QUANTILE_GRID
+        )
+        rate = model_alone_flag_rate(config, percentiles)
+        if active_model is not None:
+            active_rate = model_alone_flag_rate(
+                config, active_model.percentiles(active_model.anomaly_scores(recent))
+            )
+    rate_ok, rate_reason = flag_rate_decision(
+        rate=rate,
+        active_rate=active_rate,
+        max_rate=settings.MODEL_ACTIVATION_MAX_FLAG_RATE,
+        max_rise=settings.MODEL_ACTIVATION_MAX_FLAG_RISE,
+        rows=len(recent),
+    )
+    evaluation["recent_flag_rate"] = None if rate is None else round(rate, 4)
+    evaluation["active_recent_flag_rate"] = (
+        None if active_rate is None else round(active_rate, 4)
+    )
+    if not rate_ok:
+        evaluation["activate"] = False
+        evaluation["reason"] = rate_reason
+    else:
+        evaluation["reason"] = f"{evaluation['reason']}; {rate_reason}"
     if force and not evaluation["activate"]:
         evaluation = {
             **evaluation,
@@ -541,7 +633,7 @@ def model_retrain(
         }
     row = model_version_create(
         forest=forest,
-        quantiles=score_quantiles(forest, data.matrix),
+        quantiles=quantiles,
         sample_count=len(data.matrix),
         trained_from=min(data.timestamps),
         trained_until=max(data.timestamps),
@@ -552,7 +644,7 @@ def model_retrain(
         logger.warning(
             "model %s stored but not activated (%s kept): %s",
             row.version,
-            active.version,
+            active.version if active is not None else "no model",
             evaluation["reason"],
         )
     return row.version

@@ -213,6 +213,16 @@ DETECTION_CONFIG_REFRESH_SECONDS = env.float(
 # inactive (the admin's Activate action or `retrain_model --force` overrides).
 MODEL_ACTIVATION_MIN_LABELS = env.int("MODEL_ACTIVATION_MIN_LABELS", default=10)
 MODEL_ACTIVATION_MAX_AP_DROP = env.float("MODEL_ACTIVATION_MAX_AP_DROP", default=0.05)
+# And, labels or not: one that alone would flag more than this share of the newest
+# stored transactions (featurized with their history, as live scoring sees them)
+# is stored inactive, unless the active model would flag even more of them; so is
+# one that would flag more than MAX_FLAG_RISE times what the active model flags.
+MODEL_ACTIVATION_MAX_FLAG_RATE = env.float(
+    "MODEL_ACTIVATION_MAX_FLAG_RATE", default=0.10
+)
+MODEL_ACTIVATION_MAX_FLAG_RISE = env.float(
+    "MODEL_ACTIVATION_MAX_FLAG_RISE", default=2.0
+)
 
 CHANNEL_LAYERS = {
     "default": {

@@ -153,6 +153,46 @@ def test_a_retrain_is_activated_when_labels_are_too_few_or_it_ranks_as_well(
     assert third.evaluation["average_precision"] is not None
 
 
+def test_a_model_fitted_on_cold_cards_is_not_activated(history, capsys):
+    """`--warmup 0 --limit 300` fits cards with no history: against the newest
+    transactions, featurized with their history as live scoring sees them, it
+    alone would flag over twice what the active model flags
+    (MODEL_ACTIVATION_MAX_FLAG_RISE); it is stored inactive with both figures,
+    and the active model keeps scoring."""
+    call_command("retrain_model")
+    champion = model_active_row()
+    assert champion.evaluation["recent_flag_rate"] <= 0.10
+    capsys.readouterr()
+    call_command("retrain_model", "--warmup", "0", "--limit", "300")
+    out = capsys.readouterr().out
+    cold = ModelVersion.objects.exclude(pk=champion.pk).get()
+    assert model_active_row().pk == champion.pk
+    assert not cold.is_active and cold.evaluation["activate"] is False
+    rate = cold.evaluation["recent_flag_rate"]
+    active_rate = cold.evaluation["active_recent_flag_rate"]
+    assert active_rate == champion.evaluation["recent_flag_rate"]
+    assert rate > 2 * active_rate
+    assert "MODEL_ACTIVATION_MAX_FLAG_RISE" in out
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--limit", "-1"], "must be greater than 0"),
+        (["--limit", "0"], "must be greater than 0"),
+        (["--warmup", "-1"], "must be 0 or more"),
+        (["--days", "-5"], "must be greater than 0"),
+        (["--days", "0"], "must be greater than 0"),
+        (["--days", "soon"], "not a number"),
+    ],
+)
+def test_retrain_refuses_bad_arguments(args, message):
+    """Bad numbers are refused with the argument's name, before any work."""
+    with pytest.raises(CommandError, match=message):
+        call_command("retrain_model", *args)
+    assert ModelVersion.objects.count() == 0
+
+
 def test_challenger_decision_compares_average_precision():
     """The gate's arithmetic on hand-made scores: a challenger that ranks the
     labelled fraud below the legit is refused against one that ranks it above;
@@ -177,7 +217,10 @@ def test_challenger_decision_compares_average_precision():
     )["activate"]
     assert (
         challenger_decision(
-            candidate_scores=bad, active_scores=None, max_ap_drop=0.05, **common
+            candidate_scores=bad,
+            active_scores=None,
+            max_ap_drop=0.05,
+            **{**common, "active_version": None},
         )["reason"]
         == "no active model to compare"
     )
@@ -328,3 +371,24 @@ def test_running_scorer_picks_up_model_and_rule_changes_without_restart(history)
 def test_default_refresh_interval_is_within_five_seconds(settings):
     """Running scorers re-read rules at least every 5 s by default."""
     assert ScoringConfigProvider().refresh_seconds <= 5
+
+
+@pytest.mark.parametrize(
+    ("rate", "active_rate", "accepted"),
+    [
+        (0.03, None, True),  # first model, plausible
+        (0.30, None, False),  # first model flagging 30%: better no model
+        (0.30, 0.40, True),  # above the cap, but fewer than the active one
+        (0.07, 0.03, False),  # more than twice the active model's
+        (0.015, 0.005, True),  # three times, but one point or less more
+        (None, 0.03, True),  # model rule disabled: nothing to check
+    ],
+)
+def test_flag_rate_decision(rate, active_rate, accepted):
+    """The flag-rate check: a cap of 10% and at most twice the active model."""
+    from detection.services import flag_rate_decision
+
+    ok, reason = flag_rate_decision(
+        rate=rate, active_rate=active_rate, max_rate=0.10, max_rise=2.0, rows=2000
+    )
+    assert ok is accepted, reason

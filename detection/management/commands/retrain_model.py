@@ -1,5 +1,7 @@
 """Train a new Isolation Forest on stored history and activate it."""
 
+import argparse
+
 from django.core.management.base import BaseCommand, CommandError
 
 from detection.models import ModelVersion
@@ -7,31 +9,55 @@ from detection.registry import default_training_since
 from detection.services import model_retrain
 
 
+def _positive(kind):
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+        if not value > 0:
+            raise argparse.ArgumentTypeError(f"must be greater than 0, got {text}")
+        return value
+
+    return parse
+
+
+def _not_negative(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {text}")
+    return value
+
+
 class Command(BaseCommand):
     help = (
         "Train an Isolation Forest on stored transactions (replayed in event order "
         "to rebuild each user's behaviour), store it as a new ModelVersion and make "
-        "it active, unless analysts' labels show it ranks fraud clearly worse than "
-        "the active model (then it is stored inactive; --force activates it). "
+        "it active, unless it would alone flag too much of the newest traffic or "
+        "analysts' labels show it ranks fraud clearly worse than the active model "
+        "(then it is stored inactive, with the reason; --force activates it). "
         "Running scorers pick up an activated model within seconds."
     )
 
     def add_arguments(self, parser):
         parser.add_argument(
             "--days",
-            type=float,
+            type=_positive(float),
             default=None,
             help="Train on the last N days of event time (default: all history).",
         )
         parser.add_argument(
             "--limit",
-            type=int,
+            type=_positive(int),
             default=200_000,
             help="Use at most this many of the most recent transactions.",
         )
         parser.add_argument(
             "--warmup",
-            type=int,
+            type=_not_negative,
             default=None,
             help="Replay up to this many older transactions first, to build the "
             "cards' history without training on them (default: --limit).",
@@ -39,7 +65,7 @@ class Command(BaseCommand):
         parser.add_argument(
             "--force",
             action="store_true",
-            help="Activate the new model even if it ranks labelled fraud worse.",
+            help="Activate the new model even if it fails the activation checks.",
         )
 
     def handle(self, *args, **options):
