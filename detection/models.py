@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+from django.conf import settings
 from django.core.exceptions import ValidationError
-from django.core.validators import RegexValidator
+from django.core.validators import (
+    MaxValueValidator,
+    MinValueValidator,
+    RegexValidator,
+)
 from django.db import models
 from django.db.models import Q
 
@@ -90,8 +95,12 @@ class ExchangeRate(models.Model):
         unique=True,
         validators=[RegexValidator(r"^[A-Z]{3}$", "An ISO 4217 code: three capitals.")],
     )
+    # Bounds wide enough for any real pair (IRR per KWD is about 1.4e5, KWD per
+    # IRR 7e-6) that still catch a typo like 1e-30, which would make a 10-unit
+    # charge read as 1e31 and spoil the card's profile for good.
     units_per_base = models.FloatField(
-        help_text="Units of this currency per one unit of BASE_CURRENCY."
+        help_text="Units of this currency per one unit of BASE_CURRENCY.",
+        validators=[MinValueValidator(1e-6), MaxValueValidator(1e7)],
     )
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -107,6 +116,18 @@ class ExchangeRate(models.Model):
 
     def __str__(self) -> str:
         return f"{self.currency} {self.units_per_base:g}"
+
+    def clean(self):
+        """Refuse a row for the base currency: it is 1 by definition."""
+        if self.currency == settings.BASE_CURRENCY:
+            raise ValidationError(
+                {
+                    "currency": (
+                        f"{self.currency} is the base currency (BASE_CURRENCY): "
+                        "its rate is always 1 and needs no row."
+                    )
+                }
+            )
 
 
 class UserProfile(models.Model):

@@ -236,3 +236,35 @@ def test_rule_list_shows_codes_as_reasons_spell_them(client_staff):
     """The rule list's Code column shows amount_spike, the code filters take."""
     text = client_staff.get("/admin/detection/rule/").content.decode()
     assert ">amount_spike<" in text
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        ({"currency": "XYZ", "units_per_base": "1e-30"}, "greater than or equal to"),
+        ({"currency": "XYZ", "units_per_base": "5e9"}, "less than or equal to"),
+        ({"currency": "USD", "units_per_base": "2"}, "is the base currency"),
+    ],
+)
+def test_implausible_exchange_rates_are_refused_in_admin(client_staff, data, message):
+    """A typo like 1e-30 (a 10-unit charge would read as 1e31 and spoil the card's
+    profile) and a row for the base currency (always 1) are refused with why."""
+    from detection.models import ExchangeRate
+
+    before = ExchangeRate.objects.count()
+    page = client_staff.post("/admin/detection/exchangerate/add/", data)
+    assert page.status_code == 200
+    assert message in page.content.decode()
+    assert ExchangeRate.objects.count() == before
+
+
+def test_a_plausible_exchange_rate_is_stored(client_staff):
+    """Dinars per rial and the like stay within the bounds."""
+    from detection.models import ExchangeRate
+
+    page = client_staff.post(
+        "/admin/detection/exchangerate/add/",
+        {"currency": "XYZ", "units_per_base": "0.0000071"},
+    )
+    assert page.status_code == 302
+    assert ExchangeRate.objects.get(currency="XYZ").units_per_base == 7.1e-6
