@@ -43,13 +43,17 @@ def test_schema_is_served_without_login(anon_client):
     "path", ["/api/predict", "/api/validate-transaction", "/api/transactions"]
 )
 def test_endpoints_need_login(anon_client, path):
-    """Everything but health and schema refuses anonymous callers."""
+    """Everything but health and schema refuses anonymous callers with a 401
+    that says how to authenticate; a bad token is a 401 too."""
     response = (
         anon_client.get(path)
         if path.endswith("transactions")
         else anon_client.post(path, GOOD, format="json")
     )
-    assert response.status_code in (401, 403)
+    assert response.status_code == 401
+    assert response["WWW-Authenticate"] == "Token"
+    anon_client.credentials(HTTP_AUTHORIZATION="Token bogus")
+    assert anon_client.get("/api/transactions").status_code == 401
 
 
 @pytest.mark.parametrize("path", ["/api/predict", "/api/predict/"])

@@ -109,6 +109,10 @@ window.Dash = (function () {
     } catch (error) {
       body = null;
     }
+    if (response.status === 401) {
+      // The session expired or was signed out elsewhere: go to the login page.
+      window.location.assign("/accounts/login/?next=" + encodeURIComponent(location.pathname));
+    }
     if (!response.ok) {
       const failure = new Error("HTTP " + response.status);
       failure.status = response.status;
