@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import uuid
+from decimal import Decimal
 
 from rest_framework import serializers
 
 from detection.records import timestamp_not_after
 from detection.scoring import scoring_config_current
 from transactions.messages import (
+    MAX_AMOUNT,
     MAX_ID_LENGTH,
     MAX_TEXT_LENGTH,
+    TIMESTAMP_MAX,
+    TIMESTAMP_MIN,
     MessageError,
     transaction_message_parse,
 )
@@ -30,10 +34,22 @@ class TransactionMessageSerializer(serializers.Serializer):
     )
     user_id = serializers.CharField(max_length=MAX_ID_LENGTH)
     amount = serializers.DecimalField(
-        max_digits=12, decimal_places=2, min_value=0, help_text="> 0, 2 decimals."
+        max_digits=12,
+        decimal_places=2,
+        # A number in the schema, with its bounds (strings are accepted too).
+        coerce_to_string=False,
+        min_value=Decimal("0.01"),
+        max_value=MAX_AMOUNT,
+        help_text="> 0, whole cents: a JSON number or a plain decimal string.",
     )
     currency = serializers.CharField(max_length=3, required=False, default="USD")
-    timestamp = serializers.DateTimeField(required=False, help_text="Default: now.")
+    timestamp = serializers.DateTimeField(
+        required=False,
+        help_text=(
+            f"ISO 8601 or epoch seconds, from {TIMESTAMP_MIN:%Y-%m-%d} and before "
+            f"{TIMESTAMP_MAX:%Y-%m-%d}. Default: when the request arrived."
+        ),
+    )
     merchant_id = serializers.CharField(max_length=MAX_ID_LENGTH, required=False)
     merchant_category = serializers.CharField(max_length=MAX_ID_LENGTH, required=False)
     channel = serializers.ChoiceField(

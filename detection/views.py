@@ -190,7 +190,14 @@ def _history(state: UserState, features: dict) -> dict:
 class ValidateTransactionView(APIView):
     """Score a hypothetical transaction against the user's history; store nothing."""
 
-    @extend_schema(request=WhatIfSerializer, responses=WhatIfVerdictSerializer)
+    @extend_schema(
+        request=WhatIfSerializer,
+        responses={
+            200: WhatIfVerdictSerializer,
+            400: OpenApiResponse(description="Field errors, by field."),
+            413: OpenApiResponse(description="Body over the upload limit."),
+        },
+    )
     def post(self, request):
         """Return the what-if verdict and the user's history context."""
         serializer = WhatIfSerializer(data=request.data)

@@ -7,7 +7,12 @@ from django.conf import settings
 from django.core.signing import BadSignature, Signer
 from django.db.models import Prefetch
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiParameter, extend_schema
+from drf_spectacular.utils import (
+    OpenApiParameter,
+    OpenApiResponse,
+    extend_schema,
+    extend_schema_view,
+)
 from rest_framework import filters, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.exceptions import NotFound, ValidationError
@@ -138,14 +143,25 @@ class TransactionCursorPagination(CursorPagination):
         }
 
 
-@extend_schema(
-    parameters=[
-        OpenApiParameter(
-            "n",
-            OpenApiTypes.INT,
-            description="Page size, 1..API_TRANSACTIONS_MAX_PAGE_SIZE (default 500).",
-        )
-    ]
+@extend_schema_view(
+    list=extend_schema(
+        parameters=[
+            OpenApiParameter(
+                "n",
+                OpenApiTypes.INT,
+                description=(
+                    f"Page size, 1..API_TRANSACTIONS_MAX_PAGE_SIZE (setting, "
+                    f"default 500); default {DEFAULT_PAGE_SIZE}. Outside: a 400."
+                ),
+            )
+        ],
+        responses={
+            200: TransactionSerializer(many=True),
+            400: OpenApiResponse(
+                description="A bad filter, ordering or page size, named."
+            ),
+        },
+    )
 )
 class TransactionViewSet(viewsets.ReadOnlyModelViewSet):
     """Stored verdicts: newest first, filterable, with cursor pagination."""
@@ -186,7 +202,14 @@ class TransactionViewSet(viewsets.ReadOnlyModelViewSet):
             )
         )
 
-    @extend_schema(request=LabelCreateSerializer, responses={201: LabelSerializer})
+    @extend_schema(
+        request=LabelCreateSerializer,
+        responses={
+            201: LabelSerializer,
+            400: OpenApiResponse(description="Field errors, by field."),
+            403: OpenApiResponse(description="Needs 'add label'."),
+        },
+    )
     @action(
         detail=True,
         methods=["post"],

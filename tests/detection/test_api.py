@@ -35,8 +35,28 @@ def test_schema_is_served_without_login(anon_client):
     assert response.status_code == 200
     text = response.content.decode()
     assert "/api/predict" in text and "/api/validate-transaction" in text
-    predict = response.json()["paths"]["/api/predict/"]["post"]["responses"]
-    assert {"200", "201", "400", "403"} <= set(predict)
+    paths = response.json()["paths"]
+    assert {"200", "201", "400", "403", "409"} <= set(
+        paths["/api/predict/"]["post"]["responses"]
+    )
+    assert "400" in paths["/api/validate-transaction/"]["post"]["responses"]
+    assert "400" in paths["/api/transactions/"]["get"]["responses"]
+
+    def parameters(path, method):
+        return {p["name"] for p in paths[path][method].get("parameters", [])}
+
+    # The page size belongs to the list alone, with its real default.
+    assert "n" in parameters("/api/transactions/", "get")
+    assert "n" not in parameters("/api/transactions/{transaction_id}/", "get")
+    assert "n" not in parameters("/api/transactions/{transaction_id}/label/", "post")
+    (n,) = [
+        p for p in paths["/api/transactions/"]["get"]["parameters"] if p["name"] == "n"
+    ]
+    assert "default 20" in n["description"]
+    amount = response.json()["components"]["schemas"]["TransactionMessage"][
+        "properties"
+    ]["amount"]
+    assert amount["minimum"] == 0.01
 
 
 @pytest.mark.parametrize(
