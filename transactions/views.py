@@ -1,11 +1,13 @@
 """Read endpoints of the ledger: the transactions list and one transaction."""
 
-from types import SimpleNamespace
-from urllib.parse import parse_qs, urlsplit
+import json
+from collections.abc import Sequence
 
 from django.conf import settings
+from django.core.exceptions import ValidationError as DjangoValidationError
+from django.core.serializers.json import DjangoJSONEncoder
 from django.core.signing import BadSignature, Signer
-from django.db.models import Prefetch
+from django.db.models import Prefetch, Q
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import (
     OpenApiParameter,
@@ -58,51 +60,114 @@ class StrictOrderingFilter(filters.OrderingFilter):
         return valid
 
 
+def _field(name: str):
+    return Transaction._meta.get_field(name.lstrip("-"))
+
+
+def _flip(name: str) -> str:
+    return name[1:] if name.startswith("-") else f"-{name}"
+
+
+def _after(order: Sequence[str], key: Sequence) -> Q:
+    """Return the condition for rows strictly after `key` in `order`.
+
+    For (a, -id) and key (v, i): a > v, or a = v and id < i.
+    """
+    condition = Q()
+    equal = Q()
+    for name, value in zip(order, key, strict=True):
+        column = name.lstrip("-")
+        beyond = Q(**{f"{column}__{'lt' if name.startswith('-') else 'gt'}": value})
+        condition |= equal & beyond
+        equal &= Q(**{column: value})
+    return condition
+
+
 class TransactionCursorPagination(CursorPagination):
-    """Cursor pages (stable under inserts, cheap at any depth) sized by `n`."""
+    """Keyset pages sized by `n`: stable under inserts, cheap at any depth.
+
+    A cursor holds the sort value and the id of the row a page ended (or, going
+    back, began) at, and the next page is the rows strictly after that pair in
+    (sort column, id) order: `WHERE col > v OR (col = v AND id < i)`. DRF's own
+    cursor keeps only the sort value and counts the equal values already shown,
+    which pages back wrongly through a column of equal values (`ordering=-status`
+    went back to the wrong rows, or none) and lets a cursor ask to skip any
+    number of rows.
+    """
 
     ordering = "-id"
     page_size = DEFAULT_PAGE_SIZE
     page_size_query_param = "n"
-    # Sorted by a column with many equal values (status, risk_score 0), a cursor
-    # is the last value plus how many rows of that value were already shown.
-    # DRF caps that count at 1,000 by default, and beyond it pages repeat forever.
-    offset_cutoff = None
 
     def get_ordering(self, request, queryset, view):
         """Return the requested ordering with `id` last, so equal values keep
-        one order from page to page."""
+        one order from page to page (at most one column before it)."""
         ordering = super().get_ordering(request, queryset, view)
-        if any(field.lstrip("-") == "id" for field in ordering):
-            return ordering
-        return (*ordering, "-id")
+        primary = [field for field in ordering if field.lstrip("-") != "id"][:1]
+        tiebreak = next((f for f in ordering if f.lstrip("-") == "id"), "-id")
+        return (*primary, tiebreak)
 
-    # Cursors are signed, for the ordering they were made for: a forged one could
-    # ask the database to skip 10^12 equal values (seconds of CPU per request),
-    # and a position reused under another ordering may not fit the new column
-    # (a date where an amount goes), which would fail as a 500.
+    # Cursors are signed, for the ordering they were made for: a position made
+    # for one column (a date) would not fit another (an amount) and fail as a
+    # 500, and a forged one is refused before any query.
     def _signer(self) -> Signer:
         return Signer(salt=f"transactions.cursor:{','.join(self.ordering)}")
 
-    def encode_cursor(self, cursor):
-        """Return the page URL with DRF's cursor, signed."""
-        url = super().encode_cursor(cursor)
-        value = parse_qs(urlsplit(url).query)[self.cursor_query_param][0]
-        signed = self._signer().sign(value)
-        return replace_query_param(url, self.cursor_query_param, signed)
+    def paginate_queryset(self, queryset, request, view=None):
+        """Return the page of rows after (or, going back, before) the cursor."""
+        self.request = request
+        self.page_size = self.get_page_size(request)
+        self.base_url = request.build_absolute_uri()
+        self.ordering = self.get_ordering(request, queryset, view)
+        self.cursor = self._cursor_read(request)
+        reverse = bool(self.cursor and self.cursor["reverse"])
+        order = [_flip(f) for f in self.ordering] if reverse else list(self.ordering)
+        queryset = queryset.order_by(*order)
+        if self.cursor is not None:
+            queryset = queryset.filter(_after(order, self.cursor["key"]))
+        rows = list(queryset[: self.page_size + 1])
+        more = len(rows) > self.page_size
+        rows = rows[: self.page_size]
+        if reverse:
+            rows.reverse()
+            self.has_previous, self.has_next = more, True
+        else:
+            self.has_previous, self.has_next = self.cursor is not None, more
+        self.page = rows
+        return rows
 
-    def decode_cursor(self, request):
-        """Return the cursor; one that no page of this ordering made is a 404."""
+    def _cursor_read(self, request) -> dict | None:
         signed = request.query_params.get(self.cursor_query_param)
         if signed is None:
             return None
         try:
-            value = self._signer().unsign(signed)
-        except BadSignature:
+            data = json.loads(self._signer().unsign(signed))
+            key = [
+                _field(name).to_python(value)
+                for name, value in zip(self.ordering, data["k"], strict=True)
+            ]
+            return {"key": key, "reverse": bool(data["r"])}
+        except (BadSignature, KeyError, TypeError, ValueError, DjangoValidationError):
             raise NotFound(self.invalid_cursor_message) from None
-        params = request.query_params.copy()
-        params[self.cursor_query_param] = value
-        return super().decode_cursor(SimpleNamespace(query_params=params))
+
+    def _link(self, row, *, reverse: bool) -> str:
+        key = [getattr(row, name.lstrip("-")) for name in self.ordering]
+        payload = json.dumps({"k": key, "r": int(reverse)}, cls=DjangoJSONEncoder)
+        return replace_query_param(
+            self.base_url, self.cursor_query_param, self._signer().sign(payload)
+        )
+
+    def get_next_link(self):
+        """Return the URL of the page after this one, or None at the end."""
+        if not self.has_next or not self.page:
+            return None
+        return self._link(self.page[-1], reverse=False)
+
+    def get_previous_link(self):
+        """Return the URL of the page before this one, or None at the start."""
+        if not self.has_previous or not self.page:
+            return None
+        return self._link(self.page[0], reverse=True)
 
     def get_page_size(self, request):
         """Return `n`, refusing values outside 1..API_TRANSACTIONS_MAX_PAGE_SIZE."""

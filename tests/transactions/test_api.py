@@ -226,3 +226,25 @@ def test_detail_shows_reasons_with_values(api_client, ledger):
     codes = {r["code"]: r for r in body["reasons"]}
     assert codes["huge_amount"]["values"]["amount"] == 25000.0
     assert api_client.get("/api/transactions/nope").status_code == 404
+
+
+@pytest.mark.parametrize(
+    "ordering", ["status", "-status", "risk_score", "-risk_score", "-amount", "user_id"]
+)
+def test_previous_pages_walk_back_to_the_start(api_client, ledger, ordering):
+    """Following meta.next to the end and then meta.previous back gives the same
+    pages in reverse, also sorted by a column of equal values (status)."""
+    url = f"/api/transactions?n=4&ordering={ordering}"
+    pages, body = [], api_client.get(url).json()
+    pages.append([item["transaction_id"] for item in body["items"]])
+    while body["meta"]["next"]:
+        body = api_client.get(body["meta"]["next"]).json()
+        pages.append([item["transaction_id"] for item in body["items"]])
+    back = []
+    while body["meta"]["previous"]:
+        body = api_client.get(body["meta"]["previous"]).json()
+        back.append([item["transaction_id"] for item in body["items"]])
+    assert back == pages[-2::-1]
+    assert sorted(i for page in pages for i in page) == sorted(
+        Transaction.objects.values_list("transaction_id", flat=True)
+    )
