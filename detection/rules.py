@@ -221,8 +221,9 @@ def model_reason(model: tuple[float, float], p: dict) -> dict:
     score, percentile = model
     return {
         "detail": (
-            f"anomaly score {score:.3f} is above {percentile:.2%} of training "
-            f"transactions (threshold {p['threshold']:.2%})"
+            f"anomaly score {score:.3f}, more unusual than {percentile:.2%} of "
+            f"training transactions (the model adds risk from {p['floor']:.1%} "
+            f"up, its full weight from {p['ceiling']:.1%})"
         ),
         "values": {
             "model_score": round(score, 4),
@@ -291,14 +292,28 @@ RULE_TYPES: dict[str, RuleType] = {
             description="Isolation Forest anomaly score over the user's behaviour.",
             weight=0.7,
             params={
+                # How many transactions the model flags is set by floor, ceiling
+                # and weight against the decision thresholds, not by `threshold`.
                 "threshold": Param(
-                    float, 0, 1, 0.995, "training percentile that fires the reason"
+                    float,
+                    0,
+                    1,
+                    0.995,
+                    "training percentile from which the model is named a reason "
+                    "on its own (below it, it is named only when its risk helped "
+                    "flag); it does not change the risk",
                 ),
                 "floor": Param(
                     float, 0, 1, 0.9, "percentile where the model starts to add risk"
                 ),
                 "ceiling": Param(
-                    float, 0, 1, 0.999, "percentile where it adds its full weight"
+                    float,
+                    0,
+                    1,
+                    0.999,
+                    "percentile where it adds its full weight (with the defaults, "
+                    "weight 0.7 and suspicious at 0.5, the model alone flags from "
+                    "about the 97th percentile)",
                 ),
             },
             evaluate=_model_anomaly,
