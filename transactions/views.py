@@ -2,10 +2,11 @@
 
 import json
 from collections.abc import Sequence
+from datetime import datetime
+from decimal import Decimal
 
 from django.conf import settings
 from django.core.exceptions import ValidationError as DjangoValidationError
-from django.core.serializers.json import DjangoJSONEncoder
 from django.core.signing import BadSignature, Signer
 from django.db.models import Prefetch, Q
 from drf_spectacular.types import OpenApiTypes
@@ -64,6 +65,21 @@ def _field(name: str):
     return Transaction._meta.get_field(name.lstrip("-"))
 
 
+def _cursor_value(value):
+    """Return a sort value as JSON that gives it back exactly (`to_python`).
+
+    Datetimes keep their microseconds (DjangoJSONEncoder cuts them to
+    milliseconds, and rows scored in one batch share one `scored_at`: the next
+    page would start inside them); Decimals go as text; floats as JSON numbers,
+    which round-trip exactly.
+    """
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, Decimal):
+        return str(value)
+    return value
+
+
 def _flip(name: str) -> str:
     return name[1:] if name.startswith("-") else f"-{name}"
 
@@ -100,12 +116,13 @@ class TransactionCursorPagination(CursorPagination):
     page_size_query_param = "n"
 
     def get_ordering(self, request, queryset, view):
-        """Return the requested ordering with `id` last, so equal values keep
-        one order from page to page (at most one column before it)."""
-        ordering = super().get_ordering(request, queryset, view)
-        primary = [field for field in ordering if field.lstrip("-") != "id"][:1]
-        tiebreak = next((f for f in ordering if f.lstrip("-") == "id"), "-id")
-        return (*primary, tiebreak)
+        """Return the requested column with `id` after it, so equal values keep
+        one order from page to page. Only the first column requested counts
+        (the id is unique: nothing after it could matter)."""
+        first = super().get_ordering(request, queryset, view)[0]
+        if first.lstrip("-") == "id":
+            return (first,)
+        return (first, "-id")
 
     # Cursors are signed, for the ordering they were made for: a position made
     # for one column (a date) would not fit another (an amount) and fail as a
@@ -151,8 +168,8 @@ class TransactionCursorPagination(CursorPagination):
             raise NotFound(self.invalid_cursor_message) from None
 
     def _link(self, row, *, reverse: bool) -> str:
-        key = [getattr(row, name.lstrip("-")) for name in self.ordering]
-        payload = json.dumps({"k": key, "r": int(reverse)}, cls=DjangoJSONEncoder)
+        key = [_cursor_value(getattr(row, name.lstrip("-"))) for name in self.ordering]
+        payload = json.dumps({"k": key, "r": int(reverse)})
         return replace_query_param(
             self.base_url, self.cursor_query_param, self._signer().sign(payload)
         )

@@ -229,17 +229,35 @@ def test_detail_shows_reasons_with_values(api_client, ledger):
 
 
 @pytest.mark.parametrize(
-    "ordering", ["status", "-status", "risk_score", "-risk_score", "-amount", "user_id"]
+    "ordering",
+    [
+        "status",
+        "-status",
+        "risk_score",
+        "-risk_score",
+        "-amount",
+        "user_id",
+        # One batch: every row has the same scored_at, with microseconds.
+        "scored_at",
+        "-scored_at",
+        "timestamp",
+        "-timestamp",
+        "-id",
+        "id",
+    ],
 )
 def test_previous_pages_walk_back_to_the_start(api_client, ledger, ordering):
     """Following meta.next to the end and then meta.previous back gives the same
-    pages in reverse, also sorted by a column of equal values (status)."""
+    pages in reverse, each row once, also sorted by a column of equal values
+    (status, a batch's shared scored_at)."""
     url = f"/api/transactions?n=4&ordering={ordering}"
     pages, body = [], api_client.get(url).json()
     pages.append([item["transaction_id"] for item in body["items"]])
     while body["meta"]["next"]:
         body = api_client.get(body["meta"]["next"]).json()
         pages.append([item["transaction_id"] for item in body["items"]])
+        assert len(pages) <= 8, "pages repeat"
+    assert len(pages) == 8  # 30 rows, 4 a page: no page repeats, none is lost
     back = []
     while body["meta"]["previous"]:
         body = api_client.get(body["meta"]["previous"]).json()
@@ -248,3 +266,13 @@ def test_previous_pages_walk_back_to_the_start(api_client, ledger, ordering):
     assert sorted(i for page in pages for i in page) == sorted(
         Transaction.objects.values_list("transaction_id", flat=True)
     )
+
+
+def test_only_the_first_ordering_column_counts(api_client, ledger):
+    """`ordering=-id,amount` is newest first (the id is unique), not by amount."""
+    body = api_client.get("/api/transactions?n=3&ordering=-id,amount").json()
+    assert [item["transaction_id"] for item in body["items"]] == [
+        "b-huge",
+        "a-28",
+        "a-27",
+    ]
