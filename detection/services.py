@@ -105,6 +105,8 @@ def transaction_row(
         "scored_at": scored_at,
         "received_at": message.received_at or scored_at,
         "ingest_source": source,
+        # verdicts_score folds a transaction into the profile unless judged fraud.
+        "profile_learned": verdict.status != Transaction.Status.FRAUD,
     }
 
 
@@ -379,19 +381,27 @@ def transaction_label(
 ) -> Label:
     """Record a label on a stored transaction (latest wins) and return it.
 
-    A transaction judged fraud did not teach its card's profile (UserState). The
-    first label saying it was legitimate teaches it now, in the same database
-    transaction, so that the cardholder's next purchases are compared with it
-    (a trip abroad confirmed by the cardholder stops reading as impossible
-    travel). Later relabels change nothing in the profile: a profile cannot
-    unlearn, and learning twice would count the purchase twice. The API, the
-    dashboard and the admin all label through here; the verdict stays as it was.
+    A transaction judged fraud did not teach its card's profile (UserState;
+    `Transaction.profile_learned` is False). The first label saying it was
+    legitimate teaches it now, in the same database transaction, so that the
+    cardholder's next purchases are compared with it (a trip abroad confirmed by
+    the cardholder stops reading as impossible travel). Later relabels change
+    nothing in the profile: a profile cannot unlearn, and learning twice would
+    count the purchase twice. The API, the dashboard and the admin all label
+    through here; the verdict stays as it was.
     """
     with transaction.atomic():
+        # The conditional update claims the lesson: of two labels at once (a
+        # double click, the API and the admin) only one finds it unlearned.
+        # Transactions that never touched a profile (seed_transactions) and
+        # verdicts stored before the flag existed (their profile learned them
+        # then) are marked learned and teach nothing.
         teach = (
             not is_fraud
-            and record.status == Transaction.Status.FRAUD
-            and not record.labels.filter(is_fraud=False).exists()
+            and Transaction.objects.filter(pk=record.pk, profile_learned=False).update(
+                profile_learned=True
+            )
+            == 1
         )
         label = label_create(
             transaction=record,
@@ -469,7 +479,7 @@ def training_features(
     is returned with its features for the activation gate; ground truth
     (is_fraud of a simulated record) is never read.
     """
-    fields = (*SCORING_INPUT_FIELDS, "latest_label_fraud", "status")
+    fields = (*SCORING_INPUT_FIELDS, "latest_label_fraud", "profile_learned")
     base = Transaction.objects.with_latest_label().order_by("-timestamp")
     window = base if since is None else base.filter(timestamp__gte=since)
     train_rows = list(window.values(*fields)[:limit])
@@ -481,11 +491,8 @@ def training_features(
     rows = [*reversed(warm_rows), *reversed(train_rows)]  # event order
     labels = [row.pop("latest_label_fraud") for row in rows]
     # As live: a transaction judged fraud did not teach its card's profile,
-    # unless an analyst found it legitimate (`transaction_label`).
-    learns = [
-        row.pop("status") != Transaction.Status.FRAUD or label is False
-        for row, label in zip(rows, labels, strict=True)
-    ]
+    # unless an analyst found it legitimate since (`transaction_label`).
+    learns = [row.pop("profile_learned") for row in rows]
     labelled = np.array([label is not None for label in labels], dtype=bool)
     confirmed = np.array([label is True for label in labels], dtype=bool)
     fit = (np.arange(len(rows)) >= len(warm_rows)) & ~confirmed

@@ -100,6 +100,14 @@ class Transaction(models.Model):
         null=True, blank=True, help_text="Kafka record timestamp (or API receipt)."
     )
     ingest_source = models.CharField(max_length=16, default="stream")
+    profile_learned = models.BooleanField(
+        default=True,
+        help_text=(
+            "False while the card's profile has not learned from it: judged "
+            "fraud, it only counted toward velocity. The first label marking it "
+            "legitimate teaches the profile and sets this (once)."
+        ),
+    )
 
     objects = TransactionQuerySet.as_manager()
 

@@ -123,3 +123,17 @@ def test_a_label_added_in_admin_teaches_the_profile_too(
         staff_user,
     )
     assert UserProfile.objects.get(user_id="traveller").last_location == "Lagos"
+
+
+def test_a_fraud_verdict_the_profile_already_learned_is_not_taught_again(
+    stream_store, staff_user
+):
+    """A fraud verdict stored before fraud stopped teaching (its profile learned
+    it then: profile_learned is True) teaches nothing when marked legitimate."""
+    lagos = Transaction.objects.get(transaction_id="lagos-1")
+    assert lagos.profile_learned is False
+    Transaction.objects.filter(pk=lagos.pk).update(profile_learned=True)
+    transaction_label(record=lagos, is_fraud=False, created_by=staff_user)
+    profile = UserProfile.objects.get(user_id="traveller")
+    assert (profile.txn_count, profile.learned_count) == (11, 10)
+    assert profile.last_location == "New York"
