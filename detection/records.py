@@ -12,6 +12,8 @@ from kafka import OffsetAndMetadata, TopicPartition
 
 from detection.models import DeadLetter
 from transactions.messages import (
+    TIMESTAMP_MAX,
+    TIMESTAMP_MIN,
     MessageError,
     TransactionMessage,
     transaction_message_parse,
@@ -23,15 +25,20 @@ PREVIEW_CHARS = 2000
 def record_received_at(record) -> datetime:
     """Return the Kafka record's timestamp as an aware UTC datetime.
 
-    A record without one, or with one no datetime can hold (a producer may set
-    any 64-bit number), counts as received now.
+    A record without one, or with one outside the times a message may carry
+    (a producer may set any 64-bit number), counts as received now.
     """
     if record.timestamp is None or record.timestamp < 0:
         return datetime.now(UTC)
     try:
-        return datetime.fromtimestamp(record.timestamp / 1000, UTC)
+        moment = datetime.fromtimestamp(record.timestamp / 1000, UTC)
     except (OverflowError, OSError, ValueError):
         return datetime.now(UTC)
+    # A message without its own time is dated by this one: it must be a time a
+    # message may carry (year 9999 would crash date arithmetic downstream).
+    if not TIMESTAMP_MIN <= moment < TIMESTAMP_MAX:
+        return datetime.now(UTC)
+    return moment
 
 
 def dead_letter_build(record, error: str, received_at: datetime) -> DeadLetter:

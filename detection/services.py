@@ -542,7 +542,7 @@ def flag_rate_decision(
     text = f"it alone would flag {rate:.1%} of the newest {rows:,} transactions"
     if active_rate is not None:
         text += f" (the active model {active_rate:.1%})"
-    if active_rate is not None and rate < active_rate:
+    if active_rate is not None and rate <= active_rate:
         return True, text
     if rate > max_rate:
         return (

@@ -6,7 +6,9 @@ served from another port of the same host (http://localhost:3000, some other
 local tool) could open the live feed with the analyst's session. This validator
 applies Django's CSRF origin rule instead: the Origin must be the host the
 request was made to (Host header, port included), or one of CSRF_TRUSTED_ORIGINS
-(a site behind a proxy that rewrites Host).
+(a site behind a proxy that rewrites Host). The scheme is not compared: behind a
+TLS proxy the server sees ws:// for the browser's https:// page; two sites on
+one host and port that differ only by scheme cannot both be served anyway.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from urllib.parse import urlsplit
 
 from channels.security.websocket import WebsocketDenier
 from django.conf import settings
+from django.utils.http import is_same_domain
 
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 
@@ -43,11 +46,28 @@ def _host_netloc(host: str) -> str:
     return host
 
 
+def _trusted(origin: str) -> bool:
+    """Return whether CSRF_TRUSTED_ORIGINS lists the origin, as Django reads it
+    (an entry like https://*.example.com covers the subdomains)."""
+    parts = urlsplit(origin.lower())
+    for entry in settings.CSRF_TRUSTED_ORIGINS:
+        entry = entry.lower()
+        if entry == origin.lower():
+            return True
+        if "*" in entry:
+            pattern = urlsplit(entry)
+            if pattern.scheme == parts.scheme and is_same_domain(
+                parts.netloc, pattern.netloc.replace("*", "", 1)
+            ):
+                return True
+    return False
+
+
 def origin_allowed(origin: str | None, host: str | None) -> bool:
     """Return whether a websocket from `origin` may connect to `host`."""
     if not origin:
         return False
-    if origin.lower() in {o.lower() for o in settings.CSRF_TRUSTED_ORIGINS}:
+    if _trusted(origin):
         return True
     netloc = _origin_netloc(origin)
     return bool(netloc and host and netloc == _host_netloc(host))

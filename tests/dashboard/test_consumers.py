@@ -106,6 +106,10 @@ def test_same_site_origins_are_accepted():
     assert not origin_allowed("http://localhost:99999", "localhost:99999")
     with override_settings(CSRF_TRUSTED_ORIGINS=["https://fraud.example.com"]):
         assert origin_allowed("https://fraud.example.com", "10.0.0.5:8000")
+    with override_settings(CSRF_TRUSTED_ORIGINS=["https://*.example.com"]):
+        assert origin_allowed("https://fraud.example.com", "10.0.0.5:8000")
+        assert not origin_allowed("http://fraud.example.com", "10.0.0.5:8000")
+        assert not origin_allowed("https://example.org", "10.0.0.5:8000")
 
 
 def test_logged_in_client_receives_scored_verdicts(

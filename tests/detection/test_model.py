@@ -184,6 +184,8 @@ def test_a_model_fitted_on_cold_cards_is_not_activated(history, capsys):
         (["--days", "-5"], "must be greater than 0"),
         (["--days", "0"], "must be greater than 0"),
         (["--days", "soon"], "not a number"),
+        (["--days", "inf"], "must be at most 36500"),
+        (["--days", "1e9"], "must be at most 36500"),
     ],
 )
 def test_retrain_refuses_bad_arguments(args, message):
@@ -379,6 +381,7 @@ def test_default_refresh_interval_is_within_five_seconds(settings):
         (0.03, None, True),  # first model, plausible
         (0.30, None, False),  # first model flagging 30%: better no model
         (0.30, 0.40, True),  # above the cap, but fewer than the active one
+        (0.30, 0.30, True),  # above the cap, as many as the active one
         (0.07, 0.03, False),  # more than twice the active model's
         (0.015, 0.005, True),  # three times, but one point or less more
         (None, 0.03, True),  # model rule disabled: nothing to check

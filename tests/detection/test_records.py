@@ -112,11 +112,14 @@ def test_a_record_without_a_timestamp_is_dated_when_the_broker_got_it():
     assert message.received_at == message.timestamp
 
 
-def test_a_record_timestamp_no_datetime_holds_is_taken_as_now():
-    """A producer may stamp any 64-bit number; the consumer must not crash on it."""
+@pytest.mark.parametrize("stamp", [2**62, 253402300799000, 0, 1])
+def test_a_record_timestamp_no_message_may_carry_is_taken_as_now(stamp):
+    """A producer may stamp any 64-bit number (or year 9999, or the epoch); the
+    consumer must not crash on it, nor date a message without a time by it."""
     value = b'{"transaction_id": "t1", "user_id": "u1", "amount": 5}'
-    message = record_decode(record(value, timestamp=2**62))
-    assert message.received_at.year >= 2026
+    message = record_decode(record(value, timestamp=stamp))
+    assert 2026 <= message.received_at.year < 2100
+    assert message.timestamp == message.received_at
 
 
 def test_a_placeholder_date_is_a_dead_letter():

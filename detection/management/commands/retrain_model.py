@@ -9,7 +9,7 @@ from detection.registry import default_training_since
 from detection.services import model_retrain
 
 
-def _positive(kind):
+def _positive(kind, maximum=None):
     def parse(text: str):
         try:
             value = kind(text)
@@ -17,6 +17,8 @@ def _positive(kind):
             raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
         if not value > 0:
             raise argparse.ArgumentTypeError(f"must be greater than 0, got {text}")
+        if maximum is not None and not value <= maximum:
+            raise argparse.ArgumentTypeError(f"must be at most {maximum}, got {text}")
         return value
 
     return parse
@@ -45,7 +47,7 @@ class Command(BaseCommand):
     def add_arguments(self, parser):
         parser.add_argument(
             "--days",
-            type=_positive(float),
+            type=_positive(float, maximum=36500),
             default=None,
             help="Train on the last N days of event time (default: all history).",
         )
@@ -86,9 +88,14 @@ class Command(BaseCommand):
             self.stdout.write(self.style.SUCCESS(message))
         else:
             active = row.evaluation.get("active_version")
+            kept = (
+                f"kept {active} active"
+                if active
+                else "scoring stays on the rules alone"
+            )
             self.stdout.write(
                 self.style.WARNING(
-                    f"Stored model {version} but kept {active} active: {reason}. "
+                    f"Stored model {version} inactive ({kept}): {reason}. "
                     "Activate it anyway with --force or the admin's Activate action."
                 )
             )
