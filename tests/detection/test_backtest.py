@@ -21,7 +21,8 @@ def simulated(tmp_path_factory):
     """Write 45 days of 1,000 simulated cardholders to a JSON Lines file.
 
     Smaller sets make the amount-only baseline noisy: with 600 users x 40 days
-    (seed 11) the ratio was 3.6; with 1,000 x 45 over seeds 1-5 it was 4.7-8.5.
+    (seed 11) the ratio was 3.6; with 1,000 x 45 over seeds 1-5 it was 5.9-10.2
+    (4.7-8.5 before fraud verdicts stopped teaching the card profiles).
     """
     path = tmp_path_factory.mktemp("sim") / "sim.jsonl"
     with path.open("w") as handle:
