@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from django.conf import settings
 from django.contrib.auth.decorators import login_required
 from django.http import Http404, JsonResponse
 from django.shortcuts import render
@@ -41,6 +42,7 @@ def transaction_list(request):
             "rules": rule_choices(),
             "statuses": Transaction.Status.choices,
             "page_size": 50,
+            "base_currency": settings.BASE_CURRENCY,
         },
     )
 
@@ -56,5 +58,9 @@ def transaction_detail(request, transaction_id: str):
     return render(
         request,
         "dashboard/transaction_detail.html",
-        {"transaction": transaction, **context},
+        {
+            "transaction": transaction,
+            "base_currency": settings.BASE_CURRENCY,
+            **context,
+        },
     )

@@ -85,6 +85,7 @@ def transaction_row(
         "transaction_id": message.transaction_id,
         "user_id": message.user_id,
         "amount": message.amount,
+        "amount_base": round(verdict.row.amount, 2),
         "currency": message.currency,
         "timestamp": message.timestamp,
         "merchant_id": message.merchant_id,

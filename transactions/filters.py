@@ -38,8 +38,13 @@ class TransactionFilter(django_filters.FilterSet):
     status = django_filters.MultipleChoiceFilter(choices=Transaction.Status.choices)
     user_id = django_filters.CharFilter()
     rule = django_filters.CharFilter(method="filter_rule", label="Rule code fired")
-    min_amount = django_filters.NumberFilter(field_name="amount", lookup_expr="gte")
-    max_amount = django_filters.NumberFilter(field_name="amount", lookup_expr="lte")
+    # In BASE_CURRENCY, as the rules compare amounts (Transaction.amount_base).
+    min_amount = django_filters.NumberFilter(
+        field_name="amount_base", lookup_expr="gte", label="Min amount (base currency)"
+    )
+    max_amount = django_filters.NumberFilter(
+        field_name="amount_base", lookup_expr="lte", label="Max amount (base currency)"
+    )
     since = UtcIsoDateTimeFilter(field_name="timestamp", lookup_expr="gte")
     until = UtcIsoDateTimeFilter(field_name="timestamp", lookup_expr="lt")
 

@@ -60,6 +60,12 @@ class Transaction(models.Model):
     transaction_id = models.CharField(max_length=64, unique=True)
     user_id = models.CharField(max_length=64)
     amount = models.DecimalField(max_digits=12, decimal_places=2)
+    # The amount in BASE_CURRENCY at the rate it was scored with: what the rules
+    # compared, and what the list sorts and filters by, so that 1,000,000 IDR
+    # (about 60 USD) does not rank above 4,000 USD.
+    amount_base = models.FloatField(
+        help_text="The amount in BASE_CURRENCY at the rate it was scored with."
+    )
     currency = models.CharField(max_length=3, default="USD")
     timestamp = models.DateTimeField(help_text="Event time of the payment (UTC).")
     merchant_id = models.CharField(max_length=64, blank=True)

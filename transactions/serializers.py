@@ -43,6 +43,7 @@ class TransactionSerializer(serializers.ModelSerializer):
         model = Transaction
         fields = [
             *SCORING_INPUT_FIELDS,
+            "amount_base",
             "status",
             "risk_score",
             "reasons",

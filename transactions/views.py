@@ -39,7 +39,24 @@ DEFAULT_PAGE_SIZE = 20
 
 
 class StrictOrderingFilter(filters.OrderingFilter):
-    """OrderingFilter that answers an unknown sort field with a 400, not silence."""
+    """OrderingFilter that answers an unknown sort field with a 400, not silence.
+
+    `amount` sorts by the amount in the base currency (`amount_base`), as the
+    rules compare amounts: 1,000,000 IDR is about 60 USD, not the largest.
+    """
+
+    aliases = {"amount": "amount_base"}
+
+    def get_ordering(self, request, queryset, view):
+        """Return the valid ordering, with aliases resolved to their columns."""
+        ordering = super().get_ordering(request, queryset, view)
+        if not ordering:
+            return ordering
+        return [
+            ("-" if name.startswith("-") else "")
+            + self.aliases.get(name.lstrip("-"), name.lstrip("-"))
+            for name in ordering
+        ]
 
     def remove_invalid_fields(self, queryset, fields, view, request):
         """Return the valid fields; raise ValidationError naming the allowed ones."""

@@ -306,6 +306,44 @@ def test_labelling_a_transaction_shows_the_label(logged_in_page, score, staff_us
     expect(row.locator(".label-cell")).to_have_text("Legitimate")
 
 
+def test_marking_a_fraud_verdict_legitimate_updates_the_profile_panel(
+    logged_in_page, score
+):
+    """London, then Sydney for 5,000 an hour later: fraud, and the card's last
+    place stays London. "Mark legitimate" teaches the profile, and the detail
+    page's profile panel shows Sydney without a reload."""
+    start = datetime.now(UTC) - timedelta(hours=2)
+    _, trip = score(
+        message(user_id="trip", location="London", timestamp=start.isoformat()),
+        message(
+            user_id="trip",
+            location="Sydney",
+            amount="5000.00",
+            timestamp=(start + timedelta(hours=1)).isoformat(),
+        ),
+    )
+    assert trip.status == "fraud"
+    page = logged_in_page
+    page.goto(f"/transactions/{trip.transaction_id}/")
+    panel = page.locator("[aria-labelledby='profile-title']")
+    expect(panel).to_contain_text("London")
+    page.get_by_role("button", name="Mark legitimate").click()
+    expect(page.locator("#label-current")).to_contain_text("Legitimate")
+    expect(panel.locator("dd").nth(3)).to_have_text("Sydney")
+
+
+def test_long_ids_keep_the_part_that_tells_rows_apart(logged_in_page, score):
+    """Streamed ids share their start: the table shows the start and the end,
+    and the full id is the link's title and accessible name."""
+    (txn,) = score(message(transaction_id="st-1-1796000000-0000012345"))
+    page = logged_in_page
+    page.goto("/transactions/")
+    link = page.locator(f"#txn-rows tr[data-id='{txn.transaction_id}'] td a").first
+    expect(link).to_have_text("st-1\u202600012345")
+    expect(link).to_have_attribute("title", txn.transaction_id)
+    expect(page.get_by_role("link", name=txn.transaction_id)).to_have_count(1)
+
+
 def test_connection_indicator_goes_offline_and_recovers(
     logged_in_page, live_server_asgi
 ):

@@ -276,3 +276,37 @@ def test_only_the_first_ordering_column_counts(api_client, ledger):
         "a-28",
         "a-27",
     ]
+
+
+def test_amounts_sort_and_filter_in_the_base_currency(api_client):
+    """1,000,000 IDR (about 61 USD at the seeded rate) ranks below 4,000 USD and
+    is outside min_amount=1000, as the rules compare them; the list still shows
+    each transaction's own amount and currency."""
+    messages = [
+        TransactionMessage(
+            transaction_id=tid,
+            user_id=user,
+            amount=Decimal(amount),
+            currency=currency,
+            timestamp=T0,
+        )
+        for tid, user, amount, currency in [
+            ("idr", "u-idr", "1000000.00", "IDR"),
+            ("usd", "u-usd", "4000.00", "USD"),
+            ("small", "u-small", "20.00", "USD"),
+        ]
+    ]
+    transaction_batch_score_record(
+        messages=messages,
+        store=OrmStateStore(),
+        config=scoring_config_from_db(model=None),
+        source="test",
+    )
+    body = api_client.get("/api/transactions?ordering=-amount").json()
+    assert [item["transaction_id"] for item in body["items"]] == ["usd", "idr", "small"]
+    assert body["items"][1]["amount"] == "1000000.00"
+    assert body["items"][1]["currency"] == "IDR"
+    body = api_client.get("/api/transactions?min_amount=1000").json()
+    assert [item["transaction_id"] for item in body["items"]] == ["usd"]
+    idr = Transaction.objects.get(transaction_id="idr")
+    assert idr.amount_base == pytest.approx(1_000_000 / 16300, abs=0.01)

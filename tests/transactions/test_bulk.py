@@ -24,6 +24,7 @@ def ledger_row(transaction_id: str) -> dict:
         "transaction_id": transaction_id,
         "user_id": "u-1",
         "amount": Decimal("1234.50"),
+        "amount_base": 1234.5,
         "currency": "EUR",
         "timestamp": EVENT,
         "merchant_id": "m-9",

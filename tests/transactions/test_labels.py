@@ -21,6 +21,7 @@ def _transaction(transaction_id: str = "t-label-1") -> Transaction:
         transaction_id=transaction_id,
         user_id="u-1",
         amount=Decimal("15000.00"),
+        amount_base=15000.0,
         timestamp=now,
         risk_score=0.95,
         status=Transaction.Status.FRAUD,

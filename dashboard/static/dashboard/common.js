@@ -131,9 +131,22 @@ window.Dash = (function () {
     return error && error.message ? error.message : String(error);
   }
 
+  // Long ids share their start (st-1-...): keep the start and the end, which
+  // tells rows apart; the full id is the link's title and accessible name.
+  function idLink(id) {
+    const short = id.length > 14 ? id.slice(0, 4) + "\u2026" + id.slice(-8) : id;
+    return el("a", {
+      href: "/transactions/" + encodeURIComponent(id) + "/",
+      text: short,
+      title: id,
+      "aria-label": id,
+    });
+  }
+
   return {
     STATUS,
     el,
+    idLink,
     statusBadge,
     reasonChips,
     labelBadge,

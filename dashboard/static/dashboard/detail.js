@@ -15,6 +15,17 @@
     return parts;
   }
 
+  // A legitimate label on a fraud verdict teaches the card's profile: show the
+  // profile as it is now (the server renders it; swap in its fresh copy).
+  async function profileRefresh() {
+    const panel = document.querySelector("[aria-labelledby='profile-title']");
+    const response = await fetch(window.location.href, { credentials: "same-origin" });
+    if (!panel || !response.ok) return;
+    const page = new DOMParser().parseFromString(await response.text(), "text/html");
+    const fresh = page.querySelector("[aria-labelledby='profile-title']");
+    if (fresh) panel.replaceWith(fresh);
+  }
+
   if (!form) return; // the user may read labels but not add them
 
   form.addEventListener("submit", async function (event) {
@@ -33,6 +44,7 @@
       if (empty) empty.remove();
       history.prepend(Dash.el("li", {}, describe(label)));
       form.elements.note.value = "";
+      if (!label.is_fraud) await profileRefresh();
     } catch (error) {
       failure.textContent = "Could not save the label: " + Dash.errorText(error);
       failure.hidden = false;

@@ -148,7 +148,7 @@
       Dash.el("tr", { "data-id": v.transaction_id }, [
         Dash.el("td", { class: "nowrap", text: Dash.utc(v.scored_at).slice(11) }),
         Dash.el("td", { class: "txn-id" }, [
-          Dash.el("a", { href: "/transactions/" + encodeURIComponent(v.transaction_id) + "/", text: v.transaction_id }),
+          Dash.idLink(v.transaction_id),
         ]),
         Dash.el("td", { text: v.user_id }),
         Dash.el("td", { class: "num nowrap", text: Dash.money(v.amount) + " " + (v.currency || "") }),

@@ -102,10 +102,7 @@
   /* ---- rows --------------------------------------------------------------- */
 
   function rowFor(verdict, fresh) {
-    const link = Dash.el("a", {
-      href: "/transactions/" + encodeURIComponent(verdict.transaction_id) + "/",
-      text: verdict.transaction_id,
-    });
+    const link = Dash.idLink(verdict.transaction_id);
     const row = Dash.el("tr", { "data-id": verdict.transaction_id, "data-status": verdict.status, class: fresh ? "fresh" : null }, [
       Dash.el("td", { class: "nowrap", title: Dash.utc(verdict.scored_at) + " UTC", text: Dash.utc(verdict.scored_at).slice(11) }),
       Dash.el("td", { class: "txn-id" }, [link]),

@@ -170,6 +170,7 @@ class Command(BaseCommand):
             "transaction_id": f"{prefix}-{index:08d}",
             "user_id": f"user-{rng.randrange(users):06d}",
             "amount": Decimal(f"{amount:.2f}"),
+            "amount_base": round(amount, 2),
             "currency": "USD",
             "timestamp": scored_at - timedelta(milliseconds=rng.randint(5, 900)),
             "merchant_id": f"m-{rng.randrange(5000):05d}",
