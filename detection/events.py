@@ -42,6 +42,7 @@ def verdict_payload(row: Mapping[str, Any]) -> dict:
         "transaction_id": row["transaction_id"],
         "user_id": row["user_id"],
         "amount": str(row["amount"]),
+        "amount_base": row.get("amount_base"),
         "currency": row["currency"],
         "timestamp": row["timestamp"].isoformat(),
         "location": row["location"],

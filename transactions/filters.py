@@ -4,10 +4,11 @@ from datetime import UTC
 
 import django_filters
 from django.core.exceptions import ValidationError
+from django.db.models import Exists, OuterRef
 from django_filters.fields import IsoDateTimeField
 from rest_framework.exceptions import ValidationError as RequestError
 
-from transactions.models import Transaction
+from transactions.models import Label, Transaction
 
 
 class UtcIsoDateTimeField(IsoDateTimeField):
@@ -45,6 +46,16 @@ class TransactionFilter(django_filters.FilterSet):
     max_amount = django_filters.NumberFilter(
         field_name="amount_base", lookup_expr="lte", label="Max amount (base currency)"
     )
+    # The review queue: `label=none` with status=suspicious is what is left to do.
+    label = django_filters.ChoiceFilter(
+        method="filter_label",
+        choices=[
+            ("none", "Not labelled"),
+            ("fraud", "Confirmed fraud"),
+            ("legit", "Legitimate"),
+        ],
+        label="Latest label",
+    )
     since = UtcIsoDateTimeFilter(field_name="timestamp", lookup_expr="gte")
     until = UtcIsoDateTimeFilter(field_name="timestamp", lookup_expr="lt")
 
@@ -54,7 +65,17 @@ class TransactionFilter(django_filters.FilterSet):
 
     class Meta:
         model = Transaction
-        fields = ["status", "user_id", "rule", "min_amount", "max_amount"]
+        fields = ["status", "user_id", "rule", "label", "min_amount", "max_amount"]
+
+    def filter_label(self, queryset, name, value):
+        """Keep transactions by their latest label (`none`: not labelled yet)."""
+        if value == "none":
+            return queryset.exclude(
+                Exists(Label.objects.filter(transaction=OuterRef("pk")))
+            )
+        return queryset.with_latest_label().filter(
+            latest_label_fraud=(value == "fraud")
+        )
 
     def filter_rule(self, queryset, name, value):
         """Keep transactions whose verdict fired this rule; an unknown code is a 400."""

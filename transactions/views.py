@@ -290,6 +290,20 @@ class TransactionViewSet(viewsets.ReadOnlyModelViewSet):
     ]
     ordering = ["-id"]
 
+    def list(self, request, *args, **kwargs):
+        """Return a page of verdicts; an unknown query parameter is a 400 (a
+        misspelt filter would otherwise return everything as if it applied)."""
+        known = {*TransactionFilter.base_filters, "ordering", "n", "cursor", "format"}
+        unknown = sorted(set(request.query_params) - known)
+        if unknown:
+            raise ValidationError(
+                {
+                    name: [f"Unknown parameter. Known: {', '.join(sorted(known))}."]
+                    for name in unknown
+                }
+            )
+        return super().list(request, *args, **kwargs)
+
     def get_queryset(self):
         """Return transactions with their labels prefetched, newest label first."""
         # Prefetching runs after pagination slices the page: one query per page.

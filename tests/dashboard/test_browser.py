@@ -305,6 +305,14 @@ def test_labelling_a_transaction_shows_the_label(logged_in_page, score, staff_us
     row = page.locator(f"#txn-rows tr[data-id='{txn.transaction_id}']")
     expect(row.locator(".label-cell")).to_have_text("Legitimate")
 
+    # The review queue: not labelled leaves it out, legitimate keeps it.
+    page.goto("/transactions/?label=none")
+    expect(page.locator("#f-label")).to_have_value("none")
+    expect(page.locator("#txn-rows tr[data-id]")).to_have_count(0)
+    page.select_option("#f-label", "legit")
+    page.get_by_role("button", name="Apply").click()
+    expect(row).to_have_count(1)
+
 
 def test_marking_a_fraud_verdict_legitimate_updates_the_profile_panel(
     logged_in_page, score

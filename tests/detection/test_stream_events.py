@@ -33,6 +33,7 @@ VERDICT_KEYS = {
     "transaction_id",
     "user_id",
     "amount",
+    "amount_base",
     "currency",
     "timestamp",
     "location",
@@ -54,6 +55,7 @@ def verdict_rows(start: int, count: int) -> list[dict]:
             "transaction_id": f"t-{n:06d}",
             "user_id": "u-1",
             "amount": Decimal("2500.00"),
+            "amount_base": 2500.0,
             "currency": "USD",
             "timestamp": now,
             "location": "Hyderabad",
@@ -119,7 +121,7 @@ def test_event_matches_the_dashboard_contract():
     assert event["counts"] == {"legit": 84, "suspicious": 83, "fraud": 83, "total": 250}
     first = event["verdicts"][0]
     assert set(first) == VERDICT_KEYS
-    assert first["amount"] == "2500.00"
+    assert first["amount"] == "2500.00" and first["amount_base"] == 2500.0
     assert first["reason_codes"] == ["large_amount"]
     assert datetime.fromisoformat(first["scored_at"]).tzinfo is not None
 

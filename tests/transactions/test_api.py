@@ -310,3 +310,34 @@ def test_amounts_sort_and_filter_in_the_base_currency(api_client):
     assert [item["transaction_id"] for item in body["items"]] == ["usd"]
     idr = Transaction.objects.get(transaction_id="idr")
     assert idr.amount_base == pytest.approx(1_000_000 / 16300, abs=0.01)
+
+
+def test_the_review_queue_filters_by_latest_label(api_client, ledger, staff_user):
+    """label=none lists what is left to review; fraud and legit follow the
+    latest label (a relabel moves a transaction from one to the other)."""
+    from transactions.services import label_create
+
+    first, second = Transaction.objects.order_by("id")[:2]
+    label_create(transaction=first, is_fraud=True, created_by=staff_user)
+    label_create(transaction=second, is_fraud=True, created_by=staff_user)
+    label_create(transaction=second, is_fraud=False, created_by=staff_user)
+
+    def ids(query):
+        body = api_client.get(f"/api/transactions?n=50&{query}").json()
+        return {item["transaction_id"] for item in body["items"]}
+
+    assert ids("label=fraud") == {first.transaction_id}
+    assert ids("label=legit") == {second.transaction_id}
+    unlabelled = ids("label=none")
+    assert len(unlabelled) == 28 and first.transaction_id not in unlabelled
+    response = api_client.get("/api/transactions?label=maybe")
+    assert response.status_code == 400 and "label" in response.json()
+
+
+@pytest.mark.parametrize("query", ["labelled=no", "stauts=fraud", "min_amout=5"])
+def test_an_unknown_parameter_is_a_400_naming_it(api_client, ledger, query):
+    """A misspelt filter is refused, not ignored (which would list everything)."""
+    response = api_client.get(f"/api/transactions?{query}")
+    assert response.status_code == 400
+    (name,) = response.json()
+    assert name == query.split("=")[0]

@@ -20,7 +20,7 @@
   const olderButton = document.getElementById("page-older");
   const newerButton = document.getElementById("page-newer");
   const PAGE = Number(wrap.dataset.pageSize) || 50;
-  const FILTER_FIELDS = ["status", "user_id", "rule", "min_amount", "max_amount", "since", "until"];
+  const FILTER_FIELDS = ["status", "user_id", "rule", "label", "min_amount", "max_amount", "since", "until"];
 
   const state = {
     filters: {},
@@ -69,7 +69,7 @@
     } else if (f.status) {
       params.append("status", f.status);
     }
-    for (const name of ["user_id", "rule", "min_amount", "max_amount"]) {
+    for (const name of ["user_id", "rule", "label", "min_amount", "max_amount"]) {
       if (f[name]) params.append(name, f[name]);
     }
     if (f.since) params.append("since", utcParam(f.since));
@@ -83,7 +83,10 @@
     if (f.status && f.status !== "flagged" && verdict.status !== f.status) return false;
     if (f.user_id && verdict.user_id !== f.user_id) return false;
     if (f.rule && !(verdict.reason_codes || []).includes(f.rule)) return false;
-    const amount = Number(verdict.amount);
+    // A verdict just scored has no label yet.
+    if (f.label && f.label !== "none") return false;
+    // The amount filters are in the base currency, as the API applies them.
+    const amount = Number(verdict.amount_base != null ? verdict.amount_base : verdict.amount);
     if (f.min_amount && amount < Number(f.min_amount)) return false;
     if (f.max_amount && amount > Number(f.max_amount)) return false;
     const when = new Date(verdict.timestamp).getTime();
