@@ -1,11 +1,34 @@
 """Celery tasks of detection: thin wrappers over services."""
 
+import logging
+
 from celery import shared_task
 
+from detection.models import ModelVersion
 from detection.services import model_retrain
+
+logger = logging.getLogger(__name__)
 
 
 @shared_task(name="detection.tasks.model_retrain_task")
-def model_retrain_task(limit: int = 200_000, warmup: int | None = None) -> str:
-    """Train and activate a new model on stored history; return its version."""
-    return model_retrain(limit=limit, warmup=warmup)
+def model_retrain_task(limit: int = 200_000, warmup: int | None = None) -> dict:
+    """Train a new model on stored history; return whether it went live, and why.
+
+    The scheduled (beat) retrain reports its decision in its result and its log,
+    so that an operator sees a model held back by the activation checks.
+    """
+    version = model_retrain(limit=limit, warmup=warmup)
+    row = ModelVersion.objects.get(version=version)
+    decision = {
+        "version": version,
+        "activated": row.is_active,
+        "reason": row.evaluation.get("reason", ""),
+    }
+    log = logger.info if row.is_active else logger.warning
+    log(
+        "retrain: model %s %s: %s",
+        version,
+        "activated" if row.is_active else "stored inactive",
+        decision["reason"],
+    )
+    return decision

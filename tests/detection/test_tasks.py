@@ -59,7 +59,9 @@ def test_worker_retrains_and_activates_a_model(redis_url, tmp_path):
             "detection.tasks.model_retrain_task",
             queue=env["CELERY_TASK_DEFAULT_QUEUE"],
         )
-        version = result.get(timeout=120)
+        decision = result.get(timeout=120)
+        version = decision["version"]
+        assert decision["activated"] is True and decision["reason"]
         assert ModelVersion.objects.get(is_active=True).version == version
         assert ModelVersion.objects.get(version=version).sample_count == len(messages)
     finally:
