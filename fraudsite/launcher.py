@@ -18,6 +18,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from detection.kafka import group_lag, topic_ensure
@@ -25,6 +26,8 @@ from fraudsite.embedded import kafka_broker_resolve, redis_resolve
 
 ROOT = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
+# The simulated population: the history and the live stream are the same cards.
+SIMULATOR_SEED = "7"
 logger = logging.getLogger("fraudsite.launcher")
 
 
@@ -56,9 +59,13 @@ def _history_bootstrap(env: dict) -> None:
     history = Path(env.get("BOOTSTRAP_HISTORY_FILE", ROOT / "var" / "history.jsonl"))
     users = env.get("BOOTSTRAP_HISTORY_USERS", "500")
     print("First run: loading 7 days of simulated history and training a model ...")
+    # The week before now, of the cards the simulator then streams (same seed
+    # and count: SIMULATOR_SEED, BOOTSTRAP_HISTORY_USERS), so live cards arrive
+    # with their history, as they would in production.
+    start = datetime.now(UTC).replace(microsecond=0) - timedelta(days=7)
     _manage(
-        "simulate", "--users", users, "--days", "7", "--seed", "7",
-        "--output", str(history), env=env,
+        "simulate", "--users", users, "--days", "7", "--seed", SIMULATOR_SEED,
+        "--start", start.isoformat(), "--output", str(history), env=env,
     )  # fmt: skip
     _manage("ingest_file", str(history), env=env)
     try:
@@ -154,6 +161,8 @@ def main() -> int:
             "producer": [
                 PYTHON, "manage.py", "produce_transactions",
                 "--rate", env.get("SIMULATOR_RATE", "20"),
+                "--seed", SIMULATOR_SEED,
+                "--users", env.get("BOOTSTRAP_HISTORY_USERS", "500"),
             ],
             "celery": [
                 PYTHON, "-m", "celery", "-A", "fraudsite", "worker", "--beat",
