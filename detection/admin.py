@@ -174,15 +174,23 @@ class DeadLetterAdmin(ReadOnlyAdmin):
         "topic",
         "partition",
         "offset",
+        "payload",
         "error",
         "created_at",
         "resolved_at",
         "resolution",
     )
     list_filter = (DeadLetterResolvedFilter, "topic")
-    search_fields = ("error",)
+    # The raw record's text too: find a letter by its transaction or user id.
+    search_fields = ("error", "raw_preview")
     exclude = ("raw_value",)
     actions = ["redrive"]
+
+    @admin.display(description="Record (start)")
+    def payload(self, obj):
+        """Return the start of the raw record: its ids, when it is JSON at all."""
+        preview = obj.raw_preview
+        return preview if len(preview) <= 80 else preview[:79] + "\u2026"
 
     @admin.action(
         description="Redrive: score the selected letters again",

@@ -124,6 +124,7 @@ class HistorySerializer(serializers.Serializer):
     last_location = serializers.CharField(allow_blank=True)
     last_transaction_at = serializers.DateTimeField(allow_null=True)
     home_location = serializers.CharField(allow_blank=True)
+    base_currency = serializers.CharField(help_text="Of typical_amount, amount_24h.")
     count_10m = serializers.IntegerField()
     count_1h = serializers.IntegerField()
     count_24h = serializers.IntegerField()

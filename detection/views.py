@@ -6,6 +6,7 @@ import logging
 import threading
 from datetime import UTC, datetime
 
+from django.conf import settings
 from django.db import IntegrityError, connection
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import status
@@ -170,12 +171,15 @@ def _history(state: UserState, features: dict) -> dict:
             else None
         ),
         "home_location": state.home_location,
+        # typical_amount and amount_24h are in the base currency.
+        "base_currency": settings.BASE_CURRENCY,
         **{key: features[key] for key in ("count_10m", "count_1h", "count_24h")},
         "amount_24h": features["amount_24h"],
         "recent_transactions": [
             {
                 "transaction_id": txn.transaction_id,
                 "amount": str(txn.amount),
+                "currency": txn.currency,
                 "timestamp": txn.timestamp.isoformat(),
                 "location": txn.location,
                 "status": txn.status,

@@ -402,7 +402,7 @@
       recent.append(
         Dash.el("li", {}, [
           Dash.el("a", { href: "/transactions/" + encodeURIComponent(txn.transaction_id) + "/", text: Dash.utc(txn.timestamp) }),
-          " " + Dash.money(txn.amount) + " " + (txn.location || "") + " ",
+          " " + Dash.money(txn.amount) + " " + (txn.currency || "") + " " + (txn.location || "") + " ",
           Dash.statusBadge(txn.status),
         ])
       );
@@ -420,12 +420,12 @@
       Dash.el("h3", { text: "History of " + history.user_id }),
       facts([
         ["Transactions", Dash.int(history.transaction_count)],
-        ["Typical amount", Dash.money(history.typical_amount)],
+        ["Typical amount", history.typical_amount ? Dash.money(history.typical_amount) + " " + history.base_currency : "–"],
         ["Home", history.home_location || "unknown"],
         ["Last location", history.last_location || "unknown"],
         ["Last transaction", Dash.utc(history.last_transaction_at)],
         ["Last 10 min / 1 h / 24 h", history.count_10m + " / " + history.count_1h + " / " + history.count_24h],
-        ["Spent in 24 h", Dash.money(history.amount_24h)],
+        ["Spent in 24 h", Dash.money(history.amount_24h) + " " + history.base_currency],
       ]),
       recent
     );
