@@ -59,6 +59,29 @@ def test_login_then_totals_and_donut_match_the_database(logged_in_page, score):
     expect(page.locator("#live-status .live-text")).to_have_text("Connected")
 
 
+def test_a_backfill_minute_does_not_flatten_the_chart(logged_in_page):
+    """10,000 verdicts in one minute (make run's first-run history) beside
+    minutes of 20: the chart scales to the 20s and draws that minute clipped,
+    its figure in its tooltip."""
+    from transactions.models import VerdictTally
+
+    now = datetime.now(UTC).replace(second=0, microsecond=0)
+    VerdictTally.objects.create(
+        minute=now - timedelta(minutes=30), total=10_000, legit=10_000
+    )
+    for ago in range(1, 11):
+        VerdictTally.objects.create(
+            minute=now - timedelta(minutes=ago), total=20, legit=18, fraud=2
+        )
+    page = logged_in_page
+    page.goto("/")
+    expect(page.locator("#per-minute rect.bar-total.clipped")).to_have_count(1)
+    expect(page.locator("#per-minute rect.bar-total.clipped title")).to_contain_text(
+        "10,000 transactions"
+    )
+    expect(page.locator("#per-minute text.axis-label.end").last).to_have_text("25")
+
+
 def test_transaction_scored_after_page_load_appears_within_two_seconds(
     logged_in_page, score, channel_layer_redis
 ):

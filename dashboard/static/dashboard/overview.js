@@ -110,7 +110,13 @@
     const chart = document.getElementById("per-minute");
     const width = 720, height = 220, left = 44, bottom = 24, top = 10;
     const plotWidth = width - left - 8, plotHeight = height - bottom - top;
-    const peak = Math.max(1, ...series.map((row) => row.total));
+    // One minute far above the rest (a backfill: make run's first-run history,
+    // ingest_file) would flatten every other minute: scale to the rest, and
+    // draw that minute clipped, its figure in its tooltip.
+    const sorted = series.map((row) => row.total).filter((n) => n > 0).sort((a, b) => a - b);
+    const highest = sorted.length ? sorted[sorted.length - 1] : 1;
+    const second = sorted.length > 1 ? sorted[sorted.length - 2] : highest;
+    const peak = highest > 4 * second ? Math.ceil(second * 1.25) : Math.max(1, highest);
     const step = plotWidth / series.length;
     const nodes = [document.getElementById("chart-desc")];
     for (const tick of [0, 0.5, 1]) {
@@ -123,10 +129,11 @@
     series.forEach((row, index) => {
       const x = left + index * step;
       const when = new Date(row.minute).toISOString().slice(11, 16);
-      const tip = when + " UTC: " + Dash.int(row.total) + " transactions, " + Dash.int(row.flagged) + " flagged";
-      const totalHeight = (plotHeight * row.total) / peak;
-      const flaggedHeight = (plotHeight * row.flagged) / peak;
-      nodes.push(svg("rect", { x: x + 1, y: top + plotHeight - totalHeight, width: Math.max(1, step - 2), height: totalHeight, class: "bar-total" }, tip));
+      const clipped = row.total > peak;
+      const tip = when + " UTC: " + Dash.int(row.total) + " transactions, " + Dash.int(row.flagged) + " flagged" + (clipped ? " (bar clipped)" : "");
+      const totalHeight = (plotHeight * Math.min(row.total, peak)) / peak;
+      const flaggedHeight = (plotHeight * Math.min(row.flagged, peak)) / peak;
+      nodes.push(svg("rect", { x: x + 1, y: top + plotHeight - totalHeight, width: Math.max(1, step - 2), height: totalHeight, class: clipped ? "bar-total clipped" : "bar-total" }, tip));
       nodes.push(svg("rect", { x: x + 1, y: top + plotHeight - flaggedHeight, width: Math.max(1, step - 2), height: flaggedHeight, class: "bar-flagged" }, tip));
       if (index % 10 === 0 || index === series.length - 1) {
         const label = svg("text", { x: x + step / 2, y: height - 6, class: "axis-label middle" });
