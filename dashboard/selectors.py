@@ -133,7 +133,16 @@ def transaction_detail_context(*, transaction: Transaction) -> dict:
         "label": labels[0] if labels else None,
         "travel": travel_summary(transaction=transaction),
         "profile": user_profile_summary(user_id=transaction.user_id),
-        "recent": user_transactions_recent(user_id=transaction.user_id, limit=10),
+        "recent": [
+            (
+                item,
+                [
+                    RULE_TYPES[c].name if c in RULE_TYPES else c
+                    for c in item.reason_codes.split()
+                ],
+            )
+            for item in user_transactions_recent(user_id=transaction.user_id, limit=10)
+        ],
     }
 
 

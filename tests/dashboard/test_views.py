@@ -138,6 +138,8 @@ def test_detail_shows_verdict_reasons_travel_and_history(client, staff_user, sco
     assert 9000 < travel.distance_km < 10000
     assert travel.speed_kmh > 900
     assert len(response.context["recent"]) == 2
+    # The recent list names the rules, as the reasons do, not their codes.
+    assert '<span class="reason rule-name">Impossible travel</span>' in content
     assert response.context["profile"]["transaction_count"] == 2
     assert "Confirm fraud" in content and "Mark legitimate" in content
 
