@@ -40,13 +40,15 @@ def _city_index() -> tuple[dict[str, Place], dict[tuple[str, str], Place]]:
             city["countrycode"],
         )
         population = int(city.get("population") or 0)
-        # The name as written ("Reykjavík") and without its accents
-        # ("Reykjavik"): the data has no ASCII name of its own.
-        names = {city["name"], _folded(city["name"])}
-        alternates = (
+        names = {city["name"]}
+        # Without its accents ("Reykjavik"; the data has no ASCII name), ranked
+        # with the alternate names: a town named "Leon" keeps no claim over León.
+        folded = _folded(city["name"])
+        unaccented = [folded] if folded != city["name"] else []
+        alternates = unaccented + (
             [name for name in city.get("alternatenames") or () if name.isascii()]
             if population >= ALTERNATE_NAMES_MIN_POPULATION
-            else ()
+            else []
         )
         for rank, group in ((1, names), (0, alternates)):
             for name in group:

@@ -82,6 +82,24 @@ def test_a_backfill_minute_does_not_flatten_the_chart(logged_in_page):
     expect(page.locator("#per-minute text.axis-label.end").last).to_have_text("25")
 
 
+def test_a_stream_that_just_started_is_not_drawn_clipped(logged_in_page):
+    """A few full minutes after quiet ones, and the current minute still
+    filling: no minute is an outlier, nothing is clipped."""
+    from transactions.models import VerdictTally
+
+    now = datetime.now(UTC).replace(second=0, microsecond=0)
+    VerdictTally.objects.create(minute=now, total=150, legit=150)
+    for ago, total in [(1, 1200), (2, 1200), (3, 1150), (20, 20), (21, 25)]:
+        VerdictTally.objects.create(
+            minute=now - timedelta(minutes=ago), total=total, legit=total
+        )
+    page = logged_in_page
+    page.goto("/")
+    expect(page.locator("#per-minute rect.bar-total")).not_to_have_count(0)
+    expect(page.locator("#per-minute rect.bar-total.clipped")).to_have_count(0)
+    expect(page.locator("#per-minute text.axis-label.end").last).to_have_text("1,200")
+
+
 def test_transaction_scored_after_page_load_appears_within_two_seconds(
     logged_in_page, score, channel_layer_redis
 ):

@@ -373,6 +373,19 @@ def test_a_city_spelt_without_its_accents_is_found(name, country, expected):
     assert found is not None and found[2] == expected
 
 
+@pytest.mark.parametrize(
+    ("name", "expected"), [("Singapur", "SG"), ("Leon", "MX"), ("Sana", "YE")]
+)
+def test_an_unaccented_small_town_does_not_beat_a_big_citys_alternate_name(
+    name, expected
+):
+    """Accent-free spellings rank with the alternate names, so population
+    decides: "Leon" is León, Mexico (1.2 M), not León, Nicaragua."""
+    from detection.geo import city_coordinates
+
+    assert city_coordinates(name)[2] == expected
+
+
 def test_common_city_names_resolve_to_the_city():
     """ "New York" and "Bombay" are alternate names of New York City and Mumbai;
     a city's own name still wins over another city's alternate name."""

@@ -44,7 +44,8 @@
       if (empty) empty.remove();
       history.prepend(Dash.el("li", {}, describe(label)));
       form.elements.note.value = "";
-      if (!label.is_fraud) await profileRefresh();
+      // The label is saved: a failed refresh only leaves the panel as it was.
+      if (!label.is_fraud) profileRefresh().catch(() => {});
     } catch (error) {
       failure.textContent = "Could not save the label: " + Dash.errorText(error);
       failure.hidden = false;

@@ -110,13 +110,16 @@
     const chart = document.getElementById("per-minute");
     const width = 720, height = 220, left = 44, bottom = 24, top = 10;
     const plotWidth = width - left - 8, plotHeight = height - bottom - top;
-    // One minute far above the rest (a backfill: make run's first-run history,
-    // ingest_file) would flatten every other minute: scale to the rest, and
-    // draw that minute clipped, its figure in its tooltip.
-    const sorted = series.map((row) => row.total).filter((n) => n > 0).sort((a, b) => a - b);
-    const highest = sorted.length ? sorted[sorted.length - 1] : 1;
-    const second = sorted.length > 1 ? sorted[sorted.length - 2] : highest;
-    const peak = highest > 4 * second ? Math.ceil(second * 1.25) : Math.max(1, highest);
+    // Minutes far above the rest (a backfill: make run's first-run history,
+    // ingest_file) would flatten every other minute: above 4 times the median
+    // minute (the current one, still filling, left out), bars are drawn
+    // clipped, their figures in their tooltips, and the scale fits the rest.
+    const totals = series.map((row) => row.total);
+    const settled = totals.slice(0, -1).filter((n) => n > 0).sort((a, b) => a - b);
+    const median = settled.length >= 3 ? settled[Math.floor(settled.length / 2)] : Infinity;
+    const inRange = totals.filter((n) => n <= 4 * median);
+    const clipping = inRange.length < totals.length;
+    const peak = Math.max(1, clipping ? Math.ceil(Math.max(...inRange) * 1.25) : Math.max(...totals));
     const step = plotWidth / series.length;
     const nodes = [document.getElementById("chart-desc")];
     for (const tick of [0, 0.5, 1]) {

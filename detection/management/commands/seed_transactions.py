@@ -9,6 +9,7 @@ from collections import Counter
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
+from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 from django.db import transaction
 from tqdm import tqdm
@@ -171,7 +172,8 @@ class Command(BaseCommand):
             "user_id": f"user-{rng.randrange(users):06d}",
             "amount": Decimal(f"{amount:.2f}"),
             "amount_base": round(amount, 2),
-            "currency": "USD",
+            # Seeded amounts are in the base currency: amount_base is the amount.
+            "currency": settings.BASE_CURRENCY,
             "timestamp": scored_at - timedelta(milliseconds=rng.randint(5, 900)),
             "merchant_id": f"m-{rng.randrange(5000):05d}",
             "merchant_category": rng.choice(CATEGORIES),
