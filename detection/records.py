@@ -12,10 +12,9 @@ from kafka import OffsetAndMetadata, TopicPartition
 
 from detection.models import DeadLetter
 from transactions.messages import (
-    TIMESTAMP_MAX,
-    TIMESTAMP_MIN,
     MessageError,
     TransactionMessage,
+    timestamp_allowed,
     transaction_message_parse,
 )
 
@@ -36,7 +35,7 @@ def record_received_at(record) -> datetime:
         return datetime.now(UTC)
     # A message without its own time is dated by this one: it must be a time a
     # message may carry (year 9999 would crash date arithmetic downstream).
-    if not TIMESTAMP_MIN <= moment < TIMESTAMP_MAX:
+    if not timestamp_allowed(moment):
         return datetime.now(UTC)
     return moment
 

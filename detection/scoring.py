@@ -272,21 +272,26 @@ def _prepare(
     return _Prepared(message, row, notes, latitude, longitude, country)
 
 
+def _lesson(item: _Prepared) -> dict:
+    """Return what a card's state takes from a prepared transaction (`apply`'s
+    arguments): the place as resolved, the amount as converted."""
+    message = item.message
+    return {
+        "epoch": item.row.epoch,
+        "amount": item.row.amount,
+        "latitude": item.latitude,
+        "longitude": item.longitude,
+        "location": message.location,
+        "country": item.country,
+        "merchant_id": message.merchant_id,
+        "merchant_category": message.merchant_category,
+        "channel": message.channel,
+    }
+
+
 def _fold(state: UserState, item: _Prepared, *, learn: bool = True) -> None:
     """Advance the state past a prepared transaction (learn: see UserState)."""
-    message = item.message
-    state.apply(
-        epoch=item.row.epoch,
-        amount=item.row.amount,
-        latitude=item.latitude,
-        longitude=item.longitude,
-        location=message.location,
-        country=item.country,
-        merchant_id=message.merchant_id,
-        merchant_category=message.merchant_category,
-        channel=message.channel,
-        learn=learn,
-    )
+    state.apply(learn=learn, **_lesson(item))
 
 
 def state_learn_later(
@@ -294,21 +299,10 @@ def state_learn_later(
 ) -> None:
     """Teach a card's profile a transaction it counted but did not learn from.
 
-    The place is resolved and the amount converted as when it was scored (see
-    `UserState.learn_later`).
+    Prepared as when it was scored (place resolved, amount converted); see
+    `UserState.learn_later`.
     """
-    latitude, longitude, country = _resolve_location(message, [])
-    state.learn_later(
-        epoch=message.timestamp.timestamp(),
-        amount=message.amount_float / rates.get(message.currency, 1.0),
-        latitude=latitude,
-        longitude=longitude,
-        location=message.location,
-        country=country,
-        merchant_id=message.merchant_id,
-        merchant_category=message.merchant_category,
-        channel=message.channel,
-    )
+    state.learn_later(**_lesson(_prepare(message, state, rates)))
 
 
 def _event_order(messages: Sequence[TransactionMessage]) -> list[int]:

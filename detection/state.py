@@ -312,25 +312,14 @@ class UserState:
             ),
         )
 
-    def apply(
-        self,
-        *,
-        epoch: float,
-        amount: float,
-        latitude: float | None,
-        longitude: float | None,
-        location: str,
-        country: str,
-        merchant_id: str,
-        merchant_category: str = "",
-        channel: str = "",
-        learn: bool = True,
-    ) -> None:
+    def apply(self, *, learn: bool = True, **transaction) -> None:
         """Fold one transaction into the state (in event order).
 
+        Takes `_learn`'s keyword arguments (epoch, amount, place, merchant...).
         With `learn=False` (judged fraud) it only counts and joins the recent
         window; the profile is left as it was (see the class docstring).
         """
+        epoch, amount = transaction["epoch"], transaction["amount"]
         self.count += 1
         if self.last_epoch is None or epoch >= self.last_epoch:
             self.last_epoch = epoch
@@ -341,17 +330,7 @@ class UserState:
             recent.sort(key=lambda pair: pair[0])
         self.recent = recent[-RECENT_MAX_EVENTS:]
         if learn:
-            self._learn(
-                epoch=epoch,
-                amount=amount,
-                latitude=latitude,
-                longitude=longitude,
-                location=location,
-                country=country,
-                merchant_id=merchant_id,
-                merchant_category=merchant_category,
-                channel=channel,
-            )
+            self._learn(**transaction)
 
     def learn_later(self, **transaction) -> None:
         """Teach the profile a transaction applied earlier without learning.
@@ -375,9 +354,10 @@ class UserState:
         location: str,
         country: str,
         merchant_id: str,
-        merchant_category: str,
-        channel: str,
+        merchant_category: str = "",
+        channel: str = "",
     ) -> None:
+        """Fold a transaction into the profile: amounts, places, merchants, channels."""
         self.learned += 1
         value = math.log(amount)
         delta = value - self.log_amount_mean

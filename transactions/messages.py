@@ -42,6 +42,13 @@ MAX_AMOUNT = Decimal("1000000000")
 # near year 9999 overflows and such a time would move the card's windows with it.
 TIMESTAMP_MIN = datetime(2000, 1, 1, tzinfo=UTC)
 TIMESTAMP_MAX = datetime(2100, 1, 1, tzinfo=UTC)
+
+
+def timestamp_allowed(moment: datetime) -> bool:
+    """Return whether a message may carry this event time (see TIMESTAMP_MIN)."""
+    return TIMESTAMP_MIN <= moment < TIMESTAMP_MAX
+
+
 # A plain decimal number in ASCII: Decimal() alone also takes "1_000", digits of
 # other scripts (full-width ones), "NaN" and exponents.
 _AMOUNT_RE = re.compile(r"^[+-]?(\d+(\.\d*)?|\.\d+)$", re.ASCII)
@@ -224,7 +231,7 @@ def _timestamp(data: dict, errors: dict, now: datetime | None) -> datetime:
     except (ValueError, OverflowError, OSError):
         errors["timestamp"] = ["Enter a valid ISO 8601 date/time."]
         return datetime.now(UTC)
-    if not TIMESTAMP_MIN <= moment < TIMESTAMP_MAX:
+    if not timestamp_allowed(moment):
         errors["timestamp"] = [
             f"Must be from {TIMESTAMP_MIN:%Y-%m-%d} and "
             f"before {TIMESTAMP_MAX:%Y-%m-%d}."
