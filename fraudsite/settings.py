@@ -224,6 +224,17 @@ MODEL_ACTIVATION_MAX_FLAG_RISE = env.float(
     "MODEL_ACTIVATION_MAX_FLAG_RISE", default=2.0
 )
 
+# The cache holds API throttle counts; in Redis so every web process shares them.
+# Short timeouts: throttling fails open (fraudsite.throttling) rather than wait.
+CACHES = {
+    "default": {
+        "BACKEND": "django.core.cache.backends.redis.RedisCache",
+        "LOCATION": env.str("CACHE_URL", default=REDIS_URL),
+        "KEY_PREFIX": env.str("CACHE_KEY_PREFIX", default="fraudsite"),
+        "OPTIONS": {"socket_connect_timeout": 0.5, "socket_timeout": 0.5},
+    }
+}
+
 CHANNEL_LAYERS = {
     "default": {
         "BACKEND": "channels_redis.core.RedisChannelLayer",
@@ -270,6 +281,10 @@ REST_FRAMEWORK = {
     ],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
+    "DEFAULT_THROTTLE_CLASSES": [
+        "fraudsite.throttling.UserThrottle",
+        "fraudsite.throttling.AnonThrottle",
+    ],
     "EXCEPTION_HANDLER": "rest_framework.views.exception_handler",
 }
 SPECTACULAR_SETTINGS = {
@@ -278,6 +293,21 @@ SPECTACULAR_SETTINGS = {
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
 }
+# Request limits (DRF rate syntax: "N/s", "N/min", "N/hour", "N/day"; empty = off).
+# Over the limit, the API answers 429 with Retry-After. Per signed-in user: generous
+# for a dashboard or a gateway calling /api/predict; per address for calls without
+# credentials (health, schema). Counts are kept in the cache below.
+API_THROTTLE_RATES = {
+    "user": env.str("API_THROTTLE_USER_RATE", default="200/s"),
+    "anon": env.str("API_THROTTLE_ANON_RATE", default="20/s"),
+}
+_throttle_rate = re.compile(r"\d+/(s|sec|second|m|min|minute|h|hour|d|day)")
+for _scope, _rate in API_THROTTLE_RATES.items():
+    if _rate and not _throttle_rate.fullmatch(_rate):
+        raise ImproperlyConfigured(
+            f"API_THROTTLE_{_scope.upper()}_RATE must look like 100/s, 600/min, "
+            f"5000/hour or 50000/day, or be empty for no limit; got {_rate!r}."
+        )
 API_TRANSACTIONS_MAX_PAGE_SIZE = env.int("API_TRANSACTIONS_MAX_PAGE_SIZE", default=500)
 
 LOGGING = {

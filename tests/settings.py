@@ -14,6 +14,9 @@ os.environ["CHANNEL_LAYER_PREFIX"] = "test-" + os.environ.setdefault(
     "FRAUDSITE_TEST_RUN", str(os.getpid())
 )
 
+# Its API throttle counts too (the cache's key prefix).
+os.environ["CACHE_KEY_PREFIX"] = os.environ["CHANNEL_LAYER_PREFIX"]
+
 from fraudsite.settings import *  # noqa: F403
 
 # Hashing passwords slowly protects real users; in tests it only costs time.
@@ -25,3 +28,7 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":  # noqa: F405
     DATABASES["default"]["TEST"] = {  # noqa: F405
         "NAME": str(VAR_DIR / f"test_transactions_{os.getpid()}.sqlite3")  # noqa: F405
     }
+
+# Throttles are off for the suite (tests reuse user ids within one run's cache
+# prefix); tests/test_throttling.py turns them on with its own rates.
+API_THROTTLE_RATES = {"user": None, "anon": None}

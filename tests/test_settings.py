@@ -49,7 +49,7 @@ def test_predecessor_db_path_still_works(tmp_path):
     assert result.stdout.strip() == str(path)
 
 
-def subprocess_database_url_wins(tmp_path):
+def test_database_url_wins(tmp_path):
     """DATABASE_URL selects PostgreSQL (or anything dj URL-parsable)."""
     result = settings_value(
         "s.DATABASES['default']['ENGINE']",

@@ -1,0 +1,51 @@
+"""API request throttles: per signed-in user and per address for anonymous calls.
+
+The counts live in the default cache (Redis, shared by every web process), so a
+limit holds across workers. Throttling guards the database from a runaway script;
+it must never be the thing that stops scoring: when the cache cannot be reached
+the request is let through and the outage logged (at most once a minute).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from django.conf import settings
+from rest_framework.throttling import AnonRateThrottle, UserRateThrottle
+
+logger = logging.getLogger(__name__)
+
+_LOG_EVERY_SECONDS = 60.0
+_last_logged = 0.0
+
+
+class _SettingsRateMixin:
+    """Read the rate from settings.API_THROTTLE_RATES on each request.
+
+    DRF reads its rates once, when the class is defined; reading them here lets
+    an operator's setting (and a test's override) take effect. A rate of None or
+    "" switches that throttle off.
+    """
+
+    def get_rate(self):
+        return settings.API_THROTTLE_RATES.get(self.scope) or None
+
+    def allow_request(self, request, view):
+        global _last_logged
+        try:
+            return super().allow_request(request, view)
+        except Exception:  # any cache/driver error: fail open, say so
+            now = time.monotonic()
+            if now - _last_logged >= _LOG_EVERY_SECONDS:
+                _last_logged = now
+                logger.exception("API throttle: cache unreachable, not throttling")
+            return True
+
+
+class UserThrottle(_SettingsRateMixin, UserRateThrottle):
+    """Requests per signed-in user (token or session), scope "user"."""
+
+
+class AnonThrottle(_SettingsRateMixin, AnonRateThrottle):
+    """Requests per client address without credentials, scope "anon"."""

@@ -1,0 +1,98 @@
+"""API request limits: 429 with Retry-After per user and per address; the limits'
+counts live in Redis (the real one), and an unreachable cache never blocks the API."""
+
+import logging
+import socket
+import uuid
+
+import pytest
+from django.conf import settings
+from django.test import override_settings
+from rest_framework.test import APIClient
+
+from tests.test_settings import settings_value
+
+pytestmark = pytest.mark.django_db
+
+
+def _cache(location: str) -> dict:
+    """The default cache at `location` under a key prefix of this test alone."""
+    cache = dict(settings.CACHES["default"])
+    cache.update(LOCATION=location, KEY_PREFIX=f"throttle-test-{uuid.uuid4().hex}")
+    return {"default": cache}
+
+
+@pytest.fixture
+def fresh_cache():
+    with override_settings(CACHES=_cache(settings.REDIS_URL)):
+        yield
+
+
+def _client_for(django_user_model, name: str) -> APIClient:
+    client = APIClient()
+    client.force_authenticate(django_user_model.objects.create_user(username=name))
+    return client
+
+
+def test_a_user_over_the_limit_gets_429_with_retry_after_and_others_do_not(
+    fresh_cache, django_user_model
+):
+    busy = _client_for(django_user_model, "busy")
+    other = _client_for(django_user_model, "other")
+    with override_settings(API_THROTTLE_RATES={"user": "3/min", "anon": None}):
+        codes = [busy.get("/api/transactions").status_code for _ in range(4)]
+        assert codes == [200, 200, 200, 429]
+        refused = busy.get("/api/transactions")
+        assert refused.status_code == 429
+        assert 0 < int(refused["Retry-After"]) <= 60
+        assert "throttled" in refused.json()["detail"].lower()
+        assert other.get("/api/transactions").status_code == 200
+
+
+def test_calls_without_credentials_are_limited_per_address(fresh_cache):
+    client = APIClient()
+    with override_settings(API_THROTTLE_RATES={"user": None, "anon": "2/min"}):
+        codes = [client.get("/api/").status_code for _ in range(3)]
+    assert codes == [200, 200, 429]
+
+
+def test_no_rate_means_no_limit(fresh_cache, django_user_model):
+    client = _client_for(django_user_model, "unlimited")
+    with override_settings(API_THROTTLE_RATES={"user": "", "anon": ""}):
+        codes = {client.get("/api/transactions").status_code for _ in range(30)}
+    assert codes == {200}
+
+
+def test_an_unreachable_cache_lets_requests_through_and_says_so(
+    django_user_model, caplog
+):
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    client = _client_for(django_user_model, "during-outage")
+    with (
+        override_settings(
+            CACHES=_cache(f"redis://127.0.0.1:{port}/0"),
+            API_THROTTLE_RATES={"user": "1/min", "anon": None},
+        ),
+        caplog.at_level(logging.ERROR, logger="fraudsite.throttling"),
+    ):
+        codes = [client.get("/api/transactions").status_code for _ in range(3)]
+    assert codes == [200, 200, 200]
+    assert any("cache unreachable" in r.getMessage() for r in caplog.records)
+
+
+@pytest.mark.parametrize("rate", ["100", "ten/s", "5/fortnight", "5 / s"])
+def test_a_malformed_rate_stops_startup_with_its_name(rate):
+    result = settings_value(
+        "s.API_THROTTLE_RATES", DEBUG="1", API_THROTTLE_USER_RATE=rate
+    )
+    assert result.returncode != 0
+    assert "API_THROTTLE_USER_RATE must look like" in result.stderr
+
+
+def test_rates_are_read_from_the_environment():
+    result = settings_value(
+        "s.API_THROTTLE_RATES", DEBUG="1", API_THROTTLE_USER_RATE="5000/hour"
+    )
+    assert result.stdout.strip() == "{'user': '5000/hour', 'anon': '20/s'}"
