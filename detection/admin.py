@@ -2,8 +2,14 @@
 
 from django.conf import settings
 from django.contrib import admin, messages
+from django.db import models
+from django.db.models import Count, Q
+from django.utils import timezone
 
+from detection.alerts import alert_test_send
 from detection.models import (
+    AlertDelivery,
+    AlertWebhook,
     DeadLetter,
     DecisionThresholds,
     ExchangeRate,
@@ -215,3 +221,87 @@ class DeadLetterAdmin(ReadOnlyAdmin):
     def has_redrive_permission(self, request):
         """Return whether the user may redrive (it writes transactions)."""
         return request.user.has_perm("detection.redrive_deadletter")
+
+
+@admin.register(AlertWebhook)
+class AlertWebhookAdmin(admin.ModelAdmin):
+    """Webhooks are deactivated, not deleted: their deliveries stay as a record."""
+
+    list_display = ("name", "url", "min_status", "is_active", "pending", "failed")
+    list_editable = ("is_active",)
+    readonly_fields = ("created_at",)
+    actions = ["send_test"]
+    # A URL typed without a scheme means https (Django 6's default).
+    formfield_overrides = {models.URLField: {"assume_scheme": "https"}}
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+    def get_queryset(self, request):
+        pending, failed = AlertDelivery.State.PENDING, AlertDelivery.State.FAILED
+        return (
+            super()
+            .get_queryset(request)
+            .annotate(
+                pending_count=Count("deliveries", filter=Q(deliveries__state=pending)),
+                failed_count=Count("deliveries", filter=Q(deliveries__state=failed)),
+            )
+        )
+
+    @admin.display(description="pending", ordering="pending_count")
+    def pending(self, obj):
+        return obj.pending_count
+
+    @admin.display(description="failed", ordering="failed_count")
+    def failed(self, obj):
+        return obj.failed_count
+
+    @admin.action(description="Send a test event to the selected webhooks")
+    def send_test(self, request, queryset):
+        """POST a signed "webhook.test" event now and report each answer."""
+        for webhook in queryset:
+            code, error = alert_test_send(webhook)
+            if error:
+                self.message_user(request, f"{webhook.name}: {error}", messages.ERROR)
+            else:
+                self.message_user(
+                    request, f"{webhook.name}: answered HTTP {code}", messages.SUCCESS
+                )
+
+
+@admin.register(AlertDelivery)
+class AlertDeliveryAdmin(admin.ModelAdmin):
+    """Every queued alert and how sending it went; failed ones can be retried."""
+
+    list_display = (
+        "created_at",
+        "transaction_id",
+        "webhook",
+        "state",
+        "attempts",
+        "last_status_code",
+        "next_attempt_at",
+        "delivered_at",
+    )
+    list_filter = ("state", "webhook")
+    search_fields = ("=transaction_id",)
+    readonly_fields = [f.name for f in AlertDelivery._meta.fields]
+    actions = ["retry_now"]
+    show_full_result_count = False
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+    @admin.action(description="Retry now (failed or pending deliveries)")
+    def retry_now(self, request, queryset):
+        """Make the selected undelivered ones due now (a failed one gets one
+        more attempt)."""
+        count = queryset.exclude(state=AlertDelivery.State.DELIVERED).update(
+            state=AlertDelivery.State.PENDING, next_attempt_at=timezone.now()
+        )
+        self.message_user(
+            request, f"{count} deliveries due now; Celery sends them within seconds."
+        )

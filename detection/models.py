@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import secrets
+import uuid
+
 from django.conf import settings
 from django.core.exceptions import ValidationError
+from django.core.serializers.json import DjangoJSONEncoder
 from django.core.validators import (
     MaxValueValidator,
     MinValueValidator,
     RegexValidator,
+    URLValidator,
 )
 from django.db import models
 from django.db.models import Q
@@ -249,3 +254,82 @@ class DeadLetter(models.Model):
 
     def __str__(self) -> str:
         return f"{self.topic}[{self.partition}]@{self.offset}: {self.error[:60]}"
+
+
+def _webhook_secret() -> str:
+    return secrets.token_hex(32)
+
+
+class AlertWebhook(models.Model):
+    """An HTTPS endpoint told of every flagged verdict (signed, retried).
+
+    Verdicts at or above `min_status` are queued as `AlertDelivery` rows in the
+    same database transaction that stores them (nothing flagged is lost between
+    scoring and alerting); Celery sends them (`detection.alerts`).
+    """
+
+    class MinStatus(models.TextChoices):
+        FRAUD = "fraud", "fraud only"
+        SUSPICIOUS = "suspicious", "suspicious and fraud"
+
+    name = models.CharField(max_length=100, unique=True)
+    url = models.URLField(
+        max_length=500,
+        validators=[URLValidator(schemes=["http", "https"])],
+        help_text="Receives a POST of JSON per flagged transaction.",
+    )
+    secret = models.CharField(
+        max_length=128,
+        default=_webhook_secret,
+        help_text=(
+            "Signs each delivery: the X-Fraudsite-Signature header is "
+            "t=<unix time>,v1=<hex HMAC-SHA256 of '<t>.<body>' with this secret>."
+        ),
+    )
+    min_status = models.CharField(
+        max_length=16, choices=MinStatus.choices, default=MinStatus.FRAUD
+    )
+    is_active = models.BooleanField(default=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class AlertDelivery(models.Model):
+    """One flagged verdict for one webhook: its payload and how sending it went."""
+
+    class State(models.TextChoices):
+        PENDING = "pending"
+        DELIVERED = "delivered"
+        FAILED = "failed", "failed (gave up)"
+
+    # The event id receivers deduplicate on (a retry sends the same id).
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    webhook = models.ForeignKey(
+        AlertWebhook, on_delete=models.CASCADE, related_name="deliveries"
+    )
+    transaction_id = models.CharField(max_length=64, db_index=True)
+    payload = models.JSONField(encoder=DjangoJSONEncoder)
+    state = models.CharField(
+        max_length=16, choices=State.choices, default=State.PENDING
+    )
+    attempts = models.PositiveIntegerField(default=0)
+    next_attempt_at = models.DateTimeField()
+    last_status_code = models.IntegerField(null=True, blank=True)
+    last_error = models.TextField(blank=True)
+    created_at = models.DateTimeField()
+    delivered_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        verbose_name_plural = "alert deliveries"
+        indexes = [
+            models.Index(fields=["state", "next_attempt_at"], name="alert_delivery_due")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.transaction_id} -> {self.webhook_id} ({self.state})"

@@ -56,6 +56,8 @@ class ScoringConfig:
     model: LoadedModel | None
     # Units of each accepted currency per unit of BASE_CURRENCY (which is 1).
     rates: Mapping[str, float] = field(default_factory=lambda: _base_rate())
+    # (id, min_status) of the active alert webhooks (detection.alerts).
+    webhooks: tuple[tuple[int, str], ...] = ()
 
     @property
     def currencies(self) -> frozenset[str]:
@@ -89,6 +91,7 @@ def scoring_config_defaults(*, model: LoadedModel | None = None) -> ScoringConfi
 
 def scoring_config_from_db(*, model: LoadedModel | None) -> ScoringConfig:
     """Return the rules and thresholds stored in the database, with a model."""
+    from detection.alerts import alert_webhooks_active
     from detection.models import DecisionThresholds, ExchangeRate, Rule
 
     rules = []
@@ -113,15 +116,17 @@ def scoring_config_from_db(*, model: LoadedModel | None) -> ScoringConfig:
         fraud_threshold=thresholds.fraud if thresholds else 0.8,
         model=model,
         rates={**rates, **_base_rate()},
+        webhooks=alert_webhooks_active(),
     )
 
 
 class ScoringConfigProvider:
     """Hand out the current ScoringConfig, re-reading the DB every few seconds.
 
-    Rule, threshold and rate rows are re-read on every refresh (tiny tables); the
-    model artifact is loaded again only when the active version changed. This is
-    how an admin edit or a retrain reaches running scorers without a restart.
+    Rule, threshold, rate and webhook rows are re-read on every refresh (tiny
+    tables); the model artifact is loaded again only when the active version
+    changed. This is how an admin edit or a retrain reaches running scorers
+    without a restart.
     """
 
     def __init__(self, *, refresh_seconds: float | None = None) -> None:

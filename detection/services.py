@@ -11,6 +11,7 @@ import numpy as np
 from django.conf import settings
 from django.db import transaction
 
+from detection.alerts import alert_deliveries_enqueue
 from detection.forest import PackedForest
 from detection.models import DeadLetter
 from detection.profiles import OrmStateStore
@@ -210,6 +211,8 @@ def transaction_batch_score_record(
             ]
             transactions_record(rows=rows)
             store.states_put(scored.states.values())
+            if config.webhooks:
+                alert_deliveries_enqueue(rows, config.webhooks, now=scored_at)
     except BaseException:
         # Scoring advanced cached states in place; the database has none of it.
         store.cache_clear()

@@ -4,6 +4,7 @@ import logging
 
 from celery import shared_task
 
+from detection.alerts import alert_deliveries_send
 from detection.models import ModelVersion
 from detection.services import model_retrain
 
@@ -32,3 +33,9 @@ def model_retrain_task(limit: int = 200_000, warmup: int | None = None) -> dict:
         decision["reason"],
     )
     return decision
+
+
+@shared_task(name="detection.tasks.alerts_send_task")
+def alerts_send_task() -> dict:
+    """Send the alert webhooks' due deliveries (beat runs this every few seconds)."""
+    return alert_deliveries_send()

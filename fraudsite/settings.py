@@ -268,6 +268,26 @@ CHANNEL_LAYERS = {
     }
 }
 
+# --- Alert webhooks (detection.alerts; endpoints are set up in admin) ----------------
+# Flagged verdicts are queued with the verdicts and sent by Celery this often;
+# a failed POST is retried after WEBHOOK_RETRY_BASE_SECONDS, doubling each time
+# (at most 6 h apart), and marked failed after WEBHOOK_MAX_ATTEMPTS.
+WEBHOOK_SEND_INTERVAL_SECONDS = env.float("WEBHOOK_SEND_INTERVAL_SECONDS", default=5.0)
+WEBHOOK_TIMEOUT_SECONDS = env.float("WEBHOOK_TIMEOUT_SECONDS", default=5.0)
+WEBHOOK_MAX_ATTEMPTS = env.int("WEBHOOK_MAX_ATTEMPTS", default=10)
+WEBHOOK_RETRY_BASE_SECONDS = env.float("WEBHOOK_RETRY_BASE_SECONDS", default=30.0)
+if not (
+    WEBHOOK_SEND_INTERVAL_SECONDS > 0
+    and 0 < WEBHOOK_TIMEOUT_SECONDS <= 60
+    and WEBHOOK_MAX_ATTEMPTS >= 1
+    and WEBHOOK_RETRY_BASE_SECONDS > 0
+):
+    raise ImproperlyConfigured(
+        "Webhook settings: WEBHOOK_SEND_INTERVAL_SECONDS and "
+        "WEBHOOK_RETRY_BASE_SECONDS must be above 0, WEBHOOK_TIMEOUT_SECONDS "
+        "within 0..60 (exclusive of 0) and WEBHOOK_MAX_ATTEMPTS at least 1."
+    )
+
 # --- Celery -----------------------------------------------------------------------
 CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default=REDIS_URL)
 CELERY_RESULT_BACKEND = env.str("CELERY_RESULT_BACKEND", default=REDIS_URL)
@@ -280,6 +300,13 @@ CELERY_BEAT_SCHEDULE = {
     "retrain-model-daily": {
         "task": "detection.tasks.model_retrain_task",
         "schedule": env.float("MODEL_RETRAIN_INTERVAL_SECONDS", default=24 * 3600),
+    },
+    "send-alert-webhooks": {
+        "task": "detection.tasks.alerts_send_task",
+        "schedule": WEBHOOK_SEND_INTERVAL_SECONDS,
+        # A send that waited longer than one interval is dropped: the next one
+        # picks up everything due, so a busy worker never piles them up.
+        "options": {"expires": WEBHOOK_SEND_INTERVAL_SECONDS},
     },
 }
 

@@ -25,7 +25,7 @@ from django.db import connection
 from kafka import KafkaConsumer, TopicPartition
 
 from detection.kafka import consumer_create, producer_create, transactions_produce
-from detection.models import DeadLetter, Rule, UserProfile
+from detection.models import AlertDelivery, AlertWebhook, DeadLetter, Rule, UserProfile
 from detection.scoring import ScoringConfigProvider
 from detection.simulator import simulate_stream
 from detection.stream import StreamDatabaseError, StreamReport, TransactionStream
@@ -124,8 +124,14 @@ def test_produced_transactions_are_scored_once_each(
 ):
     """Given N simulated messages produced by the command, when the consumer
     command drains the topic, then the ledger holds exactly those N ids, each with
-    a verdict, its Kafka timestamp as received_at, and stored after receipt."""
+    a verdict, its Kafka timestamp as received_at, and stored after receipt; an
+    alert webhook has a delivery queued for each flagged one."""
     settings.KAFKA_BROKER = kafka_bootstrap
+    AlertWebhook.objects.create(
+        name="cases", url="https://cases.example/hook", min_status="suspicious"
+    )
+    # Amounts from 100 are "huge" here, so that some of the 400 are flagged.
+    Rule.objects.filter(code="huge_amount").update(params={"threshold": 100.0})
     out = StringIO()
     call_command(
         "produce_transactions",
@@ -158,6 +164,11 @@ def test_produced_transactions_are_scored_once_each(
     users = {m["user_id"] for m in simulated(400, seed=7, users=60)}
     assert set(UserProfile.objects.values_list("user_id", flat=True)) == users
     assert sum(UserProfile.objects.values_list("txn_count", flat=True)) == 400
+    flagged = {t.transaction_id for t in stored if t.status != "legit"}
+    assert flagged
+    assert set(AlertDelivery.objects.values_list("transaction_id", flat=True)) == (
+        flagged
+    )
 
 
 def test_replaying_the_topic_changes_nothing(kafka_bootstrap, kafka_topic):

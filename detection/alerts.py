@@ -1,0 +1,271 @@
+"""Alert webhooks: flagged verdicts POSTed, signed, to the analysts' own systems.
+
+Queueing is an outbox: `alert_deliveries_enqueue` runs inside the database
+transaction that stores the verdicts (`transaction_batch_score_record`, the one
+write path of the stream, the API and file ingest), so a flagged transaction is
+stored with its deliveries or not at all. `alert_deliveries_send` (Celery beat,
+every WEBHOOK_SEND_INTERVAL_SECONDS) claims due deliveries one by one with a
+conditional update, so several workers never send one twice at once, and retries
+failures with exponential backoff up to WEBHOOK_MAX_ATTEMPTS, then marks them
+failed (admin: "Retry now").
+
+Delivery is at least once: a receiver deduplicates on the event `id` (a retry
+resends the same id). Each request carries
+
+    X-Fraudsite-Event-Id: <id>
+    X-Fraudsite-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256(secret, "<t>.<body>")>
+
+and the receiver checks the signature with the webhook's secret (and refuses an
+old `t`, against replays). `alert_signature_verify` is the reference check.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import logging
+import time
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from datetime import datetime, timedelta
+
+import requests
+from django.conf import settings
+from django.core.serializers.json import DjangoJSONEncoder
+from django.utils import timezone
+
+from detection.models import AlertDelivery, AlertWebhook
+
+logger = logging.getLogger(__name__)
+
+EVENT_TYPE = "transaction.flagged"
+USER_AGENT = "fraudsite-webhooks/1"
+RETRY_MAX_SECONDS = 6 * 3600
+
+# What a receiver gets of a stored verdict: the payment, the verdict and its
+# reasons. Not the simulator's ground truth (is_fraud) nor ingest bookkeeping.
+PAYLOAD_FIELDS = (
+    "transaction_id",
+    "user_id",
+    "amount",
+    "currency",
+    "amount_base",
+    "timestamp",
+    "merchant_id",
+    "merchant_category",
+    "channel",
+    "location",
+    "latitude",
+    "longitude",
+    "country",
+    "status",
+    "risk_score",
+    "reasons",
+    "notes",
+    "model_score",
+    "model_version",
+    "received_at",
+    "scored_at",
+)
+
+
+def alert_webhooks_active() -> tuple[tuple[int, str], ...]:
+    """Return (id, min_status) of each active webhook, for the scoring config."""
+    return tuple(
+        AlertWebhook.objects.filter(is_active=True).values_list("id", "min_status")
+    )
+
+
+def _wanted(status: str, min_status: str) -> bool:
+    if status == AlertWebhook.MinStatus.FRAUD:
+        return True
+    return (
+        status == AlertWebhook.MinStatus.SUSPICIOUS
+        and min_status == AlertWebhook.MinStatus.SUSPICIOUS
+    )
+
+
+def alert_deliveries_enqueue(
+    rows: Iterable[dict],
+    webhooks: Sequence[tuple[int, str]],
+    *,
+    now: datetime,
+) -> int:
+    """Queue a delivery per (flagged ledger row, webhook that wants its status).
+
+    Call inside the transaction that stores the rows. Returns how many.
+    """
+    deliveries = []
+    for row in rows:
+        wanted = [wid for wid, least in webhooks if _wanted(row["status"], least)]
+        if not wanted:
+            continue
+        payload = {key: row[key] for key in PAYLOAD_FIELDS}
+        deliveries.extend(
+            AlertDelivery(
+                webhook_id=webhook_id,
+                transaction_id=row["transaction_id"],
+                payload=payload,
+                next_attempt_at=now,
+                created_at=now,
+            )
+            for webhook_id in wanted
+        )
+    AlertDelivery.objects.bulk_create(deliveries, batch_size=500)
+    return len(deliveries)
+
+
+def alert_body(delivery: AlertDelivery) -> bytes:
+    """Return the JSON body POSTed for a delivery (the same on every attempt)."""
+    event = {
+        "id": str(delivery.id),
+        "type": EVENT_TYPE,
+        "created": delivery.created_at.isoformat(),
+        "data": delivery.payload,
+    }
+    return json.dumps(
+        event, cls=DjangoJSONEncoder, separators=(",", ":"), sort_keys=True
+    ).encode()
+
+
+def alert_signature(secret: str, timestamp: int, body: bytes) -> str:
+    """Return the X-Fraudsite-Signature header value for a body sent at timestamp."""
+    digest = hmac.new(
+        secret.encode(), f"{timestamp}.".encode() + body, hashlib.sha256
+    ).hexdigest()
+    return f"t={timestamp},v1={digest}"
+
+
+def alert_signature_verify(
+    secret: str, header: str, body: bytes, *, tolerance_seconds: int = 300
+) -> bool:
+    """Return True if the header signs this body with the secret, recently."""
+    try:
+        parts = dict(item.split("=", 1) for item in header.split(","))
+        timestamp = int(parts["t"])
+        given = parts["v1"]
+    except (KeyError, ValueError):
+        return False
+    if abs(time.time() - timestamp) > tolerance_seconds:
+        return False
+    expected = alert_signature(secret, timestamp, body).split("v1=", 1)[1]
+    return hmac.compare_digest(expected, given)
+
+
+def alert_post(
+    session: requests.Session, webhook: AlertWebhook, body: bytes, event_id: str
+) -> tuple[int | None, str]:
+    """POST one body; return (HTTP status or None, error text or "")."""
+    headers = {
+        "Content-Type": "application/json",
+        "User-Agent": USER_AGENT,
+        "X-Fraudsite-Event-Id": event_id,
+        "X-Fraudsite-Signature": alert_signature(
+            webhook.secret, int(time.time()), body
+        ),
+    }
+    try:
+        # A redirect is an answer to fix in the webhook's URL, not to follow:
+        # the body and signature would go where nobody configured.
+        response = session.post(
+            webhook.url,
+            data=body,
+            headers=headers,
+            timeout=settings.WEBHOOK_TIMEOUT_SECONDS,
+            allow_redirects=False,
+        )
+    except requests.RequestException as exc:
+        return None, f"{type(exc).__name__}: {exc}"[:2000]
+    if 200 <= response.status_code < 300:
+        return response.status_code, ""
+    return response.status_code, f"HTTP {response.status_code}: {response.text[:500]}"
+
+
+def _retry_delay(attempts: int) -> timedelta:
+    seconds = settings.WEBHOOK_RETRY_BASE_SECONDS * 2 ** (attempts - 1)
+    return timedelta(seconds=min(seconds, RETRY_MAX_SECONDS))
+
+
+def _attempt(session: requests.Session, delivery: AlertDelivery) -> str:
+    """Send a claimed delivery once; record and return the outcome."""
+    code, error = alert_post(
+        session, delivery.webhook, alert_body(delivery), str(delivery.id)
+    )
+    now = timezone.now()
+    delivery.attempts += 1
+    delivery.last_status_code = code
+    delivery.last_error = error
+    if not error:
+        delivery.state = AlertDelivery.State.DELIVERED
+        delivery.delivered_at = now
+    elif delivery.attempts >= settings.WEBHOOK_MAX_ATTEMPTS:
+        delivery.state = AlertDelivery.State.FAILED
+        logger.warning(
+            "webhook %s: gave up on %s after %d attempts: %s",
+            delivery.webhook.name,
+            delivery.transaction_id,
+            delivery.attempts,
+            error,
+        )
+    else:
+        delivery.next_attempt_at = now + _retry_delay(delivery.attempts)
+    delivery.save(
+        update_fields=[
+            "attempts",
+            "last_status_code",
+            "last_error",
+            "state",
+            "delivered_at",
+            "next_attempt_at",
+        ]
+    )
+    return delivery.state
+
+
+def alert_deliveries_send(*, limit: int = 500) -> dict[str, int]:
+    """Send up to `limit` due deliveries of active webhooks; count the outcomes.
+
+    Each is claimed first (its next attempt moved past the request's timeout),
+    so a concurrent sender skips it, and a sender that dies mid-request leaves
+    it to be retried after the claim runs out. Deliveries of a deactivated
+    webhook wait, and go out if it is activated again.
+    """
+    due = list(
+        AlertDelivery.objects.filter(
+            state=AlertDelivery.State.PENDING,
+            next_attempt_at__lte=timezone.now(),
+            webhook__is_active=True,
+        )
+        .order_by("next_attempt_at")
+        .values_list("pk", "next_attempt_at")[:limit]
+    )
+    outcomes: Counter[str] = Counter()
+    claim = timedelta(seconds=2 * settings.WEBHOOK_TIMEOUT_SECONDS + 60)
+    with requests.Session() as session:
+        for pk, due_at in due:
+            claimed = AlertDelivery.objects.filter(
+                pk=pk, state=AlertDelivery.State.PENDING, next_attempt_at=due_at
+            ).update(next_attempt_at=timezone.now() + claim)
+            if not claimed:
+                outcomes["skipped"] += 1
+                continue
+            delivery = AlertDelivery.objects.select_related("webhook").get(pk=pk)
+            outcomes[_attempt(session, delivery)] += 1
+    if due:
+        logger.info("webhooks: %s", dict(outcomes))
+    return dict(outcomes)
+
+
+def alert_test_send(webhook: AlertWebhook) -> tuple[int | None, str]:
+    """POST a sample event (type "webhook.test") to check a webhook's setup."""
+    now = timezone.now()
+    event = {
+        "id": f"test-{int(now.timestamp())}",
+        "type": "webhook.test",
+        "created": now.isoformat(),
+        "data": {"webhook": webhook.name},
+    }
+    body = json.dumps(event, separators=(",", ":"), sort_keys=True).encode()
+    with requests.Session() as session:
+        return alert_post(session, webhook, body, event["id"])

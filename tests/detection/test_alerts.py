@@ -1,0 +1,282 @@
+"""Alert webhooks: flagged verdicts queued with the verdicts (outbox), then POSTed,
+signed, to a real HTTP server on loopback; failures retried with backoff, then given
+up; the admin's test and retry actions."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+from django.test import override_settings
+from django.utils import timezone
+
+from detection.alerts import (
+    alert_deliveries_send,
+    alert_signature,
+    alert_signature_verify,
+)
+from detection.models import AlertDelivery, AlertWebhook
+from detection.profiles import OrmStateStore
+from detection.scoring import scoring_config_from_db
+from detection.services import transaction_batch_score_record
+from detection.tasks import alerts_send_task
+from transactions.messages import TransactionMessage
+from transactions.models import Transaction
+
+pytestmark = pytest.mark.django_db
+
+T0 = datetime(2026, 3, 1, 9, 0, tzinfo=UTC)
+
+
+class Receiver:
+    """A loopback HTTP server that records each POST and answers `status`."""
+
+    def __init__(self) -> None:
+        self.requests: list[tuple[dict, bytes]] = []
+        self.status = 200
+        self.location = ""
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                receiver.requests.append((dict(self.headers), body))
+                self.send_response(receiver.status)
+                if receiver.location:
+                    self.send_header("Location", receiver.location)
+                self.send_header("Content-Length", "2")
+                self.end_headers()
+                self.wfile.write(b"ok")
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_port}/hooks/fraud"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+        self.thread.join(timeout=5)
+
+
+@pytest.fixture
+def receiver():
+    server = Receiver()
+    yield server
+    server.close()
+
+
+def _message(tid: str, user: str, amount: str, hours: int) -> TransactionMessage:
+    return TransactionMessage(
+        transaction_id=tid,
+        user_id=user,
+        amount=Decimal(amount),
+        timestamp=T0 + timedelta(hours=hours),
+        location="London",
+    )
+
+
+# Card "a": six small payments, then 25,000 (spike + large + huge: fraud);
+# card "b": 25,000 on a new card (large + huge: suspicious); card "c": legit.
+MESSAGES = [_message(f"a-{i}", "a", "20.00", i) for i in range(6)] + [
+    _message("a-big", "a", "25000.00", 7),
+    _message("b-big", "b", "25000.00", 7),
+    _message("c-1", "c", "12.00", 7),
+]
+
+
+def _record(messages=MESSAGES):
+    return transaction_batch_score_record(
+        messages=messages,
+        store=OrmStateStore(),
+        config=scoring_config_from_db(model=None),
+        source="test",
+    )
+
+
+def _statuses() -> dict[str, str]:
+    return dict(Transaction.objects.values_list("transaction_id", "status"))
+
+
+def test_flagged_verdicts_are_queued_with_the_verdicts_per_webhook(receiver):
+    fraud_only = AlertWebhook.objects.create(name="cases", url=receiver.url)
+    everything = AlertWebhook.objects.create(
+        name="slack", url=receiver.url, min_status="suspicious"
+    )
+    AlertWebhook.objects.create(name="off", url=receiver.url, is_active=False)
+    _record()
+    statuses = _statuses()
+    assert statuses["a-big"] == "fraud"
+    assert statuses["b-big"] == "suspicious"
+    assert statuses["c-1"] == "legit"
+    queued = set(AlertDelivery.objects.values_list("webhook__name", "transaction_id"))
+    assert queued == {("cases", "a-big"), ("slack", "a-big"), ("slack", "b-big")}
+    delivery = AlertDelivery.objects.get(webhook=fraud_only)
+    assert delivery.state == "pending"
+    assert delivery.payload["status"] == "fraud"
+    assert delivery.payload["amount"] == "25000.00"
+    assert {r["code"] for r in delivery.payload["reasons"]} >= {"huge_amount"}
+    assert "is_fraud" not in delivery.payload
+    assert everything.deliveries.count() == 2
+
+    _record()  # a replay stores nothing, so queues nothing
+    assert AlertDelivery.objects.count() == 3
+
+
+def test_no_webhook_means_no_deliveries():
+    _record()
+    assert _statuses()["a-big"] == "fraud"
+    assert not AlertDelivery.objects.exists()
+
+
+def test_a_delivery_is_posted_signed_once_and_marked_delivered(receiver):
+    webhook = AlertWebhook.objects.create(name="cases", url=receiver.url)
+    _record()
+    outcome = alerts_send_task()  # the beat task, run in this process
+    assert outcome == {"delivered": 1}
+    [(headers, body)] = receiver.requests
+    delivery = AlertDelivery.objects.get()
+    assert headers["X-Fraudsite-Event-Id"] == str(delivery.id)
+    assert headers["Content-Type"] == "application/json"
+    assert alert_signature_verify(
+        webhook.secret, headers["X-Fraudsite-Signature"], body
+    )
+    assert not alert_signature_verify(
+        "another-secret", headers["X-Fraudsite-Signature"], body
+    )
+    event = json.loads(body)
+    assert event["id"] == str(delivery.id)
+    assert event["type"] == "transaction.flagged"
+    assert event["data"]["transaction_id"] == "a-big"
+    assert event["data"]["status"] == "fraud"
+    assert (delivery.state, delivery.attempts, delivery.last_status_code) == (
+        "delivered",
+        1,
+        200,
+    )
+    assert delivery.delivered_at is not None
+
+    assert alert_deliveries_send() == {}  # nothing is sent twice
+    assert len(receiver.requests) == 1
+
+
+def test_a_failure_is_retried_later_then_given_up(receiver):
+    AlertWebhook.objects.create(name="cases", url=receiver.url)
+    _record()
+    receiver.status = 500
+    with override_settings(WEBHOOK_MAX_ATTEMPTS=2, WEBHOOK_RETRY_BASE_SECONDS=30):
+        before = timezone.now()
+        assert alert_deliveries_send() == {"pending": 1}
+        delivery = AlertDelivery.objects.get()
+        assert delivery.attempts == 1
+        assert delivery.last_error.startswith("HTTP 500")
+        assert delivery.next_attempt_at >= before + timedelta(seconds=30)
+
+        assert alert_deliveries_send() == {}  # not due yet: not sent
+        assert len(receiver.requests) == 1
+
+        AlertDelivery.objects.update(next_attempt_at=timezone.now())
+        assert alert_deliveries_send() == {"failed": 1}
+    delivery.refresh_from_db()
+    assert (delivery.state, delivery.attempts) == ("failed", 2)
+    assert len(receiver.requests) == 2
+
+
+def test_a_redirect_is_an_error_not_followed(receiver):
+    AlertWebhook.objects.create(name="cases", url=receiver.url)
+    _record()
+    receiver.status = 302
+    receiver.location = "http://127.0.0.1:9/elsewhere"
+    assert alert_deliveries_send() == {"pending": 1}
+    assert AlertDelivery.objects.get().last_error.startswith("HTTP 302")
+    assert len(receiver.requests) == 1
+
+
+def test_an_unreachable_endpoint_is_recorded_and_retried(receiver):
+    url = receiver.url
+    receiver.close()  # nothing listens there now
+    AlertWebhook.objects.create(name="gone", url=url)
+    _record()
+    assert alert_deliveries_send() == {"pending": 1}
+    assert "ConnectionError" in AlertDelivery.objects.get().last_error
+
+
+def test_deliveries_of_a_deactivated_webhook_wait(receiver):
+    webhook = AlertWebhook.objects.create(name="cases", url=receiver.url)
+    _record()
+    AlertWebhook.objects.filter(pk=webhook.pk).update(is_active=False)
+    assert alert_deliveries_send() == {}
+    assert AlertDelivery.objects.get().state == "pending"
+    AlertWebhook.objects.filter(pk=webhook.pk).update(is_active=True)
+    assert alert_deliveries_send() == {"delivered": 1}
+
+
+def test_a_delivery_another_sender_claimed_is_skipped(receiver):
+    AlertWebhook.objects.create(name="cases", url=receiver.url)
+    _record()
+    claimed_until = timezone.now() + timedelta(minutes=1)
+    AlertDelivery.objects.update(next_attempt_at=claimed_until)
+    assert alert_deliveries_send() == {}
+    assert receiver.requests == []
+
+
+def test_signature_check_refuses_old_or_tampered_bodies():
+    body = b'{"id":"x"}'
+    fresh = alert_signature("s3cret", int(time.time()), body)
+    assert alert_signature_verify("s3cret", fresh, body)
+    assert not alert_signature_verify("s3cret", fresh, body + b" ")
+    old = alert_signature("s3cret", int(time.time()) - 3600, body)
+    assert not alert_signature_verify("s3cret", old, body)
+    assert not alert_signature_verify("s3cret", "garbage", body)
+
+
+def test_predict_queues_an_alert_too(api_client, receiver):
+    AlertWebhook.objects.create(name="slack", url=receiver.url, min_status="suspicious")
+    response = api_client.post(
+        "/api/predict",
+        {"transaction_id": "api-big", "user_id": "z", "amount": "25000.00"},
+        format="json",
+    )
+    assert response.status_code == 201, response.content
+    assert response.json()["status"] in {"suspicious", "fraud"}
+    assert AlertDelivery.objects.get().transaction_id == "api-big"
+
+
+def test_admin_sends_a_test_event_and_retries_failed_ones(admin_client, receiver):
+    webhook = AlertWebhook.objects.create(name="cases", url=receiver.url)
+    page = admin_client.post(
+        "/admin/detection/alertwebhook/",
+        {"action": "send_test", "_selected_action": [webhook.pk], "index": "0"},
+        follow=True,
+    )
+    assert [str(m) for m in page.context["messages"]] == ["cases: answered HTTP 200"]
+    [(headers, body)] = receiver.requests
+    assert json.loads(body)["type"] == "webhook.test"
+    assert alert_signature_verify(
+        webhook.secret, headers["X-Fraudsite-Signature"], body
+    )
+
+    _record()
+    AlertDelivery.objects.update(state="failed", attempts=10)
+    delivery = AlertDelivery.objects.get()
+    admin_client.post(
+        "/admin/detection/alertdelivery/",
+        {"action": "retry_now", "_selected_action": [str(delivery.pk)], "index": "0"},
+    )
+    delivery.refresh_from_db()
+    assert delivery.state == "pending"
+    assert alert_deliveries_send() == {"delivered": 1}
+    listing = admin_client.get("/admin/detection/alertwebhook/")
+    assert listing.status_code == 200
+    # Webhooks are deactivated, not deleted: their deliveries stay on record.
+    refused = admin_client.post(f"/admin/detection/alertwebhook/{webhook.pk}/delete/")
+    assert refused.status_code == 403
+    assert AlertWebhook.objects.filter(pk=webhook.pk).exists()
