@@ -139,6 +139,9 @@ def main() -> int:
     env = dict(os.environ)
     env.setdefault("DEBUG", "1")
     env.setdefault("PYTHONUNBUFFERED", "1")
+    # The simulator's clock runs ahead of the wall clock (a simulated week in
+    # minutes), which the production default (1 day) would refuse.
+    env.setdefault("TRANSACTION_MAX_FUTURE_SECONDS", "off")
     processes: list[subprocess.Popen] = []
     commands: dict[str, list[str]] = {}
     redis_server = kafka = None
@@ -166,7 +169,7 @@ def main() -> int:
             ],
             "celery": [
                 PYTHON, "-m", "celery", "-A", "fraudsite", "worker", "--beat",
-                "--concurrency", "1", "--loglevel", "INFO",
+                "--concurrency", "2", "--loglevel", "INFO",
             ],
         }  # fmt: skip
         for name, command in commands.items():

@@ -15,7 +15,26 @@ from django.core.exceptions import ImproperlyConfigured
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = BASE_DIR / "var"
 
-env = environ.Env()
+
+class _Env(environ.Env):
+    """django-environ, where an empty value (`KEY=`, as in a copied `.env.example`)
+    means "not set": the default applies. (Plain django-environ reads `SECURE_COOKIES=`
+    as False and `CELERY_BROKER_URL=` as "use amqp://localhost".) Where a setting can
+    be switched off, the word is `off`."""
+
+    def get_value(
+        self, var, cast=None, default=environ.Env.NOTSET, parse_default=False
+    ):
+        if self.ENVIRON.get(var) == "" and default is not self.NOTSET:
+            return super().get_value(
+                "\0unset", cast=cast, default=default, parse_default=parse_default
+            )
+        return super().get_value(
+            var, cast=cast, default=default, parse_default=parse_default
+        )
+
+
+env = _Env()
 # A local `.env` is read when present, so developers need not export variables.
 environ.Env.read_env(BASE_DIR / ".env", overwrite=False)
 
@@ -196,10 +215,14 @@ STREAM_DB_RETRY_LIMIT = env.int("STREAM_DB_RETRY_LIMIT", default=8)
 # How often a consumer logs its progress: records, rate, dead letters, lag.
 STREAM_PROGRESS_LOG_SECONDS = env.float("STREAM_PROGRESS_LOG_SECONDS", default=10.0)
 # The stream and the API refuse transactions dated more than this many seconds
-# after they arrive (unset: no limit, as the simulator runs ahead of the clock).
-_max_future = env.str("TRANSACTION_MAX_FUTURE_SECONDS", default="").strip()
+# after they arrive (a producer's wrong clock, a typo'd year): trusted, such a date
+# would carry the card's state with it and turn its travel checks off until then.
+# `off`: no limit (`make run` sets it, as its simulator runs ahead of the clock).
+_max_future = env.str("TRANSACTION_MAX_FUTURE_SECONDS", default="86400").strip()
 try:
-    TRANSACTION_MAX_FUTURE_SECONDS = float(_max_future) if _max_future else None
+    TRANSACTION_MAX_FUTURE_SECONDS = (
+        None if _max_future.lower() == "off" else float(_max_future)
+    )
 except ValueError:
     TRANSACTION_MAX_FUTURE_SECONDS = float("nan")
 if TRANSACTION_MAX_FUTURE_SECONDS is not None and not (
@@ -207,7 +230,7 @@ if TRANSACTION_MAX_FUTURE_SECONDS is not None and not (
 ):
     raise ImproperlyConfigured(
         "TRANSACTION_MAX_FUTURE_SECONDS must be a number of seconds from 0 to "
-        f"100 years, or empty for no limit; got {_max_future!r}."
+        f"100 years, or off for no limit; got {_max_future!r}."
     )
 
 # Amounts are compared in this currency: rules' amount limits are in it, and
@@ -327,6 +350,9 @@ REST_FRAMEWORK = {
     ],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
+    # Clients are told apart by REMOTE_ADDR, or behind this many proxies by the
+    # X-Forwarded-For entry the nearest of them added; never by what a client sends.
+    "NUM_PROXIES": env.int("NUM_PROXIES", default=0),
     "DEFAULT_THROTTLE_CLASSES": [
         "fraudsite.throttling.UserThrottle",
         "fraudsite.throttling.AnonThrottle",
@@ -339,20 +365,23 @@ SPECTACULAR_SETTINGS = {
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
 }
-# Request limits (DRF rate syntax: "N/s", "N/min", "N/hour", "N/day"; empty = off).
+# Request limits (DRF rate syntax: "N/s", "N/min", "N/hour", "N/day"; `off`: none).
 # Over the limit, the API answers 429 with Retry-After. Per signed-in user: generous
 # for a dashboard or a gateway calling /api/predict; per address for calls without
 # credentials (health, schema). Counts are kept in the cache below.
 API_THROTTLE_RATES = {
-    "user": env.str("API_THROTTLE_USER_RATE", default="200/s"),
-    "anon": env.str("API_THROTTLE_ANON_RATE", default="20/s"),
+    scope: None if rate.strip().lower() == "off" else rate.strip()
+    for scope, rate in (
+        ("user", env.str("API_THROTTLE_USER_RATE", default="200/s")),
+        ("anon", env.str("API_THROTTLE_ANON_RATE", default="20/s")),
+    )
 }
 _throttle_rate = re.compile(r"\d+/(s|sec|second|m|min|minute|h|hour|d|day)")
 for _scope, _rate in API_THROTTLE_RATES.items():
     if _rate and not _throttle_rate.fullmatch(_rate):
         raise ImproperlyConfigured(
             f"API_THROTTLE_{_scope.upper()}_RATE must look like 100/s, 600/min, "
-            f"5000/hour or 50000/day, or be empty for no limit; got {_rate!r}."
+            f"5000/hour or 50000/day, or be off for no limit; got {_rate!r}."
         )
 API_TRANSACTIONS_MAX_PAGE_SIZE = env.int("API_TRANSACTIONS_MAX_PAGE_SIZE", default=500)
 

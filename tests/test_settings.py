@@ -102,3 +102,59 @@ def test_base_currency_must_be_an_iso_code():
     assert good.stdout.strip() == "EUR"
     bad = settings_value("s.BASE_CURRENCY", DEBUG="1", BASE_CURRENCY="EURO")
     assert bad.returncode != 0 and "BASE_CURRENCY" in bad.stderr
+
+
+def test_an_empty_value_means_the_default():
+    """`KEY=` (a copied .env.example) is "unset": Secure cookies stay on without
+    DEBUG, Celery keeps Redis, the database stays SQLite, limits keep defaults."""
+    result = settings_value(
+        "s.SESSION_COOKIE_SECURE, s.CELERY_BROKER_URL == s.REDIS_URL, "
+        "s.DATABASES['default']['ENGINE'], s.TRANSACTION_MAX_FUTURE_SECONDS, "
+        "s.API_THROTTLE_RATES['user']",
+        SECRET_KEY="x" * 50,
+        SECURE_COOKIES="",
+        CELERY_BROKER_URL="",
+        CELERY_RESULT_BACKEND="",
+        DATABASE_URL="",
+        TRANSACTION_MAX_FUTURE_SECONDS="",
+        API_THROTTLE_USER_RATE="",
+        CACHE_URL="",
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == [
+        "True",
+        "True",
+        "django.db.backends.sqlite3",
+        "86400.0",
+        "200/s",
+    ]
+
+
+def test_env_example_as_is_gives_the_documented_defaults():
+    """Every `KEY=VALUE` line of .env.example, exported verbatim, gives the same
+    settings as no variables at all (its values are the defaults)."""
+    example = {}
+    for line in (ROOT / ".env.example").read_text().splitlines():
+        if line.strip() and not line.startswith("#"):
+            key, _, value = line.partition("=")
+            example[key] = value
+    expression = (
+        "s.SESSION_COOKIE_SECURE, s.CELERY_BROKER_URL, s.CELERY_RESULT_BACKEND, "
+        "s.DATABASES['default']['NAME'], s.TRANSACTION_MAX_FUTURE_SECONDS, "
+        "s.API_THROTTLE_RATES, s.CACHES['default']['LOCATION'], s.BASE_CURRENCY, "
+        "s.STREAM_BATCH_MAX_RECORDS, s.REST_FRAMEWORK['NUM_PROXIES']"
+    )
+    plain = settings_value(expression, SECRET_KEY="x" * 50)
+    copied = settings_value(expression, **{**example, "SECRET_KEY": "x" * 50})
+    assert plain.returncode == copied.returncode == 0, copied.stderr
+    assert copied.stdout == plain.stdout
+    assert plain.stdout.startswith("True redis://")
+
+
+def test_off_switches_the_future_limit_off():
+    result = settings_value(
+        "s.TRANSACTION_MAX_FUTURE_SECONDS",
+        DEBUG="1",
+        TRANSACTION_MAX_FUTURE_SECONDS="off",
+    )
+    assert result.stdout.strip() == "None"

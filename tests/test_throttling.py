@@ -56,6 +56,18 @@ def test_calls_without_credentials_are_limited_per_address(fresh_cache):
     assert codes == [200, 200, 429]
 
 
+def test_a_forwarded_for_header_does_not_make_a_new_client(fresh_cache):
+    """Without proxies (NUM_PROXIES=0) the address is REMOTE_ADDR: a client that
+    sends a new X-Forwarded-For each time is still one client."""
+    client = APIClient()
+    with override_settings(API_THROTTLE_RATES={"user": None, "anon": "2/min"}):
+        codes = [
+            client.get("/api/", HTTP_X_FORWARDED_FOR=f"10.0.0.{n}").status_code
+            for n in range(3)
+        ]
+    assert codes == [200, 200, 429]
+
+
 def test_no_rate_means_no_limit(fresh_cache, django_user_model):
     client = _client_for(django_user_model, "unlimited")
     with override_settings(API_THROTTLE_RATES={"user": "", "anon": ""}):
