@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
+from django.db.models import Q
+
 from detection.geo import city_coordinates, haversine_km
 from detection.models import UserProfile
 from detection.profiles import profile_to_state
@@ -74,10 +76,18 @@ def _coordinates(txn: Transaction) -> tuple[float, float] | None:
 
 
 def travel_summary(*, transaction: Transaction) -> TravelSummary:
-    """Return the user's previous transaction and the implied travel to this one."""
+    """Return where the card last paid, as its profile knows it, and the implied
+    travel from there to this transaction.
+
+    That is the previous located transaction the card's profile learned (not one
+    judged fraud, nor one without a place), which is what the geo_velocity rule
+    compares with: after a fraudster's charge in Lagos, the cardholder's next
+    purchase at home is measured from home, as the rule measured it.
+    """
     previous = (
         Transaction.objects.for_user(transaction.user_id)
-        .filter(timestamp__lte=transaction.timestamp)
+        .filter(timestamp__lte=transaction.timestamp, profile_learned=True)
+        .filter(Q(latitude__isnull=False) | ~Q(location=""))
         .exclude(pk=transaction.pk)
         .order_by("-timestamp", "-id")
         .first()
@@ -147,20 +157,22 @@ def transaction_detail_context(*, transaction: Transaction) -> dict:
 
 
 def session_signed_in(*, session_key: str | None, user_id) -> bool:
-    """Return whether this session still signs in this user, and the user is active.
+    """Return whether this session still signs in this user, as a page request
+    would find it.
 
     False once the user signed out (the session is flushed), the session expired,
-    or an admin deactivated the account.
+    an admin deactivated the account, or the password changed (Django's session
+    hash no longer matches, and the session is flushed, as on a page request).
     """
     from importlib import import_module
+    from types import SimpleNamespace
 
     from django.conf import settings
-    from django.contrib.auth import SESSION_KEY, get_user_model
+    from django.contrib.auth import get_user
 
     if not session_key or user_id is None:
         return False
     engine = import_module(settings.SESSION_ENGINE)
     session = engine.SessionStore(session_key=session_key)
-    if str(session.get(SESSION_KEY)) != str(user_id):
-        return False
-    return get_user_model().objects.filter(pk=user_id, is_active=True).exists()
+    user = get_user(SimpleNamespace(session=session))
+    return user.is_authenticated and str(user.pk) == str(user_id)

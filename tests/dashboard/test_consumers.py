@@ -177,3 +177,39 @@ def test_signing_out_stops_the_feed(
 
     closed = async_to_sync(scenario)()
     assert closed == {"type": "websocket.close", "code": consumers.CLOSE_SIGNED_OUT}
+
+
+@pytest.mark.parametrize("revoke", ["password", "deactivate"])
+def test_a_password_change_or_deactivation_stops_the_feed(
+    client, staff_user, channel_layer_redis, monkeypatch, revoke
+):
+    """An admin revokes a stolen session by changing the password (or
+    deactivating the account): the open socket closes at its next check."""
+    from dashboard import consumers
+
+    monkeypatch.setattr(consumers, "SESSION_RECHECK_SECONDS", 0.0)
+    cookie = _session_cookie(client, staff_user)
+
+    def revoke_access():
+        if revoke == "password":
+            staff_user.set_password("a-new-password-after-the-theft")
+        else:
+            staff_user.is_active = False
+        staff_user.save()
+
+    async def scenario():
+        communicator = WebsocketCommunicator(
+            _application(), WS_PATH, headers=_headers(cookie)
+        )
+        connected, _ = await communicator.connect(timeout=RECEIVE_TIMEOUT)
+        assert connected
+        await communicator.send_json_to({"type": "ping"})
+        assert await communicator.receive_json_from(RECEIVE_TIMEOUT) == {"type": "pong"}
+        await sync_to_async(revoke_access)()
+        await communicator.send_json_to({"type": "ping"})
+        closed = await communicator.receive_output(RECEIVE_TIMEOUT)
+        await communicator.disconnect()
+        return closed
+
+    closed = async_to_sync(scenario)()
+    assert closed == {"type": "websocket.close", "code": consumers.CLOSE_SIGNED_OUT}

@@ -107,6 +107,52 @@ def test_transactions_page_offers_filters_and_validation(client, staff_user):
     assert '<option value="geo_velocity">Impossible travel</option>' in content
 
 
+def test_travel_is_measured_from_where_the_profile_knows_the_card_to_be(
+    client, staff_user, score
+):
+    """After a fraudster's charge in Lagos (judged fraud, not learned), the
+    cardholder's purchase back in New York is measured from New York, as the
+    geo_velocity rule measured it: no impossible travel shown on a legit verdict."""
+    start = datetime.now(UTC) - timedelta(hours=10)
+    score(
+        *[
+            message(
+                user_id="commuter",
+                amount="20.00",
+                location="New York",
+                timestamp=(start + timedelta(hours=i)).isoformat(),
+            )
+            for i in range(6)
+        ]
+    )
+    (lagos,) = score(
+        message(
+            user_id="commuter",
+            amount="3000.00",
+            location="Lagos",
+            timestamp=(start + timedelta(hours=7)).isoformat(),
+        )
+    )
+    assert lagos.status == "fraud" and not lagos.profile_learned
+    (home,) = score(
+        message(
+            user_id="commuter",
+            amount="20.00",
+            location="New York",
+            timestamp=(start + timedelta(hours=8)).isoformat(),
+        )
+    )
+    assert home.status == "legit"
+    client.force_login(staff_user)
+    response = client.get(
+        reverse("dashboard:transaction-detail", args=[home.transaction_id])
+    )
+    travel = response.context["travel"]
+    assert travel.previous_location == "New York"
+    assert travel.distance_km == 0.0
+    assert travel.hours == 3.0
+
+
 def test_detail_shows_verdict_reasons_travel_and_history(client, staff_user, score):
     """The detail page shows reasons with values, travel and the user's history."""
     start = datetime.now(UTC) - timedelta(hours=1)
