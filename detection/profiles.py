@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from itertools import islice
 
 from django.db import transaction
 
@@ -76,9 +77,22 @@ class OrmStateStore:
     never seen, so that a first-seen user has a row to lock too.
     """
 
-    def __init__(self, *, use_cache: bool = True, read_only: bool = False) -> None:
+    def __init__(
+        self,
+        *,
+        use_cache: bool = True,
+        read_only: bool = False,
+        max_cached: int | None = None,
+    ) -> None:
+        from django.conf import settings
+
         self.use_cache = use_cache
         self.read_only = read_only
+        # The cache keeps the most recently written users, up to this many (a
+        # card's state is a few KB; an evicted one is simply read again).
+        self.max_cached = (
+            settings.STREAM_STATE_CACHE_MAX_USERS if max_cached is None else max_cached
+        )
         self._cache: dict[str, UserState] = {}
 
     def _locking(self) -> bool:
@@ -153,10 +167,21 @@ class OrmStateStore:
             )
 
     def cache_commit(self, states: Iterable[UserState]) -> None:
-        """Install states in the cache once their transaction has committed."""
-        if self.use_cache:
-            for state in states:
-                self._cache[state.user_id] = state
+        """Install states in the cache once their transaction has committed.
+
+        Each goes to the end of the cache's order (dicts keep insertion order);
+        past `max_cached`, the users written longest ago are dropped.
+        """
+        if not self.use_cache:
+            return
+        cache = self._cache
+        for state in states:
+            cache.pop(state.user_id, None)
+            cache[state.user_id] = state
+        excess = len(cache) - self.max_cached
+        if excess > 0:
+            for uid in list(islice(cache, excess)):
+                del cache[uid]
 
     def cache_clear(self) -> None:
         """Forget every cached state (after a rebalance or a failed batch)."""

@@ -4,7 +4,9 @@ DRF's JSON and form parsers read the whole body into memory whatever its size
 (Django's DATA_UPLOAD_MAX_MEMORY_SIZE only guards `request.POST` and `body`), and
 a deeply nested JSON document overflows the parser's recursion (a 500). Every API
 payload here is a small object, so bodies are held to Django's own upload limit.
-Multipart bodies go through Django's parser, which applies that limit itself.
+Django's multipart parser applies that limit to fields only, not to file parts
+(streamed to temporary files of any size), and no endpoint takes a file: multipart
+bodies are held to the limit by their Content-Length, and file parts are a 400.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import io
 from django.conf import settings
 from rest_framework import status
 from rest_framework.exceptions import APIException, ParseError
-from rest_framework.parsers import FormParser, JSONParser
+from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
 
 
 class RequestBodyTooLarge(APIException):
@@ -66,3 +68,28 @@ class BoundedFormParser(FormParser):
         """Return the parsed form (413 when too large)."""
         body = _body_bounded(stream, parser_context)
         return super().parse(body, media_type, parser_context)
+
+
+class BoundedMultiPartParser(MultiPartParser):
+    """Multipart form bodies (the browsable API's forms) up to the limit, no files."""
+
+    def parse(self, stream, media_type=None, parser_context=None):
+        """Return the parsed form (413 when too large, 400 with a file part)."""
+        limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+        meta = getattr((parser_context or {}).get("request"), "META", {})
+        try:
+            declared = int(meta.get("CONTENT_LENGTH") or 0)
+        except ValueError:
+            declared = 0
+        if limit is not None and declared > limit:
+            raise RequestBodyTooLarge(
+                f"Request body larger than {limit:,} bytes "
+                "(DATA_UPLOAD_MAX_MEMORY_SIZE)."
+            )
+        parsed = super().parse(stream, media_type, parser_context)
+        if parsed.files:
+            raise ParseError(
+                "File uploads are not accepted here; send the fields as JSON "
+                f"(file parts: {', '.join(sorted(parsed.files))})."
+            )
+        return parsed

@@ -212,6 +212,9 @@ KAFKA_CONSUMER_GROUP = env.str("KAFKA_CONSUMER_GROUP", default="fraud-scorer")
 STREAM_BATCH_MAX_RECORDS = env.int("STREAM_BATCH_MAX_RECORDS", default=500)
 STREAM_BATCH_MAX_WAIT_MS = env.int("STREAM_BATCH_MAX_WAIT_MS", default=50)
 STREAM_DB_RETRY_LIMIT = env.int("STREAM_DB_RETRY_LIMIT", default=8)
+# A consumer keeps the states of at most this many users in memory (about 2 KB
+# each), those written most recently; others are read from the database.
+STREAM_STATE_CACHE_MAX_USERS = env.int("STREAM_STATE_CACHE_MAX_USERS", default=200_000)
 # How often a consumer logs its progress: records, rate, dead letters, lag.
 STREAM_PROGRESS_LOG_SECONDS = env.float("STREAM_PROGRESS_LOG_SECONDS", default=10.0)
 # The stream and the API refuse transactions dated more than this many seconds
@@ -346,7 +349,7 @@ REST_FRAMEWORK = {
     "DEFAULT_PARSER_CLASSES": [
         "fraudsite.parsers.BoundedJSONParser",
         "fraudsite.parsers.BoundedFormParser",
-        "rest_framework.parsers.MultiPartParser",
+        "fraudsite.parsers.BoundedMultiPartParser",
     ],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],

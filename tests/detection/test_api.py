@@ -1,5 +1,6 @@
 """Scoring endpoints: health, predict (idempotent), validate (what-if), bad input."""
 
+import io
 import json
 from decimal import Decimal
 
@@ -408,7 +409,7 @@ def test_a_body_over_the_upload_limit_is_refused_unread(api_client, settings, pa
     padded = {**GOOD, "merchant_id": "m", "padding": "x" * 2000}
     for response in (
         api_client.post(path, padded, format="json"),
-        api_client.post(path, padded),  # multipart: Django's own limit
+        api_client.post(path, padded),  # multipart
         api_client.generic(
             "POST",
             path,
@@ -420,7 +421,23 @@ def test_a_body_over_the_upload_limit_is_refused_unread(api_client, settings, pa
     response = api_client.post(path, padded, format="json")
     assert response.status_code == 413
     assert "1,000 bytes" in response.json()["detail"]
+    # A multipart file part counts too (Django's parser would stream it to disk).
+    upload = {**GOOD, "attachment": io.BytesIO(b"x" * 6000)}
+    response = api_client.post(path, upload, format="multipart")
+    assert response.status_code == 413
+    assert "1,000 bytes" in response.json()["detail"]
     assert not Transaction.objects.exists()
+
+
+def test_a_file_part_is_refused(api_client):
+    """No endpoint takes a file: a small multipart body with one is a 400 that says
+    so; the same fields without it are scored."""
+    upload = {**GOOD, "attachment": io.BytesIO(b"x" * 100)}
+    response = api_client.post("/api/predict", upload, format="multipart")
+    assert response.status_code == 400
+    assert "File uploads are not accepted" in response.json()["detail"]
+    assert not Transaction.objects.exists()
+    assert api_client.post("/api/predict", GOOD, format="multipart").status_code == 201
 
 
 def test_deeply_nested_json_is_a_400_not_a_500(api_client):

@@ -59,6 +59,23 @@ def test_a_cached_state_moved_on_by_another_writer_is_reloaded():
     assert profile.merchants == ["m-1", "m-2", "m-3"]
 
 
+def test_the_cache_keeps_the_users_written_last_and_reloads_the_others():
+    """A consumer's memory is bounded: with room for two users, the third user
+    written evicts the one written longest ago, whose next verdict still builds
+    on everything stored (read again from the database)."""
+    store = OrmStateStore(max_cached=2)
+    record(store, 1, user_id="u1")
+    record(store, 2, user_id="u2")
+    record(store, 3, user_id="u1")  # u1 written again: now the most recent
+    record(store, 4, user_id="u3")
+    assert list(store._cache) == ["u1", "u3"]
+    record(store, 5, user_id="u2", amount="40.00")
+    assert list(store._cache) == ["u3", "u2"]
+    profile = UserProfile.objects.get(user_id="u2")
+    assert profile.txn_count == 2
+    assert [pair[1] for pair in profile.recent] == [20.0, 40.0]
+
+
 def test_a_current_cached_state_is_used_without_reloading(django_assert_num_queries):
     """Given a cache that matches the database, one version query reads it."""
     store = OrmStateStore()
