@@ -257,6 +257,13 @@ def test_sorting_and_filtering(logged_in_page, score):
 
     page.get_by_role("button", name="Reset").click()
     expect(_rows(page)).to_have_count(4)
+    # Reset is the live view again: no filter, no sort, newest first.
+    expect(page.get_by_label("User", exact=True)).to_have_value("")
+    expect(page.locator("#table-state")).to_have_text("Live: newest first")
+    expect(page.locator("th[data-sort=user_id]")).not_to_have_attribute(
+        "aria-sort", "ascending"
+    )
+    assert "ordering" not in page.url and "user_id" not in page.url
     page.get_by_label("Status").select_option("flagged")
     page.get_by_label("Min amount").fill("1000")
     page.keyboard.press("Enter")
@@ -274,13 +281,16 @@ def test_pages_fit_narrow_screens_without_sideways_scrolling(
     """At 1024 px (a laptop) and 390 px (a phone) no page is wider than the
     screen: the table scrolls inside its frame, and its last column stays
     reachable there."""
-    score(*(message(user_id=f"n{i}", amount="15000.00") for i in range(3)))
+    stored = score(*(message(user_id=f"n{i}", amount="15000.00") for i in range(3)))
+    detail = f"/transactions/{stored[0].transaction_id}/"
     page = logged_in_page
     page.set_viewport_size({"width": width, "height": 768})
-    for path in ("/", "/transactions/"):
+    for path in ("/", "/transactions/", detail):
         page.goto(path)
         if path == "/transactions/":
             expect(_rows(page)).to_have_count(3)
+        elif path == detail:
+            expect(page.locator("#history-title")).to_be_visible()
         else:
             expect(page.locator("#total-all")).to_have_text("3")
         overflow = page.evaluate(
@@ -382,13 +392,14 @@ def test_marking_a_fraud_verdict_legitimate_updates_the_profile_panel(
 
 
 def test_long_ids_keep_the_part_that_tells_rows_apart(logged_in_page, score):
-    """Streamed ids share their start: the table shows the start and the end,
-    and the full id is the link's title and accessible name."""
+    """Streamed ids share their start: the table shows their end, whole (not cut
+    by the column), and the full id is the link's title and accessible name."""
     (txn,) = score(message(transaction_id="st-1-1796000000-0000012345"))
     page = logged_in_page
     page.goto("/transactions/")
     link = page.locator(f"#txn-rows tr[data-id='{txn.transaction_id}'] td a").first
-    expect(link).to_have_text("st-1\u202600012345")
+    expect(link).to_have_text("\u20260000012345")
+    assert link.evaluate("a => a.scrollWidth <= a.parentElement.clientWidth")
     expect(link).to_have_attribute("title", txn.transaction_id)
     expect(page.get_by_role("link", name=txn.transaction_id)).to_have_count(1)
 

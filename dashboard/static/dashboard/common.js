@@ -134,7 +134,9 @@ window.Dash = (function () {
   // Long ids share their start (st-1-...): keep the start and the end, which
   // tells rows apart; the full id is the link's title and accessible name.
   function idLink(id) {
-    const short = id.length > 14 ? id.slice(0, 4) + "\u2026" + id.slice(-8) : id;
+    // Ids of one feed share their start (st-7-1796004973-…): the end tells rows
+    // apart, so that is what fits the column; the full id is the title.
+    const short = id.length > 12 ? "\u2026" + id.slice(-10) : id;
     return el("a", {
       href: "/transactions/" + encodeURIComponent(id) + "/",
       text: short,

@@ -34,7 +34,11 @@
   }
 
   function percent(part, whole) {
-    return whole ? ((100 * part) / whole).toFixed(1) + "%" : "0.0%";
+    if (!whole) return "0%";
+    const share = (100 * part) / whole;
+    // A few fraud verdicts among thousands are not "0.0%".
+    if (part > 0 && share < 0.1) return "<0.1%";
+    return share.toFixed(1) + "%";
   }
 
   function renderTotals() {

@@ -328,7 +328,14 @@
     applyFilters();
   });
   document.getElementById("f-reset").addEventListener("click", function () {
-    form.reset();
+    // Back to the live view: every filter empty (form.reset() would restore the
+    // values the page was opened with) and newest first.
+    for (const field of form.elements) {
+      if (field.tagName === "SELECT") field.selectedIndex = 0;
+      else if (field.tagName === "INPUT" && field.type !== "checkbox") field.value = "";
+    }
+    state.ordering = "-id";
+    renderSortHeaders();
     applyFilters();
   });
   olderButton.addEventListener("click", older);
