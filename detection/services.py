@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import itertools
 import logging
+import statistics
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -344,6 +346,29 @@ def dead_letters_redrive(
     return report
 
 
+# What-if without a time, on a card whose feed runs ahead: bounds of the gap.
+WHAT_IF_GAP_DEFAULT_SECONDS = 3600.0
+WHAT_IF_GAP_MIN_SECONDS = 60.0
+WHAT_IF_GAP_MAX_SECONDS = 86400.0
+
+
+def _usual_gap_seconds(state: UserState) -> float:
+    """Return the median time between the card's recent transactions (1 h when
+    it has fewer than two), within 1 min .. 1 day."""
+    times = sorted(pair[0] for pair in state.recent)
+    gaps = [later - earlier for earlier, later in itertools.pairwise(times)]
+    if not gaps:
+        return WHAT_IF_GAP_DEFAULT_SECONDS
+    median = statistics.median(gaps)
+    return min(max(median, WHAT_IF_GAP_MIN_SECONDS), WHAT_IF_GAP_MAX_SECONDS)
+
+
+def _fmt_gap(seconds: float) -> str:
+    if seconds < 3600:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
 def transaction_what_if(
     *, message: TransactionMessage, config: ScoringConfig, timed: bool = True
 ) -> tuple[Verdict, UserState]:
@@ -351,9 +376,11 @@ def transaction_what_if(
 
     Return the verdict and the user's state as it was before the transaction.
     With `timed=False` (the caller gave no time), the transaction is judged now,
-    or just after the card's last transaction when that is later (event times of
-    a simulated or delayed feed can run ahead of the clock): "what if this card
-    paid next", never a late arrival that skips the travel check.
+    or, when the card's last transaction is later (event times of a simulated or
+    delayed feed can run ahead of the clock), one usual gap of the card after it:
+    "what if this card paid next, at its own pace". Never a late arrival that
+    skips the travel check, nor a payment a second after the last one (which
+    velocity and the model would read as a burst).
     """
     states = OrmStateStore(use_cache=False, read_only=True).states_get(
         {message.user_id}
@@ -362,10 +389,13 @@ def transaction_what_if(
     notes = []
     last = state.last_epoch
     if not timed and last is not None and last >= message.timestamp.timestamp():
-        message.timestamp = datetime.fromtimestamp(last + 1, tz=UTC)
+        gap = _usual_gap_seconds(state)
+        message.timestamp = datetime.fromtimestamp(last + gap, tz=UTC)
         notes.append(
-            "No time given: judged 1 s after the card's last transaction "
-            f"({message.timestamp:%Y-%m-%d %H:%M:%S} UTC), which is later than now."
+            f"No time given: judged {_fmt_gap(gap)} after the card's last "
+            "transaction (its usual gap), at "
+            f"{message.timestamp:%Y-%m-%d %H:%M:%S} UTC, as the last one is dated "
+            "later than now."
         )
     # With apply_state=False the states stay as they were read, unadvanced.
     (verdict,) = verdicts_score(

@@ -440,6 +440,36 @@ def test_a_file_part_is_refused(api_client):
     assert api_client.post("/api/predict", GOOD, format="multipart").status_code == 201
 
 
+def test_what_if_without_a_time_on_a_busy_card_waits_its_usual_gap(
+    api_client, settings
+):
+    """A card paying every two hours, its feed a day ahead: an untimed what-if
+    at home is judged two hours after its last payment, not one second (which
+    velocity and the model read as a burst), and comes back legit."""
+    from datetime import UTC, datetime, timedelta
+
+    settings.TRANSACTION_MAX_FUTURE_SECONDS = None  # a simulator ahead of the clock
+    ahead = datetime.now(UTC) + timedelta(days=1)
+    for n in range(6):
+        stored = api_client.post(
+            "/api/predict",
+            {
+                **GOOD,
+                "transaction_id": f"busy-{n}",
+                "user_id": "busy",
+                "amount": "30.00",
+                "location": "London",
+                "timestamp": (ahead + timedelta(hours=2 * n)).isoformat(),
+            },
+            format="json",
+        )
+        assert stored.status_code == 201, stored.content
+    probe = {"user_id": "busy", "amount": "30.00", "location": "London"}
+    body = api_client.post("/api/validate-transaction", probe, format="json").json()
+    assert any("judged 2.0 h after" in note for note in body["notes"]), body
+    assert body["status"] == "legit", body
+
+
 def test_deeply_nested_json_is_a_400_not_a_500(api_client):
     """A body nested 100,000 deep overflows Python's JSON parser: the caller gets
     a 400 that says so, and the server stays up."""
@@ -452,14 +482,16 @@ def test_deeply_nested_json_is_a_400_not_a_500(api_client):
 
 
 def test_what_if_without_a_time_is_judged_after_the_cards_last_transaction(
-    api_client,
+    api_client, settings
 ):
     """A card whose feed runs ahead of the clock (its last transaction is dated
-    tomorrow, in New York): a what-if in Sydney with no time is judged just after
-    that transaction, so impossible travel is checked and fires, and a note says
-    which time was used. With an explicit earlier time it arrives late instead."""
+    tomorrow, in New York): a what-if in Sydney with no time is judged one usual
+    gap of the card after that transaction, so impossible travel is checked and
+    fires, and a note says which time was used. With an explicit earlier time it
+    arrives late instead."""
     from datetime import UTC, datetime, timedelta
 
+    settings.TRANSACTION_MAX_FUTURE_SECONDS = None  # a simulator ahead of the clock
     ahead = (datetime.now(UTC) + timedelta(days=1)).isoformat()
     stored = api_client.post(
         "/api/predict",
@@ -472,7 +504,10 @@ def test_what_if_without_a_time_is_judged_after_the_cards_last_transaction(
     assert untimed.status_code == 200
     body = untimed.json()
     assert "geo_velocity" in [reason["code"] for reason in body["reasons"]]
-    assert any("1 s after the card's last transaction" in n for n in body["notes"])
+    # One stored transaction: no usual gap yet, so one hour after it.
+    assert any(
+        "judged 1.0 h after the card's last transaction" in n for n in body["notes"]
+    )
     timed = api_client.post(
         "/api/validate-transaction",
         {**probe, "timestamp": datetime.now(UTC).isoformat()},

@@ -443,6 +443,8 @@
     const payload = { user_id: lookupUser.value.trim(), amount: document.getElementById("v-amount").value };
     const where = document.getElementById("v-location").value.trim();
     if (where) payload.location = where;
+    const when = document.getElementById("v-time").value;
+    if (when) payload.timestamp = when + "Z";
     result.replaceChildren(Dash.el("p", { class: "muted", text: "Checking…" }));
     followLookup();
     try {
