@@ -391,8 +391,11 @@ class TransactionStream:
         currencies = self.config_provider.current().currencies
         messages, letters = records_decode(records, currencies=currencies)
         recorded = self.batch_store_retrying(messages, letters)
+        conflicts = 0
         if recorded.duplicates:
-            letters = [*letters, *self.id_conflicts_store(messages, recorded)]
+            conflicting = self.id_conflicts_store(messages, recorded)
+            conflicts = len(conflicting)
+            letters = [*letters, *conflicting]
         self.dead_letters_forward(letters)
         self.offsets_commit(records)
         if self.publisher is not None:
@@ -400,7 +403,10 @@ class TransactionStream:
         report = self.report
         report.records += len(records)
         report.created += len(recorded.created)
-        report.duplicates += len(recorded.duplicates)
+        # A record reusing a stored id for another payment is a dead letter, not
+        # "already stored": each record is counted once (scored + already stored
+        # + dead letters = records).
+        report.duplicates += len(recorded.duplicates) - conflicts
         report.dead_letters += len(letters)
         report.batches += 1
         report.rescored += recorded.rescored
