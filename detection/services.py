@@ -387,6 +387,11 @@ def transaction_what_if(
     )
     state = states[message.user_id]
     notes = []
+    if state.count == 0:
+        notes.append(
+            f"No stored history for card {message.user_id!r} (a new card, or a "
+            "mistyped id): judged as its first transaction."
+        )
     last = state.last_epoch
     if not timed and last is not None and last >= message.timestamp.timestamp():
         gap = _usual_gap_seconds(state)

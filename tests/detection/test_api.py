@@ -470,6 +470,14 @@ def test_what_if_without_a_time_on_a_busy_card_waits_its_usual_gap(
     assert body["status"] == "legit", body
 
 
+def test_what_if_for_a_card_without_history_says_so(api_client):
+    probe = {"user_id": "nobody-knows-me", "amount": "30.00"}
+    body = api_client.post("/api/validate-transaction", probe, format="json").json()
+    assert any(
+        "No stored history for card 'nobody-knows-me'" in n for n in body["notes"]
+    )
+
+
 def test_deeply_nested_json_is_a_400_not_a_500(api_client):
     """A body nested 100,000 deep overflows Python's JSON parser: the caller gets
     a 400 that says so, and the server stays up."""
