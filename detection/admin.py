@@ -2,6 +2,7 @@
 
 from django.conf import settings
 from django.contrib import admin, messages
+from django.contrib.admin.models import LogEntry
 from django.db import models
 from django.db.models import Count, Q
 from django.utils import timezone
@@ -18,8 +19,28 @@ from detection.models import (
     UserProfile,
 )
 from detection.registry import model_load, model_version_activate
+from detection.rules import RULE_TYPES
 from detection.scoring import scoring_config_current
 from detection.services import dead_letters_redrive
+
+
+class ChangeValuesAdmin(admin.ModelAdmin):
+    """Record each change in the admin's history with its old and new values.
+
+    Django's history says only "Changed weight."; for the settings that decide
+    verdicts (rules, thresholds, exchange rates) an audit needs what it was and
+    what it became. The list page's inline edits are recorded the same way.
+    """
+
+    def construct_change_message(self, request, form, formsets, add=False):
+        if add or not form.changed_data:
+            return super().construct_change_message(request, form, formsets, add)
+        changes = [
+            f"{form.fields[name].label or name}: "
+            f"{form.initial.get(name)!r} \u2192 {form.cleaned_data.get(name)!r}"
+            for name in form.changed_data
+        ]
+        return "Changed " + "; ".join(changes) + "."
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):
@@ -41,7 +62,7 @@ class ReadOnlyAdmin(admin.ModelAdmin):
 
 
 @admin.register(Rule)
-class RuleAdmin(admin.ModelAdmin):
+class RuleAdmin(ChangeValuesAdmin):
     list_display = ("code_raw", "name", "enabled", "weight", "params", "updated_at")
     list_editable = ("enabled", "weight")
     readonly_fields = ("updated_at",)
@@ -62,7 +83,20 @@ class RuleAdmin(admin.ModelAdmin):
 
     def get_readonly_fields(self, request, obj=None):
         # The code ties the row to its logic; changing it would swap the rule.
-        return ("code", "updated_at") if obj else ("updated_at",)
+        return ("code_raw", "updated_at") if obj else ("updated_at",)
+
+    def get_fields(self, request, obj=None):
+        # An existing rule shows its code as reasons spell it (geo_velocity),
+        # not the choice's label (Impossible travel), which is its name.
+        fields = super().get_fields(request, obj)
+        return [("code_raw" if f == "code" else f) for f in fields] if obj else fields
+
+    def has_add_permission(self, request):
+        # One row per rule the code implements: once each has its row (the seed
+        # migration makes them), "Add" could only fail.
+        return super().has_add_permission(request) and (
+            Rule.objects.filter(code__in=RULE_TYPES).count() < len(RULE_TYPES)
+        )
 
     def has_delete_permission(self, request, obj=None):
         # A deleted rule silently stops scoring and loses its tuned params;
@@ -71,7 +105,7 @@ class RuleAdmin(admin.ModelAdmin):
 
 
 @admin.register(ExchangeRate)
-class ExchangeRateAdmin(admin.ModelAdmin):
+class ExchangeRateAdmin(ChangeValuesAdmin):
     list_display = ("currency", "units_per_base", "updated_at")
     list_editable = ("units_per_base",)
     search_fields = ("currency",)
@@ -83,7 +117,7 @@ class ExchangeRateAdmin(admin.ModelAdmin):
 
 
 @admin.register(DecisionThresholds)
-class DecisionThresholdsAdmin(admin.ModelAdmin):
+class DecisionThresholdsAdmin(ChangeValuesAdmin):
     list_display = ("suspicious", "fraud", "updated_at")
 
     def has_add_permission(self, request):
@@ -305,3 +339,18 @@ class AlertDeliveryAdmin(admin.ModelAdmin):
         self.message_user(
             request, f"{count} deliveries due now; Celery sends them within seconds."
         )
+
+
+@admin.register(LogEntry)
+class AdminChangeLogAdmin(ReadOnlyAdmin):
+    """Every change made in the admin, with its author and time: the audit log of
+    rules, thresholds, rates, webhooks, labels and users. Read-only."""
+
+    list_display = ("action_time", "user", "content_type", "object_repr", "change")
+    list_filter = ("content_type", "action_flag")
+    search_fields = ("object_repr", "change_message", "user__username")
+    date_hierarchy = "action_time"
+
+    @admin.display(description="Change")
+    def change(self, obj):
+        return obj.get_change_message() or obj.get_action_flag_display()

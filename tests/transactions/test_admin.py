@@ -84,6 +84,9 @@ def test_search_by_user(client_staff, impossible_trip):
         "/admin/detection/deadletter/",
         "/admin/detection/exchangerate/",
         "/admin/transactions/verdicttally/",
+        "/admin/detection/alertwebhook/",
+        "/admin/detection/alertdelivery/",
+        "/admin/admin/logentry/",
     ],
 )
 def test_detection_pages_render(client_staff, impossible_trip, url):
@@ -126,6 +129,41 @@ def test_good_rule_params_are_saved(client_staff):
     assert page.status_code == 302
     rule.refresh_from_db()
     assert rule.params == {"max_speed_kmh": 700.0, "min_distance_km": 100.0}
+
+
+def test_rule_changes_are_logged_with_old_and_new_values(client_staff):
+    """The audit trail of a verdict-deciding setting says what it was and what it
+    became, and the admin's change log lists it."""
+    from django.contrib.admin.models import LogEntry
+
+    rule = Rule.objects.get(code="geo_velocity")
+    page = client_staff.post(
+        f"/admin/detection/rule/{rule.pk}/change/",
+        {
+            "name": rule.name,
+            "description": rule.description,
+            "enabled": "on",
+            "weight": "0.6",
+            "params": '{"max_speed_kmh": 700}',
+        },
+    )
+    assert page.status_code == 302
+    message = LogEntry.objects.latest("action_time").get_change_message()
+    assert "Weight: 0.75 \u2192 0.6" in message
+    assert "'max_speed_kmh': 900.0" in message and "'max_speed_kmh': 700" in message
+    log = client_staff.get("/admin/admin/logentry/").content.decode()
+    assert "0.75 \u2192 0.6" in log
+
+
+def test_an_existing_rule_shows_its_code_and_none_can_be_added(client_staff):
+    """Every rule the code implements has its row: Add could only fail, so it is
+    not offered; a rule's page shows its code as reasons spell it."""
+    rule = Rule.objects.get(code="geo_velocity")
+    page = client_staff.get(f"/admin/detection/rule/{rule.pk}/change/")
+    assert "geo_velocity" in page.content.decode()
+    assert client_staff.get("/admin/detection/rule/add/").status_code == 403
+    Rule.objects.filter(code="huge_amount").delete()
+    assert client_staff.get("/admin/detection/rule/add/").status_code == 200
 
 
 def test_anonymous_is_sent_to_login():
