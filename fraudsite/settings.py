@@ -387,6 +387,8 @@ for _scope, _rate in API_THROTTLE_RATES.items():
             f"5000/hour or 50000/day, or be off for no limit; got {_rate!r}."
         )
 API_TRANSACTIONS_MAX_PAGE_SIZE = env.int("API_TRANSACTIONS_MAX_PAGE_SIZE", default=500)
+# Most rows one CSV export (GET /api/transactions/export) may hold.
+API_EXPORT_MAX_ROWS = env.int("API_EXPORT_MAX_ROWS", default=100_000)
 
 LOGGING = {
     "version": 1,

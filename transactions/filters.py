@@ -3,6 +3,7 @@
 from datetime import UTC
 
 import django_filters
+from django import forms
 from django.core.exceptions import ValidationError
 from django.db.models import Exists, OuterRef
 from django_filters.fields import IsoDateTimeField
@@ -33,8 +34,30 @@ class UtcIsoDateTimeFilter(django_filters.IsoDateTimeFilter):
     field_class = UtcIsoDateTimeField
 
 
+class TransactionFilterForm(forms.Form):
+    """Refuse ranges that can match nothing because they are written backwards."""
+
+    RANGES = (
+        ("min_amount", "max_amount", "greater than max_amount"),
+        ("since", "until", "at or after until"),
+        ("scored_since", "scored_until", "at or after scored_until"),
+    )
+
+    def clean(self):
+        data = super().clean()
+        for low, high, wording in self.RANGES:
+            start, end = data.get(low), data.get(high)
+            if start is None or end is None:
+                continue
+            backwards = start > end if low == "min_amount" else start >= end
+            if backwards:
+                self.add_error(low, f"Must not be {wording} (the range is empty).")
+        return data
+
+
 class TransactionFilter(django_filters.FilterSet):
-    """Filter by status, user, rule, amount range and event-time range."""
+    """Filter by status, user, rule, label, amount range, event-time range and
+    scoring-time range."""
 
     status = django_filters.MultipleChoiceFilter(choices=Transaction.Status.choices)
     user_id = django_filters.CharFilter()
@@ -58,6 +81,10 @@ class TransactionFilter(django_filters.FilterSet):
     )
     since = UtcIsoDateTimeFilter(field_name="timestamp", lookup_expr="gte")
     until = UtcIsoDateTimeFilter(field_name="timestamp", lookup_expr="lt")
+    # When the verdict was stored: "the last hour of the stream", whatever the
+    # event times say (a delayed or simulated feed can be hours off the clock).
+    scored_since = UtcIsoDateTimeFilter(field_name="scored_at", lookup_expr="gte")
+    scored_until = UtcIsoDateTimeFilter(field_name="scored_at", lookup_expr="lt")
 
     # The rule codes that exist, set by the detection app when it loads (the
     # ledger never imports detection); None accepts any code.
@@ -66,6 +93,7 @@ class TransactionFilter(django_filters.FilterSet):
     class Meta:
         model = Transaction
         fields = ["status", "user_id", "rule", "label", "min_amount", "max_amount"]
+        form = TransactionFilterForm
 
     def filter_label(self, queryset, name, value):
         """Keep transactions by their latest label (`none`: not labelled yet)."""

@@ -1,5 +1,6 @@
 """Read endpoints of the ledger: the transactions list and one transaction."""
 
+import csv
 import json
 from collections.abc import Sequence
 from datetime import datetime
@@ -9,6 +10,8 @@ from django.conf import settings
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.core.signing import BadSignature, Signer
 from django.db.models import Prefetch, Q
+from django.http import StreamingHttpResponse
+from django.utils import timezone
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import (
     OpenApiParameter,
@@ -242,6 +245,64 @@ class TransactionCursorPagination(CursorPagination):
         }
 
 
+def _params_check(request, extra: set[str]) -> None:
+    """Refuse a query parameter that is neither a filter, `ordering` nor `extra`."""
+    known = {*TransactionFilter.base_filters, "ordering", *extra}
+    unknown = sorted(set(request.query_params) - known)
+    if unknown:
+        raise ValidationError(
+            {
+                name: [f"Unknown parameter. Known: {', '.join(sorted(known))}."]
+                for name in unknown
+            }
+        )
+
+
+EXPORT_COLUMNS = (
+    "transaction_id",
+    "user_id",
+    "amount",
+    "currency",
+    "amount_base",
+    "timestamp",
+    "merchant_id",
+    "merchant_category",
+    "channel",
+    "location",
+    "country",
+    "status",
+    "risk_score",
+    "reason_codes",
+    "model_score",
+    "model_version",
+    "received_at",
+    "scored_at",
+    "latest_label",
+)
+# Cells a spreadsheet would evaluate as a formula (CSV injection).
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+class _Echo:
+    """A file-like whose write returns the line, for csv.writer in a generator."""
+
+    def write(self, value: str) -> str:
+        return value
+
+
+def _export_cells(row: tuple) -> list:
+    *values, label_fraud = row
+    cells = []
+    for value in values:
+        if isinstance(value, datetime):
+            value = value.isoformat()
+        elif isinstance(value, str) and value.startswith(_FORMULA_START):
+            value = "'" + value
+        cells.append(value)
+    cells.append("" if label_fraud is None else ("fraud" if label_fraud else "legit"))
+    return cells
+
+
 @extend_schema_view(
     list=extend_schema(
         parameters=[
@@ -293,16 +354,67 @@ class TransactionViewSet(viewsets.ReadOnlyModelViewSet):
     def list(self, request, *args, **kwargs):
         """Return a page of verdicts; an unknown query parameter is a 400 (a
         misspelt filter would otherwise return everything as if it applied)."""
-        known = {*TransactionFilter.base_filters, "ordering", "n", "cursor", "format"}
-        unknown = sorted(set(request.query_params) - known)
-        if unknown:
+        _params_check(request, {"n", "cursor", "format"})
+        return super().list(request, *args, **kwargs)
+
+    @extend_schema(
+        parameters=[
+            OpenApiParameter(
+                "ordering", OpenApiTypes.STR, description="As for the list."
+            )
+        ],
+        responses={
+            (200, "text/csv"): OpenApiResponse(
+                OpenApiTypes.STR,
+                description=f"One line per transaction: {', '.join(EXPORT_COLUMNS)}.",
+            ),
+            400: OpenApiResponse(
+                description="A bad filter, or more rows than API_EXPORT_MAX_ROWS."
+            ),
+        },
+    )
+    @action(detail=False, methods=["get"], url_path="export")
+    def export(self, request):
+        """Download the transactions the list's filters select, as CSV.
+
+        The same filters and ordering as the list, every matching row (up to
+        API_EXPORT_MAX_ROWS; more is a 400 asking for narrower filters), with
+        the rule codes that fired and the latest label. Text cells that a
+        spreadsheet would run as a formula (=, +, -, @) are quoted with a
+        leading apostrophe.
+        """
+        _params_check(request, set())
+        queryset = self.filter_queryset(Transaction.objects.with_latest_label())
+        maximum = settings.API_EXPORT_MAX_ROWS
+        matching = queryset.count()
+        if matching > maximum:
             raise ValidationError(
                 {
-                    name: [f"Unknown parameter. Known: {', '.join(sorted(known))}."]
-                    for name in unknown
+                    "detail": [
+                        f"{matching:,} transactions match; an export holds at most "
+                        f"{maximum:,} (API_EXPORT_MAX_ROWS). Narrow the filters, "
+                        "e.g. scored_since/scored_until or since/until."
+                    ]
                 }
             )
-        return super().list(request, *args, **kwargs)
+        rows = queryset.values_list(
+            *EXPORT_COLUMNS[:-1], "latest_label_fraud"
+        ).iterator(chunk_size=2000)
+        writer = csv.writer(_Echo())
+
+        def lines():
+            yield writer.writerow(EXPORT_COLUMNS)
+            for row in rows:
+                yield writer.writerow(_export_cells(row))
+
+        stamp = timezone.now().strftime("%Y%m%d-%H%M%S")
+        response = StreamingHttpResponse(
+            lines(), content_type="text/csv; charset=utf-8"
+        )
+        response["Content-Disposition"] = (
+            f'attachment; filename="transactions-{stamp}.csv"'
+        )
+        return response
 
     def get_queryset(self):
         """Return transactions with their labels prefetched, newest label first."""

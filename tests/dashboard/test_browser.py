@@ -272,6 +272,11 @@ def test_sorting_and_filtering(logged_in_page, score):
         "data-amount", "15000.00"
     )
     assert "status=flagged" in page.url
+    # Export CSV downloads what the table selects: the same filters, every row.
+    with page.expect_download() as download:
+        page.get_by_role("link", name="Export CSV").click()
+    lines = Path(download.value.path()).read_text().splitlines()
+    assert len(lines) == 2 and lines[1].split(",")[2] == "15000.00"
 
 
 @pytest.mark.parametrize("width", [1024, 390])

@@ -341,3 +341,109 @@ def test_an_unknown_parameter_is_a_400_naming_it(api_client, ledger, query):
     assert response.status_code == 400
     (name,) = response.json()
     assert name == query.split("=")[0]
+
+
+def _csv(response) -> list[list[str]]:
+    import csv
+
+    body = b"".join(response.streaming_content).decode()
+    return list(csv.reader(io.StringIO(body)))
+
+
+def test_export_is_the_filtered_list_as_csv(api_client, ledger):
+    """The export takes the list's filters and ordering and holds every matching
+    row (not a page), with the rule codes and the latest label."""
+    response = api_client.get(
+        "/api/transactions/export", {"user_id": "a", "ordering": "-amount"}
+    )
+    assert response.status_code == 200
+    assert response["Content-Type"].startswith("text/csv")
+    assert "attachment; filename=" in response["Content-Disposition"]
+    header, *rows = _csv(response)
+    assert header[:3] == ["transaction_id", "user_id", "amount"]
+    assert header[-1] == "latest_label"
+    assert len(rows) == 29
+    assert {row[1] for row in rows} == {"a"}
+    amounts = [Decimal(row[2]) for row in rows]
+    assert amounts == sorted(amounts, reverse=True)
+
+    api_client.post("/api/transactions/b-huge/label", {"is_fraud": True}, format="json")
+    (huge,) = _csv(api_client.get("/api/transactions/export", {"user_id": "b"}))[1:]
+    assert huge[0] == "b-huge"
+    assert "huge_amount" in huge[header.index("reason_codes")]
+    assert huge[-1] == "fraud"
+
+
+def test_export_quotes_cells_a_spreadsheet_would_run(api_client):
+    """A merchant id like =HYPERLINK(...) arrives from outside: in the export it
+    starts with an apostrophe, so a spreadsheet shows it instead of running it."""
+    message = TransactionMessage(
+        transaction_id="formula",
+        user_id="@card",
+        amount=Decimal("10.00"),
+        timestamp=T0,
+        merchant_id='=HYPERLINK("http://evil.example","x")',
+    )
+    transaction_batch_score_record(
+        messages=[message],
+        store=OrmStateStore(),
+        config=scoring_config_from_db(model=None),
+        source="test",
+    )
+    header, row = _csv(api_client.get("/api/transactions/export"))
+    assert row[header.index("merchant_id")] == '\'=HYPERLINK("http://evil.example","x")'
+    assert row[header.index("user_id")] == "'@card"
+
+
+def test_export_refuses_more_rows_than_its_limit_and_bad_params(
+    api_client, ledger, settings
+):
+    settings.API_EXPORT_MAX_ROWS = 10
+    refused = api_client.get("/api/transactions/export")
+    assert refused.status_code == 400
+    assert "30 transactions match" in str(refused.json())
+    assert api_client.get("/api/transactions/export", {"user_id": "b"}).status_code == (
+        200
+    )
+    assert api_client.get("/api/transactions/export", {"n": "5"}).status_code == 400
+
+
+@pytest.mark.parametrize(
+    "query, field",
+    [
+        ({"min_amount": "100", "max_amount": "10"}, "min_amount"),
+        (
+            {"since": "2026-03-02T00:00:00Z", "until": "2026-03-01T00:00:00Z"},
+            "since",
+        ),
+        (
+            {
+                "scored_since": "2026-03-02T00:00:00Z",
+                "scored_until": "2026-03-02T00:00:00Z",
+            },
+            "scored_since",
+        ),
+    ],
+)
+def test_a_backwards_range_is_a_400_naming_it(api_client, ledger, query, field):
+    response = api_client.get("/api/transactions", query)
+    assert response.status_code == 400
+    assert "range is empty" in response.json()[field][0]
+
+
+def test_scored_time_filters_select_by_when_the_verdict_was_stored(api_client, ledger):
+    """Event times of the ledger are in March; scored_since/until go by scored_at
+    (now), as "the last hour of the stream" needs."""
+    from django.utils import timezone
+
+    now = timezone.now()
+    recent = api_client.get(
+        "/api/transactions",
+        {"scored_since": (now - timedelta(hours=1)).isoformat(), "n": "50"},
+    )
+    assert recent.status_code == 200
+    assert len(recent.json()["items"]) == 30
+    future = api_client.get(
+        "/api/transactions", {"scored_since": (now + timedelta(hours=1)).isoformat()}
+    )
+    assert future.json()["items"] == []

@@ -77,6 +77,13 @@
     return API + "?" + params.toString();
   }
 
+  function exportHref() {
+    // The API's query without paging: every row the filters select, same order.
+    const params = new URL(apiQuery(), location.origin).searchParams;
+    params.delete("n");
+    return API + "/export?" + params.toString();
+  }
+
   function matches(verdict) {
     const f = state.filters;
     if (f.status === "flagged" && verdict.status === "legit") return false;
@@ -96,6 +103,7 @@
   }
 
   function syncAddressBar() {
+    document.getElementById("export-csv").href = exportHref();
     const params = new URLSearchParams(state.filters);
     if (state.ordering !== "-id") params.set("ordering", state.ordering);
     const query = params.toString();
@@ -463,5 +471,6 @@
   state.filters = filters;
   if (initial.get("ordering")) state.ordering = initial.get("ordering");
   renderSortHeaders();
+  syncAddressBar();
   load(null);
 })();
