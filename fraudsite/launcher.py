@@ -178,6 +178,10 @@ def main() -> int:
                 subprocess.Popen(command, cwd=ROOT, env=env, start_new_session=True)
             )
         password = login.split("password=")[-1].strip()
+        if password == "(yours)":
+            password = (
+                "the password you set (new one: manage.py bootstrap_admin --reset)"
+            )
         logger.info("waiting for the web server to answer ...")
         if not _web_wait(f"http://127.0.0.1:{port}/api/", processes[0]):
             logger.warning("the web server did not answer on port %s yet", port)
