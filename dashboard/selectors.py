@@ -13,7 +13,8 @@ from datetime import UTC, datetime, timedelta
 from django.db.models import Q
 
 from detection.geo import city_coordinates, haversine_km
-from detection.models import UserProfile
+from detection.lists import LIST_BLOCK_CODE, LIST_BLOCK_LABEL
+from detection.models import ListEntry, UserProfile
 from detection.profiles import profile_to_state
 from detection.rules import RULE_TYPES
 from detection.state import SPEED_MIN_SECONDS
@@ -53,8 +54,16 @@ def overview_summary(*, now: datetime | None = None) -> dict:
 
 
 def rule_choices() -> list[tuple[str, str]]:
-    """Return (code, readable name) of every rule the scorer knows."""
-    return [(code, rule.name) for code, rule in RULE_TYPES.items()]
+    """Return (code, readable name) of every reason a verdict can give."""
+    return [(code, rule.name) for code, rule in RULE_TYPES.items()] + [
+        (LIST_BLOCK_CODE, LIST_BLOCK_LABEL)
+    ]
+
+
+def _rule_name(code: str) -> str:
+    if code == LIST_BLOCK_CODE:
+        return LIST_BLOCK_LABEL
+    return RULE_TYPES[code].name if code in RULE_TYPES else code
 
 
 @dataclass(frozen=True)
@@ -131,6 +140,16 @@ def user_profile_summary(*, user_id: str) -> dict | None:
     }
 
 
+def list_entries_matching(*, transaction: Transaction) -> list[ListEntry]:
+    """Return the block/allow list entries for this card, merchant or country."""
+    wanted = Q(kind="card", value=transaction.user_id)
+    if transaction.merchant_id:
+        wanted |= Q(kind="merchant", value=transaction.merchant_id)
+    if transaction.country:
+        wanted |= Q(kind="country", value=transaction.country.upper())
+    return list(ListEntry.objects.filter(wanted).select_related("created_by"))
+
+
 def transaction_detail_context(*, transaction: Transaction) -> dict:
     """Return what the detail page shows beside the transaction itself."""
     labels = list(
@@ -141,15 +160,22 @@ def transaction_detail_context(*, transaction: Transaction) -> dict:
     return {
         "labels": labels,
         "label": labels[0] if labels else None,
+        "list_entries": list_entries_matching(transaction=transaction),
+        "list_targets": [
+            (kind, value)
+            for kind, value in (
+                ("card", transaction.user_id),
+                ("merchant", transaction.merchant_id),
+                ("country", transaction.country),
+            )
+            if value
+        ],
         "travel": travel_summary(transaction=transaction),
         "profile": user_profile_summary(user_id=transaction.user_id),
         "recent": [
             (
                 item,
-                [
-                    RULE_TYPES[c].name if c in RULE_TYPES else c
-                    for c in item.reason_codes.split()
-                ],
+                [_rule_name(c) for c in item.reason_codes.split()],
             )
             for item in user_transactions_recent(user_id=transaction.user_id, limit=10)
         ],

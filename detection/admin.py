@@ -14,6 +14,7 @@ from detection.models import (
     DeadLetter,
     DecisionThresholds,
     ExchangeRate,
+    ListEntry,
     ModelVersion,
     Rule,
     UserProfile,
@@ -354,3 +355,27 @@ class AdminChangeLogAdmin(ReadOnlyAdmin):
     @admin.display(description="Change")
     def change(self, obj):
         return obj.get_change_message() or obj.get_action_flag_display()
+
+
+@admin.register(ListEntry)
+class ListEntryAdmin(ChangeValuesAdmin):
+    """Cards, merchants and countries blocked (fraud) or allowed (legit)."""
+
+    list_display = (
+        "kind",
+        "value",
+        "action",
+        "note",
+        "expires_at",
+        "created_by",
+        "created_at",
+    )
+    list_filter = ("action", "kind")
+    search_fields = ("value", "note")
+    readonly_fields = ("created_by", "created_at", "updated_at")
+    fields = ("kind", "value", "action", "note", "expires_at", *readonly_fields)
+
+    def save_model(self, request, obj, form, change):
+        if not change:
+            obj.created_by = request.user
+        super().save_model(request, obj, form, change)

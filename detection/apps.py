@@ -7,7 +7,8 @@ class DetectionConfig(AppConfig):
 
     def ready(self):
         """Tell the ledger's `rule` filter which codes exist (it cannot import us)."""
+        from detection.lists import LIST_BLOCK_CODE
         from detection.rules import RULE_TYPES
         from transactions.filters import TransactionFilter
 
-        TransactionFilter.rule_codes = frozenset(RULE_TYPES)
+        TransactionFilter.rule_codes = frozenset([*RULE_TYPES, LIST_BLOCK_CODE])

@@ -333,3 +333,66 @@ class AlertDelivery(models.Model):
 
     def __str__(self) -> str:
         return f"{self.transaction_id} -> {self.webhook_id} ({self.state})"
+
+
+class ListEntry(models.Model):
+    """A card, merchant or country on the block list or the allow list.
+
+    Blocked: every transaction that matches is judged fraud (risk 1), with the
+    entry named as its reason. Allowed: judged legit whatever the rules say (their
+    reasons and risk are still shown, with a note). Block wins over allow. An
+    entry past `expires_at` no longer applies. Scorers pick changes up within
+    DETECTION_CONFIG_REFRESH_SECONDS, as rule edits.
+    """
+
+    class Kind(models.TextChoices):
+        CARD = "card", "card (user_id)"
+        MERCHANT = "merchant", "merchant (merchant_id)"
+        COUNTRY = "country", "country (ISO 3166-1 alpha-2)"
+
+    class Action(models.TextChoices):
+        BLOCK = "block"
+        ALLOW = "allow"
+
+    kind = models.CharField(max_length=16, choices=Kind.choices)
+    value = models.CharField(max_length=64)
+    action = models.CharField(max_length=8, choices=Action.choices)
+    note = models.CharField(
+        max_length=500, help_text="Why: shown in the reason of every verdict it sets."
+    )
+    expires_at = models.DateTimeField(
+        null=True, blank=True, help_text="Empty: until removed."
+    )
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        verbose_name = "list entry"
+        verbose_name_plural = "block and allow list"
+        constraints = [
+            # One decision per value: a card cannot be blocked and allowed at once.
+            models.UniqueConstraint(fields=["kind", "value"], name="list_entry_value"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.action} {self.kind} {self.value}"
+
+    def clean(self) -> None:
+        """Normalise the value (countries upper case) and refuse empty ones."""
+        self.value = (self.value or "").strip()
+        if self.kind == self.Kind.COUNTRY:
+            self.value = self.value.upper()
+            if not (
+                len(self.value) == 2 and self.value.isascii() and self.value.isalpha()
+            ):
+                raise ValidationError({"value": "A country is two letters, e.g. FR."})
+        if not self.value:
+            raise ValidationError({"value": "Required."})

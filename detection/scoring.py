@@ -17,6 +17,8 @@ from datetime import datetime
 import numpy as np
 
 from detection.geo import city_coordinates
+from detection.lists import EMPTY as EMPTY_LISTS
+from detection.lists import LIST_BLOCK_CODE, LIST_BLOCK_LABEL, ListHit, Lists
 from detection.registry import LoadedModel, model_active_row, model_load
 from detection.rules import (
     MODEL_ANOMALY,
@@ -58,6 +60,8 @@ class ScoringConfig:
     rates: Mapping[str, float] = field(default_factory=lambda: _base_rate())
     # (id, min_status) of the active alert webhooks (detection.alerts).
     webhooks: tuple[tuple[int, str], ...] = ()
+    # The block and allow lists (detection.lists).
+    lists: Lists = EMPTY_LISTS
 
     @property
     def currencies(self) -> frozenset[str]:
@@ -92,6 +96,7 @@ def scoring_config_defaults(*, model: LoadedModel | None = None) -> ScoringConfi
 def scoring_config_from_db(*, model: LoadedModel | None) -> ScoringConfig:
     """Return the rules and thresholds stored in the database, with a model."""
     from detection.alerts import alert_webhooks_active
+    from detection.lists import lists_current
     from detection.models import DecisionThresholds, ExchangeRate, Rule
 
     rules = []
@@ -117,6 +122,7 @@ def scoring_config_from_db(*, model: LoadedModel | None) -> ScoringConfig:
         model=model,
         rates={**rates, **_base_rate()},
         webhooks=alert_webhooks_active(),
+        lists=lists_current(),
     )
 
 
@@ -500,6 +506,7 @@ def _judge(prepared: Sequence[_Prepared], config: ScoringConfig) -> list[Verdict
         (rule for rule in config.rules if rule.rule_type.code == MODEL_ANOMALY), None
     )
     verdicts = []
+    now = time.time()
     for item, model_output in zip(prepared, model_outputs, strict=True):
         fired = []
         for rule in config.rules:
@@ -519,6 +526,11 @@ def _judge(prepared: Sequence[_Prepared], config: ScoringConfig) -> list[Verdict
         notes = list(item.notes)
         if config.model is None:
             notes.append(NOTE_RULES_ONLY)
+        listed = []
+        if config.lists:
+            hits = config.lists.hits(item.message, now)
+            if hits:
+                risk, status, listed = _lists_apply(hits, risk, status, notes)
         verdicts.append(
             Verdict(
                 transaction_id=item.message.transaction_id,
@@ -532,7 +544,8 @@ def _judge(prepared: Sequence[_Prepared], config: ScoringConfig) -> list[Verdict
                         **reason,
                     }
                     for rule, reason in fired
-                ],
+                ]
+                + listed,
                 model_score=None if model_score is None else round(model_score, 6),
                 model_version=config.model_version,
                 notes=notes,
@@ -540,6 +553,41 @@ def _judge(prepared: Sequence[_Prepared], config: ScoringConfig) -> list[Verdict
             )
         )
     return verdicts
+
+
+def _lists_apply(
+    hits: list[ListHit], risk: float, status: str, notes: list[str]
+) -> tuple[float, str, list[dict]]:
+    """Return (risk, status, reasons) after the block and allow lists.
+
+    A block makes the verdict fraud at risk 1 and is its reason (the rules'
+    reasons stay beside it); an allow makes it legit, keeping the rules' risk
+    and reasons, with a note saying what they would have decided. Block wins.
+    """
+    blocks = [hit for hit in hits if hit.action == "block"]
+    if blocks:
+        return (
+            1.0,
+            STATUS_FRAUD,
+            [
+                {
+                    "code": LIST_BLOCK_CODE,
+                    "label": LIST_BLOCK_LABEL,
+                    "weight": 1.0,
+                    "detail": f"{hit.kind} {hit.value} is on the block list: "
+                    f"{hit.note}",
+                    "values": {"kind": hit.kind, "value": hit.value},
+                }
+                for hit in blocks
+            ],
+        )
+    hit = hits[0]
+    notes.append(
+        f"{hit.kind.capitalize()} {hit.value} is on the allow list ({hit.note}): "
+        f"judged legit; by the rules and model alone it was {status} at risk "
+        f"{risk:.3f}."
+    )
+    return risk, STATUS_LEGIT, []
 
 
 _provider: ScoringConfigProvider | None = None

@@ -5,8 +5,11 @@ from __future__ import annotations
 import uuid
 from decimal import Decimal
 
+from django.core.exceptions import ValidationError as DjangoValidationError
+from django.utils import timezone
 from rest_framework import serializers
 
+from detection.models import ListEntry
 from detection.records import timestamp_not_after
 from detection.scoring import scoring_config_current
 from transactions.messages import (
@@ -137,3 +140,55 @@ class WhatIfVerdictSerializer(VerdictSerializer):
 
     features = serializers.DictField()
     history = HistorySerializer()
+
+
+class ListEntrySerializer(serializers.ModelSerializer):
+    """A block or allow list entry; the value is normalised as the model does."""
+
+    created_by = serializers.SlugRelatedField(slug_field="username", read_only=True)
+
+    class Meta:
+        model = ListEntry
+        fields = [
+            "id",
+            "kind",
+            "value",
+            "action",
+            "note",
+            "expires_at",
+            "created_by",
+            "created_at",
+            "updated_at",
+        ]
+        read_only_fields = ["created_by", "created_at", "updated_at"]
+        # Uniqueness is checked in validate(), with a message naming the entry.
+        validators: list = []
+
+    def validate(self, attrs):
+        kind = attrs.get("kind", getattr(self.instance, "kind", None))
+        value = attrs.get("value", getattr(self.instance, "value", ""))
+        probe = ListEntry(kind=kind, value=value)
+        try:
+            probe.clean()
+        except DjangoValidationError as exc:
+            raise serializers.ValidationError(exc.message_dict) from exc
+        attrs["value"] = probe.value
+        expires = attrs.get("expires_at")
+        if expires is not None and expires <= timezone.now():
+            raise serializers.ValidationError(
+                {"expires_at": ["Must be in the future (empty: until removed)."]}
+            )
+        taken = ListEntry.objects.filter(kind=kind, value=probe.value)
+        if self.instance is not None:
+            taken = taken.exclude(pk=self.instance.pk)
+        existing = taken.first()
+        if existing is not None:
+            raise serializers.ValidationError(
+                {
+                    "value": [
+                        f"{kind} {probe.value} is already on the {existing.action} "
+                        f"list (entry {existing.pk}); change or delete that entry."
+                    ]
+                }
+            )
+        return attrs

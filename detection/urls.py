@@ -6,7 +6,16 @@ accept both spellings instead of relying on APPEND_SLASH.
 
 from django.urls import re_path
 
-from detection.views import HealthView, PredictView, ValidateTransactionView
+from detection.views import (
+    HealthView,
+    ListEntryViewSet,
+    PredictView,
+    ValidateTransactionView,
+)
+from transactions.urls import OptionalSlashRouter
+
+router = OptionalSlashRouter()
+router.register("lists", ListEntryViewSet, basename="list-entry")
 
 urlpatterns = [
     re_path(r"^$", HealthView.as_view(), name="api-health"),
@@ -16,4 +25,5 @@ urlpatterns = [
         ValidateTransactionView.as_view(),
         name="api-validate-transaction",
     ),
+    *router.urls,
 ]

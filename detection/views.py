@@ -9,15 +9,17 @@ from datetime import UTC, datetime
 from django.conf import settings
 from django.db import IntegrityError, connection
 from drf_spectacular.utils import OpenApiResponse, extend_schema
-from rest_framework import status
-from rest_framework.permissions import AllowAny
+from rest_framework import status, viewsets
+from rest_framework.permissions import AllowAny, DjangoModelPermissions, IsAuthenticated
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from detection.events import VerdictsPublisher
+from detection.models import ListEntry
 from detection.profiles import OrmStateStore
 from detection.scoring import scoring_config_current, scoring_provider
 from detection.serializers import (
+    ListEntrySerializer,
     TransactionMessageSerializer,
     VerdictSerializer,
     WhatIfSerializer,
@@ -219,3 +221,21 @@ class ValidateTransactionView(APIView):
             "history": _history(before, features),
         }
         return Response(body)
+
+
+class ListEntryViewSet(viewsets.ModelViewSet):
+    """The block and allow lists: cards, merchants and countries.
+
+    Reading is open to every signed-in user; adding, changing and removing
+    entries take the "list entry" model permissions (admin: Users or Groups).
+    Scorers apply a change within DETECTION_CONFIG_REFRESH_SECONDS.
+    """
+
+    queryset = ListEntry.objects.select_related("created_by")
+    serializer_class = ListEntrySerializer
+    permission_classes = [IsAuthenticated, DjangoModelPermissions]
+    filterset_fields = ["kind", "action", "value"]
+    pagination_class = None
+
+    def perform_create(self, serializer):
+        serializer.save(created_by=self.request.user)

@@ -451,3 +451,23 @@ def test_overview_screenshot(logged_in_page, score, channel_layer_redis, tmp_pat
     page.screenshot(path=str(target))
     assert target.stat().st_size > 10_000
     assert not page.js_errors
+
+
+def test_an_analyst_blocks_a_merchant_from_a_transaction(logged_in_page, score):
+    """From a transaction's page the analyst blocks its merchant with a reason:
+    the entry shows at once, and the merchant's next transaction is fraud."""
+    (txn,) = score(message(user_id="shopper", merchant_id="m-skimmer"))
+    page = logged_in_page
+    page.goto(f"/transactions/{txn.transaction_id}/")
+    section = page.locator("#lists-section")
+    expect(section).to_contain_text("on no list")
+    page.get_by_label("Put on a list").select_option("merchant:m-skimmer")
+    page.get_by_label("Why").fill("skimmer found, case 77")
+    section.get_by_role("button", name="Block").click()
+    expect(page.locator("#list-entries li").first).to_contain_text(
+        "Blocked merchant m-skimmer · “skimmer found, case 77” · by analyst"
+    )
+    (later,) = score(message(user_id="someone-else", merchant_id="m-skimmer"))
+    assert later.status == "fraud"
+    page.reload()
+    expect(page.locator("#list-entries")).to_contain_text("Blocked merchant m-skimmer")

@@ -55,3 +55,51 @@
     }
   });
 })();
+
+/* Block or allow this card, merchant or country (POST /api/lists). */
+(function () {
+  const form = document.getElementById("list-form");
+  if (!form) return;
+  const entries = document.getElementById("list-entries");
+  const failure = document.getElementById("list-error");
+
+  function describe(entry) {
+    const verb = entry.action === "block" ? "Blocked" : "Allowed";
+    const parts = [
+      Dash.el("strong", { class: "list-" + entry.action, text: verb }),
+      " " + entry.kind + " " + entry.value + " · “" + entry.note + "” · by " +
+        entry.created_by + " · " + Dash.utc(entry.created_at) + " UTC",
+    ];
+    if (entry.expires_at) parts.push(" · until " + Dash.utc(entry.expires_at) + " UTC");
+    return parts;
+  }
+
+  form.addEventListener("submit", async function (event) {
+    event.preventDefault();
+    const button = event.submitter;
+    const target = form.elements.target.value;
+    const split = target.indexOf(":");
+    const payload = {
+      kind: target.slice(0, split),
+      value: target.slice(split + 1),
+      action: button ? button.value : "block",
+      note: form.elements.note.value.trim(),
+    };
+    const days = form.elements.expires.value;
+    if (days) payload.expires_at = new Date(Date.now() + days * 86400000).toISOString();
+    failure.hidden = true;
+    for (const control of form.querySelectorAll("button")) control.disabled = true;
+    try {
+      const entry = await Dash.api("/api/lists", { method: "POST", body: payload });
+      const empty = entries.querySelector(".empty");
+      if (empty) empty.remove();
+      entries.prepend(Dash.el("li", {}, describe(entry)));
+      form.elements.note.value = "";
+    } catch (error) {
+      failure.textContent = "Could not add it: " + Dash.errorText(error);
+      failure.hidden = false;
+    } finally {
+      for (const control of form.querySelectorAll("button")) control.disabled = false;
+    }
+  });
+})();

@@ -1,0 +1,98 @@
+"""Block and allow lists (ListEntry) as the scoring core applies them.
+
+Scorers re-read their config every DETECTION_CONFIG_REFRESH_SECONDS; the lists
+are read again only when they changed (their count, newest id or latest edit),
+so a list of many cards costs one aggregate query per refresh, not a reload.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from datetime import datetime
+
+from django.db.models import Count, Max
+
+LIST_BLOCK_CODE = "blocklist"
+LIST_BLOCK_LABEL = "Block list"
+
+# The message field each kind of entry matches.
+KIND_FIELDS = (("card", "user_id"), ("merchant", "merchant_id"), ("country", "country"))
+
+
+@dataclass(frozen=True)
+class ListHit:
+    """An entry that matched a transaction."""
+
+    kind: str
+    value: str
+    action: str
+    note: str
+
+
+@dataclass(frozen=True)
+class Lists:
+    """The entries in force, by (kind, value): (action, note, expires epoch)."""
+
+    entries: dict[tuple[str, str], tuple[str, str, float | None]]
+
+    def __bool__(self) -> bool:
+        return bool(self.entries)
+
+    def hits(self, message, now_epoch: float) -> list[ListHit]:
+        """Return the entries matching this message, blocks first."""
+        found = []
+        for kind, field in KIND_FIELDS:
+            value = getattr(message, field, "") or ""
+            if not value:
+                continue
+            if kind == "country":
+                value = value.upper()
+            entry = self.entries.get((kind, value))
+            if entry is None:
+                continue
+            action, note, expires = entry
+            if expires is not None and expires <= now_epoch:
+                continue
+            found.append(ListHit(kind, value, action, note))
+        found.sort(key=lambda hit: hit.action != "block")
+        return found
+
+
+EMPTY = Lists({})
+
+_lock = threading.Lock()
+_cached: tuple[tuple, Lists] | None = None
+
+
+def lists_current() -> Lists:
+    """Return the lists from the database, reloaded only when they changed."""
+    global _cached
+    from detection.models import ListEntry
+
+    signature = tuple(
+        ListEntry.objects.aggregate(
+            count=Count("id"), newest=Max("id"), edited=Max("updated_at")
+        ).values()
+    )
+    with _lock:
+        if _cached is not None and _cached[0] == signature:
+            return _cached[1]
+    if not signature[0]:
+        lists = EMPTY
+    else:
+        lists = Lists(
+            {
+                (kind, value): (action, note, _epoch(expires))
+                for kind, value, action, note, expires in ListEntry.objects.values_list(
+                    "kind", "value", "action", "note", "expires_at"
+                )
+            }
+        )
+    with _lock:
+        _cached = (signature, lists)
+    return lists
+
+
+def _epoch(moment: datetime | None) -> float | None:
+    return None if moment is None else moment.timestamp()

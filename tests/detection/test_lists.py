@@ -1,0 +1,193 @@
+"""Block and allow lists: cards, merchants and countries, applied by the one
+scoring core (stream, predict, what-if), managed in the API and admin."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+
+import pytest
+from django.contrib.auth.models import Permission
+from django.utils import timezone
+from rest_framework.test import APIClient
+
+from detection.lists import lists_current
+from detection.models import ListEntry
+from detection.profiles import OrmStateStore
+from detection.scoring import scoring_config_from_db
+from detection.services import transaction_batch_score_record
+from transactions.messages import TransactionMessage
+from transactions.models import Transaction
+
+pytestmark = pytest.mark.django_db
+
+T0 = datetime(2026, 3, 1, 9, 0, tzinfo=UTC)
+
+
+def _message(tid, user="card-1", amount="20.00", merchant="", country=""):
+    return TransactionMessage(
+        transaction_id=tid,
+        user_id=user,
+        amount=Decimal(amount),
+        timestamp=T0,
+        merchant_id=merchant,
+        country=country,
+    )
+
+
+def _score(*messages):
+    transaction_batch_score_record(
+        messages=list(messages),
+        store=OrmStateStore(),
+        config=scoring_config_from_db(model=None),
+        source="test",
+    )
+    ids = [m.transaction_id for m in messages]
+    return {
+        t.transaction_id: t for t in Transaction.objects.filter(transaction_id__in=ids)
+    }
+
+
+def test_a_blocked_merchant_makes_the_verdict_fraud_with_the_entry_as_reason():
+    ListEntry.objects.create(
+        kind="merchant", value="m-skim", action="block", note="skimmer, case 4411"
+    )
+    stored = _score(
+        _message("at-skimmer", merchant="m-skim"),
+        _message("elsewhere", user="card-2", merchant="m-ok"),
+    )
+    blocked = stored["at-skimmer"]
+    assert (blocked.status, blocked.risk_score) == ("fraud", 1.0)
+    (reason,) = [r for r in blocked.reasons if r["code"] == "blocklist"]
+    assert (
+        reason["detail"] == "merchant m-skim is on the block list: skimmer, case 4411"
+    )
+    assert " blocklist " in blocked.reason_codes
+    assert not blocked.profile_learned  # a fraud verdict does not teach the card
+    assert stored["elsewhere"].status == "legit"
+
+
+def test_an_allowed_card_is_legit_whatever_the_rules_say_with_a_note():
+    ListEntry.objects.create(
+        kind="card", value="vip", action="allow", note="known wholesale buyer"
+    )
+    stored = _score(_message("big", user="vip", amount="25000.00"))
+    allowed = stored["big"]
+    assert allowed.status == "legit"
+    assert allowed.risk_score >= 0.5  # the rules' risk is kept, and explained
+    assert {"large_amount", "huge_amount"} <= {r["code"] for r in allowed.reasons}
+    assert any("on the allow list (known wholesale buyer)" in n for n in allowed.notes)
+
+
+def test_block_wins_over_allow_and_countries_match_in_any_case():
+    ListEntry.objects.create(kind="card", value="card-9", action="allow", note="vip")
+    ListEntry.objects.create(kind="country", value="KP", action="block", note="OFAC")
+    stored = _score(_message("sanctioned", user="card-9", country="kp"))
+    assert stored["sanctioned"].status == "fraud"
+    assert "country KP is on the block list: OFAC" in str(stored["sanctioned"].reasons)
+
+
+def test_an_expired_entry_no_longer_applies():
+    ListEntry.objects.create(
+        kind="card",
+        value="card-1",
+        action="block",
+        note="reported stolen",
+        expires_at=timezone.now() - timedelta(seconds=1),
+    )
+    assert _score(_message("after-expiry"))["after-expiry"].status == "legit"
+
+
+def test_the_lists_are_reloaded_only_when_they_change(django_assert_num_queries):
+    ListEntry.objects.create(kind="card", value="a", action="block", note="x")
+    first = lists_current()
+    with django_assert_num_queries(1):  # the signature only
+        assert lists_current() is first
+    ListEntry.objects.create(kind="card", value="b", action="block", note="y")
+    assert ("card", "b") in lists_current().entries
+    ListEntry.objects.filter(value="a").delete()
+    assert ("card", "a") not in lists_current().entries
+
+
+def test_what_if_shows_a_block_before_it_happens(api_client):
+    ListEntry.objects.create(kind="card", value="c-7", action="block", note="stolen")
+    body = api_client.post(
+        "/api/validate-transaction",
+        {"user_id": "c-7", "amount": "10.00"},
+        format="json",
+    ).json()
+    assert body["status"] == "fraud"
+    assert body["reasons"][-1]["code"] == "blocklist"
+
+
+def test_the_api_manages_entries_with_permissions_and_clear_errors(
+    api_client, django_user_model
+):
+    created = api_client.post(
+        "/api/lists",
+        {"kind": "country", "value": " fr ", "action": "block", "note": "test"},
+        format="json",
+    )
+    assert created.status_code == 201, created.content
+    assert created.json()["value"] == "FR"
+    assert created.json()["created_by"] == "analyst"
+
+    again = api_client.post(
+        "/api/lists",
+        {"kind": "country", "value": "FR", "action": "allow", "note": "oops"},
+        format="json",
+    )
+    assert again.status_code == 400
+    assert "already on the block list" in again.json()["value"][0]
+    bad = api_client.post(
+        "/api/lists",
+        {
+            "kind": "country",
+            "value": "France",
+            "action": "ban",
+            "note": "",
+            "expires_at": "2001-01-01T00:00:00Z",
+        },
+        format="json",
+    )
+    assert bad.status_code == 400
+    assert {"action", "note"} <= set(bad.json())
+    past = api_client.post(
+        "/api/lists",
+        {
+            "kind": "card",
+            "value": "x",
+            "action": "block",
+            "note": "n",
+            "expires_at": "2001-01-01T00:00:00Z",
+        },
+        format="json",
+    )
+    assert "in the future" in past.json()["expires_at"][0]
+    assert [e["value"] for e in api_client.get("/api/lists").json()] == ["FR"]
+
+    viewer = django_user_model.objects.create_user(username="viewer")
+    client = APIClient()
+    client.force_authenticate(viewer)
+    assert client.get("/api/lists").status_code == 200
+    entry = {"kind": "card", "value": "v", "action": "block", "note": "n"}
+    assert client.post("/api/lists", entry, format="json").status_code == 403
+    viewer.user_permissions.add(Permission.objects.get(codename="add_listentry"))
+    client.force_authenticate(type(viewer).objects.get(pk=viewer.pk))
+    assert client.post("/api/lists", entry, format="json").status_code == 201
+    entry_id = created.json()["id"]
+    assert client.delete(f"/api/lists/{entry_id}").status_code == 403
+    assert api_client.delete(f"/api/lists/{entry_id}").status_code == 204
+
+
+def test_admin_adds_an_entry_with_its_author_and_filters_by_rule(admin_client):
+    page = admin_client.post(
+        "/admin/detection/listentry/add/",
+        {"kind": "merchant", "value": "m-1", "action": "block", "note": "case 9"},
+    )
+    assert page.status_code == 302, page.content[:2000]
+    entry = ListEntry.objects.get()
+    assert entry.created_by.username == "admin"
+    _score(_message("m1-buy", merchant="m-1"))
+    listed = admin_client.get("/api/transactions", {"rule": "blocklist"}).json()
+    assert [item["transaction_id"] for item in listed["items"]] == ["m1-buy"]
