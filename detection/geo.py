@@ -15,9 +15,18 @@ ALTERNATE_NAMES_MIN_POPULATION = 250_000
 Place = tuple[float, float, str]
 
 
+# Letters that are not a base letter plus an accent, so NFKD leaves them whole.
+_LETTERS = str.maketrans(
+    {"ø": "o", "Ø": "O", "æ": "ae", "Æ": "AE", "ß": "ss", "ł": "l", "Ł": "L",
+     "đ": "d", "Đ": "D", "ð": "d", "Ð": "D", "þ": "th", "Þ": "Th", "ı": "i",
+     "œ": "oe", "Œ": "OE"}
+)  # fmt: skip
+
+
 def _folded(text: str) -> str:
-    """Return text without accents: "Reykjavík" -> "Reykjavik", "Zürich" -> "Zurich"."""
-    decomposed = unicodedata.normalize("NFKD", text)
+    """Return text without accents: "Reykjavík" -> "Reykjavik", "Zürich" -> "Zurich",
+    "København" -> "Kobenhavn", "Łódź" -> "Lodz"."""
+    decomposed = unicodedata.normalize("NFKD", text.translate(_LETTERS))
     return "".join(c for c in decomposed if not unicodedata.combining(c))
 
 

@@ -134,7 +134,9 @@ def main() -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     # kafka-python logs every connection at INFO; keep the console readable.
     logging.getLogger("kafka").setLevel(logging.WARNING)
-    for sig in (signal.SIGTERM, signal.SIGHUP):
+    # SIGINT too: a shell starts background jobs with SIGINT ignored, and Python
+    # then installs no handler of its own (`kill -INT` did nothing).
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, _interrupt)
     env = dict(os.environ)
     env.setdefault("DEBUG", "1")

@@ -363,6 +363,9 @@ def test_a_city_name_is_looked_up_in_the_message_country():
         ("Zurich", "", "CH"),
         ("Malmo", "SE", "SE"),
         ("Köln", "DE", "DE"),
+        # Letters NFKD does not split into a letter and an accent.
+        ("København", "", "DK"),
+        ("Łódź", "", "PL"),
     ],
 )
 def test_a_city_spelt_without_its_accents_is_found(name, country, expected):
