@@ -18,7 +18,7 @@ Place = tuple[float, float, str]
 # Letters that are not a base letter plus an accent, so NFKD leaves them whole.
 _LETTERS = str.maketrans(
     {"ø": "o", "Ø": "O", "æ": "ae", "Æ": "AE", "ß": "ss", "ł": "l", "Ł": "L",
-     "đ": "d", "Đ": "D", "ð": "d", "Ð": "D", "þ": "th", "Þ": "Th", "ı": "i",
+     "đ": "d", "Đ": "D", "ð": "d", "Ð": "D", "þ": "th", "Þ": "Th", "\u0131": "i",
      "œ": "oe", "Œ": "OE"}
 )  # fmt: skip
 
