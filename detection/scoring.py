@@ -420,6 +420,10 @@ def _model_named(
         if status == STATUS_LEGIT:
             return fired
         reason = model_reason(model_output, model_rule.params)
+        reason["detail"] += (
+            f"; below the {model_rule.params['threshold']:.1%} from which it is a "
+            "reason on its own, named because its risk helped flag this"
+        )
         fired = [*fired, (model_rule, reason)]
     reason["detail"] += f"; adds {model_added:.2f} to the risk"
     reason["values"]["risk_added"] = model_added

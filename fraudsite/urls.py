@@ -3,13 +3,24 @@
 from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.urls import include, path
-from drf_spectacular.views import SpectacularAPIView
+from drf_spectacular.views import (
+    SpectacularAPIView,
+    SpectacularRedocView,
+    SpectacularSwaggerView,
+)
 
 urlpatterns = [
     path("admin/", admin.site.urls),
     path("api/", include("detection.urls")),
     path("api/", include("transactions.urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
+    # Interactive API docs (try requests signed in, or with a token).
+    path(
+        "api/docs/",
+        SpectacularSwaggerView.as_view(url_name="schema"),
+        name="api-docs",
+    ),
+    path("api/redoc/", SpectacularRedocView.as_view(url_name="schema"), name="redoc"),
     path("api-auth/", include("rest_framework.urls")),
     # Only sign-in and sign-out: password reset would mail links from a site
     # with no mail set up; admins set passwords in the admin.

@@ -457,3 +457,15 @@ class TransactionViewSet(viewsets.ReadOnlyModelViewSet):
             created_by=request.user,
         )
         return Response(LabelSerializer(label).data, status=status.HTTP_201_CREATED)
+
+    @extend_schema(responses={200: LabelSerializer(many=True)})
+    @action(detail=True, methods=["get"], url_path="labels")
+    def labels(self, request, transaction_id=None):
+        """Return every label of the transaction, newest first (who, when, why)."""
+        transaction = self.get_object()
+        labels = (
+            Label.objects.filter(transaction=transaction)
+            .latest_first()
+            .select_related("created_by")
+        )
+        return Response(LabelSerializer(labels, many=True).data)

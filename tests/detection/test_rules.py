@@ -184,6 +184,10 @@ def test_a_flagged_verdict_names_the_model_when_it_added_risk(
     assert reason["code"] == "model_anomaly"
     assert reason["values"]["risk_added"] == risk_added
     assert reason["detail"].endswith(f"adds {risk_added:.2f} to the risk")
+    # Named below its own threshold, it says so (the values show threshold 0.995
+    # beside a lower percentile, which read as "fired below its threshold").
+    below = "below the 99.5% from which it is a reason on its own"
+    assert (below in reason["detail"]) == (percentile < 0.995)
 
 
 def test_model_anomaly_fires_at_threshold_percentile():

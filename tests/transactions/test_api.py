@@ -447,3 +447,20 @@ def test_scored_time_filters_select_by_when_the_verdict_was_stored(api_client, l
         "/api/transactions", {"scored_since": (now + timedelta(hours=1)).isoformat()}
     )
     assert future.json()["items"] == []
+
+
+def test_label_history_is_readable_newest_first(api_client, ledger):
+    for is_fraud, note in ((True, "chargeback"), (False, "customer confirmed")):
+        posted = api_client.post(
+            "/api/transactions/b-huge/label",
+            {"is_fraud": is_fraud, "note": note},
+            format="json",
+        )
+        assert posted.status_code == 201
+    history = api_client.get("/api/transactions/b-huge/labels")
+    assert history.status_code == 200
+    assert [(item["is_fraud"], item["note"]) for item in history.json()] == [
+        (False, "customer confirmed"),
+        (True, "chargeback"),
+    ]
+    assert api_client.get("/api/transactions/nope/labels").status_code == 404
