@@ -7,10 +7,11 @@ reads use the unique and (user_id, timestamp) indexes. No full-table COUNT(*).
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from django.db.models import Q
+from django.db.models import Q, Sum
 
 from detection.geo import city_coordinates, haversine_km
 from detection.lists import LIST_BLOCK_CODE, LIST_BLOCK_LABEL
@@ -18,7 +19,7 @@ from detection.models import ListEntry, UserProfile
 from detection.profiles import profile_to_state
 from detection.rules import RULE_TYPES
 from detection.state import SPEED_MIN_SECONDS
-from transactions.models import Label, Transaction
+from transactions.models import Label, ReasonTally, Transaction
 from transactions.selectors import (
     user_transactions_recent,
     verdict_totals,
@@ -51,6 +52,67 @@ def overview_summary(*, now: datetime | None = None) -> dict:
             {"minute": minute.isoformat(), "total": total, "flagged": flagged}
         )
     return {"totals": verdict_totals(), "per_minute": series, "now": now.isoformat()}
+
+
+RULE_WINDOWS = {
+    "24h": timedelta(hours=24),
+    "7d": timedelta(days=7),
+    "30d": timedelta(days=30),
+}
+
+
+def rule_performance(*, window: str, now: datetime | None = None) -> dict:
+    """Return, per reason code, how often it fired in the window (by scoring
+    time), how often in a flagged verdict, and what analysts and chargebacks said
+    of those: confirmed fraud, marked legit, and the precision that makes.
+
+    Counts come from the per-minute ReasonTally; labels from the labelled
+    transactions of the window only (few), never a scan of the ledger. Also the
+    confirmed fraud that no reason caught (verdict legit, labelled fraud).
+    """
+    now = now or datetime.now(UTC)
+    since = now - RULE_WINDOWS[window]
+    counts = {
+        row["code"]: row
+        for row in ReasonTally.objects.filter(
+            minute__gte=since.replace(second=0, microsecond=0)
+        )
+        .values("code")
+        .annotate(fired=Sum("fired"), flagged=Sum("flagged"))
+    }
+    labelled = (
+        Transaction.objects.filter(
+            pk__in=Label.objects.filter(transaction__scored_at__gte=since).values(
+                "transaction_id"
+            )
+        )
+        .with_latest_label()
+        .values_list("reason_codes", "status", "latest_label_fraud")
+    )
+    fraud: Counter = Counter()
+    legit: Counter = Counter()
+    missed = 0
+    for codes, status, is_fraud in labelled:
+        if is_fraud and status == Transaction.Status.LEGIT:
+            missed += 1
+        for code in codes.split():
+            (fraud if is_fraud else legit)[code] += 1
+    rows = []
+    for code, name in rule_choices():
+        fired = counts.get(code, {}).get("fired") or 0
+        labels = fraud[code] + legit[code]
+        rows.append(
+            {
+                "code": code,
+                "name": name,
+                "fired": fired,
+                "flagged": counts.get(code, {}).get("flagged") or 0,
+                "confirmed_fraud": fraud[code],
+                "marked_legit": legit[code],
+                "precision": fraud[code] / labels if labels else None,
+            }
+        )
+    return {"window": window, "since": since, "rules": rows, "missed": missed}
 
 
 def rule_choices() -> list[tuple[str, str]]:

@@ -9,8 +9,10 @@ from django.shortcuts import render
 from django.views.decorators.http import require_GET
 
 from dashboard.selectors import (
+    RULE_WINDOWS,
     overview_summary,
     rule_choices,
+    rule_performance,
     transaction_detail_context,
 )
 from transactions.models import Transaction
@@ -20,8 +22,20 @@ from transactions.selectors import transaction_get
 @login_required
 @require_GET
 def overview(request):
-    """Render totals, the status donut, the per-minute chart and live status."""
-    return render(request, "dashboard/overview.html", {"summary": overview_summary()})
+    """Render totals, the status donut, the per-minute chart, live status and
+    the rule performance table (window ?rules=24h|7d|30d)."""
+    window = request.GET.get("rules", "24h")
+    if window not in RULE_WINDOWS:
+        window = "24h"
+    return render(
+        request,
+        "dashboard/overview.html",
+        {
+            "summary": overview_summary(),
+            "performance": rule_performance(window=window),
+            "windows": list(RULE_WINDOWS),
+        },
+    )
 
 
 @login_required

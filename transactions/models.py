@@ -167,6 +167,27 @@ class VerdictTally(models.Model):
         return f"{self.minute:%Y-%m-%d %H:%M} total={self.total}"
 
 
+class ReasonTally(models.Model):
+    """How often each reason (rule code) fired per minute of scoring time, and how
+    often in a flagged verdict; kept on every write, as VerdictTally, so the rule
+    performance panel never scans the ledger."""
+
+    minute = models.DateTimeField()
+    code = models.CharField(max_length=32)
+    fired = models.PositiveIntegerField(default=0)
+    flagged = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        ordering = ["-minute", "code"]
+        verbose_name_plural = "reason tallies"
+        constraints = [
+            models.UniqueConstraint(fields=["minute", "code"], name="reason_tally_key")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.minute:%Y-%m-%d %H:%M} {self.code}={self.fired}"
+
+
 class LabelQuerySet(models.QuerySet):
     """Chainable reads of analyst and chargeback labels."""
 

@@ -6,11 +6,12 @@ from collections import Counter
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from django.db import connection
 from django.db import transaction as db_transaction
 from django.db.models import F
 
 from transactions.bulk import rows_insert
-from transactions.models import Label, Transaction, VerdictTally
+from transactions.models import Label, ReasonTally, Transaction, VerdictTally
 
 
 def transactions_record(*, rows: Sequence[Mapping[str, Any]]) -> None:
@@ -28,11 +29,22 @@ def transactions_record(*, rows: Sequence[Mapping[str, Any]]) -> None:
 
 
 def tallies_add(*, rows: Sequence[Mapping[str, Any]]) -> None:
-    """Add the verdicts to the tally of the minute they were scored in."""
+    """Add the verdicts to the tallies of the minute they were scored in: by
+    status (VerdictTally) and by reason code (ReasonTally)."""
     per_minute: dict = {}
+    reasons: Counter = Counter()
+    flagged: Counter = Counter()
     for row in rows:
         minute = row["scored_at"].replace(second=0, microsecond=0)
         per_minute.setdefault(minute, Counter())[row["status"]] += 1
+        codes = row.get("reason_codes")
+        if codes:
+            for code in codes.split():
+                reasons[minute, code] += 1
+                if row["status"] != Transaction.Status.LEGIT:
+                    flagged[minute, code] += 1
+    if reasons:
+        _reason_tallies_add(reasons, flagged)
     for minute, counts in per_minute.items():
         # get_or_create absorbs the insert race between two writers (it retries the
         # get on IntegrityError); the F() update then increments atomically.
@@ -65,4 +77,25 @@ def label_create(
             source=source,
             note=note.strip(),
             created_by=created_by,
+        )
+
+
+def _reason_tallies_add(fired: Counter, flagged: Counter) -> None:
+    """Upsert (minute, code) counts in one statement: insert, or add to the row."""
+    table = connection.ops.quote_name(ReasonTally._meta.db_table)
+    with connection.cursor() as cursor:
+        cursor.executemany(
+            f"INSERT INTO {table} (minute, code, fired, flagged) "
+            "VALUES (%s, %s, %s, %s) ON CONFLICT (minute, code) DO UPDATE SET "
+            f"fired = {table}.fired + excluded.fired, "
+            f"flagged = {table}.flagged + excluded.flagged",
+            [
+                (
+                    connection.ops.adapt_datetimefield_value(minute),
+                    code,
+                    count,
+                    flagged[minute, code],
+                )
+                for (minute, code), count in fired.items()
+            ],
         )

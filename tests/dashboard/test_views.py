@@ -209,3 +209,47 @@ def test_static_files_are_served_by_the_project(client):
     ):
         response = client.get(f"/static/dashboard/{name}")
         assert response.status_code == 200, name
+
+
+def test_rule_performance_counts_firings_and_what_labels_said(
+    client, staff_user, score
+):
+    """The overview's rule table: how often each rule fired in the window and in
+    flagged verdicts (from the per-minute tallies), the labels on those
+    verdicts, the precision they make, and confirmed fraud that nothing caught."""
+    from detection.services import transaction_label
+    from transactions.models import ReasonTally
+
+    big = score(
+        *(message(user_id=f"big-{i}", amount="25000.00") for i in range(3)),
+        message(user_id="small", amount="12.00"),
+    )
+    stored = {t.user_id: t for t in big}
+    assert (
+        sum(
+            ReasonTally.objects.filter(code="huge_amount").values_list(
+                "fired", flat=True
+            )
+        )
+        == 3
+    )
+    transaction_label(record=stored["big-0"], is_fraud=True)
+    transaction_label(record=stored["big-1"], is_fraud=False)
+    transaction_label(record=stored["small"], is_fraud=True)  # missed by the rules
+
+    client.force_login(staff_user)
+    page = client.get(reverse("dashboard:overview"))
+    assert page.status_code == 200
+    performance = page.context["performance"]
+    huge = next(r for r in performance["rules"] if r["code"] == "huge_amount")
+    assert (huge["fired"], huge["flagged"]) == (3, 3)
+    assert (huge["confirmed_fraud"], huge["marked_legit"]) == (1, 1)
+    assert huge["precision"] == 0.5
+    assert performance["missed"] == 1
+    content = page.content.decode()
+    assert "Rule performance, last 24h" in content and "50%" in content
+
+    week = client.get(reverse("dashboard:overview"), {"rules": "7d"})
+    assert week.context["performance"]["window"] == "7d"
+    odd = client.get(reverse("dashboard:overview"), {"rules": "forever"})
+    assert odd.context["performance"]["window"] == "24h"
