@@ -80,19 +80,26 @@ def rule_performance(*, window: str, now: datetime | None = None) -> dict:
         .values("code")
         .annotate(fired=Sum("fired"), flagged=Sum("flagged"))
     }
-    labelled = (
-        Transaction.objects.filter(
-            pk__in=Label.objects.filter(transaction__scored_at__gte=since).values(
-                "transaction_id"
-            )
+    # From the labels (few) to their transactions, newest label first: the
+    # first one seen of a transaction is its latest.
+    labels = (
+        Label.objects.filter(transaction__scored_at__gte=since)
+        .latest_first()
+        .values_list(
+            "transaction_id",
+            "transaction__reason_codes",
+            "transaction__status",
+            "is_fraud",
         )
-        .with_latest_label()
-        .values_list("reason_codes", "status", "latest_label_fraud")
     )
     fraud: Counter = Counter()
     legit: Counter = Counter()
     missed = 0
-    for codes, status, is_fraud in labelled:
+    seen: set[int] = set()
+    for pk, codes, status, is_fraud in labels:
+        if pk in seen:
+            continue
+        seen.add(pk)
         if is_fraud and status == Transaction.Status.LEGIT:
             missed += 1
         for code in codes.split():
