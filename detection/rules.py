@@ -203,6 +203,23 @@ def _high_velocity(row: FeatureRow, p: dict, _model: tuple | None) -> dict | Non
     }
 
 
+def _merchant_fraud(row: FeatureRow, p: dict, _model: tuple | None) -> dict | None:
+    count = row.merchant_confirmed_fraud
+    if count < p["min_confirmed"]:
+        return None
+    return {
+        "detail": (
+            f"{count} transactions at this merchant confirmed as fraud in the last "
+            f"{p['days']:g} days (from {p['min_confirmed']})"
+        ),
+        "values": {
+            "confirmed_fraud": count,
+            "min_confirmed": p["min_confirmed"],
+            "days": p["days"],
+        },
+    }
+
+
 def _model_anomaly(_row: FeatureRow, p: dict, model: tuple | None) -> dict | None:
     # `model` is (anomaly score, its percentile among the training transactions).
     # Thresholds are percentiles: raw Isolation Forest scores shift from one data
@@ -285,6 +302,24 @@ RULE_TYPES: dict[str, RuleType] = {
                 "window_minutes": Param(float, 1, 1440, 10.0, "minutes"),
             },
             evaluate=_high_velocity,
+        ),
+        RuleType(
+            code="merchant_fraud",
+            name="Merchant with confirmed fraud",
+            description=(
+                "Merchant where analysts or chargebacks confirmed fraud lately (a "
+                "compromised or fraudulent shop)."
+            ),
+            weight=0.5,
+            params={
+                "min_confirmed": Param(
+                    int, 1, 10000, 3, "confirmed frauds at the merchant"
+                ),
+                "days": Param(
+                    float, 1, 365, 14.0, "days of scoring time the labels count for"
+                ),
+            },
+            evaluate=_merchant_fraud,
         ),
         RuleType(
             code=MODEL_ANOMALY,

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 import numpy as np
+from django.db import DatabaseError
 
 from detection.geo import city_coordinates
 from detection.lists import EMPTY as EMPTY_LISTS
@@ -33,6 +34,7 @@ from transactions.messages import TransactionMessage
 logger = logging.getLogger(__name__)
 
 STATUS_LEGIT, STATUS_SUSPICIOUS, STATUS_FRAUD = "legit", "suspicious", "fraud"
+MERCHANT_FRAUD = "merchant_fraud"
 NOTE_RULES_ONLY = "No active model: scored by rules alone."
 NOTE_LATE = (
     "Arrived after a later located transaction of this card: travel not checked."
@@ -62,6 +64,9 @@ class ScoringConfig:
     webhooks: tuple[tuple[int, str], ...] = ()
     # The block and allow lists (detection.lists).
     lists: Lists = EMPTY_LISTS
+    # merchant_id -> transactions confirmed as fraud lately (detection.merchants),
+    # read only while the merchant_fraud rule is enabled.
+    merchant_fraud: Mapping[str, int] = field(default_factory=dict)
 
     @property
     def currencies(self) -> frozenset[str]:
@@ -123,7 +128,15 @@ def scoring_config_from_db(*, model: LoadedModel | None) -> ScoringConfig:
         rates={**rates, **_base_rate()},
         webhooks=alert_webhooks_active(),
         lists=lists_current(),
+        merchant_fraud=_merchant_fraud_current(rules),
     )
+
+
+def _merchant_fraud_current(rules: Sequence[ActiveRule]) -> dict[str, int]:
+    from detection.merchants import merchant_fraud_counts
+
+    rule = next((r for r in rules if r.rule_type.code == MERCHANT_FRAUD), None)
+    return {} if rule is None else merchant_fraud_counts(days=rule.params["days"])
 
 
 class ScoringConfigProvider:
@@ -159,7 +172,19 @@ class ScoringConfigProvider:
             return self._config
         with self._lock:
             if self._config is None or now - self._loaded_at >= self.refresh_seconds:
-                self._config = scoring_config_from_db(model=self._model_current())
+                try:
+                    self._config = scoring_config_from_db(model=self._model_current())
+                except DatabaseError as exc:
+                    if self._config is None:
+                        raise
+                    # A database blip: score on with the last config (the batch's
+                    # own writes retry); read it again after the next interval.
+                    logger.warning(
+                        "could not refresh rules and model (%s); using those read "
+                        "%.0f s ago",
+                        exc,
+                        time.monotonic() - self._loaded_at,
+                    )
                 self._loaded_at = time.monotonic()
             return self._config
 
@@ -511,7 +536,12 @@ def _judge(prepared: Sequence[_Prepared], config: ScoringConfig) -> list[Verdict
     )
     verdicts = []
     now = time.time()
+    merchant_fraud = config.merchant_fraud
     for item, model_output in zip(prepared, model_outputs, strict=True):
+        if merchant_fraud:
+            item.row.merchant_confirmed_fraud = merchant_fraud.get(
+                item.message.merchant_id, 0
+            )
         fired = []
         for rule in config.rules:
             reason = rule.rule_type.evaluate(item.row, rule.params, model_output)

@@ -70,6 +70,9 @@ class FeatureRow:
     recent_times: list[float]
     channel_novelty: float = 0.0
     new_category: bool = False
+    # Not a model feature: confirmed frauds at this merchant lately, set by the
+    # scorer from analysts' and chargeback labels (detection.merchants).
+    merchant_confirmed_fraud: int = 0
 
     def vector(self) -> list[float]:
         """Return the model's input, in FEATURE_NAMES order."""

@@ -19,6 +19,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 from django.conf import settings
 from django.db import DatabaseError, close_old_connections, connection, transaction
@@ -48,6 +49,7 @@ from transactions.messages import (
     TransactionMessage,
 )
 
+_T = TypeVar("_T")
 logger = logging.getLogger(__name__)
 
 RETRY_BACKOFF_SECONDS = 0.2
@@ -284,10 +286,15 @@ class TransactionStream:
         Offsets are not committed while this retries, so giving up loses nothing:
         the batch is redelivered to whoever consumes the partition next.
         """
+        return self._retrying(lambda: self.batch_store(messages, letters))
+
+    def _retrying(self, attempt_once: Callable[[], _T]) -> _T:
+        """Run a database step, retrying its errors with exponential backoff (see
+        batch_store_retrying); reading the rules for a batch is one such step."""
         attempt = 0
         while True:
             try:
-                return self.batch_store(messages, letters)
+                return attempt_once()
             except DatabaseError as exc:
                 attempt += 1
                 self.report.db_retries += 1
@@ -388,7 +395,7 @@ class TransactionStream:
 
     def batch_process(self, records: Sequence) -> RecordedBatch:
         """Decode, score, store and commit one micro-batch; push its verdicts."""
-        currencies = self.config_provider.current().currencies
+        currencies = self._retrying(lambda: self.config_provider.current().currencies)
         messages, letters = records_decode(records, currencies=currencies)
         recorded = self.batch_store_retrying(messages, letters)
         conflicts = 0

@@ -1,0 +1,52 @@
+"""Merchants with confirmed fraud lately, for the merchant_fraud rule.
+
+Counted from labels (analysts' and chargebacks'), never from the scorer's own
+verdicts (which would feed on themselves): per merchant, the transactions
+scored within the rule's window whose latest label says fraud. Labels are few,
+so this is a small query; it is run again only when a label was added or the
+minute changed.
+"""
+
+from __future__ import annotations
+
+import threading
+from datetime import timedelta
+
+from django.db.models import Count, Max
+from django.utils import timezone
+
+_lock = threading.Lock()
+_cached: tuple[tuple, dict[str, int]] | None = None
+
+
+def merchant_fraud_counts(*, days: float) -> dict[str, int]:
+    """Return merchant_id -> transactions confirmed as fraud in the last `days`."""
+    global _cached
+    from transactions.models import Label
+
+    now = timezone.now()
+    signature = (
+        *Label.objects.aggregate(count=Count("id"), newest=Max("id")).values(),
+        days,
+        now.replace(second=0, microsecond=0),
+    )
+    with _lock:
+        if _cached is not None and _cached[0] == signature:
+            return _cached[1]
+    counts: dict[str, int] = {}
+    seen: set[int] = set()
+    labels = (
+        Label.objects.filter(transaction__scored_at__gte=now - timedelta(days=days))
+        .exclude(transaction__merchant_id="")
+        .latest_first()
+        .values_list("transaction_id", "transaction__merchant_id", "is_fraud")
+    )
+    for pk, merchant_id, is_fraud in labels:
+        if pk in seen:  # an older label of a transaction already counted
+            continue
+        seen.add(pk)
+        if is_fraud:
+            counts[merchant_id] = counts.get(merchant_id, 0) + 1
+    with _lock:
+        _cached = (signature, counts)
+    return counts
