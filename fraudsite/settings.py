@@ -391,6 +391,9 @@ for _scope, _rate in API_THROTTLE_RATES.items():
             f"API_THROTTLE_{_scope.upper()}_RATE must look like 100/s, 600/min, "
             f"5000/hour or 50000/day, or be off for no limit; got {_rate!r}."
         )
+# Prometheus scrapes /metrics with `Authorization: Bearer <METRICS_TOKEN>`; unset,
+# only signed-in staff can read it.
+METRICS_TOKEN = env.str("METRICS_TOKEN", default="")
 API_TRANSACTIONS_MAX_PAGE_SIZE = env.int("API_TRANSACTIONS_MAX_PAGE_SIZE", default=500)
 # Most rows one CSV export (GET /api/transactions/export) may hold.
 API_EXPORT_MAX_ROWS = env.int("API_EXPORT_MAX_ROWS", default=100_000)

@@ -9,8 +9,11 @@ from drf_spectacular.views import (
     SpectacularSwaggerView,
 )
 
+from fraudsite.metrics import metrics_view
+
 urlpatterns = [
     path("admin/", admin.site.urls),
+    path("metrics", metrics_view, name="metrics"),
     path("api/", include("detection.urls")),
     path("api/", include("transactions.urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
