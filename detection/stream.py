@@ -52,6 +52,8 @@ from transactions.messages import (
 _T = TypeVar("_T")
 logger = logging.getLogger(__name__)
 
+# A draining consumer (SIGUSR1) stops after polls bring nothing for this long.
+DRAIN_IDLE_SECONDS = 1.0
 RETRY_BACKOFF_SECONDS = 0.2
 RETRY_BACKOFF_MAX_SECONDS = 5.0
 # How often the loop lets Django drop expired or broken connections. Not after every
@@ -188,6 +190,8 @@ class TransactionStream:
         self._progress_at = time.monotonic()
         self._progress_seen = StreamReport()
         self.shutdown = threading.Event()
+        # Set by SIGUSR1: stop once everything on the topic is scored.
+        self.drain = threading.Event()
         self.report = StreamReport()
         self.assigned_once = False
         self._pending: list = []
@@ -222,17 +226,26 @@ class TransactionStream:
     # --- signals ----------------------------------------------------------------
 
     def signals_install(self) -> Callable[[], None]:
-        """Make SIGTERM/SIGINT finish the batch in hand; return a restorer."""
+        """Make SIGTERM/SIGINT finish the batch in hand, and SIGUSR1 consume
+        everything there is, then stop (idle for DRAIN_IDLE_SECONDS); return a
+        restorer."""
         previous = {
             sig: signal.signal(sig, self._signal_received)
             for sig in (signal.SIGTERM, signal.SIGINT)
         }
+        previous[signal.SIGUSR1] = signal.signal(signal.SIGUSR1, self._drain_received)
 
         def restore() -> None:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
 
         return restore
+
+    def _drain_received(self, signum, frame) -> None:
+        logger.info(
+            "SIGUSR1 received: scoring what is left on the topic, then stopping"
+        )
+        self.drain.set()
 
     def _signal_received(self, signum, frame) -> None:
         logger.info(
@@ -510,9 +523,13 @@ class TransactionStream:
                         logger.info("shutdown while retrying; batch left uncommitted")
                         break
                     self.progress_log()
-                elif self.idle_expired(stop_when_idle):
-                    logger.info("caught up and idle for %s s: stopping", stop_when_idle)
-                    break
+                else:
+                    idle = stop_when_idle
+                    if self.drain.is_set():
+                        idle = min(idle or DRAIN_IDLE_SECONDS, DRAIN_IDLE_SECONDS)
+                    if self.idle_expired(idle):
+                        logger.info("caught up and idle for %s s: stopping", idle)
+                        break
         finally:
             if checkpointer is not None:
                 checkpointer.stop()

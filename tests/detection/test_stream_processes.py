@@ -175,6 +175,28 @@ def test_sigterm_finishes_the_batch_commits_and_exits_zero(
     assert Transaction.objects.count() == len(records)
 
 
+def test_sigusr1_scores_everything_left_then_exits_zero(
+    kafka_bootstrap, kafka_topic, consumers
+):
+    """SIGUSR1 (what `make run` sends at shutdown, the embedded broker keeping its
+    log in memory) makes a consumer working through a topic score all of it, in
+    batches smaller than the producer's, and then exit 0 by itself."""
+    records = simulated(6000, seed=29, users=600)
+    produce(kafka_bootstrap, kafka_topic, records)
+    consumer = consumers.start(
+        kafka_topic, group_new(), "--no-push", "--batch-size", "7"
+    )
+    wait_until(
+        lambda: Transaction.objects.count() >= 100 or consumer.poll() is not None,
+        timeout=DEADLINE,
+        what="the consumer to store 100 transactions",
+    )
+    consumer.send_signal(signal.SIGUSR1)
+    assert consumers.wait(consumer, timeout=3 * DEADLINE) == 0, consumers.log(consumer)
+    assert "SIGUSR1 received" in consumers.log(consumer)
+    assert Transaction.objects.count() == len(records)
+
+
 def assigned_partitions(log: str) -> int | None:
     """Return how many partitions the consumer's latest assignment holds."""
     lines = [line for line in log.splitlines() if "partitions assigned:" in line]
