@@ -471,3 +471,22 @@ def test_an_analyst_blocks_a_merchant_from_a_transaction(logged_in_page, score):
     assert later.status == "fraud"
     page.reload()
     expect(page.locator("#list-entries")).to_contain_text("Blocked merchant m-skimmer")
+
+
+def test_the_time_range_applies_to_payment_or_verdict_time(logged_in_page, score):
+    """Payments dated two days ago, scored just now: "the last hour" by payment
+    time holds none of them, by verdict time all of them."""
+    old = (datetime.now(UTC) - timedelta(days=2)).isoformat()
+    score(*(message(user_id=f"late-{i}", timestamp=old) for i in range(2)))
+    hour_ago = (datetime.now(UTC) - timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M:%S")
+    page = logged_in_page
+    page.goto("/transactions/")
+    expect(_rows(page)).to_have_count(2)
+    page.get_by_label("From (UTC)").fill(hour_ago)
+    page.get_by_role("button", name="Apply").click()
+    expect(page.locator("#txn-rows tr.empty")).to_have_text("No transactions match.")
+    expect(_rows(page)).to_have_count(0)
+    page.get_by_label("Time of").select_option("scored")
+    page.get_by_role("button", name="Apply").click()
+    expect(_rows(page)).to_have_count(2)
+    assert "time=scored" in page.url

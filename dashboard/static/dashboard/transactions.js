@@ -20,7 +20,7 @@
   const olderButton = document.getElementById("page-older");
   const newerButton = document.getElementById("page-newer");
   const PAGE = Number(wrap.dataset.pageSize) || 50;
-  const FILTER_FIELDS = ["status", "user_id", "rule", "label", "min_amount", "max_amount", "since", "until"];
+  const FILTER_FIELDS = ["status", "user_id", "rule", "label", "min_amount", "max_amount", "time", "since", "until"];
 
   const state = {
     filters: {},
@@ -72,8 +72,10 @@
     for (const name of ["user_id", "rule", "label", "min_amount", "max_amount"]) {
       if (f[name]) params.append(name, f[name]);
     }
-    if (f.since) params.append("since", utcParam(f.since));
-    if (f.until) params.append("until", utcParam(f.until));
+    // "Time of: the verdict" filters by scored_at instead of the event time.
+    const prefix = f.time === "scored" ? "scored_" : "";
+    if (f.since) params.append(prefix + "since", utcParam(f.since));
+    if (f.until) params.append(prefix + "until", utcParam(f.until));
     return API + "?" + params.toString();
   }
 
@@ -96,7 +98,7 @@
     const amount = Number(verdict.amount_base != null ? verdict.amount_base : verdict.amount);
     if (f.min_amount && amount < Number(f.min_amount)) return false;
     if (f.max_amount && amount > Number(f.max_amount)) return false;
-    const when = new Date(verdict.timestamp).getTime();
+    const when = new Date(f.time === "scored" ? verdict.scored_at : verdict.timestamp).getTime();
     if (f.since && when < new Date(utcParam(f.since)).getTime()) return false;
     if (f.until && when >= new Date(utcParam(f.until)).getTime()) return false;
     return true;
