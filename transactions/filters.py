@@ -64,10 +64,16 @@ class TransactionFilter(django_filters.FilterSet):
     rule = django_filters.CharFilter(method="filter_rule", label="Rule code fired")
     # In BASE_CURRENCY, as the rules compare amounts (Transaction.amount_base).
     min_amount = django_filters.NumberFilter(
-        field_name="amount_base", lookup_expr="gte", label="Min amount (base currency)"
+        field_name="amount_base",
+        lookup_expr="gte",
+        label="Min amount (base currency)",
+        min_value=0,
     )
     max_amount = django_filters.NumberFilter(
-        field_name="amount_base", lookup_expr="lte", label="Max amount (base currency)"
+        field_name="amount_base",
+        lookup_expr="lte",
+        label="Max amount (base currency)",
+        min_value=0,
     )
     # The review queue: `label=none` with status=suspicious is what is left to do.
     label = django_filters.ChoiceFilter(
