@@ -330,15 +330,20 @@ class AlertDeliveryAdmin(admin.ModelAdmin):
     def has_delete_permission(self, request, obj=None):
         return False
 
-    @admin.action(description="Retry now (failed or pending deliveries)")
+    @admin.action(description="Retry now (failed deliveries)")
     def retry_now(self, request, queryset):
-        """Make the selected undelivered ones due now (a failed one gets one
-        more attempt)."""
-        count = queryset.exclude(state=AlertDelivery.State.DELIVERED).update(
+        """Make the selected failed ones due now, for one more attempt each.
+
+        Pending ones are left to their schedule: one may be in flight (claimed
+        by a sender), and making it due again would send it twice at once.
+        """
+        count = queryset.filter(state=AlertDelivery.State.FAILED).update(
             state=AlertDelivery.State.PENDING, next_attempt_at=timezone.now()
         )
         self.message_user(
-            request, f"{count} deliveries due now; Celery sends them within seconds."
+            request,
+            f"{count} failed deliveries due now; Celery sends them within "
+            "seconds (pending ones keep their schedule).",
         )
 
 

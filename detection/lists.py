@@ -39,15 +39,23 @@ class Lists:
     def __bool__(self) -> bool:
         return bool(self.entries)
 
-    def hits(self, message, now_epoch: float) -> list[ListHit]:
-        """Return the entries matching this message, blocks first."""
+    def hits(
+        self, message, now_epoch: float, *, country: str | None = None
+    ) -> list[ListHit]:
+        """Return the entries matching this message, blocks first.
+
+        `country` is the one the scorer resolved (from the message, or from its
+        location when the message has none): a Lagos payment without a country
+        field still meets a block on NG.
+        """
         found = []
         for kind, field in KIND_FIELDS:
-            value = getattr(message, field, "") or ""
+            if kind == "country":
+                value = (country or message.country or "").upper()
+            else:
+                value = getattr(message, field, "") or ""
             if not value:
                 continue
-            if kind == "country":
-                value = value.upper()
             entry = self.entries.get((kind, value))
             if entry is None:
                 continue

@@ -232,8 +232,9 @@ class Verdict:
 
     @property
     def reason_codes(self) -> list[str]:
-        """Return the codes of the rules that fired."""
-        return [reason["code"] for reason in self.reasons]
+        """Return the codes of the rules that fired, each once (a card, merchant
+        and country all blocked are three reasons of one code)."""
+        return list(dict.fromkeys(reason["code"] for reason in self.reasons))
 
     @property
     def features(self) -> dict:
@@ -562,7 +563,7 @@ def _judge(prepared: Sequence[_Prepared], config: ScoringConfig) -> list[Verdict
             notes.append(NOTE_RULES_ONLY)
         listed = []
         if config.lists:
-            hits = config.lists.hits(item.message, now)
+            hits = config.lists.hits(item.message, now, country=item.country)
             if hits:
                 risk, status, listed = _lists_apply(hits, risk, status, notes)
         verdicts.append(

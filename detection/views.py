@@ -32,6 +32,7 @@ from detection.services import (
 )
 from detection.state import UserState
 from fraudsite.permissions import permission_required
+from fraudsite.throttling import AnonThrottle, PredictThrottle
 from transactions.models import Transaction
 from transactions.selectors import transaction_get, user_transactions_recent
 from transactions.serializers import TransactionSerializer
@@ -104,6 +105,10 @@ class PredictView(APIView):
     another payment (user, amount or currency differ) is a 409. Recording moves the
     card's profile, so it takes the "add transaction" permission.
     """
+
+    # Its own limit (API_THROTTLE_PREDICT_RATE, off by default), not the general
+    # per-user one: payments scored here are not a script to slow down.
+    throttle_classes = [PredictThrottle, AnonThrottle]
 
     permission_classes = permission_required("transactions.add_transaction")
 

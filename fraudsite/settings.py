@@ -382,6 +382,8 @@ API_THROTTLE_RATES = {
     for scope, rate in (
         ("user", env.str("API_THROTTLE_USER_RATE", default="200/s")),
         ("anon", env.str("API_THROTTLE_ANON_RATE", default="20/s")),
+        # POST /api/predict has its own limit, off by default (a gateway's token).
+        ("predict", env.str("API_THROTTLE_PREDICT_RATE", default="off")),
     )
 }
 _throttle_rate = re.compile(r"\d+/(s|sec|second|m|min|minute|h|hour|d|day)")

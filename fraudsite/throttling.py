@@ -49,3 +49,11 @@ class UserThrottle(_SettingsRateMixin, UserRateThrottle):
 
 class AnonThrottle(_SettingsRateMixin, AnonRateThrottle):
     """Requests per client address without credentials, scope "anon"."""
+
+
+class PredictThrottle(_SettingsRateMixin, UserRateThrottle):
+    """POST /api/predict per signed-in user, scope "predict" (off by default: a
+    gateway scoring its payments through one token must not be cut off by the
+    general per-user limit; set API_THROTTLE_PREDICT_RATE to cap it)."""
+
+    scope = "predict"

@@ -68,6 +68,25 @@ def test_a_forwarded_for_header_does_not_make_a_new_client(fresh_cache):
     assert codes == [200, 200, 429]
 
 
+def test_predict_has_its_own_limit_off_by_default(fresh_cache, staff_user):
+    """A gateway scoring payments through one token is not cut off by the general
+    per-user limit; API_THROTTLE_PREDICT_RATE caps /api/predict when set."""
+    client = APIClient()
+    client.force_authenticate(staff_user)
+
+    def predict(n: int) -> int:
+        payload = {"transaction_id": f"p-{n}", "user_id": "gw", "amount": "5.00"}
+        return client.post("/api/predict", payload, format="json").status_code
+
+    with override_settings(API_THROTTLE_RATES={"user": "2/min", "predict": None}):
+        assert [predict(n) for n in range(4)] == [201] * 4
+        assert client.get("/api/transactions").status_code == 200
+        assert client.get("/api/transactions").status_code == 200
+        assert client.get("/api/transactions").status_code == 429
+    with override_settings(API_THROTTLE_RATES={"user": None, "predict": "2/min"}):
+        assert [predict(n) for n in range(10, 13)] == [201, 201, 429]
+
+
 def test_no_rate_means_no_limit(fresh_cache, django_user_model):
     client = _client_for(django_user_model, "unlimited")
     with override_settings(API_THROTTLE_RATES={"user": "", "anon": ""}):
@@ -107,4 +126,6 @@ def test_rates_are_read_from_the_environment():
     result = settings_value(
         "s.API_THROTTLE_RATES", DEBUG="1", API_THROTTLE_USER_RATE="5000/hour"
     )
-    assert result.stdout.strip() == "{'user': '5000/hour', 'anon': '20/s'}"
+    assert result.stdout.strip() == (
+        "{'user': '5000/hour', 'anon': '20/s', 'predict': None}"
+    )

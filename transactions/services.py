@@ -32,20 +32,13 @@ def tallies_add(*, rows: Sequence[Mapping[str, Any]]) -> None:
     """Add the verdicts to the tallies of the minute they were scored in: by
     status (VerdictTally) and by reason code (ReasonTally)."""
     per_minute: dict = {}
-    reasons: Counter = Counter()
-    flagged: Counter = Counter()
     for row in rows:
         minute = row["scored_at"].replace(second=0, microsecond=0)
         per_minute.setdefault(minute, Counter())[row["status"]] += 1
-        codes = row.get("reason_codes")
-        if codes:
-            for code in codes.split():
-                reasons[minute, code] += 1
-                if row["status"] != Transaction.Status.LEGIT:
-                    flagged[minute, code] += 1
-    if reasons:
-        _reason_tallies_add(reasons, flagged)
-    for minute, counts in per_minute.items():
+    reason_tallies_add(rows=rows)
+    # Rows in one order (minute, code) for every writer: two batches upserting
+    # the same rows in opposite orders deadlock on PostgreSQL.
+    for minute, counts in sorted(per_minute.items()):
         # get_or_create absorbs the insert race between two writers (it retries the
         # get on IntegrityError); the F() update then increments atomically.
         VerdictTally.objects.get_or_create(minute=minute)
@@ -80,8 +73,22 @@ def label_create(
         )
 
 
-def _reason_tallies_add(fired: Counter, flagged: Counter) -> None:
-    """Upsert (minute, code) counts in one statement: insert, or add to the row."""
+def reason_tallies_add(*, rows: Sequence[Mapping[str, Any]]) -> None:
+    """Add the rows' reason codes to the per-minute ReasonTally (fired, and fired
+    in a flagged verdict): one statement, inserting or adding to each row."""
+    fired: Counter = Counter()
+    flagged: Counter = Counter()
+    for row in rows:
+        codes = row.get("reason_codes")
+        if not codes:
+            continue
+        minute = row["scored_at"].replace(second=0, microsecond=0)
+        for code in codes.split():
+            fired[minute, code] += 1
+            if row["status"] != Transaction.Status.LEGIT:
+                flagged[minute, code] += 1
+    if not fired:
+        return
     table = connection.ops.quote_name(ReasonTally._meta.db_table)
     with connection.cursor() as cursor:
         cursor.executemany(
@@ -96,6 +103,6 @@ def _reason_tallies_add(fired: Counter, flagged: Counter) -> None:
                     count,
                     flagged[minute, code],
                 )
-                for (minute, code), count in fired.items()
+                for (minute, code), count in sorted(fired.items())
             ],
         )

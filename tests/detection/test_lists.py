@@ -87,6 +87,33 @@ def test_block_wins_over_allow_and_countries_match_in_any_case():
     assert "country KP is on the block list: OFAC" in str(stored["sanctioned"].reasons)
 
 
+def test_a_country_block_meets_a_payment_known_only_by_its_city():
+    """No country field, a location: the scorer's resolved country is matched."""
+    ListEntry.objects.create(kind="country", value="NG", action="block", note="test")
+    message = TransactionMessage(
+        transaction_id="lagos",
+        user_id="card-5",
+        amount=Decimal("20.00"),
+        timestamp=T0,
+        location="Lagos",
+    )
+    assert _score(message)["lagos"].status == "fraud"
+
+
+def test_several_blocks_are_reasons_of_one_code_counted_once():
+    from transactions.models import ReasonTally
+
+    for kind, value in (("card", "card-3"), ("merchant", "m-3"), ("country", "FR")):
+        ListEntry.objects.create(kind=kind, value=value, action="block", note=kind)
+    stored = _score(
+        _message("all-blocked", user="card-3", merchant="m-3", country="FR")
+    )
+    blocked = stored["all-blocked"]
+    assert [r["code"] for r in blocked.reasons].count("blocklist") == 3
+    assert blocked.reason_codes.split() == ["blocklist"]
+    assert ReasonTally.objects.get(code="blocklist").fired == 1
+
+
 def test_an_expired_entry_no_longer_applies():
     ListEntry.objects.create(
         kind="card",

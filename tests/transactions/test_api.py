@@ -130,6 +130,18 @@ def test_cursor_pages_sorted_by_a_column_of_equal_values_walk_everything_once(
     assert len(seen) == 1500 == len(set(seen))
     statuses = Transaction.objects.values_list("status", flat=True)
     assert max(Counter(statuses).values()) > 1000
+    # Seeded rows are in the reason tallies too (the rule performance panel).
+    from django.db.models import Sum
+
+    from transactions.models import ReasonTally
+
+    codes = Counter(
+        code
+        for text in Transaction.objects.values_list("reason_codes", flat=True)
+        for code in text.split()
+    )
+    tallied = dict(ReasonTally.objects.values_list("code").annotate(n=Sum("fired")))
+    assert codes and tallied == dict(codes)
 
 
 def _cursor(query: str) -> str:

@@ -17,6 +17,7 @@ from tqdm import tqdm
 from detection.rules import RULE_TYPES
 from transactions.bulk import rows_insert
 from transactions.models import Transaction, VerdictTally, reason_codes_text
+from transactions.services import reason_tallies_add
 
 CITIES = (
     ("Hyderabad", 17.385, 78.4867, "IN"),
@@ -151,6 +152,7 @@ class Command(BaseCommand):
                 ]
                 with transaction.atomic():
                     rows_insert(model=Transaction, rows=rows)
+                    reason_tallies_add(rows=rows)
                 for row in rows:
                     minute = row["scored_at"].replace(second=0, microsecond=0)
                     tallies.setdefault(minute, Counter())[row["status"]] += 1
