@@ -7,8 +7,15 @@ pytest_plugins = ["tests.services"]
 
 @pytest.fixture(autouse=True)
 def _fresh_scoring_provider(monkeypatch):
-    """Give each test its own process-wide scoring config (it caches for 2 s)."""
+    """Give each test its own process-wide scoring config (it caches for 2 s),
+    and its own list and merchant caches (keyed on counters a rolled-back test
+    database sets back, which production never does)."""
+    from detection.lists import lists_cache_clear
+    from detection.merchants import merchant_fraud_cache_clear
+
     monkeypatch.setattr("detection.scoring._provider", None)
+    lists_cache_clear()
+    merchant_fraud_cache_clear()
 
 
 @pytest.fixture(autouse=True)

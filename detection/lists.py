@@ -1,8 +1,9 @@
 """Block and allow lists (ListEntry) as the scoring core applies them.
 
 Scorers re-read their config every DETECTION_CONFIG_REFRESH_SECONDS; the lists
-are read again only when they changed (their count, newest id or latest edit),
-so a list of many cards costs one aggregate query per refresh, not a reload.
+are read again only when they changed (ListsVersion, a counter every save and
+delete of an entry moves), so a list of many cards costs one one-row query per
+refresh, not a reload.
 """
 
 from __future__ import annotations
@@ -10,8 +11,6 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass
 from datetime import datetime
-
-from django.db.models import Count, Max
 
 LIST_BLOCK_CODE = "blocklist"
 LIST_BLOCK_LABEL = "Block list"
@@ -70,33 +69,25 @@ class Lists:
 EMPTY = Lists({})
 
 _lock = threading.Lock()
-_cached: tuple[tuple, Lists] | None = None
+_cached: tuple[tuple | None, Lists] | None = None
 
 
 def lists_current() -> Lists:
     """Return the lists from the database, reloaded only when they changed."""
     global _cached
-    from detection.models import ListEntry
+    from detection.models import ListEntry, ListsVersion
 
-    signature = tuple(
-        ListEntry.objects.aggregate(
-            count=Count("id"), newest=Max("id"), edited=Max("updated_at")
-        ).values()
-    )
+    signature = ListsVersion.objects.filter(pk=1).values_list("version").first()
     with _lock:
         if _cached is not None and _cached[0] == signature:
             return _cached[1]
-    if not signature[0]:
-        lists = EMPTY
-    else:
-        lists = Lists(
-            {
-                (kind, value): (action, note, _epoch(expires))
-                for kind, value, action, note, expires in ListEntry.objects.values_list(
-                    "kind", "value", "action", "note", "expires_at"
-                )
-            }
+    entries = {
+        (kind, value): (action, note, _epoch(expires))
+        for kind, value, action, note, expires in ListEntry.objects.values_list(
+            "kind", "value", "action", "note", "expires_at"
         )
+    }
+    lists = Lists(entries) if entries else EMPTY
     with _lock:
         _cached = (signature, lists)
     return lists
@@ -104,3 +95,10 @@ def lists_current() -> Lists:
 
 def _epoch(moment: datetime | None) -> float | None:
     return None if moment is None else moment.timestamp()
+
+
+def lists_cache_clear() -> None:
+    """Forget the loaded lists (tests: a rolled-back database reuses versions)."""
+    global _cached
+    with _lock:
+        _cached = None

@@ -2,9 +2,10 @@
 
 Counted from labels (analysts' and chargebacks'), never from the scorer's own
 verdicts (which would feed on themselves): per merchant, the transactions
-scored within the rule's window whose latest label says fraud. Labels are few,
-so this is a small query; it is run again only when a label was added or the
-minute changed.
+confirmed as fraud within the rule's window, by when the label was given (a
+chargeback arrives weeks after the payment), whose latest label still says
+fraud. Labels are few, so this is a small query; it is run again only when a
+label was added or the minute changed.
 """
 
 from __future__ import annotations
@@ -35,18 +36,30 @@ def merchant_fraud_counts(*, days: float) -> dict[str, int]:
             return _cached[1]
     counts: dict[str, int] = {}
     seen: set[int] = set()
+    since = now - timedelta(days=days)
     labels = (
-        Label.objects.filter(transaction__scored_at__gte=now - timedelta(days=days))
+        Label.objects.filter(
+            transaction__in=Label.objects.filter(
+                is_fraud=True, created_at__gte=since
+            ).values("transaction_id")
+        )
         .exclude(transaction__merchant_id="")
         .latest_first()
         .values_list("transaction_id", "transaction__merchant_id", "is_fraud")
     )
     for pk, merchant_id, is_fraud in labels:
-        if pk in seen:  # an older label of a transaction already counted
+        if pk in seen:  # an older label of a transaction already judged
             continue
         seen.add(pk)
-        if is_fraud:
+        if is_fraud:  # its latest label: a later "legit" takes it back
             counts[merchant_id] = counts.get(merchant_id, 0) + 1
     with _lock:
         _cached = (signature, counts)
     return counts
+
+
+def merchant_fraud_cache_clear() -> None:
+    """Forget the counts (tests: a rolled-back database reuses label ids)."""
+    global _cached
+    with _lock:
+        _cached = None

@@ -396,3 +396,27 @@ class ListEntry(models.Model):
                 raise ValidationError({"value": "A country is two letters, e.g. FR."})
         if not self.value:
             raise ValidationError({"value": "Required."})
+
+
+class ListsVersion(models.Model):
+    """One row whose number grows with every change of a ListEntry.
+
+    Scorers reload the lists when it moved (detection.lists). A counter, not the
+    newest `updated_at`: an edit that commits after a later-stamped one (or comes
+    from a host with a slower clock) would not move a maximum of timestamps.
+    """
+
+    version = models.BigIntegerField(default=0)
+
+    def __str__(self) -> str:
+        return f"lists version {self.version}"
+
+
+def _lists_version_bump(**kwargs) -> None:
+    updated = ListsVersion.objects.filter(pk=1).update(version=models.F("version") + 1)
+    if not updated:
+        ListsVersion.objects.get_or_create(pk=1, defaults={"version": 1})
+
+
+models.signals.post_save.connect(_lists_version_bump, sender=ListEntry)
+models.signals.post_delete.connect(_lists_version_bump, sender=ListEntry)

@@ -40,6 +40,8 @@ class RuleType:
     weight: float
     params: dict[str, Param]
     evaluate: Callable[[FeatureRow, dict[str, Any], tuple | None], dict | None]
+    # Whether a new deployment scores with it before anyone enables it in admin.
+    enabled_by_default: bool = True
 
     def params_defaults(self) -> dict[str, Any]:
         """Return the default parameters."""
@@ -210,7 +212,7 @@ def _merchant_fraud(row: FeatureRow, p: dict, _model: tuple | None) -> dict | No
     return {
         "detail": (
             f"{count} transactions at this merchant confirmed as fraud in the last "
-            f"{p['days']:g} days (from {p['min_confirmed']})"
+            f"{p['days']:g} days (the rule fires from {p['min_confirmed']})"
         ),
         "values": {
             "confirmed_fraud": count,
@@ -315,11 +317,13 @@ RULE_TYPES: dict[str, RuleType] = {
                 "min_confirmed": Param(
                     int, 1, 10000, 3, "confirmed frauds at the merchant"
                 ),
-                "days": Param(
-                    float, 1, 365, 14.0, "days of scoring time the labels count for"
-                ),
+                "days": Param(float, 1, 365, 14.0, "days back that fraud labels count"),
             },
             evaluate=_merchant_fraud,
+            # A count, not a rate: at a very busy merchant three chargebacks in
+            # two weeks would flag everything. Enabled by an admin who has set
+            # min_confirmed for the volume of their merchants.
+            enabled_by_default=False,
         ),
         RuleType(
             code=MODEL_ANOMALY,

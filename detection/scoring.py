@@ -91,6 +91,7 @@ def scoring_config_defaults(*, model: LoadedModel | None = None) -> ScoringConfi
         rules=tuple(
             ActiveRule(rule_type, rule_type.params_defaults(), rule_type.weight)
             for rule_type in RULE_TYPES.values()
+            if rule_type.enabled_by_default
         ),
         suspicious_threshold=0.5,
         fraud_threshold=0.8,

@@ -713,6 +713,7 @@ def rules_seed_defaults() -> None:
                 "description": rule_type.description,
                 "weight": rule_type.weight,
                 "params": rule_type.params_defaults(),
+                "enabled": rule_type.enabled_by_default,
             },
         )
     DecisionThresholds.objects.get_or_create(

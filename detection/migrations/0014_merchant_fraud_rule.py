@@ -11,7 +11,8 @@ RULE = {
     ),
     "weight": 0.5,
     "params": {"min_confirmed": 3, "days": 14.0},
-    "enabled": True,
+    # Off until an admin sets min_confirmed for their merchants' volume.
+    "enabled": False,
 }
 
 

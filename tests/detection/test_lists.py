@@ -128,12 +128,27 @@ def test_an_expired_entry_no_longer_applies():
 def test_the_lists_are_reloaded_only_when_they_change(django_assert_num_queries):
     ListEntry.objects.create(kind="card", value="a", action="block", note="x")
     first = lists_current()
-    with django_assert_num_queries(1):  # the signature only
+    with django_assert_num_queries(1):  # the version only
         assert lists_current() is first
     ListEntry.objects.create(kind="card", value="b", action="block", note="y")
     assert ("card", "b") in lists_current().entries
     ListEntry.objects.filter(value="a").delete()
     assert ("card", "a") not in lists_current().entries
+
+
+def test_an_edit_stamped_earlier_than_the_newest_is_still_seen():
+    """An edit that commits after a later-stamped one (slow transaction, another
+    host's clock) changes no maximum of timestamps; the version counter moves."""
+    from datetime import timedelta
+
+    early = ListEntry.objects.create(kind="card", value="a", action="allow", note="x")
+    ListEntry.objects.create(kind="card", value="b", action="block", note="y")
+    assert lists_current().entries["card", "a"][0] == "allow"
+    stamped = early.updated_at - timedelta(hours=1)
+    early.action = "block"
+    early.save()
+    ListEntry.objects.filter(pk=early.pk).update(updated_at=stamped)
+    assert lists_current().entries["card", "a"][0] == "block"
 
 
 def test_what_if_shows_a_block_before_it_happens(api_client):

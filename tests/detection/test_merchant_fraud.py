@@ -21,6 +21,13 @@ pytestmark = pytest.mark.django_db
 T0 = datetime(2026, 3, 1, 9, 0, tzinfo=UTC)
 
 
+@pytest.fixture(autouse=True)
+def _rule_enabled():
+    """Off in a new deployment (a count, not a rate); these tests switch it on."""
+    assert not Rule.objects.get(code="merchant_fraud").enabled
+    Rule.objects.filter(code="merchant_fraud").update(enabled=True)
+
+
 def _score(tid: str, merchant: str, user: str | None = None) -> Transaction:
     message = TransactionMessage(
         transaction_id=tid,
@@ -65,12 +72,23 @@ def test_legit_labels_and_relabels_do_not_count():
     assert _score("relabelled-next", "m-relabelled").status == "legit"
 
 
-def test_only_frauds_scored_within_the_window_count():
+def test_only_frauds_confirmed_within_the_window_count():
+    """The window runs on when the label was given: a chargeback weeks after an
+    old payment counts now; confirmations older than `days` do not."""
+    from transactions.models import Label
+
     _confirm_frauds("m-old", 3)
     Transaction.objects.filter(merchant_id="m-old").update(
-        scored_at=datetime.now(UTC) - timedelta(days=30)
+        scored_at=datetime.now(UTC) - timedelta(days=60)
     )
-    assert _score("old-next", "m-old").status == "legit"
+    assert _score("old-payments-new-labels", "m-old").status == "suspicious"
+    Label.objects.filter(transaction__merchant_id="m-old").update(
+        created_at=datetime.now(UTC) - timedelta(days=30)
+    )
+    from detection.merchants import merchant_fraud_cache_clear
+
+    merchant_fraud_cache_clear()  # (a label edit behind the app's back)
+    assert _score("old-labels", "m-old").status == "legit"
 
 
 def test_a_disabled_rule_reads_no_labels():
