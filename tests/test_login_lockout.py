@@ -61,3 +61,17 @@ def test_the_admin_lists_attempts_for_an_admin_to_lift(analyst, admin_client):
     page = admin_client.get("/admin/axes/accessattempt/")
     assert page.status_code == 200
     assert b"analyst" in page.content
+
+
+@override_settings(AXES_FAILURE_LIMIT=3)
+def test_behind_a_proxy_the_lockout_is_per_client_not_per_proxy(analyst, settings):
+    """Behind one proxy (NUM_PROXIES=1) every request comes from the proxy's
+    address: the lockout keys on the address the proxy forwarded, so a guesser
+    does not lock the real user out."""
+    settings.REST_FRAMEWORK = {**settings.REST_FRAMEWORK, "NUM_PROXIES": 1}
+    guesser = Client(HTTP_X_FORWARDED_FOR="203.0.113.9", REMOTE_ADDR="10.0.0.1")
+    for _ in range(3):
+        _sign_in(guesser, "/accounts/login/", "analyst", "guess")
+    assert _sign_in(guesser, "/accounts/login/", "analyst", PASSWORD).status_code == 429
+    owner = Client(HTTP_X_FORWARDED_FOR="198.51.100.7", REMOTE_ADDR="10.0.0.1")
+    assert _sign_in(owner, "/accounts/login/", "analyst", PASSWORD).status_code == 302
