@@ -7,6 +7,7 @@ import threading
 from datetime import UTC, datetime
 
 from django.conf import settings
+from django.contrib.admin.models import ADDITION, CHANGE, DELETION, LogEntry
 from django.db import IntegrityError, connection
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import status, viewsets
@@ -242,5 +243,31 @@ class ListEntryViewSet(viewsets.ModelViewSet):
     filterset_fields = ["kind", "action", "value"]
     pagination_class = None
 
+    # Changes through the API land in the admin's change log beside those made
+    # in admin (who, when, old -> new), as every list decision should.
     def perform_create(self, serializer):
-        serializer.save(created_by=self.request.user)
+        entry = serializer.save(created_by=self.request.user)
+        self._log(entry, ADDITION, "Added through the API.")
+
+    def perform_update(self, serializer):
+        before = {f: getattr(serializer.instance, f) for f in serializer.validated_data}
+        entry = serializer.save()
+        changes = [
+            f"{name}: {before[name]!r} \u2192 {getattr(entry, name)!r}"
+            for name in before
+            if before[name] != getattr(entry, name)
+        ]
+        self._log(entry, CHANGE, "Changed through the API: " + "; ".join(changes))
+
+    def perform_destroy(self, instance):
+        self._log(instance, DELETION, "Deleted through the API.")
+        instance.delete()
+
+    def _log(self, entry: ListEntry, flag: int, message: str) -> None:
+        LogEntry.objects.log_actions(
+            user_id=self.request.user.pk,
+            queryset=ListEntry.objects.filter(pk=entry.pk),
+            action_flag=flag,
+            change_message=message,
+            single_object=True,
+        )

@@ -219,7 +219,24 @@ def test_the_api_manages_entries_with_permissions_and_clear_errors(
     assert client.post("/api/lists", entry, format="json").status_code == 201
     entry_id = created.json()["id"]
     assert client.delete(f"/api/lists/{entry_id}").status_code == 403
+    changed = api_client.patch(
+        f"/api/lists/{entry_id}", {"action": "allow"}, format="json"
+    )
+    assert changed.status_code == 200, changed.content
     assert api_client.delete(f"/api/lists/{entry_id}").status_code == 204
+
+    # Every change is in the admin's change log, with its author.
+    from django.contrib.admin.models import LogEntry
+
+    logged = [
+        (e.user.username, e.get_change_message())
+        for e in LogEntry.objects.filter(object_id=str(entry_id)).order_by("id")
+    ]
+    assert logged == [
+        ("analyst", "Added through the API."),
+        ("analyst", "Changed through the API: action: 'block' \u2192 'allow'"),
+        ("analyst", "Deleted through the API."),
+    ]
 
 
 def test_admin_adds_an_entry_with_its_author_and_filters_by_rule(admin_client):
