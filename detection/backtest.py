@@ -22,6 +22,7 @@ from sklearn.ensemble import IsolationForest
 from sklearn.metrics import average_precision_score, roc_auc_score
 
 from detection.forest import PackedForest
+from detection.lists import EMPTY as EMPTY_LISTS
 from detection.registry import LoadedModel, forest_train, score_quantiles
 from detection.scoring import (
     ScoringConfig,
@@ -153,16 +154,25 @@ def backtest_run(
     """Train on messages before `train_until`, then score the rest in event order.
 
     `config` supplies rules and thresholds; its model is replaced by the one
-    trained here. `progress` is called with the number of rows just scored.
+    trained here, and the block/allow lists and the merchant_fraud counts are
+    left out: both are today's knowledge (lists made, frauds confirmed after the
+    fact), which would flatter a replay of the past. In the training window a
+    transaction the file labels fraud does not teach its card's profile, as a
+    confirmed fraud does not live. `progress` is called with the number of rows
+    just scored.
     """
     cut = next(
         (i for i, m in enumerate(messages) if m.timestamp >= train_until),
         len(messages),
     )
     train, test = messages[:cut], messages[cut:]
-    matrix, store = features_replay(train, rates=config.rates)
+    matrix, store = features_replay(
+        train, rates=config.rates, learns=[not m.is_fraud for m in train]
+    )
     model = _loaded(forest_train(matrix), matrix) if len(train) else None
-    run_config = dataclasses.replace(config, model=model)
+    run_config = dataclasses.replace(
+        config, model=model, lists=EMPTY_LISTS, merchant_fraud={}
+    )
     verdicts: list[Verdict] = []
     for start in range(0, len(test), BATCH_SIZE):
         batch = test[start : start + BATCH_SIZE]
