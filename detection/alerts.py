@@ -25,9 +25,11 @@ import hashlib
 import hmac
 import json
 import logging
+import threading
 import time
 from collections import Counter
 from collections.abc import Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
 
 import requests
@@ -187,11 +189,26 @@ def _retry_delay(attempts: int) -> timedelta:
     return timedelta(seconds=min(seconds, RETRY_MAX_SECONDS))
 
 
-def _attempt(session: requests.Session, delivery: AlertDelivery) -> str:
-    """Send a claimed delivery once; record and return the outcome."""
-    code, error = alert_post(
-        session, delivery.webhook, alert_body(delivery), str(delivery.id)
+_local = threading.local()
+
+
+def _session() -> requests.Session:
+    """Return this sender thread's HTTP session (kept-alive connections)."""
+    session = getattr(_local, "session", None)
+    if session is None:
+        session = _local.session = requests.Session()
+    return session
+
+
+def _post(delivery: AlertDelivery) -> tuple[int | None, str]:
+    """POST a delivery once (in a sender thread; no database access here)."""
+    return alert_post(
+        _session(), delivery.webhook, alert_body(delivery), str(delivery.id)
     )
+
+
+def _record(delivery: AlertDelivery, code: int | None, error: str) -> str:
+    """Store one attempt's outcome; return the delivery's state after it."""
     now = timezone.now()
     delivery.attempts += 1
     delivery.last_status_code = code
@@ -223,13 +240,12 @@ def _attempt(session: requests.Session, delivery: AlertDelivery) -> str:
     return delivery.state
 
 
-def alert_deliveries_send(*, limit: int = 500) -> dict[str, int]:
-    """Send up to `limit` due deliveries of active webhooks; count the outcomes.
+def _claim(limit: int) -> list[AlertDelivery]:
+    """Claim up to `limit` due deliveries of active webhooks, oldest due first.
 
-    Each is claimed first (its next attempt moved past the request's timeout),
-    so a concurrent sender skips it, and a sender that dies mid-request leaves
-    it to be retried after the claim runs out. Deliveries of a deactivated
-    webhook wait, and go out if it is activated again.
+    A claim moves the next attempt past the request's timeout with a conditional
+    update, so a concurrent sender skips it, and a sender that dies mid-request
+    leaves it to be retried once the claim runs out.
     """
     due = list(
         AlertDelivery.objects.filter(
@@ -240,21 +256,90 @@ def alert_deliveries_send(*, limit: int = 500) -> dict[str, int]:
         .order_by("next_attempt_at")
         .values_list("pk", "next_attempt_at")[:limit]
     )
+    hold = timedelta(seconds=2 * settings.WEBHOOK_TIMEOUT_SECONDS + 60)
+    mine = [
+        pk
+        for pk, due_at in due
+        if AlertDelivery.objects.filter(
+            pk=pk, state=AlertDelivery.State.PENDING, next_attempt_at=due_at
+        ).update(next_attempt_at=timezone.now() + hold)
+    ]
+    return list(
+        AlertDelivery.objects.filter(pk__in=mine)
+        .select_related("webhook")
+        .order_by("created_at")
+    )
+
+
+def _release(deliveries: list[AlertDelivery], until: datetime) -> None:
+    """Hand claimed deliveries back unsent, due at `until` (no attempt counted)."""
+    AlertDelivery.objects.filter(pk__in=[d.pk for d in deliveries]).update(
+        next_attempt_at=until
+    )
+
+
+def alert_deliveries_send(
+    *, limit: int | None = None, budget_seconds: float | None = None
+) -> dict[str, int]:
+    """Send due deliveries of active webhooks; count the outcomes by state.
+
+    Claimed in batches of `limit` (WEBHOOK_SEND_BATCH), POSTed by
+    WEBHOOK_SEND_CONCURRENCY threads at once, until none is due or the run has
+    spent `budget_seconds` (the beat interval): a busy stream's hundreds of
+    alerts a second go out as fast as receivers answer. Per webhook and batch,
+    one delivery goes first: when it fails, the webhook's others are handed
+    back for its next retry time ("deferred", no attempt counted), so a dead or
+    hanging receiver costs one timeout per run, not one per alert, and never
+    holds up the other webhooks. Deliveries of a deactivated webhook wait, and
+    go out if it is activated again. Delivered ones older than
+    WEBHOOK_RETENTION_DAYS are deleted.
+    """
+    limit = limit or settings.WEBHOOK_SEND_BATCH
+    if budget_seconds is None:
+        budget_seconds = settings.WEBHOOK_SEND_INTERVAL_SECONDS
+    deadline = time.monotonic() + budget_seconds
     outcomes: Counter[str] = Counter()
-    claim = timedelta(seconds=2 * settings.WEBHOOK_TIMEOUT_SECONDS + 60)
-    with requests.Session() as session:
-        for pk, due_at in due:
-            claimed = AlertDelivery.objects.filter(
-                pk=pk, state=AlertDelivery.State.PENDING, next_attempt_at=due_at
-            ).update(next_attempt_at=timezone.now() + claim)
-            if not claimed:
-                outcomes["skipped"] += 1
-                continue
-            delivery = AlertDelivery.objects.select_related("webhook").get(pk=pk)
-            outcomes[_attempt(session, delivery)] += 1
-    if due:
+    with ThreadPoolExecutor(settings.WEBHOOK_SEND_CONCURRENCY) as pool:
+        while True:
+            batch = _claim(limit)
+            if not batch:
+                break
+            by_webhook: dict[int, list[AlertDelivery]] = {}
+            for delivery in batch:
+                by_webhook.setdefault(delivery.webhook_id, []).append(delivery)
+            probes = {
+                wid: pool.submit(_post, deliveries[0])
+                for wid, deliveries in by_webhook.items()
+            }
+            rest = []
+            for wid, future in probes.items():
+                first, *others = by_webhook[wid]
+                code, error = future.result()
+                state = _record(first, code, error)
+                outcomes[state] += 1
+                if error and others:
+                    _release(others, first.next_attempt_at)
+                    outcomes["deferred"] += len(others)
+                else:
+                    rest.extend(others)
+            for delivery, future in [(d, pool.submit(_post, d)) for d in rest]:
+                outcomes[_record(delivery, *future.result())] += 1
+            if len(batch) < limit or time.monotonic() >= deadline:
+                break
+    _delivered_prune()
+    if outcomes:
         logger.info("webhooks: %s", dict(outcomes))
     return dict(outcomes)
+
+
+def _delivered_prune(chunk: int = 5000) -> int:
+    """Delete up to `chunk` delivered deliveries past WEBHOOK_RETENTION_DAYS."""
+    cutoff = timezone.now() - timedelta(days=settings.WEBHOOK_RETENTION_DAYS)
+    old = AlertDelivery.objects.filter(
+        state=AlertDelivery.State.DELIVERED, delivered_at__lt=cutoff
+    ).values_list("pk", flat=True)[:chunk]
+    deleted, _ = AlertDelivery.objects.filter(pk__in=list(old)).delete()
+    return deleted
 
 
 def alert_test_send(webhook: AlertWebhook) -> tuple[int | None, str]:

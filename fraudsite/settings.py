@@ -305,16 +305,26 @@ WEBHOOK_SEND_INTERVAL_SECONDS = env.float("WEBHOOK_SEND_INTERVAL_SECONDS", defau
 WEBHOOK_TIMEOUT_SECONDS = env.float("WEBHOOK_TIMEOUT_SECONDS", default=5.0)
 WEBHOOK_MAX_ATTEMPTS = env.int("WEBHOOK_MAX_ATTEMPTS", default=10)
 WEBHOOK_RETRY_BASE_SECONDS = env.float("WEBHOOK_RETRY_BASE_SECONDS", default=30.0)
+# Each send run claims this many at a time and POSTs this many at once.
+WEBHOOK_SEND_BATCH = env.int("WEBHOOK_SEND_BATCH", default=500)
+WEBHOOK_SEND_CONCURRENCY = env.int("WEBHOOK_SEND_CONCURRENCY", default=8)
+# Delivered alerts are kept this long (admin), then deleted; failed ones stay.
+WEBHOOK_RETENTION_DAYS = env.float("WEBHOOK_RETENTION_DAYS", default=30.0)
 if not (
     WEBHOOK_SEND_INTERVAL_SECONDS > 0
     and 0 < WEBHOOK_TIMEOUT_SECONDS <= 60
     and WEBHOOK_MAX_ATTEMPTS >= 1
     and WEBHOOK_RETRY_BASE_SECONDS > 0
+    and WEBHOOK_SEND_BATCH >= 1
+    and 1 <= WEBHOOK_SEND_CONCURRENCY <= 64
+    and WEBHOOK_RETENTION_DAYS > 0
 ):
     raise ImproperlyConfigured(
         "Webhook settings: WEBHOOK_SEND_INTERVAL_SECONDS and "
         "WEBHOOK_RETRY_BASE_SECONDS must be above 0, WEBHOOK_TIMEOUT_SECONDS "
-        "within 0..60 (exclusive of 0) and WEBHOOK_MAX_ATTEMPTS at least 1."
+        "within 0..60 (exclusive of 0), WEBHOOK_MAX_ATTEMPTS and "
+        "WEBHOOK_SEND_BATCH at least 1, WEBHOOK_SEND_CONCURRENCY within 1..64 "
+        "and WEBHOOK_RETENTION_DAYS above 0."
     )
 
 # --- Celery -----------------------------------------------------------------------

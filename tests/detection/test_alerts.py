@@ -40,12 +40,24 @@ class Receiver:
         self.requests: list[tuple[dict, bytes]] = []
         self.status = 200
         self.location = ""
+        self.delay = 0.0  # seconds each answer takes
+        self.in_flight = self.most_in_flight = 0
+        self._lock = threading.Lock()
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self):
                 body = self.rfile.read(int(self.headers["Content-Length"]))
-                receiver.requests.append((dict(self.headers), body))
+                with receiver._lock:
+                    receiver.requests.append((dict(self.headers), body))
+                    receiver.in_flight += 1
+                    receiver.most_in_flight = max(
+                        receiver.most_in_flight, receiver.in_flight
+                    )
+                if receiver.delay:
+                    time.sleep(receiver.delay)  # a slow receiver, not a sync wait
+                with receiver._lock:
+                    receiver.in_flight -= 1
                 self.send_response(receiver.status)
                 if receiver.location:
                     self.send_header("Location", receiver.location)
@@ -280,3 +292,62 @@ def test_admin_sends_a_test_event_and_retries_failed_ones(admin_client, receiver
     refused = admin_client.post(f"/admin/detection/alertwebhook/{webhook.pk}/delete/")
     assert refused.status_code == 403
     assert AlertWebhook.objects.filter(pk=webhook.pk).exists()
+
+
+def _flagged(count: int, prefix: str = "f") -> None:
+    """Store `count` fraud verdicts (huge amounts on cards with some history)."""
+    messages = []
+    for n in range(count):
+        card = f"{prefix}-card-{n}"
+        messages += [_message(f"{card}-{i}", card, "20.00", i) for i in range(6)]
+        messages.append(_message(f"{card}-big", card, "25000.00", 7))
+    _record(messages)
+
+
+def test_deliveries_go_out_several_at_once(receiver):
+    """A busy stream flags hundreds a second: the sender POSTs concurrently
+    (WEBHOOK_SEND_CONCURRENCY), in as many claimed batches as are due."""
+    AlertWebhook.objects.create(name="cases", url=receiver.url)
+    _flagged(12)
+    receiver.delay = 0.2
+    with override_settings(WEBHOOK_SEND_BATCH=5, WEBHOOK_SEND_CONCURRENCY=4):
+        assert alert_deliveries_send(budget_seconds=60) == {"delivered": 12}
+    assert receiver.most_in_flight >= 2
+    assert len({json.loads(body)["id"] for _, body in receiver.requests}) == 12
+
+
+def test_a_hanging_receiver_costs_one_timeout_and_holds_up_no_one(receiver):
+    """One delivery per webhook goes first: when it times out, the webhook's
+    others are handed back unsent (no attempt counted) for its retry time, and
+    the healthy webhook's alerts all go out in the same run."""
+    hanging = Receiver()
+    hanging.delay = 3.0
+    try:
+        AlertWebhook.objects.create(name="slow", url=hanging.url)
+        AlertWebhook.objects.create(name="fine", url=receiver.url)
+        _flagged(4)
+        with override_settings(WEBHOOK_TIMEOUT_SECONDS=0.5):
+            outcome = alert_deliveries_send(budget_seconds=60)
+        assert outcome == {"delivered": 4, "pending": 1, "deferred": 3}
+        assert len(hanging.requests) == 1
+        slow = AlertDelivery.objects.filter(webhook__name="slow")
+        assert sorted(slow.values_list("attempts", flat=True)) == [0, 0, 0, 1]
+        assert not slow.filter(next_attempt_at__lte=timezone.now()).exists()
+        assert "ReadTimeout" in slow.get(attempts=1).last_error
+    finally:
+        hanging.close()
+
+
+def test_delivered_alerts_are_deleted_after_the_retention(receiver):
+    AlertWebhook.objects.create(name="cases", url=receiver.url)
+    _flagged(2)
+    assert alert_deliveries_send() == {"delivered": 2}
+    old, kept = AlertDelivery.objects.order_by("pk")
+    long_ago = timezone.now() - timedelta(days=31)
+    AlertDelivery.objects.filter(pk=old.pk).update(delivered_at=long_ago)
+    # A failed one stays whatever its age: someone should look at it.
+    AlertDelivery.objects.filter(pk=kept.pk).update(
+        state="failed", created_at=long_ago, delivered_at=None
+    )
+    alert_deliveries_send()
+    assert list(AlertDelivery.objects.values_list("pk", flat=True)) == [kept.pk]
