@@ -381,7 +381,10 @@ class TransactionViewSet(viewsets.ReadOnlyModelViewSet):
         API_EXPORT_MAX_ROWS; more is a 400 asking for narrower filters), with
         the rule codes that fired and the latest label. Text cells that a
         spreadsheet would run as a formula (=, +, -, @) are quoted with a
-        leading apostrophe.
+        leading apostrophe. Rows are read in chunks; under ASGI (daphne,
+        runserver) Django still assembles a synchronous stream before sending
+        it, which is one reason for the row limit (100,000 rows: about 2 s and
+        some 20 MB).
         """
         _params_check(request, set())
         queryset = self.filter_queryset(Transaction.objects.with_latest_label())
