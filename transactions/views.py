@@ -383,8 +383,8 @@ class TransactionViewSet(viewsets.ReadOnlyModelViewSet):
         spreadsheet would run as a formula (=, +, -, @) are quoted with a
         leading apostrophe. Rows are read in chunks; under ASGI (daphne,
         runserver) Django still assembles a synchronous stream before sending
-        it, which is one reason for the row limit (100,000 rows: about 2 s and
-        some 20 MB).
+        it, which is one reason for the row limit (`manage.py bench_dashboard`
+        times an export of that many rows).
         """
         _params_check(request, set())
         queryset = self.filter_queryset(Transaction.objects.with_latest_label())

@@ -61,6 +61,7 @@ class Command(BaseCommand):
                     median = self._measure(client, label, path, options["repeat"])
                     if budgeted and median > BUDGET_MS:
                         over_budget.append(label)
+                self._export(client)
                 client.logout()
         finally:
             user.delete()
@@ -68,6 +69,36 @@ class Command(BaseCommand):
             raise CommandError(
                 f"Over the {BUDGET_MS:.0f} ms budget: {', '.join(over_budget)}"
             )
+
+    def _export(self, client: Client) -> None:
+        """Time a CSV export of the newest minutes holding at most the row limit."""
+        from django.conf import settings
+
+        from transactions.models import VerdictTally
+
+        rows, since = 0, None
+        for minute, total in VerdictTally.objects.order_by("-minute").values_list(
+            "minute", "total"
+        ):
+            if rows + total > settings.API_EXPORT_MAX_ROWS:
+                break
+            rows, since = rows + total, minute
+        if since is None:
+            return
+        timings, size = [], 0
+        for _ in range(3):
+            started = time.perf_counter()
+            response = client.get(
+                "/api/transactions/export", {"scored_since": since.isoformat()}
+            )
+            size = sum(len(chunk) for chunk in response.streaming_content)
+            timings.append(time.perf_counter() - started)
+            if response.status_code != 200:
+                raise CommandError(f"export answered {response.status_code}")
+        self.stdout.write(
+            f"CSV export of {rows:,} rows ({size / 1e6:.1f} MB): median "
+            f"{statistics.median(timings):.2f} s of 3 (not budgeted)"
+        )
 
     def _measure(self, client: Client, label: str, path: str, repeat: int) -> float:
         """Time `repeat` requests after one warm-up; print and return the median."""
