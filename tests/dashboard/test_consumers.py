@@ -150,16 +150,12 @@ def test_ping_is_answered(client, staff_user, channel_layer_redis):
     assert async_to_sync(scenario)() == {"type": "pong"}
 
 
-def test_signing_out_stops_the_feed(
-    client, staff_user, channel_layer_redis, monkeypatch
-):
-    """Given an analyst's open socket, when they sign out elsewhere (the session
-    is flushed), the next ping is not answered: the socket closes as signed out
-    and receives no more verdicts."""
+def _closes_after(cookie: str, revoke, monkeypatch) -> dict:
+    """Open the socket on `cookie`, see a ping answered, run `revoke` (sync),
+    ping again and return what the socket sends then."""
     from dashboard import consumers
 
     monkeypatch.setattr(consumers, "SESSION_RECHECK_SECONDS", 0.0)
-    cookie = _session_cookie(client, staff_user)
 
     async def scenario():
         communicator = WebsocketCommunicator(
@@ -169,13 +165,25 @@ def test_signing_out_stops_the_feed(
         assert connected
         await communicator.send_json_to({"type": "ping"})
         assert await communicator.receive_json_from(RECEIVE_TIMEOUT) == {"type": "pong"}
-        await sync_to_async(client.logout)()
+        await sync_to_async(revoke)()
         await communicator.send_json_to({"type": "ping"})
         closed = await communicator.receive_output(RECEIVE_TIMEOUT)
         await communicator.disconnect()
         return closed
 
-    closed = async_to_sync(scenario)()
+    return async_to_sync(scenario)()
+
+
+def test_signing_out_stops_the_feed(
+    client, staff_user, channel_layer_redis, monkeypatch
+):
+    """Given an analyst's open socket, when they sign out elsewhere (the session
+    is flushed), the next ping is not answered: the socket closes as signed out
+    and receives no more verdicts."""
+    from dashboard import consumers
+
+    cookie = _session_cookie(client, staff_user)
+    closed = _closes_after(cookie, client.logout, monkeypatch)
     assert closed == {"type": "websocket.close", "code": consumers.CLOSE_SIGNED_OUT}
 
 
@@ -187,7 +195,6 @@ def test_a_password_change_or_deactivation_stops_the_feed(
     deactivating the account): the open socket closes at its next check."""
     from dashboard import consumers
 
-    monkeypatch.setattr(consumers, "SESSION_RECHECK_SECONDS", 0.0)
     cookie = _session_cookie(client, staff_user)
 
     def revoke_access():
@@ -197,19 +204,5 @@ def test_a_password_change_or_deactivation_stops_the_feed(
             staff_user.is_active = False
         staff_user.save()
 
-    async def scenario():
-        communicator = WebsocketCommunicator(
-            _application(), WS_PATH, headers=_headers(cookie)
-        )
-        connected, _ = await communicator.connect(timeout=RECEIVE_TIMEOUT)
-        assert connected
-        await communicator.send_json_to({"type": "ping"})
-        assert await communicator.receive_json_from(RECEIVE_TIMEOUT) == {"type": "pong"}
-        await sync_to_async(revoke_access)()
-        await communicator.send_json_to({"type": "ping"})
-        closed = await communicator.receive_output(RECEIVE_TIMEOUT)
-        await communicator.disconnect()
-        return closed
-
-    closed = async_to_sync(scenario)()
+    closed = _closes_after(cookie, revoke_access, monkeypatch)
     assert closed == {"type": "websocket.close", "code": consumers.CLOSE_SIGNED_OUT}
