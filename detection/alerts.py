@@ -31,6 +31,7 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
+from urllib.parse import quote
 
 import requests
 from django.conf import settings
@@ -104,6 +105,11 @@ def alert_deliveries_enqueue(
         if not wanted:
             continue
         payload = {key: row[key] for key in PAYLOAD_FIELDS}
+        if settings.SITE_URL:
+            # A link for the receiver's message (Slack, a case tool).
+            payload["url"] = (
+                f"{settings.SITE_URL}/transactions/{quote(row['transaction_id'])}/"
+            )
         deliveries.extend(
             AlertDelivery(
                 webhook_id=webhook_id,

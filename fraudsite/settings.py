@@ -305,6 +305,9 @@ WEBHOOK_SEND_INTERVAL_SECONDS = env.float("WEBHOOK_SEND_INTERVAL_SECONDS", defau
 WEBHOOK_TIMEOUT_SECONDS = env.float("WEBHOOK_TIMEOUT_SECONDS", default=5.0)
 WEBHOOK_MAX_ATTEMPTS = env.int("WEBHOOK_MAX_ATTEMPTS", default=10)
 WEBHOOK_RETRY_BASE_SECONDS = env.float("WEBHOOK_RETRY_BASE_SECONDS", default=30.0)
+# Where analysts open the dashboard (https://fraud.example.com): alerts then carry
+# a link to the transaction's page. Empty: no link.
+SITE_URL = env.str("SITE_URL", default="").rstrip("/")
 # Each send run claims this many at a time and POSTs this many at once.
 WEBHOOK_SEND_BATCH = env.int("WEBHOOK_SEND_BATCH", default=500)
 WEBHOOK_SEND_CONCURRENCY = env.int("WEBHOOK_SEND_CONCURRENCY", default=8)

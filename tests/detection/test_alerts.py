@@ -137,10 +137,20 @@ def test_flagged_verdicts_are_queued_with_the_verdicts_per_webhook(receiver):
     assert delivery.payload["amount"] == "25000.00"
     assert {r["code"] for r in delivery.payload["reasons"]} >= {"huge_amount"}
     assert "is_fraud" not in delivery.payload
+    assert "url" not in delivery.payload  # no SITE_URL, no link
     assert everything.deliveries.count() == 2
 
     _record()  # a replay stores nothing, so queues nothing
     assert AlertDelivery.objects.count() == 3
+
+
+def test_with_site_url_an_alert_links_to_the_transaction(receiver, settings):
+    settings.SITE_URL = "https://fraud.example.com"
+    AlertWebhook.objects.create(name="cases", url=receiver.url)
+    _record()
+    assert AlertDelivery.objects.get().payload["url"] == (
+        "https://fraud.example.com/transactions/a-big/"
+    )
 
 
 def test_no_webhook_means_no_deliveries():
