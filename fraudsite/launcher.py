@@ -205,7 +205,8 @@ def main() -> int:
             "\n" + "=" * 64 + "\n"
             f"  Dashboard  http://127.0.0.1:{port}/\n"
             f"  Admin      http://127.0.0.1:{port}/admin/\n"
-            f"  API        http://127.0.0.1:{port}/api/\n"
+            f"  API        http://127.0.0.1:{port}/api/  (docs: /api/docs/)\n"
+            f"  Metrics    http://127.0.0.1:{port}/metrics  (signed in as staff)\n"
             f"  Login      admin / {password}\n"
             f"  Kafka {broker}   Redis {redis_url}\n"
             "  Ctrl-C stops everything.\n" + "=" * 64 + "\n",
