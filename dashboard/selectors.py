@@ -14,7 +14,12 @@ from datetime import UTC, datetime, timedelta
 from django.db.models import Q, Sum
 
 from detection.geo import city_coordinates, haversine_km
-from detection.lists import LIST_BLOCK_CODE, LIST_BLOCK_LABEL
+from detection.lists import (
+    LIST_ALLOW_CODE,
+    LIST_ALLOW_LABEL,
+    LIST_BLOCK_CODE,
+    LIST_BLOCK_LABEL,
+)
 from detection.models import ListEntry, UserProfile
 from detection.profiles import profile_to_state
 from detection.rules import RULE_TYPES
@@ -125,13 +130,16 @@ def rule_performance(*, window: str, now: datetime | None = None) -> dict:
 def rule_choices() -> list[tuple[str, str]]:
     """Return (code, readable name) of every reason a verdict can give."""
     return [(code, rule.name) for code, rule in RULE_TYPES.items()] + [
-        (LIST_BLOCK_CODE, LIST_BLOCK_LABEL)
+        (LIST_BLOCK_CODE, LIST_BLOCK_LABEL),
+        (LIST_ALLOW_CODE, LIST_ALLOW_LABEL),
     ]
 
 
 def _rule_name(code: str) -> str:
     if code == LIST_BLOCK_CODE:
         return LIST_BLOCK_LABEL
+    if code == LIST_ALLOW_CODE:
+        return LIST_ALLOW_LABEL
     return RULE_TYPES[code].name if code in RULE_TYPES else code
 
 

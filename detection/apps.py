@@ -7,8 +7,10 @@ class DetectionConfig(AppConfig):
 
     def ready(self):
         """Tell the ledger's `rule` filter which codes exist (it cannot import us)."""
-        from detection.lists import LIST_BLOCK_CODE
+        from detection.lists import LIST_ALLOW_CODE, LIST_BLOCK_CODE
         from detection.rules import RULE_TYPES
         from transactions.filters import TransactionFilter
 
-        TransactionFilter.rule_codes = frozenset([*RULE_TYPES, LIST_BLOCK_CODE])
+        TransactionFilter.rule_codes = frozenset(
+            [*RULE_TYPES, LIST_BLOCK_CODE, LIST_ALLOW_CODE]
+        )

@@ -14,6 +14,8 @@ from datetime import datetime
 
 LIST_BLOCK_CODE = "blocklist"
 LIST_BLOCK_LABEL = "Block list"
+LIST_ALLOW_CODE = "allowlist"
+LIST_ALLOW_LABEL = "Allow list"
 
 # The message field each kind of entry matches.
 KIND_FIELDS = (("card", "user_id"), ("merchant", "merchant_id"), ("country", "country"))

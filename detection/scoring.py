@@ -19,7 +19,14 @@ from django.db import DatabaseError
 
 from detection.geo import city_coordinates
 from detection.lists import EMPTY as EMPTY_LISTS
-from detection.lists import LIST_BLOCK_CODE, LIST_BLOCK_LABEL, ListHit, Lists
+from detection.lists import (
+    LIST_ALLOW_CODE,
+    LIST_ALLOW_LABEL,
+    LIST_BLOCK_CODE,
+    LIST_BLOCK_LABEL,
+    ListHit,
+    Lists,
+)
 from detection.registry import LoadedModel, model_active_row, model_load
 from detection.rules import (
     MODEL_ANOMALY,
@@ -230,6 +237,18 @@ class Verdict:
     model_version: str
     notes: list[str] = field(default_factory=list)
     row: FeatureRow | None = None
+    # The status the rules and model gave, before the block and allow lists.
+    rules_status: str = ""
+
+    @property
+    def teaches(self) -> bool:
+        """Whether the transaction teaches its card's profile: not when judged
+        fraud, nor when the allow list overrode a flag of the rules (an allowed
+        4,000 on a 25-a-day card must not make 4,000 look normal once the entry
+        is gone): the profile learns what the rules accepted on their own."""
+        if self.status == STATUS_FRAUD:
+            return False
+        return self.rules_status in ("", self.status)
 
     @property
     def reason_codes(self) -> list[str]:
@@ -517,7 +536,7 @@ def verdicts_score(
             _fold(
                 states[item.message.user_id],
                 item,
-                learn=verdict.status != STATUS_FRAUD,
+                learn=verdict.teaches,
             )
             verdicts[index] = verdict
     return verdicts  # type: ignore[return-value]
@@ -563,6 +582,7 @@ def _judge(prepared: Sequence[_Prepared], config: ScoringConfig) -> list[Verdict
         if config.model is None:
             notes.append(NOTE_RULES_ONLY)
         listed = []
+        rules_status = status
         if config.lists:
             hits = config.lists.hits(item.message, now, country=item.country)
             if hits:
@@ -586,6 +606,7 @@ def _judge(prepared: Sequence[_Prepared], config: ScoringConfig) -> list[Verdict
                 model_version=config.model_version,
                 notes=notes,
                 row=item.row,
+                rules_status=rules_status,
             )
         )
     return verdicts
@@ -623,7 +644,17 @@ def _lists_apply(
         f"judged legit; by the rules and model alone it was {status} at risk "
         f"{risk:.3f}."
     )
-    return risk, STATUS_LEGIT, []
+    # Named as a reason too, so that the table, the export and `rule=allowlist`
+    # show which legit verdicts the list decided.
+    allowed = {
+        "code": LIST_ALLOW_CODE,
+        "label": LIST_ALLOW_LABEL,
+        "weight": 0.0,
+        "detail": f"{hit.kind} {hit.value} is on the allow list: {hit.note} (the "
+        f"rules and model alone: {status} at risk {risk:.3f})",
+        "values": {"kind": hit.kind, "value": hit.value, "rules_status": status},
+    }
+    return risk, STATUS_LEGIT, [allowed]
 
 
 _provider: ScoringConfigProvider | None = None

@@ -110,7 +110,7 @@ def transaction_row(
         "received_at": message.received_at or scored_at,
         "ingest_source": source,
         # verdicts_score folds a transaction into the profile unless judged fraud.
-        "profile_learned": verdict.status != Transaction.Status.FRAUD,
+        "profile_learned": verdict.teaches,
     }
 
 

@@ -75,8 +75,47 @@ def test_an_allowed_card_is_legit_whatever_the_rules_say_with_a_note():
     allowed = stored["big"]
     assert allowed.status == "legit"
     assert allowed.risk_score >= 0.5  # the rules' risk is kept, and explained
-    assert {"large_amount", "huge_amount"} <= {r["code"] for r in allowed.reasons}
+    codes = {r["code"] for r in allowed.reasons}
+    assert {"large_amount", "huge_amount", "allowlist"} <= codes
     assert any("on the allow list (known wholesale buyer)" in n for n in allowed.notes)
+    assert " allowlist " in allowed.reason_codes  # filterable: rule=allowlist
+
+
+def test_an_allowed_payment_the_rules_flag_does_not_teach_the_card():
+    """A card that pays about 25 is allowed for a while, and pays 4,000 twice:
+    both legit by the list, but the card's profile does not learn 4,000, so once
+    the entry is gone a 4,000 spike is flagged as on a card never allowed."""
+    from detection.models import UserProfile
+
+    history = [
+        _message(f"h-{card}-{i}", user=card, amount="25.00")
+        for card in ("allowed", "control")
+        for i in range(6)
+    ]
+    for n, message in enumerate(history):
+        message.timestamp = T0 + timedelta(hours=n)
+    _score(*history)
+    entry = ListEntry.objects.create(
+        kind="card", value="allowed", action="allow", note="trip"
+    )
+    big = [_message(f"big-{i}", user="allowed", amount="4000.00") for i in (1, 2)]
+    for i, message in enumerate(big):
+        message.timestamp = T0 + timedelta(days=1, hours=i)
+    stored = _score(*big)
+    assert {t.status for t in stored.values()} == {"legit"}
+    assert not any(t.profile_learned for t in stored.values())
+    # Counted (velocity) but not learned: the profile knows the six 25s only.
+    profile = UserProfile.objects.get(user_id="allowed")
+    assert (profile.txn_count, profile.learned_count) == (8, 6)
+    entry.delete()
+    probes = []
+    for card in ("allowed", "control"):
+        probe = _message(f"probe-{card}", user=card, amount="4000.00")
+        probe.timestamp = T0 + timedelta(days=2)
+        probes.append(probe)
+    after = _score(*probes)
+    assert after["probe-allowed"].status == after["probe-control"].status != "legit"
+    assert "amount_spike" in after["probe-allowed"].reason_codes
 
 
 def test_block_wins_over_allow_and_countries_match_in_any_case():
