@@ -224,7 +224,11 @@ def list_entries_matching(*, transaction: Transaction) -> list[ListEntry]:
         wanted |= Q(kind="merchant", value=transaction.merchant_id)
     if transaction.country:
         wanted |= Q(kind="country", value=transaction.country.upper())
-    return list(ListEntry.objects.filter(wanted).select_related("created_by"))
+    entries = list(ListEntry.objects.filter(wanted).select_related("created_by"))
+    now = datetime.now(UTC)
+    for entry in entries:
+        entry.expired = entry.expires_at is not None and entry.expires_at <= now
+    return entries
 
 
 def transaction_detail_context(*, transaction: Transaction) -> dict:

@@ -1,5 +1,6 @@
 """Admin: rules and thresholds are editable (validated); the rest is read-only."""
 
+from django import forms
 from django.conf import settings
 from django.contrib import admin, messages
 from django.contrib.admin.models import LogEntry
@@ -379,6 +380,23 @@ class ListEntryAdmin(ChangeValuesAdmin):
     search_fields = ("value", "note")
     readonly_fields = ("created_by", "created_at", "updated_at")
     fields = ("kind", "value", "action", "note", "expires_at", *readonly_fields)
+
+    def get_form(self, request, obj=None, **kwargs):
+        form = super().get_form(request, obj, **kwargs)
+
+        class ListEntryForm(form):
+            def clean_expires_at(self):
+                # As the API: a new expiry in the past would end the entry
+                # before it starts (an unchanged old one may stay as it is).
+                value = self.cleaned_data.get("expires_at")
+                changed = "expires_at" in self.changed_data
+                if value is not None and changed and value <= timezone.now():
+                    raise forms.ValidationError(
+                        "Must be in the future (empty: until removed)."
+                    )
+                return value
+
+        return ListEntryForm
 
     def save_model(self, request, obj, form, change):
         if not change:

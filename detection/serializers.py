@@ -182,6 +182,16 @@ class ListEntrySerializer(serializers.ModelSerializer):
         if self.instance is not None:
             taken = taken.exclude(pk=self.instance.pk)
         existing = taken.first()
+        self.replaces = None
+        if (
+            existing is not None
+            and self.instance is None
+            and existing.expires_at is not None
+            and existing.expires_at <= timezone.now()
+        ):
+            # An expired entry no longer decides anything: a new one replaces it.
+            self.replaces = existing
+            existing = None
         if existing is not None:
             raise serializers.ValidationError(
                 {

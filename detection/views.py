@@ -229,6 +229,13 @@ class ValidateTransactionView(APIView):
         return Response(body)
 
 
+def _shown(value) -> str:
+    """A value as a change log line shows it (times as ISO 8601, UTC)."""
+    if isinstance(value, datetime):
+        return value.astimezone(UTC).isoformat()
+    return repr(value)
+
+
 class ListEntryViewSet(viewsets.ModelViewSet):
     """The block and allow lists: cards, merchants and countries.
 
@@ -246,6 +253,10 @@ class ListEntryViewSet(viewsets.ModelViewSet):
     # Changes through the API land in the admin's change log beside those made
     # in admin (who, when, old -> new), as every list decision should.
     def perform_create(self, serializer):
+        expired = getattr(serializer, "replaces", None)
+        if expired is not None:
+            self._log(expired, DELETION, "Expired; replaced through the API.")
+            expired.delete()
         entry = serializer.save(created_by=self.request.user)
         self._log(entry, ADDITION, "Added through the API.")
 
@@ -253,7 +264,7 @@ class ListEntryViewSet(viewsets.ModelViewSet):
         before = {f: getattr(serializer.instance, f) for f in serializer.validated_data}
         entry = serializer.save()
         changes = [
-            f"{name}: {before[name]!r} \u2192 {getattr(entry, name)!r}"
+            f"{name}: {_shown(before[name])} \u2192 {_shown(getattr(entry, name))}"
             for name in before
             if before[name] != getattr(entry, name)
         ]

@@ -15,8 +15,9 @@ from __future__ import annotations
 import hmac
 
 from django.conf import settings
-from django.db.models import Count, Sum
+from django.db.models import Count, Q, Sum
 from django.http import HttpResponse
+from django.utils import timezone
 from django.views.decorators.http import require_GET
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
@@ -83,11 +84,13 @@ class FraudsiteCollector(Collector):
 
         entries = GaugeMetricFamily(
             "fraudsite_list_entries",
-            "Block and allow list entries.",
+            "Block and allow list entries in force (not expired).",
             labels=["kind", "action"],
         )
+        in_force = Q(expires_at__isnull=True) | Q(expires_at__gt=timezone.now())
         for kind, action, n in (
-            ListEntry.objects.values("kind", "action")
+            ListEntry.objects.filter(in_force)
+            .values("kind", "action")
             .annotate(n=Count("id"))
             .values_list("kind", "action", "n")
         ):

@@ -471,6 +471,11 @@ def test_an_analyst_blocks_a_merchant_from_a_transaction(logged_in_page, score):
     assert later.status == "fraud"
     page.reload()
     expect(page.locator("#list-entries")).to_contain_text("Blocked merchant m-skimmer")
+    # And removes it again from the same page.
+    page.locator("#list-entries").get_by_role("button", name="Remove").click()
+    expect(page.locator("#list-entries")).to_contain_text("on no list")
+    (after,) = score(message(user_id="a-third", merchant_id="m-skimmer"))
+    assert after.status == "legit"
 
 
 def test_the_time_range_applies_to_payment_or_verdict_time(logged_in_page, score):

@@ -289,3 +289,38 @@ def test_admin_adds_an_entry_with_its_author_and_filters_by_rule(admin_client):
     _score(_message("m1-buy", merchant="m-1"))
     listed = admin_client.get("/api/transactions", {"rule": "blocklist"}).json()
     assert [item["transaction_id"] for item in listed["items"]] == ["m1-buy"]
+
+
+def test_an_expired_entry_is_replaced_by_a_new_decision(api_client, admin_client):
+    """Once an entry has expired, the same card can be listed again (the API
+    replaces the expired entry, and logs it); admin refuses a past expiry."""
+    ListEntry.objects.create(
+        kind="card",
+        value="card-8",
+        action="block",
+        note="old case",
+        expires_at=timezone.now() - timedelta(minutes=1),
+    )
+    again = api_client.post(
+        "/api/lists",
+        {"kind": "card", "value": "card-8", "action": "allow", "note": "new case"},
+        format="json",
+    )
+    assert again.status_code == 201, again.content
+    assert list(ListEntry.objects.values_list("action", "note")) == [
+        ("allow", "new case")
+    ]
+    page = admin_client.post(
+        "/admin/detection/listentry/add/",
+        {
+            "kind": "card",
+            "value": "card-9",
+            "action": "block",
+            "note": "n",
+            "expires_at_0": "2020-01-01",
+            "expires_at_1": "00:00:00",
+        },
+    )
+    assert page.status_code == 200
+    assert "Must be in the future" in page.content.decode()
+    assert not ListEntry.objects.filter(value="card-9").exists()

@@ -100,6 +100,9 @@ window.Dash = (function () {
     if (init.body && typeof init.body !== "string") {
       init.body = JSON.stringify(init.body);
       init.headers["Content-Type"] = "application/json";
+    }
+    // Every unsafe method needs the token (a DELETE has no body).
+    if (init.method && init.method.toUpperCase() !== "GET") {
       init.headers["X-CSRFToken"] = csrfToken();
     }
     const response = await fetch(url, init);

@@ -56,12 +56,33 @@
   });
 })();
 
-/* Block or allow this card, merchant or country (POST /api/lists). */
+/* Block or allow this card, merchant or country (POST /api/lists); remove an
+   entry (DELETE /api/lists/<id>). */
 (function () {
-  const form = document.getElementById("list-form");
-  if (!form) return;
   const entries = document.getElementById("list-entries");
   const failure = document.getElementById("list-error");
+  if (entries) {
+    entries.addEventListener("click", async function (event) {
+      const button = event.target.closest("[data-remove-entry]");
+      if (!button) return;
+      button.disabled = true;
+      try {
+        await Dash.api("/api/lists/" + encodeURIComponent(button.dataset.removeEntry), { method: "DELETE" });
+        button.closest("li").remove();
+        if (!entries.querySelector("li")) {
+          entries.append(Dash.el("li", { class: "empty", text: "This card, merchant and country are on no list." }));
+        }
+      } catch (error) {
+        button.disabled = false;
+        if (failure) {
+          failure.textContent = "Could not remove it: " + Dash.errorText(error);
+          failure.hidden = false;
+        }
+      }
+    });
+  }
+  const form = document.getElementById("list-form");
+  if (!form) return;
 
   function describe(entry) {
     const verb = entry.action === "block" ? "Blocked" : "Allowed";
