@@ -283,7 +283,8 @@ class AlertWebhook(models.Model):
         default=_webhook_secret,
         help_text=(
             "Signs each delivery: the X-Fraudsite-Signature header is "
-            "t=<unix time>,v1=<hex HMAC-SHA256 of '<t>.<body>' with this secret>."
+            "t=T,v1=S where T is the Unix time of sending and S the hex "
+            "HMAC-SHA256, with this secret, of T, a dot, and the request body."
         ),
     )
     min_status = models.CharField(

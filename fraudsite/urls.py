@@ -5,7 +5,6 @@ from django.contrib.auth import views as auth_views
 from django.urls import include, path
 from drf_spectacular.views import (
     SpectacularAPIView,
-    SpectacularRedocView,
     SpectacularSwaggerView,
 )
 
@@ -23,7 +22,6 @@ urlpatterns = [
         SpectacularSwaggerView.as_view(url_name="schema"),
         name="api-docs",
     ),
-    path("api/redoc/", SpectacularRedocView.as_view(url_name="schema"), name="redoc"),
     path("api-auth/", include("rest_framework.urls")),
     # Only sign-in and sign-out: password reset would mail links from a site
     # with no mail set up; admins set passwords in the admin.

@@ -358,11 +358,8 @@ class TransactionViewSet(viewsets.ReadOnlyModelViewSet):
         return super().list(request, *args, **kwargs)
 
     @extend_schema(
-        parameters=[
-            OpenApiParameter(
-                "ordering", OpenApiTypes.STR, description="As for the list."
-            )
-        ],
+        # The list's filters and ordering, discovered from its filter backends.
+        filters=True,
         responses={
             (200, "text/csv"): OpenApiResponse(
                 OpenApiTypes.STR,
@@ -443,6 +440,7 @@ class TransactionViewSet(viewsets.ReadOnlyModelViewSet):
         methods=["post"],
         url_path="label",
         permission_classes=permission_required("transactions.add_label"),
+        filter_backends=[],
     )
     def label(self, request, transaction_id=None):
         """Record the analyst's label (latest wins); the verdict stays unchanged.
@@ -461,8 +459,14 @@ class TransactionViewSet(viewsets.ReadOnlyModelViewSet):
         )
         return Response(LabelSerializer(label).data, status=status.HTTP_201_CREATED)
 
-    @extend_schema(responses={200: LabelSerializer(many=True)})
-    @action(detail=True, methods=["get"], url_path="labels")
+    @extend_schema(responses={200: LabelSerializer(many=True)}, filters=False)
+    @action(
+        detail=True,
+        methods=["get"],
+        url_path="labels",
+        filter_backends=[],
+        pagination_class=None,
+    )
     def labels(self, request, transaction_id=None):
         """Return every label of the transaction, newest first (who, when, why)."""
         transaction = self.get_object()

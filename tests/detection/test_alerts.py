@@ -361,3 +361,10 @@ def test_delivered_alerts_are_deleted_after_the_retention(receiver):
     )
     alert_deliveries_send()
     assert list(AlertDelivery.objects.values_list("pk", flat=True)) == [kept.pk]
+
+
+def test_the_secrets_help_reads_whole_in_admin(admin_client):
+    """Admin renders help text as HTML: the signature's description must not use
+    angle brackets, or its placeholders vanish."""
+    page = admin_client.get("/admin/detection/alertwebhook/add/").content.decode()
+    assert "t=T,v1=S where T is the Unix time of sending" in page

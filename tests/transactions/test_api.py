@@ -479,3 +479,10 @@ def test_label_history_is_readable_newest_first(api_client, ledger):
         (True, "chargeback"),
     ]
     assert api_client.get("/api/transactions/nope/labels").status_code == 404
+    # The list's filters do not apply here (they made it a 404 before).
+    assert (
+        api_client.get(
+            "/api/transactions/b-huge/labels", {"status": "legit"}
+        ).status_code
+        == 200
+    )
