@@ -331,20 +331,20 @@ class AlertDeliveryAdmin(admin.ModelAdmin):
     def has_delete_permission(self, request, obj=None):
         return False
 
-    @admin.action(description="Retry now (failed deliveries)")
+    @admin.action(description="Send now (failed, or waiting for a retry)")
     def retry_now(self, request, queryset):
-        """Make the selected failed ones due now, for one more attempt each.
-
-        Pending ones are left to their schedule: one may be in flight (claimed
-        by a sender), and making it due again would send it twice at once.
-        """
-        count = queryset.filter(state=AlertDelivery.State.FAILED).update(
-            state=AlertDelivery.State.PENDING, next_attempt_at=timezone.now()
+        """Make the selected undelivered ones that already failed once due now:
+        failed ones get one more attempt, waiting ones skip the rest of their
+        backoff (after a receiver is fixed). Delivery is at least once: one
+        being sent at this very moment may go twice, and receivers deduplicate
+        on the event id."""
+        count = (
+            queryset.exclude(state=AlertDelivery.State.DELIVERED)
+            .filter(attempts__gt=0)
+            .update(state=AlertDelivery.State.PENDING, next_attempt_at=timezone.now())
         )
         self.message_user(
-            request,
-            f"{count} failed deliveries due now; Celery sends them within "
-            "seconds (pending ones keep their schedule).",
+            request, f"{count} deliveries due now; Celery sends them within seconds."
         )
 
 

@@ -7,7 +7,7 @@ stored with its deliveries or not at all. `alert_deliveries_send` (Celery beat,
 every WEBHOOK_SEND_INTERVAL_SECONDS) claims due deliveries one by one with a
 conditional update, so several workers never send one twice at once, and retries
 failures with exponential backoff up to WEBHOOK_MAX_ATTEMPTS, then marks them
-failed (admin: "Retry now").
+failed (admin: "Send now").
 
 Delivery is at least once: a receiver deduplicates on the event `id` (a retry
 resends the same id). Each request carries
@@ -221,7 +221,7 @@ def _record(delivery: AlertDelivery, code: int | None, error: str) -> str:
     delivery.last_error = error
     if not error:
         delivery.state = AlertDelivery.State.DELIVERED
-        delivery.delivered_at = now
+        delivery.delivered_at = delivery.next_attempt_at = now
     elif delivery.attempts >= settings.WEBHOOK_MAX_ATTEMPTS:
         delivery.state = AlertDelivery.State.FAILED
         logger.warning(

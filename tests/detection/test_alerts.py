@@ -296,6 +296,33 @@ def test_admin_sends_a_test_event_and_retries_failed_ones(admin_client, receiver
     delivery.refresh_from_db()
     assert delivery.state == "pending"
     assert alert_deliveries_send() == {"delivered": 1}
+    delivery.refresh_from_db()
+    assert delivery.next_attempt_at == delivery.delivered_at  # nothing scheduled
+
+    # Waiting out a backoff (tried once): sent now. Never tried (perhaps in
+    # flight this very moment): left to its schedule.
+    later = timezone.now() + timedelta(hours=1)
+    AlertDelivery.objects.filter(pk=delivery.pk).update(
+        state="pending", attempts=1, next_attempt_at=later
+    )
+    fresh = AlertDelivery.objects.create(
+        webhook=webhook,
+        transaction_id="x",
+        payload={},
+        next_attempt_at=later,
+        created_at=timezone.now(),
+    )
+    admin_client.post(
+        "/admin/detection/alertdelivery/",
+        {
+            "action": "retry_now",
+            "_selected_action": [str(delivery.pk), str(fresh.pk)],
+            "index": "0",
+        },
+    )
+    delivery.refresh_from_db()
+    fresh.refresh_from_db()
+    assert delivery.next_attempt_at <= timezone.now() < fresh.next_attempt_at
     listing = admin_client.get("/admin/detection/alertwebhook/")
     assert listing.status_code == 200
     # Webhooks are deactivated, not deleted: their deliveries stay on record.
