@@ -124,7 +124,16 @@ def rule_performance(*, window: str, now: datetime | None = None) -> dict:
                 "precision": fraud[code] / labels if labels else None,
             }
         )
-    return {"window": window, "since": since, "rules": rows, "missed": missed}
+    # The transactions page's own filter values for "scored in this window"
+    # (its time inputs are UTC without a zone), so every link keeps the window.
+    scored = f"time=scored&since={since:%Y-%m-%dT%H:%M:%S}"
+    return {
+        "window": window,
+        "since": since,
+        "rules": rows,
+        "missed": missed,
+        "scored_query": scored,
+    }
 
 
 def rule_choices() -> list[tuple[str, str]]:

@@ -248,6 +248,10 @@ def test_rule_performance_counts_firings_and_what_labels_said(
     assert performance["missed"] == 1
     content = page.content.decode()
     assert "Rule performance, last 24h" in content and "50%" in content
+    # Its links open the transactions of the same window (by scoring time).
+    since = performance["since"].strftime("%Y-%m-%dT%H:%M:%S")
+    assert f"?rule=huge_amount&amp;time=scored&amp;since={since}" in content
+    assert f"label=fraud&amp;time=scored&amp;since={since}" in content
 
     week = client.get(reverse("dashboard:overview"), {"rules": "7d"})
     assert week.context["performance"]["window"] == "7d"
