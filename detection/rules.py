@@ -211,10 +211,12 @@ def _merchant_fraud(row: FeatureRow, p: dict, _model: tuple | None) -> dict | No
         return None
     return {
         "detail": (
-            f"{count} transactions at this merchant confirmed as fraud in the last "
-            f"{p['days']:g} days (the rule fires from {p['min_confirmed']})"
+            f"merchant {row.merchant_id}: {count} transactions confirmed as fraud "
+            f"in the last {p['days']:g} days (the rule fires from "
+            f"{p['min_confirmed']})"
         ),
         "values": {
+            "merchant_id": row.merchant_id,
             "confirmed_fraud": count,
             "min_confirmed": p["min_confirmed"],
             "days": p["days"],

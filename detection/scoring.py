@@ -560,6 +560,7 @@ def _judge(prepared: Sequence[_Prepared], config: ScoringConfig) -> list[Verdict
     merchant_fraud = config.merchant_fraud
     for item, model_output in zip(prepared, model_outputs, strict=True):
         if merchant_fraud:
+            item.row.merchant_id = item.message.merchant_id
             item.row.merchant_confirmed_fraud = merchant_fraud.get(
                 item.message.merchant_id, 0
             )

@@ -73,6 +73,7 @@ class FeatureRow:
     # Not a model feature: confirmed frauds at this merchant lately, set by the
     # scorer from analysts' and chargeback labels (detection.merchants).
     merchant_confirmed_fraud: int = 0
+    merchant_id: str = ""
 
     def vector(self) -> list[float]:
         """Return the model's input, in FEATURE_NAMES order."""

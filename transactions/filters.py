@@ -61,6 +61,8 @@ class TransactionFilter(django_filters.FilterSet):
 
     status = django_filters.MultipleChoiceFilter(choices=Transaction.Status.choices)
     user_id = django_filters.CharFilter()
+    merchant_id = django_filters.CharFilter()
+    country = django_filters.CharFilter(method="filter_country")
     rule = django_filters.CharFilter(method="filter_rule", label="Rule code fired")
     # In BASE_CURRENCY, as the rules compare amounts (Transaction.amount_base).
     min_amount = django_filters.NumberFilter(
@@ -100,6 +102,10 @@ class TransactionFilter(django_filters.FilterSet):
         model = Transaction
         fields = ["status", "user_id", "rule", "label", "min_amount", "max_amount"]
         form = TransactionFilterForm
+
+    def filter_country(self, queryset, name, value):
+        """Keep transactions of this ISO 3166 country (any letter case)."""
+        return queryset.filter(country=value.strip().upper())
 
     def filter_label(self, queryset, name, value):
         """Keep transactions by their latest label (`none`: not labelled yet)."""

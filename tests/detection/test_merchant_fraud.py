@@ -58,8 +58,13 @@ def test_three_confirmed_frauds_at_a_merchant_flag_its_next_transaction():
     assert flagged.status == "suspicious"
     (reason,) = flagged.reasons
     assert reason["code"] == "merchant_fraud"
-    assert reason["values"] == {"confirmed_fraud": 3, "min_confirmed": 3, "days": 14.0}
-    assert "3 transactions at this merchant confirmed as fraud" in reason["detail"]
+    assert reason["values"] == {
+        "merchant_id": "m-shady",
+        "confirmed_fraud": 3,
+        "min_confirmed": 3,
+        "days": 14.0,
+    }
+    assert "merchant m-shady: 3 transactions confirmed as fraud" in reason["detail"]
     assert _score("next-at-fine", "m-fine").status == "legit"
 
 

@@ -486,3 +486,34 @@ def test_label_history_is_readable_newest_first(api_client, ledger):
         ).status_code
         == 200
     )
+
+
+def test_merchant_and_country_filters(api_client):
+    """Pivot from a merchant block or a merchant_fraud reason to its payments."""
+    messages = [
+        TransactionMessage(
+            transaction_id=f"mc-{n}",
+            user_id=f"u-{n}",
+            amount=Decimal("10.00"),
+            timestamp=T0 + timedelta(minutes=n),
+            merchant_id=merchant,
+            country=country,
+        )
+        for n, (merchant, country) in enumerate(
+            [("m-a", "FR"), ("m-a", "DE"), ("m-b", "FR")]
+        )
+    ]
+    transaction_batch_score_record(
+        messages=messages,
+        store=OrmStateStore(),
+        config=scoring_config_from_db(model=None),
+        source="test",
+    )
+
+    def ids(**query):
+        body = api_client.get("/api/transactions", query).json()
+        return sorted(item["transaction_id"] for item in body["items"])
+
+    assert ids(merchant_id="m-a") == ["mc-0", "mc-1"]
+    assert ids(country="fr") == ["mc-0", "mc-2"]
+    assert ids(merchant_id="m-a", country="FR") == ["mc-0"]

@@ -20,7 +20,7 @@
   const olderButton = document.getElementById("page-older");
   const newerButton = document.getElementById("page-newer");
   const PAGE = Number(wrap.dataset.pageSize) || 50;
-  const FILTER_FIELDS = ["status", "user_id", "rule", "label", "min_amount", "max_amount", "time", "since", "until"];
+  const FILTER_FIELDS = ["status", "user_id", "merchant_id", "rule", "label", "min_amount", "max_amount", "time", "since", "until"];
 
   const state = {
     filters: {},
@@ -69,7 +69,7 @@
     } else if (f.status) {
       params.append("status", f.status);
     }
-    for (const name of ["user_id", "rule", "label", "min_amount", "max_amount"]) {
+    for (const name of ["user_id", "merchant_id", "rule", "label", "min_amount", "max_amount"]) {
       if (f[name]) params.append(name, f[name]);
     }
     // "Time of: the verdict" filters by scored_at instead of the event time.
@@ -91,6 +91,7 @@
     if (f.status === "flagged" && verdict.status === "legit") return false;
     if (f.status && f.status !== "flagged" && verdict.status !== f.status) return false;
     if (f.user_id && verdict.user_id !== f.user_id) return false;
+    if (f.merchant_id && verdict.merchant_id !== f.merchant_id) return false;
     if (f.rule && !(verdict.reason_codes || []).includes(f.rule)) return false;
     // A verdict just scored has no label yet.
     if (f.label && f.label !== "none") return false;
