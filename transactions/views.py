@@ -273,6 +273,7 @@ EXPORT_COLUMNS = (
     "status",
     "risk_score",
     "reason_codes",
+    "notes",
     "model_score",
     "model_version",
     "received_at",
@@ -296,8 +297,12 @@ def _export_cells(row: tuple) -> list:
     for value in values:
         if isinstance(value, datetime):
             value = value.isoformat()
-        elif isinstance(value, str) and value.startswith(_FORMULA_START):
-            value = "'" + value
+        elif isinstance(value, list):  # notes
+            value = "; ".join(str(item) for item in value)
+        if isinstance(value, str):
+            value = value.strip()  # reason_codes are stored space-delimited
+            if value.startswith(_FORMULA_START):
+                value = "'" + value
         cells.append(value)
     cells.append("" if label_fraud is None else ("fraud" if label_fraud else "legit"))
     return cells

@@ -382,7 +382,9 @@ def test_export_is_the_filtered_list_as_csv(api_client, ledger):
     api_client.post("/api/transactions/b-huge/label", {"is_fraud": True}, format="json")
     (huge,) = _csv(api_client.get("/api/transactions/export", {"user_id": "b"}))[1:]
     assert huge[0] == "b-huge"
-    assert "huge_amount" in huge[header.index("reason_codes")]
+    codes = huge[header.index("reason_codes")]
+    assert "huge_amount" in codes.split() and codes == codes.strip()
+    assert "No active model" in huge[header.index("notes")]
     assert huge[-1] == "fraud"
 
 
