@@ -116,6 +116,7 @@ AXES_FAILURE_LIMIT = env.int("LOGIN_FAILURE_LIMIT", default=5)
 AXES_COOLOFF_TIME = timedelta(minutes=env.float("LOGIN_LOCKOUT_MINUTES", default=15))
 AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
 AXES_RESET_ON_SUCCESS = True
+AXES_LOCKOUT_TEMPLATE = "registration/locked_out.html"
 # The client's address as the API throttles see it (NUM_PROXIES), not the proxy's.
 AXES_CLIENT_IP_CALLABLE = "fraudsite.throttling.client_address"
 AXES_VERBOSE = False

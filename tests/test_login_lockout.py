@@ -30,7 +30,9 @@ def test_wrong_passwords_lock_the_username_even_for_the_right_one(analyst, url):
     assert codes[2] == 429
     locked = _sign_in(client, url, "analyst", PASSWORD)
     assert locked.status_code == 429
-    assert b"locked" in locked.content.lower()
+    page = locked.content.decode()
+    assert "Sign-in locked" in page and "for 15 minutes" in page
+    assert "<strong>analyst</strong>" in page
     assert "_auth_user_id" not in client.session
     attempt = AccessAttempt.objects.get(username="analyst")
     # The right password during a lockout counts as one more failed attempt.
