@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import ipaddress
 import secrets
 import uuid
+from urllib.parse import urlsplit
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
@@ -298,6 +300,20 @@ class AlertWebhook(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+    def clean(self) -> None:
+        """Refuse cloud metadata addresses (link-local 169.254.0.0/16, fe80::/10,
+        metadata.google.internal): a webhook there would POST alerts, and the
+        admin's test event would probe, where credentials live."""
+        host = (urlsplit(self.url or "").hostname or "").lower()
+        try:
+            link_local = ipaddress.ip_address(host).is_link_local
+        except ValueError:
+            link_local = host == "metadata.google.internal"
+        if link_local:
+            raise ValidationError(
+                {"url": "A link-local or cloud metadata address is not allowed."}
+            )
 
 
 class AlertDelivery(models.Model):

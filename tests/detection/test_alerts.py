@@ -395,3 +395,21 @@ def test_the_secrets_help_reads_whole_in_admin(admin_client):
     angle brackets, or its placeholders vanish."""
     page = admin_client.get("/admin/detection/alertwebhook/add/").content.decode()
     assert "t=T,v1=S where T is the Unix time of sending" in page
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://169.254.169.254/latest/meta-data/",
+        "http://[fe80::1]/hook",
+        "http://metadata.google.internal/computeMetadata/v1/",
+    ],
+)
+def test_admin_refuses_cloud_metadata_addresses(admin_client, url):
+    page = admin_client.post(
+        "/admin/detection/alertwebhook/add/",
+        {"name": "probe", "url": url, "secret": "s", "min_status": "fraud"},
+    )
+    assert page.status_code == 200
+    assert "link-local or cloud metadata address" in page.content.decode()
+    assert not AlertWebhook.objects.exists()
