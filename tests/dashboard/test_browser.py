@@ -495,3 +495,41 @@ def test_the_time_range_applies_to_payment_or_verdict_time(logged_in_page, score
     page.get_by_role("button", name="Apply").click()
     expect(_rows(page)).to_have_count(2)
     assert "time=scored" in page.url
+
+
+def test_every_column_fits_a_1400px_screen(logged_in_page, score):
+    """At 1400 px beside the what-if panel, the table shows all its columns,
+    Label included, without scrolling sideways (reason chips stack instead)."""
+    start = datetime.now(UTC) - timedelta(hours=12)
+    card = "user-7-000435"
+    score(
+        *(
+            message(
+                transaction_id=f"st-7-1796004973-000001{i:04d}",
+                user_id=card,
+                amount="20.00",
+                location="London",
+                timestamp=(start + timedelta(hours=i)).isoformat(),
+            )
+            for i in range(6)
+        )
+    )
+    (trip,) = score(
+        message(
+            transaction_id="st-7-1796004973-0000029999",
+            user_id=card,
+            amount="5000.00",
+            location="Tokyo",
+            timestamp=(start + timedelta(hours=5, minutes=30)).isoformat(),
+        )
+    )
+    assert len(trip.reasons) >= 3  # three chips in one cell
+    page = logged_in_page
+    page.set_viewport_size({"width": 1400, "height": 900})
+    page.goto("/transactions/")
+    expect(_rows(page)).to_have_count(7)
+    overflow = page.evaluate(
+        "(() => { const w = document.getElementById('table-wrap');"
+        " return w.scrollWidth - w.clientWidth; })()"
+    )
+    assert overflow <= 0, f"the table is {overflow}px wider than its frame"
