@@ -8,9 +8,10 @@ refresh, not a reload.
 
 from __future__ import annotations
 
-import threading
 from dataclasses import dataclass
 from datetime import datetime
+
+from detection.caching import SignatureCache
 
 LIST_BLOCK_CODE = "blocklist"
 LIST_BLOCK_LABEL = "Block list"
@@ -70,29 +71,24 @@ class Lists:
 
 EMPTY = Lists({})
 
-_lock = threading.Lock()
-_cached: tuple[tuple | None, Lists] | None = None
+_cache: SignatureCache[Lists] = SignatureCache()
 
 
 def lists_current() -> Lists:
     """Return the lists from the database, reloaded only when they changed."""
-    global _cached
     from detection.models import ListEntry, ListsVersion
 
-    signature = ListsVersion.objects.filter(pk=1).values_list("version").first()
-    with _lock:
-        if _cached is not None and _cached[0] == signature:
-            return _cached[1]
-    entries = {
-        (kind, value): (action, note, _epoch(expires))
-        for kind, value, action, note, expires in ListEntry.objects.values_list(
-            "kind", "value", "action", "note", "expires_at"
-        )
-    }
-    lists = Lists(entries) if entries else EMPTY
-    with _lock:
-        _cached = (signature, lists)
-    return lists
+    def load() -> Lists:
+        entries = {
+            (kind, value): (action, note, _epoch(expires))
+            for kind, value, action, note, expires in ListEntry.objects.values_list(
+                "kind", "value", "action", "note", "expires_at"
+            )
+        }
+        return Lists(entries) if entries else EMPTY
+
+    version = ListsVersion.objects.filter(pk=1).values_list("version").first()
+    return _cache.get(version, load)
 
 
 def _epoch(moment: datetime | None) -> float | None:
@@ -101,6 +97,4 @@ def _epoch(moment: datetime | None) -> float | None:
 
 def lists_cache_clear() -> None:
     """Forget the loaded lists (tests: a rolled-back database reuses versions)."""
-    global _cached
-    with _lock:
-        _cached = None
+    _cache.clear()

@@ -10,19 +10,18 @@ label was added or the minute changed.
 
 from __future__ import annotations
 
-import threading
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from django.db.models import Count, Max
 from django.utils import timezone
 
-_lock = threading.Lock()
-_cached: tuple[tuple, dict[str, int]] | None = None
+from detection.caching import SignatureCache
+
+_cache: SignatureCache[dict[str, int]] = SignatureCache()
 
 
 def merchant_fraud_counts(*, days: float) -> dict[str, int]:
     """Return merchant_id -> transactions confirmed as fraud in the last `days`."""
-    global _cached
     from transactions.models import Label
 
     now = timezone.now()
@@ -31,12 +30,14 @@ def merchant_fraud_counts(*, days: float) -> dict[str, int]:
         days,
         now.replace(second=0, microsecond=0),
     )
-    with _lock:
-        if _cached is not None and _cached[0] == signature:
-            return _cached[1]
+    return _cache.get(signature, lambda: _counted(now - timedelta(days=days)))
+
+
+def _counted(since: datetime) -> dict[str, int]:
+    from transactions.models import Label
+
     counts: dict[str, int] = {}
     seen: set[int] = set()
-    since = now - timedelta(days=days)
     labels = (
         Label.objects.filter(
             transaction__in=Label.objects.filter(
@@ -53,13 +54,9 @@ def merchant_fraud_counts(*, days: float) -> dict[str, int]:
         seen.add(pk)
         if is_fraud:  # its latest label: a later "legit" takes it back
             counts[merchant_id] = counts.get(merchant_id, 0) + 1
-    with _lock:
-        _cached = (signature, counts)
     return counts
 
 
 def merchant_fraud_cache_clear() -> None:
     """Forget the counts (tests: a rolled-back database reuses label ids)."""
-    global _cached
-    with _lock:
-        _cached = None
+    _cache.clear()

@@ -25,27 +25,36 @@ class RequestBodyTooLarge(APIException):
     default_code = "request_too_large"
 
 
+def _too_large() -> RequestBodyTooLarge:
+    return RequestBodyTooLarge(
+        f"Request body larger than {settings.DATA_UPLOAD_MAX_MEMORY_SIZE:,} bytes "
+        "(DATA_UPLOAD_MAX_MEMORY_SIZE)."
+    )
+
+
+def _declared_length_check(parser_context: dict | None) -> None:
+    """Refuse, before reading, a body whose Content-Length is over the limit."""
+    limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+    meta = getattr((parser_context or {}).get("request"), "META", {})
+    try:
+        declared = int(meta.get("CONTENT_LENGTH") or 0)
+    except ValueError:
+        declared = 0
+    if limit is not None and declared > limit:
+        raise _too_large()
+
+
 def _body_bounded(stream, parser_context: dict | None) -> io.BytesIO:
     """Return the body as a stream, or raise RequestBodyTooLarge past the limit.
 
     A declared Content-Length over the limit is refused before reading; a body
     without one (chunked) is read only up to one byte past the limit.
     """
+    _declared_length_check(parser_context)
     limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
-    too_large = RequestBodyTooLarge(
-        f"Request body larger than {limit:,} bytes (DATA_UPLOAD_MAX_MEMORY_SIZE)."
-    )
-    request = (parser_context or {}).get("request")
-    meta = getattr(request, "META", {})
-    try:
-        declared = int(meta.get("CONTENT_LENGTH") or 0)
-    except ValueError:
-        declared = 0
-    if limit is not None and declared > limit:
-        raise too_large
     body = stream.read() if limit is None else stream.read(limit + 1)
     if limit is not None and len(body) > limit:
-        raise too_large
+        raise _too_large()
     return io.BytesIO(body)
 
 
@@ -75,17 +84,7 @@ class BoundedMultiPartParser(MultiPartParser):
 
     def parse(self, stream, media_type=None, parser_context=None):
         """Return the parsed form (413 when too large, 400 with a file part)."""
-        limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
-        meta = getattr((parser_context or {}).get("request"), "META", {})
-        try:
-            declared = int(meta.get("CONTENT_LENGTH") or 0)
-        except ValueError:
-            declared = 0
-        if limit is not None and declared > limit:
-            raise RequestBodyTooLarge(
-                f"Request body larger than {limit:,} bytes "
-                "(DATA_UPLOAD_MAX_MEMORY_SIZE)."
-            )
+        _declared_length_check(parser_context)
         parsed = super().parse(stream, media_type, parser_context)
         if parsed.files:
             raise ParseError(

@@ -12,7 +12,11 @@ import logging
 import time
 
 from django.conf import settings
-from rest_framework.throttling import AnonRateThrottle, UserRateThrottle
+from rest_framework.throttling import (
+    AnonRateThrottle,
+    BaseThrottle,
+    UserRateThrottle,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -21,18 +25,12 @@ _last_logged = 0.0
 
 
 def client_address(request) -> str:
-    """Return the client's address: REMOTE_ADDR, or behind NUM_PROXIES proxies
-    the X-Forwarded-For entry the nearest of them added (as DRF's throttles read
-    it). The sign-in lockout (django-axes) uses it too: behind a TLS proxy every
-    request has the proxy's REMOTE_ADDR, and one user's wrong passwords would
-    lock that username for everyone."""
-    proxies = settings.REST_FRAMEWORK.get("NUM_PROXIES") or 0
-    forwarded = request.META.get("HTTP_X_FORWARDED_FOR", "")
-    if proxies and forwarded:
-        hops = [hop.strip() for hop in forwarded.split(",") if hop.strip()]
-        if hops:
-            return hops[-min(proxies, len(hops))]
-    return request.META.get("REMOTE_ADDR", "")
+    """Return the client's address as DRF's throttles tell clients apart:
+    REMOTE_ADDR, or behind NUM_PROXIES proxies the X-Forwarded-For entry the
+    nearest of them added. The sign-in lockout (django-axes) uses it too: behind
+    a TLS proxy every request has the proxy's REMOTE_ADDR, and one user's wrong
+    passwords would lock that username for everyone."""
+    return BaseThrottle().get_ident(request)
 
 
 class _SettingsRateMixin:
