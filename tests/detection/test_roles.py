@@ -121,9 +121,7 @@ def test_a_viewer_reads_but_cannot_label_block_or_record(django_user_model, clie
     assert not Label.objects.exists() and not ListEntry.objects.exists()
 
 
-def test_an_analyst_labels_and_blocks_but_cannot_tune_rules(
-    django_user_model, client
-):
+def test_an_analyst_labels_and_blocks_but_cannot_tune_rules(django_user_model, client):
     """Given an Analyst, then labelling and blocking succeed, and the rules in
     admin are read-only: the change form has no Save and a POST is refused."""
     analyst = _member(django_user_model, ROLE_ANALYST)
