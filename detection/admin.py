@@ -235,7 +235,7 @@ class DeadLetterAdmin(ReadOnlyAdmin):
         return preview if len(preview) <= 80 else preview[:79] + "\u2026"
 
     @admin.action(
-        description="Redrive: score the selected letters again",
+        description="Redrive: score (chargebacks: apply) the selected letters again",
         permissions=["redrive"],
     )
     def redrive(self, request, queryset):
@@ -246,12 +246,8 @@ class DeadLetterAdmin(ReadOnlyAdmin):
         )
         self.message_user(
             request,
-            f"{report.scored} scored, {report.already_stored} already stored, "
-            f"{report.still_invalid} still invalid, {report.conflicting} reusing "
-            "the id of another payment (see Resolution).",
-            messages.WARNING
-            if report.still_invalid or report.conflicting
-            else messages.SUCCESS,
+            f"{report.summary()} (see Resolution).",
+            messages.WARNING if report.unresolved else messages.SUCCESS,
         )
 
     def has_redrive_permission(self, request):

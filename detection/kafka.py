@@ -263,12 +263,14 @@ def transactions_produce(
     rate: float | None = None,
     stop: threading.Event | None = None,
     progress: Callable[[int], None] | None = None,
+    on_sent: Callable[[dict | bytes], None] | None = None,
 ) -> ProduceReport:
     """Send records (dicts are JSON-encoded) keyed by user_id, optionally paced.
 
     Stop after `count` records, when `records` ends, or when `stop` is set. With a
     `rate` the sends follow a fixed schedule (record n at start + n / rate), so the
-    offered load stays steady even when a send is briefly slow. Flush before
+    offered load stays steady even when a send is briefly slow. `on_sent` sees
+    each record after its send (the simulated chargebacks). Flush before
     returning: every counted record is on the broker.
     """
     started = time.monotonic()
@@ -288,6 +290,8 @@ def transactions_produce(
             key, value = record_key(record), record
         producer.send(topic, key=key, value=value)
         sent += 1
+        if on_sent is not None:
+            on_sent(record)
         if progress is not None and sent % 1000 == 0:
             progress(1000)
     producer.flush()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import logging
 import statistics
@@ -288,6 +289,34 @@ class RedriveReport:
     still_invalid: int = 0
     # Valid, but its id is stored for another payment: left unresolved.
     conflicting: int = 0
+    # Chargeback letters (detection.chargebacks): labelled now, or whose
+    # transaction is still not stored (left unresolved).
+    labelled: int = 0
+    unmatched: int = 0
+
+    def add(self, other: RedriveReport) -> None:
+        """Add another report's counts to this one."""
+        for name, value in dataclasses.asdict(other).items():
+            setattr(self, name, getattr(self, name) + value)
+
+    def summary(self) -> str:
+        """Return the counts in words (admin message, command output)."""
+        text = (
+            f"{self.scored:,} scored, {self.already_stored:,} already stored, "
+            f"{self.still_invalid:,} still invalid, {self.conflicting:,} reusing "
+            "the id of another payment"
+        )
+        if self.labelled or self.unmatched:
+            text += (
+                f", {self.labelled:,} chargebacks labelled, {self.unmatched:,} "
+                "chargebacks whose transaction is still not stored"
+            )
+        return text
+
+    @property
+    def unresolved(self) -> int:
+        """Return how many letters stay unresolved."""
+        return self.still_invalid + self.conflicting + self.unmatched
 
 
 def dead_letters_redrive(
@@ -301,8 +330,17 @@ def dead_letters_redrive(
     row with the new error in `resolution`. Nothing is deleted, and resolved letters
     are skipped, so a redrive may run again.
     """
+    from detection.chargebacks import ALREADY_STORED, LABELLED, chargebacks_redrive
+
     report = RedriveReport()
     pending = [letter for letter in letters if letter.resolved_at is None]
+    # Letters from the chargeback topic are reports that label, not payments.
+    chargebacks = [
+        letter for letter in pending if letter.topic == settings.KAFKA_CHARGEBACKS_TOPIC
+    ]
+    pending = [
+        letter for letter in pending if letter.topic != settings.KAFKA_CHARGEBACKS_TOPIC
+    ]
     valid: list[tuple[DeadLetter, TransactionMessage]] = []
     not_after = timestamp_not_after()
     for letter in pending:
@@ -342,7 +380,19 @@ def dead_letters_redrive(
             else:
                 letter.resolution = f"Already stored as {message.transaction_id}."
                 report.already_stored += 1
-        DeadLetter.objects.bulk_update(pending, ["resolved_at", "resolution"])
+        if chargebacks:
+            for outcome in chargebacks_redrive(letters=chargebacks).outcomes:
+                if outcome == LABELLED:
+                    report.labelled += 1
+                elif outcome == ALREADY_STORED:
+                    report.already_stored += 1
+                elif outcome.startswith("Still invalid"):
+                    report.still_invalid += 1
+                else:
+                    report.unmatched += 1
+        DeadLetter.objects.bulk_update(
+            [*pending, *chargebacks], ["resolved_at", "resolution"]
+        )
     return report
 
 
@@ -416,6 +466,7 @@ def transaction_label(
     is_fraud: bool,
     source: str = Label.Source.ANALYST,
     note: str = "",
+    reference: str = "",
     created_by=None,
 ) -> Label:
     """Record a label on a stored transaction (latest wins) and return it.
@@ -447,6 +498,7 @@ def transaction_label(
             is_fraud=is_fraud,
             source=source,
             note=note,
+            reference=reference,
             created_by=created_by,
         )
         if teach:

@@ -114,20 +114,19 @@ def _stop(processes: list[subprocess.Popen], *, timeout: float) -> None:
 
 
 def _drain(
-    broker: str, env: dict, topic: str, consumer: subprocess.Popen, timeout=30.0
+    broker: str, group: str, topic: str, consumer: subprocess.Popen, timeout=30.0
 ) -> None:
-    """Let the consumer score everything left on the topic and exit by itself.
+    """Let the consumer handle everything left on the topic and exit by itself.
 
     SIGUSR1 tells it to stop once its polls bring nothing (the embedded broker
-    keeps its log in memory: what is not scored now is gone). The broker's own
+    keeps its log in memory: what is not consumed now is gone). The broker's own
     count of what is left is only logged: Tansu reports a partition's end as
     one past the start of its last record batch, so it can read 0 too early.
     """
-    group = env.get("KAFKA_CONSUMER_GROUP", "fraud-scorer")
     lag = group_lag(broker, group, topic)
     if lag:
         logger.info(
-            "scoring the records left on %s (about %d) before stopping", topic, lag
+            "consuming the records left on %s (about %d) before stopping", topic, lag
         )
     if consumer.poll() is not None:
         return
@@ -167,7 +166,11 @@ def main() -> int:
         broker, kafka = kafka_broker_resolve(env.get("KAFKA_BROKER") or None)
         env["REDIS_URL"], env["KAFKA_BROKER"] = redis_url, broker
         topic = env.get("KAFKA_TRANSACTIONS_TOPIC", "transactions")
-        topic_ensure(broker, topic, int(env.get("KAFKA_TOPIC_PARTITIONS", "6")))
+        partitions = int(env.get("KAFKA_TOPIC_PARTITIONS", "6"))
+        topic_ensure(broker, topic, partitions)
+        topic_ensure(
+            broker, env.get("KAFKA_CHARGEBACKS_TOPIC", "chargebacks"), partitions
+        )
         _manage("migrate", "--no-input", env=env)
         login = _manage("bootstrap_admin", env=env, capture=True)
         _history_bootstrap(env)
@@ -177,11 +180,13 @@ def main() -> int:
                 PYTHON, "manage.py", "runserver", f"127.0.0.1:{port}", "--noreload"
             ],
             "consumer": [PYTHON, "manage.py", "consume_transactions"],
+            "chargebacks": [PYTHON, "manage.py", "consume_chargebacks"],
             "producer": [
                 PYTHON, "manage.py", "produce_transactions",
                 "--rate", env.get("SIMULATOR_RATE", "20"),
                 "--seed", SIMULATOR_SEED,
                 "--users", env.get("BOOTSTRAP_HISTORY_USERS", "500"),
+                "--chargebacks-after", env.get("SIMULATOR_CHARGEBACK_DELAY", "60"),
             ],
             "celery": [
                 PYTHON, "-m", "celery", "-A", "fraudsite", "worker", "--beat",
@@ -236,7 +241,18 @@ def main() -> int:
             _stop([producer], timeout=10)
         consumer = named.get("consumer")
         if consumer is not None and consumer.poll() is None and broker:
-            _drain(broker, env, topic, consumer)
+            group = env.get("KAFKA_CONSUMER_GROUP", "fraud-scorer")
+            _drain(broker, group, topic, consumer)
+        # Then the chargebacks the simulator sent: after the payments they
+        # label, which are all stored by now.
+        chargebacks = named.get("chargebacks")
+        if chargebacks is not None and chargebacks.poll() is None and broker:
+            _drain(
+                broker,
+                env.get("KAFKA_CHARGEBACKS_GROUP", "fraud-labels"),
+                env.get("KAFKA_CHARGEBACKS_TOPIC", "chargebacks"),
+                chargebacks,
+            )
         _stop(processes, timeout=15)
         if kafka is not None:
             kafka.stop()

@@ -210,6 +210,10 @@ KAFKA_TRANSACTIONS_TOPIC = env.str("KAFKA_TRANSACTIONS_TOPIC", default="transact
 KAFKA_DEAD_LETTER_TOPIC = env.str("KAFKA_DEAD_LETTER_TOPIC", default="")
 KAFKA_TOPIC_PARTITIONS = env.int("KAFKA_TOPIC_PARTITIONS", default=6)
 KAFKA_CONSUMER_GROUP = env.str("KAFKA_CONSUMER_GROUP", default="fraud-scorer")
+# Chargebacks (and other after-the-fact fraud reports) labelling stored transactions:
+# detection.chargebacks, manage.py consume_chargebacks.
+KAFKA_CHARGEBACKS_TOPIC = env.str("KAFKA_CHARGEBACKS_TOPIC", default="chargebacks")
+KAFKA_CHARGEBACKS_GROUP = env.str("KAFKA_CHARGEBACKS_GROUP", default="fraud-labels")
 
 # Micro-batching of the stream consumer: a batch closes at this many records or
 # after this many milliseconds, whichever comes first.

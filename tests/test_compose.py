@@ -19,6 +19,7 @@ APP_SERVICES = [
     "migrate",
     "web",
     "consumer",
+    "chargebacks",
     "producer",
     "celery-worker",
     "celery-beat",

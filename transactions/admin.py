@@ -49,7 +49,7 @@ class LabelInline(admin.TabularInline):
     """The label history of a transaction, newest first (read only here)."""
 
     model = Label
-    fields = ("is_fraud", "source", "note", "created_by", "created_at")
+    fields = ("is_fraud", "source", "note", "reference", "created_by", "created_at")
     readonly_fields = fields
     extra = 0
     can_delete = False
@@ -180,13 +180,16 @@ class LabelAdmin(admin.ModelAdmin):
         "created_by",
         "created_at",
         "note",
+        "reference",
     )
     list_filter = ("source", "is_fraud", "created_at")
-    # Exact match keeps the unique index on transaction_id usable at scale.
-    search_fields = ("=transaction__transaction_id",)
+    # Exact matches keep the unique indexes (transaction_id; source + reference)
+    # usable at scale.
+    search_fields = ("=transaction__transaction_id", "=reference")
     list_select_related = ("transaction", "created_by")
     raw_id_fields = ("transaction",)
-    readonly_fields = ("created_by", "created_at")
+    # The reference is the chargeback feed's idempotency key (detection.chargebacks).
+    readonly_fields = ("created_by", "created_at", "reference")
     show_full_result_count = False
 
     def has_change_permission(self, request, obj=None):

@@ -339,3 +339,58 @@ def transaction_message_parse(
     if errors:
         raise MessageError(errors)
     return message
+
+
+@dataclass(slots=True)
+class ChargebackMessage:
+    """A validated chargeback (or other after-the-fact report) on one transaction."""
+
+    transaction_id: str
+    is_fraud: bool = True
+    dispute_id: str = ""
+    reason_code: str = ""
+    note: str = ""
+
+    def label_note(self) -> str:
+        """Return the label's note: what the report said, in words."""
+        parts = ["Chargeback" if self.is_fraud else "Dispute closed as not fraud"]
+        if self.dispute_id:
+            parts[0] += f" {self.dispute_id}"
+        if self.reason_code:
+            parts.append(f"reason code {self.reason_code}")
+        if self.note:
+            parts.append(self.note)
+        return ", ".join(parts)[:MAX_NOTE_LENGTH]
+
+
+MAX_NOTE_LENGTH = 1000
+
+
+def chargeback_message_parse(data: Any) -> ChargebackMessage:
+    """Return a validated ChargebackMessage from a decoded JSON object.
+
+    `transaction_id` is required; `is_fraud` defaults to true (a fraud
+    chargeback); `dispute_id`, `reason_code` and `note` are optional text.
+    Unknown keys are ignored. Raise MessageError with every field error at once.
+    """
+    if not isinstance(data, dict):
+        raise MessageError({"non_field_errors": ["Expected a JSON object."]})
+    errors: dict[str, list[str]] = {}
+    message = ChargebackMessage(
+        transaction_id=_text(
+            data,
+            "transaction_id",
+            errors,
+            required=True,
+            max_length=MAX_ID_LENGTH,
+            slash_free=True,
+        ),
+        dispute_id=_text(data, "dispute_id", errors, required=False, max_length=64),
+        reason_code=_text(data, "reason_code", errors, required=False, max_length=32),
+        note=_text(data, "note", errors, required=False, max_length=MAX_NOTE_LENGTH),
+    )
+    is_fraud = _is_fraud(data, errors)
+    if errors:
+        raise MessageError(errors)
+    message.is_fraud = True if is_fraud is None else is_fraud
+    return message

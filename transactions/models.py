@@ -215,6 +215,14 @@ class Label(models.Model):
         max_length=16, choices=Source.choices, default=Source.ANALYST
     )
     note = models.TextField(blank=True, max_length=1000)
+    reference = models.CharField(
+        max_length=128,
+        blank=True,
+        help_text=(
+            "The report's own id (a chargeback's dispute id, or the Kafka position "
+            "it came from); one source stores a reference once."
+        ),
+    )
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL,
         on_delete=models.SET_NULL,
@@ -232,6 +240,15 @@ class Label(models.Model):
             # "Latest label of a transaction": the API and dashboard prefetch, admin.
             models.Index(
                 fields=["transaction", "-created_at", "-id"], name="label_txn_latest"
+            ),
+        ]
+        constraints = [
+            # A chargeback feed replayed (at-least-once delivery) labels once:
+            # detection.chargebacks skips stored references, and this catches races.
+            models.UniqueConstraint(
+                fields=["source", "reference"],
+                condition=~models.Q(reference=""),
+                name="label_source_reference",
             ),
         ]
 

@@ -14,7 +14,7 @@ class LabelSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = Label
-        fields = ["is_fraud", "source", "note", "created_by", "created_at"]
+        fields = ["is_fraud", "source", "note", "reference", "created_by", "created_at"]
         read_only_fields = fields
 
 

@@ -56,12 +56,14 @@ def label_create(
     is_fraud: bool,
     source: str = Label.Source.ANALYST,
     note: str = "",
+    reference: str = "",
     created_by=None,
 ) -> Label:
     """Record a label on a transaction and return it.
 
     Labels are appended, never edited: the latest one wins and the history stays
     for audit and training. The stored verdict is deliberately left untouched.
+    `reference` (a chargeback's dispute id) is stored once per source.
     """
     with db_transaction.atomic():
         return Label.objects.create(
@@ -69,6 +71,7 @@ def label_create(
             is_fraud=is_fraud,
             source=source,
             note=note.strip(),
+            reference=reference,
             created_by=created_by,
         )
 

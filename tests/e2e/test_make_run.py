@@ -22,8 +22,9 @@ def test_launcher_serves_admin_and_api_then_stops_everything(tmp_path, redis_url
     """Given a fresh database, the launcher prints an admin login that works.
 
     The web app answers on /api/ and /admin/, the stream scores simulated
-    transactions, and SIGTERM to the launcher alone (`kill`, a closed terminal)
-    stops every process it started, as Ctrl-C does.
+    transactions, their simulated chargebacks label them, and SIGTERM to the
+    launcher alone (`kill`, a closed terminal) stops every process it started, as
+    Ctrl-C does.
     """
     port = free_port()
     env = {
@@ -34,6 +35,7 @@ def test_launcher_serves_admin_and_api_then_stops_everything(tmp_path, redis_url
         "BOOTSTRAP_HISTORY_USERS": "60",
         "BOOTSTRAP_HISTORY_FILE": str(tmp_path / "history.jsonl"),
         "SIMULATOR_RATE": "50",
+        "SIMULATOR_CHARGEBACK_DELAY": "2",
     }
     env.pop("KAFKA_BROKER", None)
     log = (tmp_path / "launcher.log").open("w+")
@@ -104,6 +106,20 @@ def test_launcher_serves_admin_and_api_then_stops_everything(tmp_path, redis_url
             ["stream"],
         ).fetchone()
     assert sent > 0 and stored == sent, (sent, stored)
+    # The simulated chargebacks all arrive too: each labels its payment, or (had
+    # it overtaken the payment) waits as a dead letter for a redrive.
+    found = re.search(r"Sent ([\d,]+) chargebacks", text)
+    assert found, text[-3000:]
+    chargebacks = int(found.group(1).replace(",", ""))
+    with sqlite3.connect(tmp_path / "run.sqlite3") as db:
+        (labelled,) = db.execute(
+            "SELECT COUNT(*) FROM transactions_label WHERE source = 'chargeback'"
+        ).fetchone()
+        (waiting,) = db.execute(
+            "SELECT COUNT(*) FROM detection_deadletter WHERE error LIKE ?",
+            ["No stored transaction%"],
+        ).fetchone()
+    assert labelled + waiting == chargebacks, (labelled, waiting, chargebacks)
     leftovers = subprocess.run(
         ["pgrep", "-f", f"runserver 127.0.0.1:{port}"], capture_output=True
     )

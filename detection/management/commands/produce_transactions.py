@@ -10,6 +10,7 @@ from django.core.management.base import BaseCommand, CommandError
 from kafka.errors import KafkaError
 from tqdm import tqdm
 
+from detection.chargebacks import SimulatedChargebacks
 from detection.kafka import (
     kafka_topic_ensure,
     producer_create,
@@ -58,6 +59,15 @@ class Command(BaseCommand):
             "--from-file",
             help="Replay this JSON Lines file (one message per line) instead.",
         )
+        parser.add_argument(
+            "--chargebacks-after",
+            type=float,
+            default=None,
+            metavar="SECONDS",
+            help="Also send a chargeback for each record marked is_fraud, this many "
+            "seconds after it, to KAFKA_CHARGEBACKS_TOPIC (default: none). A run "
+            "that ends by itself waits for them; Ctrl-C drops those not yet due.",
+        )
 
     def handle(self, *args, **options):
         count, rate = options["count"], options["rate"]
@@ -65,6 +75,9 @@ class Command(BaseCommand):
             raise CommandError("--count must be >= 0.")
         if rate is not None and rate <= 0:
             raise CommandError("--rate must be > 0.")
+        delay = options["chargebacks_after"]
+        if delay is not None and delay < 0:
+            raise CommandError("--chargebacks-after must be >= 0.")
         if options["from_file"]:
             try:
                 records = records_from_file(options["from_file"])
@@ -85,7 +98,15 @@ class Command(BaseCommand):
             )
         try:
             kafka_topic_ensure(topic=options["topic"])
+            chargebacks = None
             producer = producer_create()
+            if delay is not None:
+                kafka_topic_ensure(topic=settings.KAFKA_CHARGEBACKS_TOPIC)
+                chargebacks = SimulatedChargebacks(
+                    producer=producer,
+                    topic=settings.KAFKA_CHARGEBACKS_TOPIC,
+                    delay=delay,
+                )
         except (ImproperlyConfigured, KafkaError, RuntimeError) as exc:
             raise CommandError(f"Kafka is not usable: {exc}") from exc
 
@@ -106,7 +127,10 @@ class Command(BaseCommand):
                     rate=rate,
                     stop=stop,
                     progress=progress.update,
+                    on_sent=chargebacks.observe if chargebacks else None,
                 )
+            if chargebacks is not None:
+                chargebacks.finish(stop=stop)
         finally:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
@@ -115,3 +139,9 @@ class Command(BaseCommand):
             f"Sent {report.sent:,} messages to {options['topic']} in "
             f"{report.seconds:.1f} s ({report.rate:,.0f}/s)."
         )
+        if chargebacks is not None:
+            self.stdout.write(
+                f"Sent {chargebacks.sent:,} chargebacks to "
+                f"{settings.KAFKA_CHARGEBACKS_TOPIC}; {chargebacks.pending:,} not "
+                "yet due were dropped."
+            )

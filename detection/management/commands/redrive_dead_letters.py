@@ -12,7 +12,8 @@ BATCH_SIZE = 500
 class Command(BaseCommand):
     help = (
         "Decode unresolved dead letters again; score and store those that are valid "
-        "messages now (source 'redrive') and mark them resolved. Still-invalid "
+        "messages now (source 'redrive') and mark them resolved; letters from the "
+        "chargeback topic label their transaction once it is stored. Still-invalid "
         "letters keep their row, with the new error in `resolution`."
     )
 
@@ -42,13 +43,5 @@ class Command(BaseCommand):
             report = dead_letters_redrive(
                 letters=batch, config=scoring_config_current()
             )
-            total.scored += report.scored
-            total.already_stored += report.already_stored
-            total.still_invalid += report.still_invalid
-            total.conflicting += report.conflicting
-        self.stdout.write(
-            f"Redrove {len(ids):,} dead letters: {total.scored:,} scored, "
-            f"{total.already_stored:,} already stored, "
-            f"{total.still_invalid:,} still invalid, "
-            f"{total.conflicting:,} reusing the id of another payment."
-        )
+            total.add(report)
+        self.stdout.write(f"Redrove {len(ids):,} dead letters: {total.summary()}.")

@@ -1,0 +1,333 @@
+"""Chargebacks from Kafka: after-the-fact fraud reports that label stored payments.
+
+A card network's chargeback (or an issuer's fraud report) arrives days or weeks
+after the payment. Each one becomes a `Label` with source "chargeback" on the
+stored transaction, through the same labelling service as an analyst's
+(`transaction_label`): latest label wins, the verdict stays, a "not fraud" outcome
+teaches the card's profile. Labels feed the rule performance panel, the
+merchant_fraud rule, retraining and the model's activation check.
+
+Delivery is at-least-once, so every label carries a reference: the report's
+`dispute_id`, or else the record's Kafka position and timestamp. A reference is
+stored once per source, so a replayed feed labels nothing twice. A report on a
+transaction that is not stored (not scored yet, or another system's) is a dead
+letter with that error; a redrive labels it once the transaction is there.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import json
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+import orjson
+from django.db import transaction
+from kafka import KafkaProducer
+
+from detection.models import DeadLetter
+from detection.records import (
+    RecordError,
+    dead_letter_build,
+    dead_letters_store,
+    record_received_at,
+)
+from detection.services import transaction_label
+from detection.stream import TransactionStream
+from transactions.messages import (
+    ChargebackMessage,
+    MessageError,
+    chargeback_message_parse,
+)
+from transactions.models import Label, Transaction
+
+logger = logging.getLogger(__name__)
+
+
+def chargeback_value_decode(value: bytes | None) -> ChargebackMessage:
+    """Return the validated chargeback in a record value; raise RecordError if none."""
+    if not value:
+        raise RecordError("Empty record value.")
+    try:
+        data = orjson.loads(value)
+    except (ValueError, RecursionError) as exc:
+        raise RecordError(f"Not JSON: {exc}") from exc
+    try:
+        return chargeback_message_parse(data)
+    except MessageError as exc:
+        raise RecordError("Invalid chargeback: " + json.dumps(exc.errors)) from exc
+
+
+def chargeback_reference(
+    message: ChargebackMessage,
+    *,
+    topic: str,
+    partition: int | None,
+    offset: int | None,
+    received_at: datetime | None,
+) -> str:
+    """Return the label reference of a report: its dispute id, or its position.
+
+    The position carries the record's timestamp, as dead letters do: the embedded
+    broker forgets its log on restart and reuses offsets for new records.
+    """
+    if message.dispute_id:
+        return message.dispute_id
+    stamp = int(received_at.timestamp() * 1000) if received_at else 0
+    return f"{topic}:{partition}:{offset}@{stamp}"
+
+
+LABELLED = "labelled"
+ALREADY_STORED = "already stored"
+
+
+@dataclass
+class ChargebackReport:
+    """What storing a batch of chargebacks did, report by report."""
+
+    # Per report: LABELLED, ALREADY_STORED, or why it cannot be applied.
+    outcomes: list[str] = field(default_factory=list)
+
+    @property
+    def labelled(self) -> int:
+        """Return how many reports became labels."""
+        return self.outcomes.count(LABELLED)
+
+    @property
+    def already_stored(self) -> int:
+        """Return how many reports were labelled before (replays)."""
+        return self.outcomes.count(ALREADY_STORED)
+
+    @property
+    def unapplied(self) -> list[tuple[int, str]]:
+        """Return (index, error) of the reports that cannot be applied."""
+        return [
+            (index, outcome)
+            for index, outcome in enumerate(self.outcomes)
+            if outcome not in (LABELLED, ALREADY_STORED)
+        ]
+
+
+def chargebacks_apply(
+    *, reports: Sequence[tuple[ChargebackMessage, str]]
+) -> ChargebackReport:
+    """Label the transactions these reports name (call inside a transaction).
+
+    `reports` pairs each message with its reference. A reference already stored
+    (a replay, or the same dispute twice in the batch) is skipped; a transaction
+    that is not stored is an outcome naming it, to become a dead letter.
+    """
+    result = ChargebackReport()
+    references = {reference for _message, reference in reports}
+    seen = set(
+        Label.objects.filter(
+            source=Label.Source.CHARGEBACK, reference__in=references
+        ).values_list("reference", flat=True)
+    )
+    records = Transaction.objects.in_bulk(
+        {message.transaction_id for message, _reference in reports},
+        field_name="transaction_id",
+    )
+    for message, reference in reports:
+        record = records.get(message.transaction_id)
+        if reference in seen:
+            result.outcomes.append(ALREADY_STORED)
+        elif record is None:
+            result.outcomes.append(
+                f"No stored transaction {message.transaction_id!r}: a chargeback "
+                "labels a payment the stream has scored. Redrive this letter once "
+                "it is stored."
+            )
+        else:
+            seen.add(reference)
+            transaction_label(
+                record=record,
+                is_fraud=message.is_fraud,
+                source=Label.Source.CHARGEBACK,
+                note=message.label_note(),
+                reference=reference,
+            )
+            result.outcomes.append(LABELLED)
+    return result
+
+
+class ChargebackStream(TransactionStream):
+    """A consumer-group member that turns chargeback records into labels.
+
+    It runs the transaction stream's loop (micro-batches, signals, database
+    retries, dead letters, offsets committed after the writes, --stop-when-idle)
+    with its own batch step: decode, label, store dead letters, all in one
+    database transaction, then commit. `report.created` counts labels and
+    `report.duplicates` reports already applied.
+    """
+
+    created_word = "labelled"
+
+    def batch_process(self, records: Sequence) -> ChargebackReport:
+        """Decode, label and commit one batch of chargeback records."""
+        reports: list[tuple[ChargebackMessage, str]] = []
+        positions: list = []
+        letters: list[DeadLetter] = []
+        for record in records:
+            received_at = record_received_at(record)
+            try:
+                message = chargeback_value_decode(record.value)
+            except RecordError as exc:
+                letters.append(dead_letter_build(record, str(exc), received_at))
+                continue
+            reference = chargeback_reference(
+                message,
+                topic=record.topic,
+                partition=record.partition,
+                offset=record.offset,
+                received_at=received_at,
+            )
+            reports.append((message, reference))
+            positions.append((record, received_at))
+
+        def store() -> tuple[ChargebackReport, list[DeadLetter]]:
+            with transaction.atomic():
+                result = chargebacks_apply(reports=reports)
+                unapplied = [
+                    dead_letter_build(positions[index][0], error, positions[index][1])
+                    for index, error in result.unapplied
+                ]
+                dead_letters_store([*letters, *unapplied])
+            return result, unapplied
+
+        result, unapplied = self._retrying(store)
+        if unapplied:
+            logger.warning(
+                "%d chargebacks name transactions that are not stored", len(unapplied)
+            )
+        letters = [*letters, *unapplied]
+        self.dead_letters_forward(letters)
+        self.offsets_commit(records)
+        report = self.report
+        report.records += len(records)
+        report.created += result.labelled
+        report.duplicates += result.already_stored
+        report.dead_letters += len(letters)
+        report.batches += 1
+        self._last_activity = time.monotonic()
+        return result
+
+
+def chargebacks_redrive(*, letters: Sequence[DeadLetter]) -> ChargebackReport:
+    """Apply dead-lettered chargebacks again (call inside a transaction).
+
+    Letters that decode and whose transaction is stored now become labels (or
+    are found labelled already) and are marked resolved; the others keep their
+    row with the new error in `resolution`. Each letter keeps the reference it
+    had on the topic, so a redrive after a replay labels once. The report has
+    one outcome per letter.
+    """
+    outcomes: dict[int, str] = {}
+    applicable: list[tuple[int, ChargebackMessage, str]] = []
+    for index, letter in enumerate(letters):
+        try:
+            message = chargeback_value_decode(bytes(letter.raw_value))
+        except RecordError as exc:
+            outcomes[index] = f"Still invalid: {exc}"
+            continue
+        reference = chargeback_reference(
+            message,
+            topic=letter.topic,
+            partition=letter.partition,
+            offset=letter.offset,
+            received_at=letter.received_at,
+        )
+        applicable.append((index, message, reference))
+    applied = chargebacks_apply(
+        reports=[(message, reference) for _index, message, reference in applicable]
+    )
+    for (index, _message, _reference), outcome in zip(
+        applicable, applied.outcomes, strict=True
+    ):
+        outcomes[index] = outcome
+    resolved_at = datetime.now(UTC)
+    for index, letter in enumerate(letters):
+        outcome = outcomes[index]
+        if outcome in (LABELLED, ALREADY_STORED):
+            letter.resolved_at = resolved_at
+            letter.resolution = f"Chargeback {outcome}."
+        else:
+            letter.resolution = outcome
+    return ChargebackReport(outcomes=[outcomes[i] for i in range(len(letters))])
+
+
+class SimulatedChargebacks:
+    """Send a chargeback for each simulated fraud, `delay` seconds after it.
+
+    The simulator knows which of its payments are fraud (`is_fraud`); a real
+    network reports those days later. `make run` uses a short delay so the
+    labels reach the dashboard while you watch. Reports still waiting when the
+    producer is stopped are not sent (they are in the future).
+    """
+
+    def __init__(self, *, producer: KafkaProducer, topic: str, delay: float) -> None:
+        self.producer = producer
+        self.topic = topic
+        self.delay = delay
+        self._due: list[tuple[float, int, dict]] = []
+        self._order = itertools.count()
+        self.sent = 0
+
+    def observe(self, record: dict | bytes) -> None:
+        """Schedule a chargeback if this sent record is a simulated fraud, and
+        send those that are due."""
+        if not isinstance(record, dict):
+            try:
+                record = orjson.loads(record)
+            except ValueError:
+                record = None
+        if (
+            isinstance(record, dict)
+            and record.get("is_fraud") is True
+            and isinstance(record.get("transaction_id"), str)
+        ):
+            report = {
+                "transaction_id": record["transaction_id"],
+                "is_fraud": True,
+                "dispute_id": f"sim-cb-{record['transaction_id']}",
+                "reason_code": "10.4",
+                "note": "simulated",
+            }
+            heapq.heappush(
+                self._due, (time.monotonic() + self.delay, next(self._order), report)
+            )
+        self.send_due()
+
+    @property
+    def pending(self) -> int:
+        """Return how many chargebacks are scheduled but not sent yet."""
+        return len(self._due)
+
+    def send_due(self, now: float | None = None) -> int:
+        """Send the chargebacks that are due; return how many."""
+        now = time.monotonic() if now is None else now
+        count = 0
+        while self._due and self._due[0][0] <= now:
+            _due, _order, report = heapq.heappop(self._due)
+            self.producer.send(
+                self.topic,
+                key=report["transaction_id"].encode(),
+                value=orjson.dumps(report),
+            )
+            count += 1
+        self.sent += count
+        return count
+
+    def finish(self, *, stop) -> None:
+        """Wait for the pending chargebacks to come due and send them, unless
+        `stop` (a threading.Event) is set; then flush."""
+        while self._due and not stop.is_set():
+            # Waits for the schedule (or for Ctrl-C), not for another process.
+            stop.wait(max(0.0, self._due[0][0] - time.monotonic()))
+            if not stop.is_set():
+                self.send_due()
+        self.producer.flush()

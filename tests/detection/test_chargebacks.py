@@ -1,0 +1,205 @@
+"""Chargebacks from Kafka label stored transactions: once each, nothing lost.
+
+Against the real embedded broker and the SQLite test database, like the stream.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from decimal import Decimal
+from io import StringIO
+
+import pytest
+from django.core.management import call_command
+from kafka import KafkaConsumer, TopicPartition
+
+from detection.chargebacks import ChargebackStream
+from detection.kafka import consumer_create, producer_create
+from detection.models import DeadLetter
+from detection.scoring import scoring_config_current
+from detection.services import dead_letters_redrive
+from tests.detection.test_stream import (
+    DEADLINE,
+    IDLE,
+    START,
+    group_new,
+    simulated,
+    wait_until,
+)
+from transactions.messages import MessageError, chargeback_message_parse
+from transactions.models import Label, Transaction
+
+pytestmark = [pytest.mark.kafka, pytest.mark.django_db(transaction=True)]
+
+
+def _stored(transaction_id: str) -> Transaction:
+    now = datetime.now(UTC)
+    return Transaction.objects.create(
+        transaction_id=transaction_id,
+        user_id="u-cb",
+        amount=Decimal("420.00"),
+        amount_base=420.0,
+        timestamp=now,
+        risk_score=0.2,
+        status=Transaction.Status.LEGIT,
+        reasons=[],
+        reason_codes="",
+        scored_at=now,
+    )
+
+
+def _send(bootstrap: str, topic: str, values: list[bytes]) -> None:
+    producer = producer_create(bootstrap=bootstrap)
+    try:
+        for value in values:
+            producer.send(topic, value=value)
+        producer.flush()
+    finally:
+        producer.close(timeout=10)
+
+
+def _run(bootstrap: str, topic: str, group: str | None = None):
+    consumer = consumer_create(bootstrap=bootstrap, group_id=group or group_new())
+    stream = ChargebackStream(consumer=consumer, topic=topic)
+    return stream.run(stop_when_idle=IDLE)
+
+
+def test_the_message_defaults_to_fraud_and_lists_every_field_error():
+    """A chargeback needs only its transaction; bad fields are named together."""
+    message = chargeback_message_parse({"transaction_id": "t-1", "extra": 1})
+    assert message.is_fraud is True
+    assert message.label_note() == "Chargeback"
+    with pytest.raises(MessageError) as caught:
+        chargeback_message_parse(
+            {"is_fraud": "maybe", "dispute_id": "d" * 65, "note": ["x"]}
+        )
+    assert set(caught.value.errors) == {
+        "transaction_id",
+        "is_fraud",
+        "dispute_id",
+        "note",
+    }
+
+
+def test_chargebacks_label_once_and_bad_reports_become_dead_letters(
+    kafka_bootstrap, kafka_topic
+):
+    """Given two stored payments, when their chargebacks arrive with an unknown
+    payment's, a repeated dispute, garbage and a bad field, then each stored
+    payment gets one chargeback label with the report in its note, and the three
+    bad records are dead letters with their errors. Replaying the topic under a
+    new group adds no label and no dead letter; once the unknown payment is
+    stored, a redrive labels it."""
+    first, second = _stored("t-cb-1"), _stored("t-cb-2")
+    report = {"transaction_id": "t-cb-1", "dispute_id": "D-1", "reason_code": "10.4"}
+    _send(
+        kafka_bootstrap,
+        kafka_topic,
+        [
+            json.dumps(report).encode(),
+            json.dumps(report).encode(),  # the network sent it twice
+            json.dumps({"transaction_id": "t-cb-2", "is_fraud": False}).encode(),
+            json.dumps({"transaction_id": "t-cb-later"}).encode(),
+            b"\xff not json",
+            json.dumps({"transaction_id": "t-cb-1", "is_fraud": "yes!"}).encode(),
+        ],
+    )
+
+    result = _run(kafka_bootstrap, kafka_topic)
+
+    assert (result.records, result.created, result.duplicates) == (6, 2, 1)
+    assert result.dead_letters == 3
+    labels = {label.transaction_id: label for label in Label.objects.all()}
+    assert set(labels) == {first.pk, second.pk}
+    assert labels[first.pk].source == "chargeback"
+    assert labels[first.pk].is_fraud is True
+    assert labels[first.pk].note == "Chargeback D-1, reason code 10.4"
+    assert labels[first.pk].reference == "D-1"
+    assert labels[second.pk].is_fraud is False
+    assert labels[second.pk].reference.startswith(f"{kafka_topic}:")
+    errors = sorted(DeadLetter.objects.values_list("error", flat=True))
+    assert any("Not JSON" in error for error in errors)
+    assert any('"is_fraud"' in error for error in errors)
+    assert any("No stored transaction 't-cb-later'" in error for error in errors)
+
+    replay = _run(kafka_bootstrap, kafka_topic)
+    assert (replay.created, replay.duplicates) == (0, 3)
+    assert Label.objects.count() == 2
+    assert DeadLetter.objects.count() == 3
+
+    _stored("t-cb-later")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr("django.conf.settings.KAFKA_CHARGEBACKS_TOPIC", kafka_topic)
+        redriven = dead_letters_redrive(
+            letters=list(DeadLetter.objects.all()), config=scoring_config_current()
+        )
+    assert (redriven.labelled, redriven.still_invalid, redriven.unmatched) == (1, 2, 0)
+    later = Label.objects.get(transaction__transaction_id="t-cb-later")
+    assert later.source == "chargeback"
+    resolved = DeadLetter.objects.exclude(resolved_at=None).get()
+    assert "No stored transaction" in resolved.error
+    assert resolved.resolution == "Chargeback labelled."
+
+
+def test_the_producer_sends_a_chargeback_for_each_simulated_fraud(
+    kafka_bootstrap, kafka_topic_factory, settings
+):
+    """Given --chargebacks-after, when the simulator sends N payments, then the
+    chargeback topic holds one report per payment marked is_fraud, keyed by its
+    transaction id; once the payments are scored, consume_chargebacks labels
+    exactly those payments as fraud."""
+    settings.KAFKA_BROKER = kafka_bootstrap
+    topic, chargebacks = kafka_topic_factory(), kafka_topic_factory()
+    settings.KAFKA_CHARGEBACKS_TOPIC = chargebacks
+    out = StringIO()
+    call_command(
+        "produce_transactions",
+        "--topic", topic, "--count", "3000", "--seed", "5", "--users", "80",
+        "--start", START, "--chargebacks-after", "0.2",
+        stdout=out,
+    )  # fmt: skip
+    frauds = {
+        m["transaction_id"] for m in simulated(3000, seed=5, users=80) if m["is_fraud"]
+    }
+    assert frauds, "the simulator made no fraud in 3,000 payments"
+    assert f"Sent {len(frauds):,} chargebacks" in out.getvalue()
+
+    consumer = KafkaConsumer(
+        bootstrap_servers=kafka_bootstrap, auto_offset_reset="earliest"
+    )
+    try:
+        consumer.assign(
+            [
+                TopicPartition(chargebacks, p)
+                for p in consumer.partitions_for_topic(chargebacks)
+            ]
+        )
+        seen: dict[str, bytes] = {}
+
+        def all_read() -> bool:
+            for records in consumer.poll(timeout_ms=200).values():
+                for record in records:
+                    seen[json.loads(record.value)["transaction_id"]] = record.key
+            return len(seen) >= len(frauds)
+
+        wait_until(all_read, timeout=DEADLINE, what="the simulated chargebacks")
+    finally:
+        consumer.close()
+    assert set(seen) == frauds
+    assert all(key == tid.encode() for tid, key in seen.items())
+
+    # Then the two consumer commands: payments scored, then their chargebacks.
+    call_command(
+        "consume_transactions", "--topic", topic, "--group", group_new(),
+        "--stop-when-idle", str(IDLE), "--no-push", stdout=out,
+    )  # fmt: skip
+    call_command(
+        "consume_chargebacks", "--group", group_new(),
+        "--stop-when-idle", str(IDLE), stdout=out,
+    )  # fmt: skip
+    assert f"{len(frauds):,} labelled, 0 already labelled, 0 dead" in out.getvalue()
+    labelled = Label.objects.filter(source="chargeback", is_fraud=True)
+    assert set(labelled.values_list("transaction__transaction_id", flat=True)) == (
+        frauds
+    )
