@@ -233,6 +233,12 @@ def _model_anomaly(_row: FeatureRow, p: dict, model: tuple | None) -> dict | Non
     return model_reason(model, p)
 
 
+def percent_text(fraction: float) -> str:
+    """Return a fraction as a percentage with the decimals it has (99.95%, 90%):
+    a fixed one decimal showed a ceiling of 0.9995 as 100.0%."""
+    return f"{round(fraction * 100, 4):g}%"
+
+
 def model_reason(model: tuple[float, float], p: dict) -> dict:
     """Return the model's reason entry for (anomaly score, training percentile).
 
@@ -243,8 +249,9 @@ def model_reason(model: tuple[float, float], p: dict) -> dict:
     return {
         "detail": (
             f"anomaly score {score:.3f}, more unusual than {percentile:.2%} of "
-            f"training transactions (the model adds risk from {p['floor']:.1%} "
-            f"up, its full weight from {p['ceiling']:.1%})"
+            f"training transactions (the model adds risk from "
+            f"{percent_text(p['floor'])} up, its full weight from "
+            f"{percent_text(p['ceiling'])})"
         ),
         "values": {
             "model_score": round(score, 4),

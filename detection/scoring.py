@@ -33,6 +33,7 @@ from detection.rules import (
     RULE_TYPES,
     RuleType,
     model_reason,
+    percent_text,
     rule_params_validate,
 )
 from detection.state import FEATURE_NAMES, FeatureRow, UserState, UserStateStore
@@ -467,7 +468,8 @@ def _model_named(
             return fired
         reason = model_reason(model_output, model_rule.params)
         reason["detail"] += (
-            f"; below the {model_rule.params['threshold']:.1%} from which it is a "
+            f"; below the {percent_text(model_rule.params['threshold'])} from "
+            "which it is a "
             "reason on its own, named because its risk helped flag this"
         )
         fired = [*fired, (model_rule, reason)]

@@ -338,6 +338,10 @@ def simulate_stream(
         start=start or datetime.now(UTC),
         fraud_rate_scale=1.0,
     )
+    # The same cards as `simulate` with this seed (make run loads their history
+    # that way), but their own days: drawn from the seed alone, the stream's
+    # first week would replay that history day for day, a week later.
+    sim.rng = random.Random(f"stream-{seed}-{sim.start}")
     prefix = f"st-{seed}-{sim.start}-"
     for n, event in enumerate(sim.events(None)):
         yield to_record(event, f"{prefix}{n:010d}")

@@ -492,3 +492,14 @@ def test_unknown_city_is_not_an_error():
     )
     assert verdicts[0].status == "legit"
     assert any("Atlantis" in note for note in verdicts[0].notes)
+
+
+def test_the_model_reason_shows_its_cut_offs_with_the_decimals_they_have():
+    """A ceiling of 0.9995 reads 99.95% (one fixed decimal showed 100.0%), a
+    floor of 0.9 reads 90%."""
+    from detection.rules import model_reason
+
+    reason = model_reason(
+        (0.71, 0.9997), {"threshold": 0.995, "floor": 0.9, "ceiling": 0.9995}
+    )
+    assert "adds risk from 90% up, its full weight from 99.95%" in reason["detail"]

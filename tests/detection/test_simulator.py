@@ -270,3 +270,25 @@ def test_stream_starts_now_by_default():
     before = datetime.now(UTC) - timedelta(seconds=1)
     first = next(simulate_stream(users=20, seed=1))
     assert before <= parse(first["timestamp"]) < before + timedelta(days=1)
+
+
+def test_the_stream_continues_the_history_of_the_same_cards_with_new_days():
+    """Given a week of history and the stream of the same seed a week later (as
+    make run loads and streams them), then the stream's cards are the history's,
+    but its purchases are not the history's replayed a week on."""
+    week = timedelta(days=7)
+    history = list(simulate_transactions(users=40, days=1, seed=7, start=START))
+    stream = []
+    for record in simulate_stream(users=40, seed=7, start=START + week):
+        if parse(record["timestamp"]) >= START + week + timedelta(days=1):
+            break
+        stream.append(record)
+
+    def shape(record, shift=timedelta(0)):
+        moment = parse(record["timestamp"]) + shift
+        return record["user_id"], record["amount"], record["merchant_id"], moment
+
+    cards = {r["user_id"] for r in stream}
+    assert len(cards & {r["user_id"] for r in history}) >= 0.8 * len(cards)
+    replayed = {shape(r, week) for r in history} & {shape(r) for r in stream}
+    assert len(replayed) < len(stream) / 100, (len(replayed), len(stream))
