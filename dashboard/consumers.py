@@ -8,7 +8,7 @@ from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 
 from dashboard.selectors import session_signed_in
-from detection.events import VERDICTS_EVENT_TYPE, VERDICTS_GROUP
+from detection.events import LABELS_EVENT_TYPE, VERDICTS_EVENT_TYPE, VERDICTS_GROUP
 
 # How often an open socket checks that its session still signs in an active user
 # (the page pings every 15 s): signing out, or an admin deactivating the user,
@@ -76,4 +76,12 @@ class VerdictsConsumer(AsyncJsonWebsocketConsumer):
                 "source": event.get("source", ""),
                 "sent_at": event.get("sent_at"),
             }
+        )
+
+    async def labels_added(self, event):
+        """Forward new labels: review lists mark the rows another analyst did."""
+        if not await self._signed_in():
+            return
+        await self.send_json(
+            {"type": LABELS_EVENT_TYPE, "labels": event.get("labels", [])}
         )

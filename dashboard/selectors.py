@@ -162,6 +162,18 @@ class TravelSummary:
     hours: float | None
     speed_kmh: float | None
 
+    @property
+    def since_text(self) -> str:
+        """Return the time since the previous payment in words (4 min, 2.5 h)."""
+        if self.hours is None:
+            return "unknown"
+        minutes = self.hours * 60
+        if minutes < 90:
+            return f"{minutes:.0f} min"
+        if self.hours < 48:
+            return f"{self.hours:.1f} h"
+        return f"{self.hours / 24:.1f} days"
+
 
 def _coordinates(txn: Transaction) -> tuple[float, float] | None:
     if txn.latitude is not None and txn.longitude is not None:

@@ -29,6 +29,7 @@ import orjson
 from django.db import transaction
 from kafka import KafkaProducer
 
+from detection.events import labels_announce
 from detection.models import DeadLetter
 from detection.records import (
     RecordError,
@@ -122,6 +123,7 @@ def chargebacks_apply(
     that is not stored is an outcome naming it, to become a dead letter.
     """
     result = ChargebackReport()
+    labels: list[Label] = []
     references = {reference for _message, reference in reports}
     seen = set(
         Label.objects.filter(
@@ -144,14 +146,19 @@ def chargebacks_apply(
             )
         else:
             seen.add(reference)
-            transaction_label(
+            label = transaction_label(
                 record=record,
                 is_fraud=message.is_fraud,
                 source=Label.Source.CHARGEBACK,
                 note=message.label_note(),
                 reference=reference,
+                announce=False,
             )
+            labels.append(label)
             result.outcomes.append(LABELLED)
+    if labels:
+        # One event for the batch, once it is committed.
+        transaction.on_commit(lambda: labels_announce(labels))
     return result
 
 

@@ -202,3 +202,45 @@ class VerdictsPublisher:
                 self._failures_unlogged = 0
         else:
             self.sent += 1
+
+
+LABELS_EVENT_TYPE = "labels.added"
+
+
+def label_payload(label) -> dict:
+    """Return one label as the dashboard's JSON (as the API shows a label)."""
+    return {
+        "transaction_id": label.transaction.transaction_id,
+        "is_fraud": label.is_fraud,
+        "source": label.source,
+        "note": label.note,
+        "created_by": label.created_by.get_username() if label.created_by else None,
+        "created_at": label.created_at.isoformat(),
+    }
+
+
+def labels_announce(labels: Sequence, *, channel_layer=None, wait: bool = False):
+    """Tell open dashboards of new labels, so review lists drop what is done.
+
+    Best effort, like the verdict push: sent from a daemon thread so that a slow
+    or absent channel layer never holds up the request or batch that labelled;
+    a failure is logged. Call it after the labels' transaction has committed.
+    `wait` sends in the calling thread (tests).
+    """
+    if not labels:
+        return
+    event = {
+        "type": LABELS_EVENT_TYPE,
+        "labels": [label_payload(label) for label in labels],
+    }
+
+    def send() -> None:
+        try:
+            verdicts_publish(event, channel_layer=channel_layer)
+        except Exception:
+            logger.warning("could not push %d new labels", len(labels), exc_info=True)
+
+    if wait:
+        send()
+    else:
+        threading.Thread(target=send, name="labels-announce", daemon=True).start()

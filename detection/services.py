@@ -15,6 +15,7 @@ from django.conf import settings
 from django.db import transaction
 
 from detection.alerts import alert_deliveries_enqueue
+from detection.events import labels_announce
 from detection.forest import PackedForest
 from detection.models import DeadLetter
 from detection.profiles import OrmStateStore
@@ -468,6 +469,7 @@ def transaction_label(
     note: str = "",
     reference: str = "",
     created_by=None,
+    announce: bool = True,
 ) -> Label:
     """Record a label on a stored transaction (latest wins) and return it.
 
@@ -478,7 +480,9 @@ def transaction_label(
     the cardholder stops reading as impossible travel). Later relabels change
     nothing in the profile: a profile cannot unlearn, and learning twice would
     count the purchase twice. The API, the dashboard and the admin all label
-    through here; the verdict stays as it was.
+    through here; the verdict stays as it was. Once committed, open dashboards
+    are told (`announce=False`: the caller announces, as the chargeback
+    consumer does once per batch).
     """
     with transaction.atomic():
         # The conditional update claims the lesson: of two labels at once (a
@@ -510,6 +514,8 @@ def transaction_label(
             rates = scoring_config_from_db(model=None).rates
             state_learn_later(state, message, rates=rates)
             store.states_put([state])
+        if announce:
+            transaction.on_commit(lambda: labels_announce([label]))
     return label
 
 

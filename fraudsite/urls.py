@@ -2,6 +2,8 @@
 
 from django.contrib import admin
 from django.contrib.auth import views as auth_views
+from django.shortcuts import redirect
+from django.templatetags.static import static
 from django.urls import include, path
 from drf_spectacular.views import (
     SpectacularAPIView,
@@ -27,5 +29,10 @@ urlpatterns = [
     # with no mail set up; admins set passwords in the admin.
     path("accounts/login/", auth_views.LoginView.as_view(), name="login"),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
+    # Browsers ask for /favicon.ico on every page without an icon link (admin).
+    path(
+        "favicon.ico",
+        lambda request: redirect(static("dashboard/favicon.svg"), permanent=True),
+    ),
     path("", include("dashboard.urls")),
 ]

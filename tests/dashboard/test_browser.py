@@ -454,8 +454,12 @@ def test_overview_screenshot(logged_in_page, score, channel_layer_redis, tmp_pat
 
 
 def test_an_analyst_blocks_a_merchant_from_a_transaction(logged_in_page, score):
-    """From a transaction's page the analyst blocks its merchant with a reason:
-    the entry shows at once, and the merchant's next transaction is fraud."""
+    """From a transaction's page the analyst blocks its merchant with a reason,
+    after confirming (a merchant is everyone's payments there): the entry shows
+    at once with its Remove button, and the merchant's next transaction is fraud.
+    Declining the confirmation blocks nothing."""
+    from detection.models import ListEntry
+
     (txn,) = score(message(user_id="shopper", merchant_id="m-skimmer"))
     page = logged_in_page
     page.goto(f"/transactions/{txn.transaction_id}/")
@@ -463,15 +467,27 @@ def test_an_analyst_blocks_a_merchant_from_a_transaction(logged_in_page, score):
     expect(section).to_contain_text("on no list")
     page.get_by_label("Put on a list").select_option("merchant:m-skimmer")
     page.get_by_label("Why").fill("skimmer found, case 77")
+    questions = []
+
+    def decline(dialog):
+        questions.append(dialog.message)
+        dialog.dismiss()
+
+    page.once("dialog", decline)
+    section.get_by_role("button", name="Block").click()
+    expect(page.locator("#list-entries")).to_contain_text("on no list")
+    assert "Block every payment at merchant m-skimmer?" in questions[0]
+    assert not ListEntry.objects.exists()
+
+    page.once("dialog", lambda dialog: dialog.accept())
     section.get_by_role("button", name="Block").click()
     expect(page.locator("#list-entries li").first).to_contain_text(
         "Blocked merchant m-skimmer · “skimmer found, case 77” · by analyst"
     )
     (later,) = score(message(user_id="someone-else", merchant_id="m-skimmer"))
     assert later.status == "fraud"
-    page.reload()
-    expect(page.locator("#list-entries")).to_contain_text("Blocked merchant m-skimmer")
-    # And removes it again from the same page.
+    # And removes it again from the same page, without a reload.
+    page.once("dialog", lambda dialog: dialog.accept())
     page.locator("#list-entries").get_by_role("button", name="Remove").click()
     expect(page.locator("#list-entries")).to_contain_text("on no list")
     (after,) = score(message(user_id="a-third", merchant_id="m-skimmer"))
@@ -533,3 +549,39 @@ def test_every_column_fits_a_1400px_screen(logged_in_page, score):
         " return w.scrollWidth - w.clientWidth; })()"
     )
     assert overflow <= 0, f"the table is {overflow}px wider than its frame"
+
+
+def test_a_label_given_elsewhere_marks_the_row_in_a_review_list(
+    logged_in_page, score, channel_layer_redis, staff_user
+):
+    """Given the "not labelled" review list open, when another analyst labels
+    one of its rows (the API, in another session), then the row shows the label
+    and is marked done without a reload; its detail page's back link returns to
+    this filtered list."""
+    from detection.services import transaction_label
+
+    first, second = score(
+        message(user_id="queue-a", amount="15000.00"),
+        message(user_id="queue-b", amount="15000.00"),
+    )
+    page = logged_in_page
+    page.goto("/transactions/?status=flagged&label=none")
+    expect(_rows(page)).to_have_count(2)
+    expect(page.locator("#live-status .live-text")).to_have_text("Connected")
+
+    transaction_label(record=first, is_fraud=True, created_by=staff_user)
+
+    row = page.locator(f"#txn-rows tr[data-id='{first.transaction_id}']")
+    expect(row.locator(".label-cell")).to_have_text(
+        "Confirmed fraud", timeout=LIVE_DEADLINE_MS
+    )
+    expect(row).to_have_class(re.compile(r"\bdone\b"))
+    other = page.locator(f"#txn-rows tr[data-id='{second.transaction_id}']")
+    expect(other).not_to_have_class(re.compile(r"\bdone\b"))
+
+    other.get_by_role("link").click()
+    back = page.locator("#back-to-list")
+    expect(back).to_have_text("← Back to the list")
+    back.click()
+    expect(page).to_have_url(re.compile(r"/transactions/\?status=flagged&label=none$"))
+    expect(page.locator("#f-label")).to_have_value("none")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -183,6 +184,9 @@ def test_detail_shows_verdict_reasons_travel_and_history(client, staff_user, sco
     assert travel.previous_location == "London"
     assert 9000 < travel.distance_km < 10000
     assert travel.speed_kmh > 900
+    # Read as a person would: grouped kilometres, minutes.
+    assert re.search(r"<dd>9,5\d\d km</dd>", content)
+    assert "<dd>30 min</dd>" in content
     assert len(response.context["recent"]) == 2
     # The recent list names the rules, as the reasons do, not their codes.
     assert '<span class="reason rule-name">Impossible travel</span>' in content
@@ -209,6 +213,10 @@ def test_static_files_are_served_by_the_project(client):
     ):
         response = client.get(f"/static/dashboard/{name}")
         assert response.status_code == 200, name
+    # So is an icon, where browsers look for one (the admin has no icon link).
+    icon = client.get("/favicon.ico", follow=True)
+    assert icon.status_code == 200
+    assert icon.redirect_chain[-1][0].endswith("favicon.svg")
 
 
 def test_rule_performance_counts_firings_and_what_labels_said(

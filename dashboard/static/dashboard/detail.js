@@ -1,6 +1,22 @@
 /* Transaction detail: "Confirm fraud" / "Mark legitimate" without a reload. */
 "use strict";
 
+/* "← All transactions" goes back to the list as it was filtered and sorted
+   (the list keeps its query in this tab's session storage). */
+(function () {
+  const back = document.getElementById("back-to-list");
+  let query = null;
+  try {
+    query = sessionStorage.getItem("dash.listQuery");
+  } catch (error) {
+    // Storage may be off (privacy settings): the plain link still works.
+  }
+  if (back && query) {
+    back.href = back.getAttribute("href") + "?" + query;
+    back.textContent = "← Back to the list";
+  }
+})();
+
 (function () {
   const form = document.getElementById("label-form");
   const current = document.getElementById("label-current");
@@ -65,6 +81,7 @@
     entries.addEventListener("click", async function (event) {
       const button = event.target.closest("[data-remove-entry]");
       if (!button) return;
+      if (!window.confirm("Remove this list entry? Later transactions are no longer decided by it.")) return;
       button.disabled = true;
       try {
         await Dash.api("/api/lists/" + encodeURIComponent(button.dataset.removeEntry), { method: "DELETE" });
@@ -92,6 +109,9 @@
         entry.created_by + " · " + Dash.utc(entry.created_at) + " UTC",
     ];
     if (entry.expires_at) parts.push(" · until " + Dash.utc(entry.expires_at) + " UTC");
+    if (form.dataset.canRemove) {
+      parts.push(" ", Dash.el("button", { type: "button", class: "link-button", "data-remove-entry": String(entry.id), text: "Remove" }));
+    }
     return parts;
   }
 
@@ -108,6 +128,11 @@
     };
     const days = form.elements.expires.value;
     if (days) payload.expires_at = new Date(Date.now() + days * 86400000).toISOString();
+    // A merchant or a country is everyone's payments there: ask first.
+    if (payload.kind !== "card" && payload.action === "block" &&
+        !window.confirm("Block every payment at " + payload.kind + " " + payload.value + "? Each one is judged fraud until the entry is removed" + (days ? " or ends." : "."))) {
+      return;
+    }
     failure.hidden = true;
     for (const control of form.querySelectorAll("button")) control.disabled = true;
     try {

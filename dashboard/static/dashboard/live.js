@@ -11,7 +11,7 @@ window.Live = (function () {
   // A ping every 15 s; no message for 40 s means a dead (half-open) connection.
   const PING_EVERY_MS = 15000;
   const SILENCE_LIMIT_MS = 40000;
-  const handlers = { batch: [], reconnect: [], state: [] };
+  const handlers = { batch: [], labels: [], reconnect: [], state: [] };
   const box = document.getElementById("live-status");
   let socket = null;
   let state = "connecting";
@@ -115,6 +115,10 @@ window.Live = (function () {
       try {
         event = JSON.parse(message.data);
       } catch (error) {
+        return;
+      }
+      if (event.type === "labels.added") {
+        emit("labels", event);
         return;
       }
       if (event.type !== "verdicts.batch") return;

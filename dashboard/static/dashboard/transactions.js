@@ -111,6 +111,12 @@
     if (state.ordering !== "-id") params.set("ordering", state.ordering);
     const query = params.toString();
     history.replaceState(null, "", location.pathname + (query ? "?" + query : ""));
+    try {
+      // The detail page's back link returns to this view.
+      sessionStorage.setItem("dash.listQuery", query);
+    } catch (error) {
+      // Storage may be off: the back link then shows every transaction.
+    }
   }
 
   /* ---- rows --------------------------------------------------------------- */
@@ -230,6 +236,21 @@
       return;
     }
     enqueue(matching);
+  });
+
+  // A label given anywhere (another analyst, a chargeback) shows on its row at
+  // once; in a "not labelled" review list the row is marked done, so two
+  // analysts on one queue do not both work it.
+  Live.on("labels", function (event) {
+    for (const label of event.labels || []) {
+      const row = tbody.querySelector('tr[data-id="' + CSS.escape(label.transaction_id) + '"]');
+      if (!row) continue;
+      row.querySelector(".label-cell").replaceChildren(Dash.labelBadge(label));
+      if (state.filters.label === "none") {
+        row.classList.add("done");
+        row.title = "Labelled by " + (label.created_by || label.source) + " since this list loaded";
+      }
+    }
   });
 
   Live.on("reconnect", function () {
