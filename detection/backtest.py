@@ -89,6 +89,11 @@ def _records(path: Path) -> Iterator[tuple[int, str, dict | None, str | None]]:
                     yield number, _printable(text), None, NOT_UTF8
                     continue
                 clean = {k: v for k, v in row.items() if k is not None and v != ""}
+                # The dashboard's CSV export carries the analysts' and
+                # chargebacks' verdict as latest_label: ground truth here.
+                label = clean.get("latest_label")
+                if "is_fraud" not in clean and label in ("fraud", "legit"):
+                    clean["is_fraud"] = label == "fraud"
                 yield number, text, clean, None
             return
         for number, line in enumerate(handle, start=1):

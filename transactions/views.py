@@ -270,6 +270,8 @@ EXPORT_COLUMNS = (
     "channel",
     "location",
     "country",
+    "latitude",
+    "longitude",
     "status",
     "risk_score",
     "reason_codes",

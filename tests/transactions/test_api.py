@@ -519,3 +519,33 @@ def test_merchant_and_country_filters(api_client):
     assert ids(merchant_id="m-a") == ["mc-0", "mc-1"]
     assert ids(country="fr") == ["mc-0", "mc-2"]
     assert ids(merchant_id="m-a", country="FR") == ["mc-0"]
+
+
+def test_an_export_backtests_with_its_labels(api_client, ledger, staff_user, tmp_path):
+    """The export carries coordinates and labels, and `backtest` reads it as it
+    is: the labelled rows (latest_label) are its ground truth."""
+    from django.core.management import call_command
+
+    from transactions.services import label_create
+
+    label_create(
+        transaction=Transaction.objects.get(transaction_id="b-huge"), is_fraud=True
+    )
+    label_create(
+        transaction=Transaction.objects.get(transaction_id="a-28"), is_fraud=False
+    )
+    rows = _csv(api_client.get("/api/transactions/export"))
+    header = rows[0]
+    assert {"latitude", "longitude", "latest_label"} <= set(header)
+    source = tmp_path / "export.csv"
+    with source.open("w", newline="") as handle:
+        import csv
+
+        csv.writer(handle).writerows(rows)
+    output = tmp_path / "out.jsonl"
+    out = io.StringIO()
+    call_command(
+        "backtest", str(source), "--train-until", "2000-01-01T00:00:00Z",
+        "--output", str(output), stdout=out,
+    )  # fmt: skip
+    assert "Labelled: 2 (1 fraud)" in out.getvalue()

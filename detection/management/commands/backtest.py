@@ -69,10 +69,13 @@ class Command(BaseCommand):
             for verdict in result.verdicts:
                 handle.write(verdict_line(verdict) + "\n")
         metrics = result.metrics
-        self.stdout.write(
-            f"Trained {result.model_version} on {result.trained_on:,} transactions; "
-            f"scored {metrics['scored']:,}; wrote {output}"
+        trained = (
+            f"Trained {result.model_version} on {result.trained_on:,} transactions"
+            if result.model_version
+            else f"No model ({result.trained_on:,} transactions before "
+            "--train-until): scored by rules alone"
         )
+        self.stdout.write(f"{trained}; scored {metrics['scored']:,}; wrote {output}")
         self.stdout.write("By status: " + json.dumps(metrics["by_status"]))
         self.stdout.write("Rule hits: " + json.dumps(metrics["rule_hits"]))
         if "labelled" in metrics:
