@@ -21,6 +21,7 @@ import numpy as np
 from sklearn.ensemble import IsolationForest
 from sklearn.metrics import average_precision_score, roc_auc_score
 
+from detection.explain import feature_quantiles
 from detection.forest import PackedForest
 from detection.lists import EMPTY as EMPTY_LISTS
 from detection.registry import LoadedModel, forest_train, score_quantiles
@@ -146,6 +147,7 @@ def _loaded(forest: IsolationForest, matrix: np.ndarray) -> LoadedModel:
         forest=PackedForest.from_isolation_forest(forest),
         feature_names=FEATURE_NAMES,
         score_quantiles=score_quantiles(forest, matrix),
+        feature_quantiles=feature_quantiles(matrix),
     )
 
 

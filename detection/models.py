@@ -194,6 +194,14 @@ class ModelVersion(models.Model):
     score_quantiles = models.JSONField(
         default=list, blank=True, help_text="Training anomaly scores at 0.1% steps."
     )
+    feature_quantiles = models.JSONField(
+        default=list,
+        blank=True,
+        help_text=(
+            "Training features at detection.explain's quantile levels: what model "
+            "reasons call unusual (empty for models trained before)."
+        ),
+    )
     trained_at = models.DateTimeField()
     is_active = models.BooleanField(default=False)
     evaluation = models.JSONField(

@@ -18,6 +18,7 @@ from django.db import transaction
 from sklearn.ensemble import IsolationForest
 from sklearn.metrics import average_precision_score
 
+from detection.explain import FEATURE_QUANTILE_GRID
 from detection.forest import PackedForest
 from detection.models import ModelVersion
 from detection.state import FEATURE_NAMES
@@ -48,6 +49,9 @@ class LoadedModel:
     feature_names: tuple[str, ...]
     # Anomaly scores of the training set at quantiles 0, 0.001, ..., 1.
     score_quantiles: np.ndarray
+    # Training features at detection.explain.FEATURE_QUANTILE_GRID (None for
+    # models stored before: their reasons name no unusual features).
+    feature_quantiles: np.ndarray | None = None
 
     def percentiles(self, scores: np.ndarray) -> np.ndarray:
         """Return each score's percentile (0..1) among the training scores."""
@@ -141,6 +145,7 @@ def model_version_create(
     *,
     forest: IsolationForest,
     quantiles: np.ndarray,
+    features: np.ndarray | None = None,
     sample_count: int,
     trained_from: datetime | None,
     trained_until: datetime | None,
@@ -166,6 +171,7 @@ def model_version_create(
             trained_until=trained_until,
             sample_count=sample_count,
             score_quantiles=[float(value) for value in quantiles],
+            feature_quantiles=[] if features is None else features.tolist(),
             trained_at=now,
             evaluation=evaluation or {},
         )
@@ -216,11 +222,14 @@ def model_load(row: ModelVersion) -> LoadedModel:
             f"Model {row.version} holds untrusted types: {sorted(untrusted)}."
         )
     forest = sio.loads(artifact, trusted=allowed)
+    features = np.asarray(row.feature_quantiles or [], dtype=np.float64)
+    shape = (len(FEATURE_QUANTILE_GRID), len(FEATURE_NAMES))
     return LoadedModel(
         version=row.version,
         forest=PackedForest.from_isolation_forest(forest),
         feature_names=FEATURE_NAMES,
         score_quantiles=np.asarray(row.score_quantiles, dtype=np.float64),
+        feature_quantiles=features if features.shape == shape else None,
     )
 
 

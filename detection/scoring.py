@@ -15,8 +15,10 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 import numpy as np
+from django.conf import settings
 from django.db import DatabaseError
 
+from detection.explain import unusual_features, unusual_text
 from detection.geo import city_coordinates
 from detection.lists import EMPTY as EMPTY_LISTS
 from detection.lists import (
@@ -544,11 +546,36 @@ def verdicts_score(
     return verdicts  # type: ignore[return-value]
 
 
+def _model_explained(
+    fired: list[tuple[ActiveRule, dict]],
+    vector: np.ndarray,
+    row: FeatureRow,
+    config: ScoringConfig,
+) -> None:
+    """Add to the model's reason, when it has one, what was unusual (in place).
+
+    Only named model reasons (a few percent of payments) pay for this.
+    """
+    for rule, reason in fired:
+        if rule.rule_type.code == MODEL_ANOMALY:
+            unusual = unusual_features(
+                vector,
+                row,
+                config.model.feature_quantiles,
+                base_currency=settings.BASE_CURRENCY,
+            )
+            reason["values"]["unusual"] = unusual
+            reason["detail"] += unusual_text(unusual)
+            return
+
+
 def _judge(prepared: Sequence[_Prepared], config: ScoringConfig) -> list[Verdict]:
     """Return the verdicts of prepared rows: the model once over all, then rules."""
     model_outputs: list[tuple[float, float] | None] = [None] * len(prepared)
+    matrix = None
     if config.model is not None and prepared:
-        scores = config.model.anomaly_scores(feature_matrix(prepared))
+        matrix = feature_matrix(prepared)
+        scores = config.model.anomaly_scores(matrix)
         percentiles = config.model.percentiles(scores)
         model_outputs = [
             (float(score), float(pct))
@@ -560,7 +587,9 @@ def _judge(prepared: Sequence[_Prepared], config: ScoringConfig) -> list[Verdict
     verdicts = []
     now = time.time()
     merchant_fraud = config.merchant_fraud
-    for item, model_output in zip(prepared, model_outputs, strict=True):
+    for index, (item, model_output) in enumerate(
+        zip(prepared, model_outputs, strict=True)
+    ):
         if merchant_fraud:
             item.row.merchant_id = item.message.merchant_id
             item.row.merchant_confirmed_fraud = merchant_fraud.get(
@@ -581,6 +610,8 @@ def _judge(prepared: Sequence[_Prepared], config: ScoringConfig) -> list[Verdict
             status = STATUS_LEGIT
         if model_added > 0:
             fired = _model_named(fired, model_rule, model_output, model_added, status)
+        if matrix is not None and config.model.feature_quantiles is not None:
+            _model_explained(fired, matrix[index], item.row, config)
         notes = list(item.notes)
         if config.model is None:
             notes.append(NOTE_RULES_ONLY)

@@ -16,6 +16,7 @@ from django.db import transaction
 
 from detection.alerts import alert_deliveries_enqueue
 from detection.events import labels_announce
+from detection.explain import feature_quantiles
 from detection.forest import PackedForest
 from detection.models import DeadLetter
 from detection.profiles import OrmStateStore
@@ -738,6 +739,7 @@ def model_retrain(
     row = model_version_create(
         forest=forest,
         quantiles=quantiles,
+        features=feature_quantiles(data.matrix),
         sample_count=len(data.matrix),
         trained_from=min(data.timestamps),
         trained_until=max(data.timestamps),

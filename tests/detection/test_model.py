@@ -52,6 +52,12 @@ def test_retrain_model_activates_a_verified_skops_model(history, capsys):
     loaded = model_load(row)
     scores = loaded.anomaly_scores(np.zeros((3, len(FEATURE_NAMES))))
     assert np.all((scores > 0) & (scores <= 1))
+    # With its training features' quantiles, for the reasons' "unusual" words;
+    # a version stored before they existed still loads, without them.
+    assert loaded.feature_quantiles.shape == (17, len(FEATURE_NAMES))
+    assert np.all(np.diff(loaded.feature_quantiles, axis=0) >= 0)
+    row.feature_quantiles = []
+    assert model_load(row).feature_quantiles is None
 
 
 def test_confirmed_fraud_is_left_out_of_training(history, staff_user):

@@ -149,6 +149,7 @@ class FixedPercentileModel:
     """A stand-in model that puts every row at one training percentile."""
 
     version = "fixed"
+    feature_quantiles = None
 
     def __init__(self, percentile: float) -> None:
         self.percentile = percentile

@@ -38,7 +38,9 @@ window.Dash = (function () {
   }
 
   function reasonTip(reason) {
+    // Lists (the model's unusual features) are spelt out in the detail.
     const values = Object.entries(reason.values || {})
+      .filter(([, value]) => value === null || typeof value !== "object")
       .map(([key, value]) => key + ": " + value)
       .join("\n");
     return (reason.detail || reason.code) + (values ? "\n" + values : "");

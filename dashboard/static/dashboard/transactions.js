@@ -423,7 +423,10 @@
   function renderVerdict(body) {
     const reasons = Dash.el("ul", { class: "reasons-list" });
     for (const reason of body.reasons) {
-      const values = Object.entries(reason.values || {}).map(([k, v]) => k + " " + v).join(", ");
+      const values = Object.entries(reason.values || {})
+        .filter(([, v]) => v === null || typeof v !== "object")
+        .map(([k, v]) => k + " " + v)
+        .join(", ");
       reasons.append(
         Dash.el("li", { "data-code": reason.code }, [
           Dash.el("strong", { text: reason.label || reason.code }),
