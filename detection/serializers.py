@@ -145,7 +145,9 @@ class WhatIfVerdictSerializer(VerdictSerializer):
 class ListEntrySerializer(serializers.ModelSerializer):
     """A block or allow list entry; the value is normalised as the model does."""
 
-    created_by = serializers.SlugRelatedField(slug_field="username", read_only=True)
+    created_by = serializers.SlugRelatedField(
+        slug_field="username", read_only=True, allow_null=True
+    )
 
     class Meta:
         model = ListEntry
@@ -163,6 +165,12 @@ class ListEntrySerializer(serializers.ModelSerializer):
         read_only_fields = ["created_by", "created_at", "updated_at"]
         # Uniqueness is checked in validate(), with a message naming the entry.
         validators: list = []
+
+    def to_internal_value(self, data):
+        """Read an empty `expires_at` (a form's blank field) as "until removed"."""
+        if hasattr(data, "get") and data.get("expires_at") == "":
+            data = {**dict(data.items()), "expires_at": None}
+        return super().to_internal_value(data)
 
     def validate(self, attrs):
         kind = attrs.get("kind", getattr(self.instance, "kind", None))

@@ -14,6 +14,7 @@ from __future__ import annotations
 import io
 
 from django.conf import settings
+from django.core.exceptions import SuspiciousOperation
 from rest_framework import status
 from rest_framework.exceptions import APIException, ParseError
 from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
@@ -76,7 +77,11 @@ class BoundedFormParser(FormParser):
     def parse(self, stream, media_type=None, parser_context=None):
         """Return the parsed form (413 when too large)."""
         body = _body_bounded(stream, parser_context)
-        return super().parse(body, media_type, parser_context)
+        try:
+            return super().parse(body, media_type, parser_context)
+        except SuspiciousOperation as exc:
+            # Over DATA_UPLOAD_MAX_NUMBER_FIELDS: a JSON 400, not Django's page.
+            raise ParseError(str(exc)) from exc
 
 
 class BoundedMultiPartParser(MultiPartParser):
@@ -85,7 +90,10 @@ class BoundedMultiPartParser(MultiPartParser):
     def parse(self, stream, media_type=None, parser_context=None):
         """Return the parsed form (413 when too large, 400 with a file part)."""
         _declared_length_check(parser_context)
-        parsed = super().parse(stream, media_type, parser_context)
+        try:
+            parsed = super().parse(stream, media_type, parser_context)
+        except SuspiciousOperation as exc:
+            raise ParseError(str(exc)) from exc
         if parsed.files:
             raise ParseError(
                 "File uploads are not accepted here; send the fields as JSON "

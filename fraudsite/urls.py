@@ -2,9 +2,11 @@
 
 from django.contrib import admin
 from django.contrib.auth import views as auth_views
+from django.http import JsonResponse
 from django.shortcuts import redirect
 from django.templatetags.static import static
 from django.urls import include, path
+from django.views.defaults import page_not_found
 from drf_spectacular.views import (
     SpectacularAPIView,
     SpectacularSwaggerView,
@@ -36,3 +38,14 @@ urlpatterns = [
     ),
     path("", include("dashboard.urls")),
 ]
+
+
+def not_found(request, exception=None):
+    """Answer an unrouted /api/ path in JSON, as routed API 404s are; pages get
+    Django's 404 page."""
+    if request.path.startswith("/api/"):
+        return JsonResponse({"detail": "Not found."}, status=404)
+    return page_not_found(request, exception)
+
+
+handler404 = not_found

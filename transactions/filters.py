@@ -61,6 +61,16 @@ class TransactionFilter(django_filters.FilterSet):
 
     status = django_filters.MultipleChoiceFilter(choices=Transaction.Status.choices)
     user_id = django_filters.CharFilter()
+
+    def __init__(self, data=None, *args, **kwargs):
+        """Read a parameter given empty (`?status=`, a form's blank field) as
+        absent, as every filter's own empty value already is."""
+        if data is not None and hasattr(data, "lists"):
+            data = data.copy()
+            for key in [k for k, values in data.lists() if not any(values)]:
+                del data[key]
+        super().__init__(data, *args, **kwargs)
+
     merchant_id = django_filters.CharFilter()
     country = django_filters.CharFilter(method="filter_country")
     rule = django_filters.CharFilter(method="filter_rule", label="Rule code fired")

@@ -37,6 +37,9 @@ MAX_TEXT_LENGTH = 128
 # An id as a URL path segment (API and dashboard): no '/', and no NUL, which
 # PostgreSQL refuses in a query. The parser refuses both in ids it accepts.
 ID_PATH_REGEX = "[^/\x00]+"
+# Ids that are list-level API paths (/api/transactions/export): a transaction so
+# named could not be read back.
+RESERVED_IDS = frozenset({"export"})
 MAX_AMOUNT = Decimal("1000000000")
 # Event times outside these are a producer's placeholder or a typo (.NET's
 # DateTime.MaxValue is 9999-12-31, epoch 0 is 1970): refused, since date arithmetic
@@ -126,6 +129,7 @@ def _text(
     required: bool,
     max_length: int,
     slash_free: bool = False,
+    reserved: frozenset[str] = frozenset(),
 ) -> str:
     value = data.get(name)
     if value is None or value == "":
@@ -153,6 +157,8 @@ def _text(
         # Ids are path segments of the API and dashboard URLs, where browsers
         # resolve "." and ".." away.
         errors[name] = ["Must not contain '/' or be only dots."]
+    elif value in reserved:
+        errors[name] = [f"{value!r} is reserved (an API path); choose another id."]
     return value
 
 
@@ -291,6 +297,7 @@ def transaction_message_parse(
         required=require_transaction_id,
         max_length=MAX_ID_LENGTH,
         slash_free=True,
+        reserved=RESERVED_IDS,
     )
     user_id = _text(
         data,

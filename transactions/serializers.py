@@ -2,6 +2,7 @@
 
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
+from rest_framework.fields import empty
 
 from transactions.messages import SCORING_INPUT_FIELDS
 from transactions.models import Label, Transaction
@@ -10,7 +11,9 @@ from transactions.models import Label, Transaction
 class LabelSerializer(serializers.ModelSerializer):
     """One label of a transaction, with the username of who gave it."""
 
-    created_by = serializers.SlugRelatedField(slug_field="username", read_only=True)
+    created_by = serializers.SlugRelatedField(
+        slug_field="username", read_only=True, allow_null=True
+    )
 
     class Meta:
         model = Label
@@ -18,10 +21,21 @@ class LabelSerializer(serializers.ModelSerializer):
         read_only_fields = fields
 
 
+class RequiredBooleanField(serializers.BooleanField):
+    """A boolean that a form must send too.
+
+    DRF reads a boolean missing from form data as false (an unticked checkbox):
+    a form body without `is_fraud` would mark a fraud "legitimate" and teach the
+    card's profile. Missing is missing, whatever the content type.
+    """
+
+    default_empty_html = empty
+
+
 class LabelCreateSerializer(serializers.Serializer):
     """Input of POST /api/transactions/<id>/label: the analyst's judgement."""
 
-    is_fraud = serializers.BooleanField(
+    is_fraud = RequiredBooleanField(
         help_text="true = confirmed fraud, false = legitimate."
     )
     note = serializers.CharField(
@@ -38,6 +52,11 @@ class TransactionSerializer(serializers.ModelSerializer):
     """
 
     label = serializers.SerializerMethodField()
+    # Declared: as a read-only model field it would lose allow_blank, and the
+    # schema's enum would leave out "" (no channel given).
+    channel = serializers.ChoiceField(
+        choices=Transaction.Channel.choices, allow_blank=True, read_only=True
+    )
 
     class Meta:
         model = Transaction

@@ -175,7 +175,8 @@ class TransactionCursorPagination(CursorPagination):
 
     def _cursor_read(self, request) -> dict | None:
         signed = request.query_params.get(self.cursor_query_param)
-        if signed is None:
+        if not signed:
+            # Absent or empty (a form's blank field): the first page.
             return None
         try:
             data = json.loads(self._signer().unsign(signed))
@@ -390,7 +391,8 @@ class TransactionViewSet(viewsets.ReadOnlyModelViewSet):
         it, which is one reason for the row limit (`manage.py bench_dashboard`
         times an export of that many rows).
         """
-        _params_check(request, set())
+        # `format` as on the list: the browsable API's links carry it.
+        _params_check(request, {"format"})
         queryset = self.filter_queryset(Transaction.objects.with_latest_label())
         maximum = settings.API_EXPORT_MAX_ROWS
         matching = queryset.count()

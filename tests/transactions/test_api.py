@@ -12,7 +12,7 @@ from detection.profiles import OrmStateStore
 from detection.scoring import scoring_config_from_db
 from detection.services import transaction_batch_score_record
 from transactions.messages import TransactionMessage
-from transactions.models import Transaction
+from transactions.models import Label, Transaction
 
 pytestmark = pytest.mark.django_db
 
@@ -549,3 +549,51 @@ def test_an_export_backtests_with_its_labels(api_client, ledger, staff_user, tmp
         "--output", str(output), stdout=out,
     )  # fmt: skip
     assert "Labelled: 2 (1 fraud)" in out.getvalue()
+
+
+def test_inputs_the_api_fuzzing_found_answer_as_documented(api_client, ledger):
+    """Found by schemathesis against the OpenAPI schema: a form without
+    is_fraud is a 400 (DRF read it as false: "legitimate"); more form fields than
+    Django allows is a JSON 400; an empty cursor or status is the first page,
+    unfiltered; the export takes the browsable API's `format`; an unrouted /api/
+    path is a JSON 404; the id "export" is refused, as it could not be read back."""
+    url = "/api/transactions/b-huge/label"
+    form = api_client.post(url, {"note": "x"}, format="multipart")
+    assert form.status_code == 400
+    assert "is_fraud" in form.json()
+    encoded = api_client.post(
+        url, "note=x", content_type="application/x-www-form-urlencoded"
+    )
+    assert encoded.status_code == 400 and "is_fraud" in encoded.json()
+    assert not Label.objects.exists()
+
+    many = "&".join(f"f{i}=1" for i in range(1500))
+    crowded = api_client.post(
+        "/api/validate-transaction",
+        many,
+        content_type="application/x-www-form-urlencoded",
+    )
+    assert crowded.status_code == 400
+    assert crowded["Content-Type"].startswith("application/json")
+
+    for query in ("?cursor=", "?status=", "?status=&user_id=a"):
+        assert api_client.get("/api/transactions" + query).status_code == 200, query
+    assert api_client.get("/api/transactions/export?format=api").status_code == 200
+
+    missing = api_client.get("/api/nope/")
+    assert missing.status_code == 404
+    assert missing.json() == {"detail": "Not found."}
+
+    reserved = api_client.post(
+        "/api/validate-transaction",
+        {"transaction_id": "export", "user_id": "u", "amount": "5"},
+        format="json",
+    )
+    assert reserved.status_code == 400
+    assert "reserved" in reserved.json()["transaction_id"][0]
+
+    # A list entry's blank expiry (a form's empty field) means until removed.
+    entry = {"kind": "card", "value": "a", "action": "block", "note": "stolen"}
+    added = api_client.post("/api/lists", {**entry, "expires_at": ""}, format="json")
+    assert added.status_code == 201, added.content
+    assert added.json()["expires_at"] is None
