@@ -21,6 +21,7 @@ urlpatterns = [
     path("", views.overview, name="overview"),
     path("overview/data", views.overview_data, name="overview-data"),
     path("transactions/", views.transaction_list, name="transactions"),
+    path("transactions/find", views.transaction_find, name="transaction-find"),
     path(
         "transactions/<transaction_id:transaction_id>/",
         views.transaction_detail,

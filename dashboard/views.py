@@ -5,7 +5,7 @@ from __future__ import annotations
 from django.conf import settings
 from django.contrib.auth.decorators import login_required
 from django.http import Http404, JsonResponse
-from django.shortcuts import render
+from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET
 
 from dashboard.selectors import (
@@ -77,4 +77,29 @@ def transaction_detail(request, transaction_id: str):
             "base_currency": settings.BASE_CURRENCY,
             **context,
         },
+    )
+
+
+@login_required
+@require_GET
+def transaction_find(request):
+    """Open the transaction whose id was typed in the header's search box.
+
+    An unknown id goes to the list filtered on it as a card (a pasted user id
+    finds the card's payments) with a message that no transaction has it.
+    """
+    wanted = request.GET.get("id", "").strip()
+    if wanted and transaction_get(transaction_id=wanted) is not None:
+        return redirect("dashboard:transaction-detail", transaction_id=wanted)
+    return render(
+        request,
+        "dashboard/transactions.html",
+        {
+            "rules": rule_choices(),
+            "statuses": Transaction.Status.choices,
+            "page_size": 50,
+            "base_currency": settings.BASE_CURRENCY,
+            "not_found": wanted,
+        },
+        status=404 if wanted else 200,
     )

@@ -110,13 +110,17 @@ def feature_quantiles(matrix: np.ndarray) -> np.ndarray:
     return np.quantile(matrix, FEATURE_QUANTILE_GRID, axis=0)
 
 
-def _tail_shares(value: float, levels: np.ndarray) -> tuple[float, float]:
-    """Return (share of training at or above `value`, share at or below it),
-    read off the feature's quantiles: conservative, never rarer than they show."""
-    below = FEATURE_QUANTILE_GRID[levels < value]
-    above = FEATURE_QUANTILE_GRID[levels > value]
-    share_high = 1.0 - float(below.max()) if below.size else 1.0
-    share_low = float(above.min()) if above.size else 1.0
+def _tail_shares(
+    vector: np.ndarray, quantiles: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Return, per feature, (share of training at or above its value, share at or
+    below it), read off the quantiles: conservative, never rarer than they show.
+    One pass over all features (this runs for every named model reason)."""
+    grid = FEATURE_QUANTILE_GRID[:, None]
+    below = np.where(quantiles < vector, grid, -np.inf).max(axis=0)
+    above = np.where(quantiles > vector, grid, np.inf).min(axis=0)
+    share_high = np.where(np.isfinite(below), 1.0 - below, 1.0)
+    share_low = np.where(np.isfinite(above), above, 1.0)
     return share_high, share_low
 
 
@@ -134,11 +138,14 @@ def unusual_features(
     share of at most UNUSUAL_MAX_SHARE (yes/no features: the share that had
     it, at most BINARY_MAX_SHARE).
     """
+    highs, lows = _tail_shares(np.asarray(vector, dtype=np.float64), quantiles)
+    if min(highs.min(), lows.min()) > BINARY_MAX_SHARE:
+        return []
     phrases = _phrases(base_currency)
     found = []
     for index, name in enumerate(FEATURE_NAMES):
         sides, words = phrases[name]
-        high, low = _tail_shares(float(vector[index]), quantiles[:, index])
+        high, low = float(highs[index]), float(lows[index])
         options = [(high, "high")] if "high" in sides else []
         options += [(low, "low")] if "low" in sides else []
         for share, side in options:

@@ -119,6 +119,10 @@ def _after(order: Sequence[str], key: Sequence) -> Q:
     return condition
 
 
+# Most rows `count=1` counts: "10,000+" is size enough for a review queue.
+MATCHING_COUNT_CAP = 10_000
+
+
 class TransactionCursorPagination(CursorPagination):
     """Keyset pages sized by `n`: stable under inserts, cheap at any depth.
 
@@ -151,7 +155,15 @@ class TransactionCursorPagination(CursorPagination):
         return Signer(salt=f"transactions.cursor:{','.join(self.ordering)}")
 
     def paginate_queryset(self, queryset, request, view=None):
-        """Return the page of rows after (or, going back, before) the cursor."""
+        """Return the page of rows after (or, going back, before) the cursor.
+
+        With `count=1`, also count the rows the filters select, up to
+        MATCHING_COUNT_CAP (a review queue's size; counting a million rows
+        for every page would cost more than the page).
+        """
+        self.matching = None
+        if request.query_params.get("count") in ("1", "true"):
+            self.matching = queryset.order_by()[: MATCHING_COUNT_CAP + 1].count()
         self.request = request
         self.page_size = self.get_page_size(request)
         self.base_url = request.build_absolute_uri()
@@ -229,6 +241,16 @@ class TransactionCursorPagination(CursorPagination):
                 "meta": {
                     **verdict_totals(),
                     "count": len(data),
+                    # With count=1: rows the filters select (capped; see
+                    # paginate_queryset), else null.
+                    "matching": (
+                        None
+                        if self.matching is None
+                        else min(self.matching, MATCHING_COUNT_CAP)
+                    ),
+                    "matching_capped": bool(
+                        self.matching and self.matching > MATCHING_COUNT_CAP
+                    ),
                     "next": self.get_next_link(),
                     "previous": self.get_previous_link(),
                 },
@@ -321,7 +343,16 @@ def _export_cells(row: tuple) -> list:
                     f"Page size, 1..API_TRANSACTIONS_MAX_PAGE_SIZE (setting, "
                     f"default 500); default {DEFAULT_PAGE_SIZE}. Outside: a 400."
                 ),
-            )
+            ),
+            OpenApiParameter(
+                "count",
+                OpenApiTypes.BOOL,
+                description=(
+                    "1: also count the rows the filters select, in meta.matching "
+                    f"(up to {MATCHING_COUNT_CAP:,}; meta.matching_capped says "
+                    "when there are more)."
+                ),
+            ),
         ],
         responses={
             200: TransactionSerializer(many=True),
@@ -362,7 +393,7 @@ class TransactionViewSet(viewsets.ReadOnlyModelViewSet):
     def list(self, request, *args, **kwargs):
         """Return a page of verdicts; an unknown query parameter is a 400 (a
         misspelt filter would otherwise return everything as if it applied)."""
-        _params_check(request, {"n", "cursor", "format"})
+        _params_check(request, {"n", "cursor", "format", "count"})
         return super().list(request, *args, **kwargs)
 
     @extend_schema(

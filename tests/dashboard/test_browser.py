@@ -567,6 +567,7 @@ def test_a_label_given_elsewhere_marks_the_row_in_a_review_list(
     page = logged_in_page
     page.goto("/transactions/?status=flagged&label=none")
     expect(_rows(page)).to_have_count(2)
+    expect(page.locator("#match-count")).to_have_text("2 transactions")
     expect(page.locator("#live-status .live-text")).to_have_text("Connected")
 
     transaction_label(record=first, is_fraud=True, created_by=staff_user)
@@ -576,6 +577,7 @@ def test_a_label_given_elsewhere_marks_the_row_in_a_review_list(
         "Confirmed fraud", timeout=LIVE_DEADLINE_MS
     )
     expect(row).to_have_class(re.compile(r"\bdone\b"))
+    expect(page.locator("#match-count")).to_have_text("1 transaction")
     other = page.locator(f"#txn-rows tr[data-id='{second.transaction_id}']")
     expect(other).not_to_have_class(re.compile(r"\bdone\b"))
 

@@ -265,3 +265,18 @@ def test_rule_performance_counts_firings_and_what_labels_said(
     assert week.context["performance"]["window"] == "7d"
     odd = client.get(reverse("dashboard:overview"), {"rules": "forever"})
     assert odd.context["performance"]["window"] == "24h"
+
+
+def test_the_header_search_opens_a_transaction_by_id(client, staff_user, score):
+    """Typing a stored id in the header's box opens its page; an unknown one
+    shows the list with a message naming it (404)."""
+    (txn,) = score(message(user_id="findme", amount="12.00"))
+    client.force_login(staff_user)
+    found = client.get("/transactions/find", {"id": f" {txn.transaction_id} "})
+    assert found.status_code == 302
+    assert found["Location"] == f"/transactions/{txn.transaction_id}/"
+    missing = client.get("/transactions/find", {"id": "t-nowhere"})
+    assert missing.status_code == 404
+    assert "No transaction has the id “t-nowhere”." in missing.content.decode()
+    page = client.get("/").content.decode()
+    assert 'action="/transactions/find"' in page

@@ -163,7 +163,7 @@ class FixedPercentileModel:
 
 @pytest.mark.parametrize(
     ("percentile", "status", "risk_added"),
-    [(0.91, "legit", None), (0.98, "suspicious", 0.565657), (0.999, "suspicious", 0.7)],
+    [(0.91, "legit", None), (0.99, "suspicious", 0.571429), (0.999, "suspicious", 0.7)],
 )
 def test_a_flagged_verdict_names_the_model_when_it_added_risk(
     percentile, status, risk_added

@@ -597,3 +597,19 @@ def test_inputs_the_api_fuzzing_found_answer_as_documented(api_client, ledger):
     added = api_client.post("/api/lists", {**entry, "expires_at": ""}, format="json")
     assert added.status_code == 201, added.content
     assert added.json()["expires_at"] is None
+
+
+def test_count_gives_the_size_of_what_the_filters_select(
+    api_client, ledger, monkeypatch
+):
+    """With count=1 the page's meta says how many rows the filters select (a
+    review queue's size), capped; without it, null (no count is paid for)."""
+    body = api_client.get("/api/transactions", {"n": 5, "count": 1, "user_id": "a"})
+    meta = body.json()["meta"]
+    assert (meta["count"], meta["matching"], meta["matching_capped"]) == (5, 29, False)
+    plain = api_client.get("/api/transactions", {"n": 5}).json()["meta"]
+    assert plain["matching"] is None
+
+    monkeypatch.setattr("transactions.views.MATCHING_COUNT_CAP", 10)
+    capped = api_client.get("/api/transactions", {"count": 1}).json()["meta"]
+    assert (capped["matching"], capped["matching_capped"]) == (10, True)

@@ -19,6 +19,7 @@
   const tableState = document.getElementById("table-state");
   const olderButton = document.getElementById("page-older");
   const newerButton = document.getElementById("page-newer");
+  const matchCount = document.getElementById("match-count");
   const PAGE = Number(wrap.dataset.pageSize) || 50;
   const FILTER_FIELDS = ["status", "user_id", "merchant_id", "rule", "label", "min_amount", "max_amount", "time", "since", "until"];
 
@@ -38,7 +39,25 @@
     pendingCount: 0,
     reloadOnResume: false,
     loading: 0,
+    // Rows the filters select (meta.matching), and whether that was capped.
+    matching: null,
+    matchingCapped: false,
   };
+
+  function renderMatchCount() {
+    if (state.matching === null) {
+      matchCount.textContent = "";
+      return;
+    }
+    matchCount.textContent = Dash.int(state.matching) + (state.matchingCapped ? "+" : "") +
+      (state.matching === 1 && !state.matchingCapped ? " transaction" : " transactions");
+  }
+
+  function matchingAdd(delta) {
+    if (state.matching === null) return;
+    state.matching = Math.max(0, state.matching + delta);
+    renderMatchCount();
+  }
 
   /* ---- filters ------------------------------------------------------------ */
 
@@ -60,8 +79,9 @@
     return value.length === 16 ? value + ":00Z" : value + "Z";
   }
 
-  function apiQuery() {
+  function apiQuery(withCount) {
     const params = new URLSearchParams({ n: String(PAGE), ordering: state.ordering });
+    if (withCount) params.set("count", "1");
     const f = state.filters;
     if (f.status === "flagged") {
       params.append("status", "suspicious");
@@ -229,6 +249,7 @@
     // carried verdicts can be checked, so the counter is a lower bound.
     const arrived = unfiltered && event.counts ? event.counts.total || 0 : matching.length;
     if (!arrived) return;
+    matchingAdd(arrived);
     if (pauseReason()) {
       state.pending = matching.concat(state.pending).slice(0, MAX_PENDING);
       state.pendingCount += arrived;
@@ -246,7 +267,8 @@
       const row = tbody.querySelector('tr[data-id="' + CSS.escape(label.transaction_id) + '"]');
       if (!row) continue;
       row.querySelector(".label-cell").replaceChildren(Dash.labelBadge(label));
-      if (state.filters.label === "none") {
+      if (state.filters.label === "none" && !row.classList.contains("done")) {
+        matchingAdd(-1);
         row.classList.add("done");
         row.title = "Labelled by " + (label.created_by || label.source) + " since this list loaded";
       }
@@ -279,9 +301,14 @@
     const ticket = ++state.loading;
     wrap.setAttribute("aria-busy", "true");
     try {
-      const body = await Dash.api(url || apiQuery());
+      const body = await Dash.api(url || apiQuery(true));
       if (ticket !== state.loading) return;
-      if (!url) state.pageIndex = 0;
+      if (!url) {
+        state.pageIndex = 0;
+        state.matching = body.meta.matching;
+        state.matchingCapped = Boolean(body.meta.matching_capped);
+        renderMatchCount();
+      }
       state.next = body.meta.next;
       state.previous = body.meta.previous;
       state.nextStale = false;
