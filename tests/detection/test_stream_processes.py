@@ -213,7 +213,9 @@ def test_two_consumers_share_the_topic_and_agree_with_one(
     verdict equal those of a single-process run of the same records."""
     records = simulated(6000, seed=29, users=600)
     group = group_new()
-    pair = [consumers.start(kafka_topic, group, "--stop-when-idle", "3") for _ in "ab"]
+    # Idle long enough that the first to join still waits while the second joins
+    # and the records are produced (a loaded machine took over 3 s for that).
+    pair = [consumers.start(kafka_topic, group, "--stop-when-idle", "10") for _ in "ab"]
     wait_until(
         lambda: all((assigned_partitions(consumers.log(p)) or 6) < 6 for p in pair),
         timeout=DEADLINE,
