@@ -37,9 +37,12 @@ class ChangeValuesAdmin(admin.ModelAdmin):
     def construct_change_message(self, request, form, formsets, add=False):
         if add or not form.changed_data:
             return super().construct_change_message(request, form, formsets, add)
+        # The new value as saved: the model's clean() completes and normalises
+        # some (a rule's params get their defaults), unlike the form's input.
         changes = [
             f"{form.fields[name].label or name}: "
-            f"{form.initial.get(name)!r} \u2192 {form.cleaned_data.get(name)!r}"
+            f"{form.initial.get(name)!r} \u2192 "
+            f"{getattr(form.instance, name, form.cleaned_data.get(name))!r}"
             for name in form.changed_data
         ]
         return "Changed " + "; ".join(changes) + "."

@@ -151,6 +151,8 @@ def test_rule_changes_are_logged_with_old_and_new_values(client_staff):
     message = LogEntry.objects.latest("action_time").get_change_message()
     assert "Weight: 0.75 \u2192 0.6" in message
     assert "'max_speed_kmh': 900.0" in message and "'max_speed_kmh': 700" in message
+    # The new value as saved, with the default the form left out filled in.
+    assert "'min_distance_km': 100.0}." in message
     log = client_staff.get("/admin/admin/logentry/").content.decode()
     assert "0.75 \u2192 0.6" in log
 
