@@ -49,16 +49,17 @@ def overview_data(request):
 @require_GET
 def transaction_list(request):
     """Render the live transactions table, its filters and the validation panel."""
-    return render(
-        request,
-        "dashboard/transactions.html",
-        {
-            "rules": rule_choices(),
-            "statuses": Transaction.Status.choices,
-            "page_size": 50,
-            "base_currency": settings.BASE_CURRENCY,
-        },
-    )
+    return render(request, "dashboard/transactions.html", _list_context())
+
+
+def _list_context() -> dict:
+    """Return what the transactions page renders its filters and table with."""
+    return {
+        "rules": rule_choices(),
+        "statuses": Transaction.Status.choices,
+        "page_size": 50,
+        "base_currency": settings.BASE_CURRENCY,
+    }
 
 
 @login_required
@@ -94,12 +95,6 @@ def transaction_find(request):
     return render(
         request,
         "dashboard/transactions.html",
-        {
-            "rules": rule_choices(),
-            "statuses": Transaction.Status.choices,
-            "page_size": 50,
-            "base_currency": settings.BASE_CURRENCY,
-            "not_found": wanted,
-        },
+        {**_list_context(), "not_found": wanted},
         status=404 if wanted else 200,
     )

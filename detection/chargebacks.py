@@ -35,6 +35,7 @@ from detection.records import (
     RecordError,
     dead_letter_build,
     dead_letters_store,
+    record_json_load,
     record_received_at,
 )
 from detection.services import transaction_label
@@ -51,12 +52,7 @@ logger = logging.getLogger(__name__)
 
 def chargeback_value_decode(value: bytes | None) -> ChargebackMessage:
     """Return the validated chargeback in a record value; raise RecordError if none."""
-    if not value:
-        raise RecordError("Empty record value.")
-    try:
-        data = orjson.loads(value)
-    except (ValueError, RecursionError) as exc:
-        raise RecordError(f"Not JSON: {exc}") from exc
+    data = record_json_load(value)
     try:
         return chargeback_message_parse(data)
     except MessageError as exc:

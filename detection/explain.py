@@ -12,6 +12,7 @@ read, not an exact attribution.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 
 import numpy as np
@@ -46,6 +47,7 @@ def _gap(seconds: float) -> str:
     return f"{seconds / 86400:.0f} days"
 
 
+@functools.cache
 def _phrases(base: str) -> dict[str, tuple[tuple[str, ...], Callable]]:
     """Return, per feature, the meaningful sides and the words for a row."""
     return {

@@ -6,8 +6,6 @@ Against the real embedded broker and the SQLite test database, like the stream.
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
-from decimal import Decimal
 from io import StringIO
 
 import pytest
@@ -27,6 +25,7 @@ from tests.detection.test_stream import (
     simulated,
     wait_until,
 )
+from tests.ledger import transaction_stored
 from transactions.messages import MessageError, chargeback_message_parse
 from transactions.models import Label, Transaction
 
@@ -34,18 +33,14 @@ pytestmark = [pytest.mark.kafka, pytest.mark.django_db(transaction=True)]
 
 
 def _stored(transaction_id: str) -> Transaction:
-    now = datetime.now(UTC)
-    return Transaction.objects.create(
-        transaction_id=transaction_id,
+    return transaction_stored(
+        transaction_id,
         user_id="u-cb",
-        amount=Decimal("420.00"),
-        amount_base=420.0,
-        timestamp=now,
+        amount="420.00",
         risk_score=0.2,
         status=Transaction.Status.LEGIT,
         reasons=[],
         reason_codes="",
-        scored_at=now,
     )
 
 

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-from decimal import Decimal
-
 import pytest
 from django.contrib.auth.models import Group, Permission
 from django.urls import reverse
@@ -19,6 +16,7 @@ from detection.roles import (
     ROLES,
     roles_sync,
 )
+from tests.ledger import transaction_stored
 from transactions.models import Label, Transaction
 
 pytestmark = pytest.mark.django_db
@@ -41,19 +39,7 @@ def _api(user) -> APIClient:
 
 
 def _transaction() -> Transaction:
-    now = datetime.now(UTC)
-    return Transaction.objects.create(
-        transaction_id="t-role-1",
-        user_id="u-1",
-        amount=Decimal("15000.00"),
-        amount_base=15000.0,
-        timestamp=now,
-        risk_score=0.95,
-        status=Transaction.Status.FRAUD,
-        reasons=[],
-        reason_codes=" huge_amount ",
-        scored_at=now,
-    )
+    return transaction_stored("t-role-1")
 
 
 def test_migrate_creates_each_role_with_its_permissions():

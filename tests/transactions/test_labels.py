@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-from decimal import Decimal
-
 import pytest
 from django.contrib.admin.sites import site
 from django.urls import reverse
 
+from tests.ledger import transaction_stored
 from transactions.models import Label, Transaction
 from transactions.services import label_create
 
@@ -16,27 +14,7 @@ pytestmark = pytest.mark.django_db
 
 
 def _transaction(transaction_id: str = "t-label-1") -> Transaction:
-    now = datetime.now(UTC)
-    return Transaction.objects.create(
-        transaction_id=transaction_id,
-        user_id="u-1",
-        amount=Decimal("15000.00"),
-        amount_base=15000.0,
-        timestamp=now,
-        risk_score=0.95,
-        status=Transaction.Status.FRAUD,
-        reasons=[
-            {
-                "code": "huge_amount",
-                "label": "Huge amount",
-                "weight": 0.7,
-                "detail": "15,000 >= 10,000",
-                "values": {"amount": 15000.0},
-            }
-        ],
-        reason_codes=" huge_amount ",
-        scored_at=now,
-    )
+    return transaction_stored(transaction_id)
 
 
 def _url(transaction_id: str) -> str:

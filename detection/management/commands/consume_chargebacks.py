@@ -1,13 +1,14 @@
 """Consume the chargebacks topic as a consumer-group member, labelling payments."""
 
 from django.conf import settings
-from django.core.exceptions import ImproperlyConfigured
-from django.core.management.base import BaseCommand, CommandError
-from kafka.errors import KafkaError
+from django.core.management.base import BaseCommand
 
 from detection.chargebacks import ChargebackStream
-from detection.kafka import consumer_create, kafka_topic_ensure, producer_create
-from detection.stream import StreamDatabaseError
+from detection.management.streaming import (
+    consumer_arguments_add,
+    consumer_clients,
+    consumer_run,
+)
 
 
 class Command(BaseCommand):
@@ -20,57 +21,23 @@ class Command(BaseCommand):
     )
 
     def add_arguments(self, parser):
-        parser.add_argument(
-            "--topic",
-            default=settings.KAFKA_CHARGEBACKS_TOPIC,
-            help="Topic to consume (default: KAFKA_CHARGEBACKS_TOPIC).",
-        )
-        parser.add_argument(
-            "--group",
-            default=settings.KAFKA_CHARGEBACKS_GROUP,
-            help="Consumer group (default: KAFKA_CHARGEBACKS_GROUP).",
-        )
-        parser.add_argument(
-            "--stop-when-idle",
-            type=float,
-            default=None,
-            metavar="SECONDS",
-            help="Exit once the assigned partitions are caught up and quiet this long.",
-        )
-        parser.add_argument(
-            "--max-messages",
-            type=int,
-            default=None,
-            help="Exit after consuming this many records (good and bad).",
+        consumer_arguments_add(
+            parser,
+            topic=settings.KAFKA_CHARGEBACKS_TOPIC,
+            topic_setting="KAFKA_CHARGEBACKS_TOPIC",
+            group=settings.KAFKA_CHARGEBACKS_GROUP,
+            group_setting="KAFKA_CHARGEBACKS_GROUP",
         )
 
     def handle(self, *args, **options):
-        if options["max_messages"] is not None and options["max_messages"] < 1:
-            raise CommandError("--max-messages must be >= 1.")
-        try:
-            kafka_topic_ensure(topic=options["topic"])
-            consumer = consumer_create(group_id=options["group"])
-            dead_letter_producer = (
-                producer_create() if settings.KAFKA_DEAD_LETTER_TOPIC else None
-            )
-        except (ImproperlyConfigured, KafkaError, RuntimeError) as exc:
-            raise CommandError(f"Kafka is not usable: {exc}") from exc
+        consumer, dead_letter_producer = consumer_clients(options)
         stream = ChargebackStream(
             consumer=consumer,
             topic=options["topic"],
             dead_letter_producer=dead_letter_producer,
             dead_letter_topic=settings.KAFKA_DEAD_LETTER_TOPIC,
         )
-        restore_signals = stream.signals_install()
-        try:
-            report = stream.run(
-                stop_when_idle=options["stop_when_idle"],
-                max_messages=options["max_messages"],
-            )
-        except StreamDatabaseError as exc:
-            raise CommandError(str(exc)) from exc
-        finally:
-            restore_signals()
+        report = consumer_run(stream, options)
         self.stdout.write(
             f"Consumed {report.records:,} chargeback records in {report.batches:,} "
             f"batches ({report.seconds:.1f} s): {report.created:,} labelled, "

@@ -3,13 +3,15 @@
 import gc
 
 from django.conf import settings
-from django.core.exceptions import ImproperlyConfigured
 from django.core.management.base import BaseCommand, CommandError
-from kafka.errors import KafkaError
 
 from detection.events import VerdictsPublisher
-from detection.kafka import consumer_create, kafka_topic_ensure, producer_create
-from detection.stream import StreamDatabaseError, TransactionStream
+from detection.management.streaming import (
+    consumer_arguments_add,
+    consumer_clients,
+    consumer_run,
+)
+from detection.stream import TransactionStream
 
 
 class Command(BaseCommand):
@@ -22,15 +24,12 @@ class Command(BaseCommand):
     )
 
     def add_arguments(self, parser):
-        parser.add_argument(
-            "--topic",
-            default=settings.KAFKA_TRANSACTIONS_TOPIC,
-            help="Topic to consume (default: KAFKA_TRANSACTIONS_TOPIC).",
-        )
-        parser.add_argument(
-            "--group",
-            default=settings.KAFKA_CONSUMER_GROUP,
-            help="Consumer group (default: KAFKA_CONSUMER_GROUP).",
+        consumer_arguments_add(
+            parser,
+            topic=settings.KAFKA_TRANSACTIONS_TOPIC,
+            topic_setting="KAFKA_TRANSACTIONS_TOPIC",
+            group=settings.KAFKA_CONSUMER_GROUP,
+            group_setting="KAFKA_CONSUMER_GROUP",
         )
         parser.add_argument(
             "--batch-size",
@@ -45,19 +44,6 @@ class Command(BaseCommand):
             help="Max wait for a batch in ms (default: STREAM_BATCH_MAX_WAIT_MS).",
         )
         parser.add_argument(
-            "--stop-when-idle",
-            type=float,
-            default=None,
-            metavar="SECONDS",
-            help="Exit once the assigned partitions are caught up and quiet this long.",
-        )
-        parser.add_argument(
-            "--max-messages",
-            type=int,
-            default=None,
-            help="Exit after consuming this many records (good and bad).",
-        )
-        parser.add_argument(
             "--no-push",
             action="store_true",
             help="Do not push live verdict events to the dashboard.",
@@ -66,18 +52,9 @@ class Command(BaseCommand):
     def handle(self, *args, **options):
         if options["batch_size"] < 1 or options["batch_wait_ms"] < 0:
             raise CommandError("--batch-size must be >= 1 and --batch-wait-ms >= 0.")
-        if options["max_messages"] is not None and options["max_messages"] < 1:
-            raise CommandError("--max-messages must be >= 1.")
-        try:
-            kafka_topic_ensure(topic=options["topic"])
-            consumer = consumer_create(
-                group_id=options["group"], max_poll_records=options["batch_size"]
-            )
-            dead_letter_producer = (
-                producer_create() if settings.KAFKA_DEAD_LETTER_TOPIC else None
-            )
-        except (ImproperlyConfigured, KafkaError, RuntimeError) as exc:
-            raise CommandError(f"Kafka is not usable: {exc}") from exc
+        consumer, dead_letter_producer = consumer_clients(
+            options, max_poll_records=options["batch_size"]
+        )
         stream = TransactionStream(
             consumer=consumer,
             topic=options["topic"],
@@ -92,16 +69,7 @@ class Command(BaseCommand):
         # batches for 100 ms and more (bench_stream's latency p99).
         stream.config_provider.current()
         gc.freeze()
-        restore_signals = stream.signals_install()
-        try:
-            report = stream.run(
-                stop_when_idle=options["stop_when_idle"],
-                max_messages=options["max_messages"],
-            )
-        except StreamDatabaseError as exc:
-            raise CommandError(str(exc)) from exc
-        finally:
-            restore_signals()
+        report = consumer_run(stream, options)
         self.stdout.write(
             f"Consumed {report.records:,} records in {report.batches:,} batches "
             f"({report.seconds:.1f} s): {report.created:,} scored, "

@@ -1,0 +1,68 @@
+"""What the Kafka consumer commands share: options, clients, and the run itself."""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
+from django.core.management.base import CommandError
+from kafka.errors import KafkaError
+
+from detection.kafka import consumer_create, kafka_topic_ensure, producer_create
+from detection.stream import StreamDatabaseError, StreamReport, TransactionStream
+
+
+def consumer_arguments_add(
+    parser, *, topic: str, topic_setting: str, group: str, group_setting: str
+) -> None:
+    """Add --topic, --group, --stop-when-idle and --max-messages."""
+    parser.add_argument(
+        "--topic", default=topic, help=f"Topic to consume (default: {topic_setting})."
+    )
+    parser.add_argument(
+        "--group", default=group, help=f"Consumer group (default: {group_setting})."
+    )
+    parser.add_argument(
+        "--stop-when-idle",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="Exit once the assigned partitions are caught up and quiet this long.",
+    )
+    parser.add_argument(
+        "--max-messages",
+        type=int,
+        default=None,
+        help="Exit after consuming this many records (good and bad).",
+    )
+
+
+def consumer_clients(options: dict, **consumer_options):
+    """Return (consumer, dead-letter producer or None) for the options' topic and
+    group, the topic made if missing; a Kafka that cannot be used is a
+    CommandError."""
+    if options["max_messages"] is not None and options["max_messages"] < 1:
+        raise CommandError("--max-messages must be >= 1.")
+    try:
+        kafka_topic_ensure(topic=options["topic"])
+        consumer = consumer_create(group_id=options["group"], **consumer_options)
+        dead_letter_producer = (
+            producer_create() if settings.KAFKA_DEAD_LETTER_TOPIC else None
+        )
+    except (ImproperlyConfigured, KafkaError, RuntimeError) as exc:
+        raise CommandError(f"Kafka is not usable: {exc}") from exc
+    return consumer, dead_letter_producer
+
+
+def consumer_run(stream: TransactionStream, options: dict) -> StreamReport:
+    """Run a stream with its signal handlers until it stops; a database that
+    kept failing is a CommandError (non-zero exit, offsets not committed)."""
+    restore_signals = stream.signals_install()
+    try:
+        return stream.run(
+            stop_when_idle=options["stop_when_idle"],
+            max_messages=options["max_messages"],
+        )
+    except StreamDatabaseError as exc:
+        raise CommandError(str(exc)) from exc
+    finally:
+        restore_signals()
