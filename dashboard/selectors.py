@@ -20,7 +20,7 @@ from detection.lists import (
     LIST_BLOCK_CODE,
     LIST_BLOCK_LABEL,
 )
-from detection.models import ListEntry, UserProfile
+from detection.models import DeadLetter, ListEntry, UserProfile
 from detection.profiles import profile_to_state
 from detection.rules import RULE_TYPES
 from detection.state import SPEED_MIN_SECONDS
@@ -57,6 +57,12 @@ def overview_summary(*, now: datetime | None = None) -> dict:
             {"minute": minute.isoformat(), "total": total, "flagged": flagged}
         )
     return {"totals": verdict_totals(), "per_minute": series, "now": now.isoformat()}
+
+
+def dead_letters_unresolved_count() -> int:
+    """Return how many records the stream could not score and no redrive has
+    resolved yet (the overview points operators at them)."""
+    return DeadLetter.objects.filter(resolved_at__isnull=True).count()
 
 
 RULE_WINDOWS = {

@@ -10,6 +10,7 @@ from django.views.decorators.http import require_GET
 
 from dashboard.selectors import (
     RULE_WINDOWS,
+    dead_letters_unresolved_count,
     overview_summary,
     rule_choices,
     rule_performance,
@@ -33,6 +34,7 @@ def overview(request):
         {
             "summary": overview_summary(),
             "performance": rule_performance(window=window),
+            "dead_letters": dead_letters_unresolved_count(),
             "windows": list(RULE_WINDOWS),
         },
     )

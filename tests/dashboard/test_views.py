@@ -280,3 +280,21 @@ def test_the_header_search_opens_a_transaction_by_id(client, staff_user, score):
     assert "No transaction has the id “t-nowhere”." in missing.content.decode()
     page = client.get("/").content.decode()
     assert 'action="/transactions/find"' in page
+
+
+def test_the_overview_points_at_unresolved_dead_letters(client, staff_user):
+    """With records the stream could not score, the overview says how many and
+    links staff to them in admin (unresolved only); with none, it says nothing."""
+    from detection.models import DeadLetter
+
+    client.force_login(staff_user)
+    assert 'id="dead-letters"' not in client.get("/").content.decode()
+    for offset in range(2):
+        DeadLetter.objects.create(
+            raw_value=b"junk", error="Not JSON", topic="t", partition=0, offset=offset
+        )
+    page = client.get("/").content.decode()
+    assert "2 records the stream could not score are waiting" in page
+    link = "/admin/detection/deadletter/?resolved=no"
+    assert link in page
+    assert client.get(link).status_code == 200
