@@ -67,13 +67,17 @@ def chargeback_reference(
     offset: int | None,
     received_at: datetime | None,
 ) -> str:
-    """Return the label reference of a report: its dispute id, or its position.
+    """Return the label reference of a report: its dispute, payment and outcome,
+    or its position.
 
-    The position carries the record's timestamp, as dead letters do: the embedded
-    broker forgets its log on restart and reuses offsets for new records.
+    A dispute's opening (fraud) and its closing (not fraud) are two reports, and
+    a dispute id is the network's, not unique across payments: both are part of
+    the reference. The position carries the record's timestamp, as dead letters
+    do: the embedded broker forgets its log on restart and reuses offsets.
     """
     if message.dispute_id:
-        return message.dispute_id
+        outcome = "fraud" if message.is_fraud else "legit"
+        return f"{message.dispute_id}|{message.transaction_id}|{outcome}"
     stamp = int(received_at.timestamp() * 1000) if received_at else 0
     return f"{topic}:{partition}:{offset}@{stamp}"
 
@@ -169,6 +173,7 @@ class ChargebackStream(TransactionStream):
     """
 
     created_word = "labelled"
+    duplicate_word = "already labelled"
 
     def batch_process(self, records: Sequence) -> ChargebackReport:
         """Decode, label and commit one batch of chargeback records."""

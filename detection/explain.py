@@ -39,6 +39,14 @@ _HIGH, _LOW, _BOTH = ("high",), ("low",), ("high", "low")
 _BINARY = frozenset({"new_country", "new_merchant", "new_category"})
 
 
+def _ratio_text(amount: float, typical: float, base: str) -> str:
+    if not typical:
+        return "no typical amount yet"
+    ratio = amount / typical
+    share = f"{ratio:,.1f}x" if ratio >= 1 else f"{ratio:.0%} of"
+    return f"{share} the card's typical amount ({typical:,.2f} {base})"
+
+
 def _gap(seconds: float) -> str:
     if seconds < 5400:
         return f"{seconds / 60:.0f} min"
@@ -61,28 +69,29 @@ def _phrases(base: str) -> dict[str, tuple[tuple[str, ...], Callable]]:
         ),
         "log_amount_ratio": (
             _BOTH,
-            lambda r: (
-                f"{r.amount / r.typical_amount:,.1f}x the card's typical "
-                f"amount ({r.typical_amount:,.2f} {base})"
-                if r.typical_amount
-                else "no typical amount yet"
-            ),
+            lambda r: _ratio_text(r.amount, r.typical_amount, base),
         ),
+        # Measured from the card's last known place, as the travel rule does (a
+        # payment judged fraud in between did not move the card).
         "log_distance_prev_km": (
             _HIGH,
-            lambda r: f"{r.distance_prev_km or 0:,.0f} km from the previous payment",
+            lambda r: (
+                f"{r.distance_prev_km or 0:,.0f} km from the card's last known place"
+            ),
         ),
         "log_speed_kmh": (
             _HIGH,
-            lambda r: f"{r.speed_kmh or 0:,.0f} km/h since the previous payment",
+            lambda r: f"{r.speed_kmh or 0:,.0f} km/h from the card's last known place",
         ),
         "log_distance_home_km": (
             _HIGH,
             lambda r: f"{r.distance_home_km or 0:,.0f} km from the card's home",
         ),
-        "count_10m": (_HIGH, lambda r: f"{r.count_10m} payments in 10 min"),
-        "count_1h": (_HIGH, lambda r: f"{r.count_1h} payments in 1 h"),
-        "count_24h": (_HIGH, lambda r: f"{r.count_24h} payments in 24 h"),
+        # The features count the card's other payments; the rules' texts count
+        # this one too, and so do these.
+        "count_10m": (_HIGH, lambda r: f"{r.count_10m + 1} payments in 10 min"),
+        "count_1h": (_HIGH, lambda r: f"{r.count_1h + 1} payments in 1 h"),
+        "count_24h": (_HIGH, lambda r: f"{r.count_24h + 1} payments in 24 h"),
         "log_amount_24h": (
             _HIGH,
             lambda r: f"{r.amount_24h:,.2f} {base} spent in 24 h",
@@ -152,6 +161,10 @@ def unusual_features(
         options += [(low, "low")] if "low" in sides else []
         for share, side in options:
             if name in _BINARY and float(vector[index]) < 0.5:
+                continue
+            if name == "log_seconds_since_prev" and row.seconds_since_prev <= 0:
+                # 0 is also what a payment arriving after a later one of the
+                # card reads (late records): no evidence either way.
                 continue
             limit = BINARY_MAX_SHARE if name in _BINARY else UNUSUAL_MAX_SHARE
             if share <= limit:

@@ -310,8 +310,8 @@ class RedriveReport:
         )
         if self.labelled or self.unmatched:
             text += (
-                f", {self.labelled:,} chargebacks labelled, {self.unmatched:,} "
-                "chargebacks whose transaction is still not stored"
+                f"; chargebacks: {self.labelled:,} labelled, {self.unmatched:,} "
+                "whose transaction is still not stored"
             )
         return text
 

@@ -149,8 +149,9 @@ class _Rebalance(ConsumerRebalanceListener):
 class TransactionStream:
     """A consumer-group member that scores transactions in micro-batches."""
 
-    # What the progress log calls the records a batch stored.
+    # What the progress log calls the records a batch stored, and its replays.
     created_word = "scored"
+    duplicate_word = "already stored"
 
     def __init__(
         self,
@@ -462,14 +463,15 @@ class TransactionStream:
         if records:
             lag = self.lag()
             logger.info(
-                "progress: %s records in %.1f s (%s rec/s): %s %s, %s already "
-                "stored, %s dead letters; lag %s",
+                "progress: %s records in %.1f s (%s rec/s): %s %s, %s %s, "
+                "%s dead letters; lag %s",
                 f"{records:,}",
                 seconds,
                 f"{records / seconds:,.0f}" if seconds > 0 else "-",
                 f"{report.created - seen.created:,}",
                 self.created_word,
                 f"{report.duplicates - seen.duplicates:,}",
+                self.duplicate_word,
                 f"{report.dead_letters - seen.dead_letters:,}",
                 "unknown" if lag is None else f"{lag:,} records",
             )

@@ -44,17 +44,41 @@ def _manage(*args: str, env: dict, capture: bool = False) -> str:
     return result.stdout or ""
 
 
-def _history_bootstrap(env: dict) -> None:
-    """Load simulated history and train a model when no model exists yet."""
+def _database_probe(env: dict) -> tuple[bool, datetime | None]:
+    """Return (a model is active, the latest event time the simulator streamed)."""
     probe = _manage(
         "shell",
+        "--verbosity",
+        "0",
         "-c",
         "from detection.models import ModelVersion;"
-        "print(ModelVersion.objects.filter(is_active=True).exists())",
+        "from transactions.models import Transaction;"
+        "latest = Transaction.objects.filter(ingest_source='stream')"
+        ".order_by('-timestamp').values_list('timestamp', flat=True).first();"
+        "print(ModelVersion.objects.filter(is_active=True).exists(),"
+        " latest.isoformat() if latest else '-')",
         env=env,
         capture=True,
     )
-    if probe.strip() == "True":
+    # The last line: Django's shell may print a line of its own first.
+    active, latest = probe.strip().splitlines()[-1].split()
+    return active == "True", (None if latest == "-" else datetime.fromisoformat(latest))
+
+
+def _simulator_start(latest: datetime | None) -> datetime:
+    """Return where the simulator's clock starts: now, or after the last payment
+    an earlier run streamed if that is later (its clock runs ahead of the wall
+    clock). Starting before it would make every card's next payments arrive
+    "late", before ones already applied, and the travel rule skips those."""
+    now = datetime.now(UTC).replace(microsecond=0)
+    if latest is None or latest < now:
+        return now
+    return latest.replace(microsecond=0) + timedelta(seconds=1)
+
+
+def _history_bootstrap(env: dict, *, model_active: bool) -> None:
+    """Load simulated history and train a model when no model exists yet."""
+    if model_active:
         return
     history = Path(env.get("BOOTSTRAP_HISTORY_FILE", ROOT / "var" / "history.jsonl"))
     users = env.get("BOOTSTRAP_HISTORY_USERS", "500")
@@ -173,7 +197,9 @@ def main() -> int:
         )
         _manage("migrate", "--no-input", env=env)
         login = _manage("bootstrap_admin", env=env, capture=True)
-        _history_bootstrap(env)
+        model_active, latest = _database_probe(env)
+        _history_bootstrap(env, model_active=model_active)
+        simulator_start = _simulator_start(latest)
         port = env.get("PORT", "8000")
         commands = {
             "web": [
@@ -187,6 +213,7 @@ def main() -> int:
                 "--seed", SIMULATOR_SEED,
                 "--users", env.get("BOOTSTRAP_HISTORY_USERS", "500"),
                 "--chargebacks-after", env.get("SIMULATOR_CHARGEBACK_DELAY", "60"),
+                "--start", simulator_start.isoformat(),
             ],
             "celery": [
                 PYTHON, "-m", "celery", "-A", "fraudsite", "worker", "--beat",

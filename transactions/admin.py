@@ -188,8 +188,10 @@ class LabelAdmin(admin.ModelAdmin):
     search_fields = ("=transaction__transaction_id", "=reference")
     list_select_related = ("transaction", "created_by")
     raw_id_fields = ("transaction",)
-    # The reference is the chargeback feed's idempotency key (detection.chargebacks).
-    readonly_fields = ("created_by", "created_at", "reference")
+    # The reference is the chargeback feed's idempotency key (detection.chargebacks);
+    # the source is "analyst" for every label made here: chargebacks come from the
+    # feed, and one typed in would count as the card network's word.
+    readonly_fields = ("source", "created_by", "created_at", "reference")
     show_full_result_count = False
 
     def has_change_permission(self, request, obj=None):
@@ -206,7 +208,7 @@ class LabelAdmin(admin.ModelAdmin):
         label = transaction_label(
             record=obj.transaction,
             is_fraud=obj.is_fraud,
-            source=obj.source,
+            source=Label.Source.ANALYST,
             note=obj.note,
             created_by=obj.created_by or request.user,
         )

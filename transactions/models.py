@@ -216,7 +216,7 @@ class Label(models.Model):
     )
     note = models.TextField(blank=True, max_length=1000)
     reference = models.CharField(
-        max_length=128,
+        max_length=160,
         blank=True,
         help_text=(
             "The report's own id (a chargeback's dispute id, or the Kafka position "

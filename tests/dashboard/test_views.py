@@ -294,7 +294,7 @@ def test_the_overview_points_at_unresolved_dead_letters(client, staff_user):
             raw_value=b"junk", error="Not JSON", topic="t", partition=0, offset=offset
         )
     page = client.get("/").content.decode()
-    assert "2 records the stream could not score are waiting" in page
+    assert "2 records the consumers could not process are waiting" in page
     link = "/admin/detection/deadletter/?resolved=no"
     assert link in page
     assert client.get(link).status_code == 200

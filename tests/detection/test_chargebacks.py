@@ -48,7 +48,13 @@ def _send(bootstrap: str, topic: str, values: list[bytes]) -> None:
     producer = producer_create(bootstrap=bootstrap)
     try:
         for value in values:
-            producer.send(topic, value=value)
+            # Keyed by transaction id, as a feed should be: one payment's
+            # reports stay in order on one partition.
+            try:
+                key = str(json.loads(value)["transaction_id"]).encode()
+            except (ValueError, KeyError, TypeError):
+                key = None
+            producer.send(topic, key=key, value=value)
         producer.flush()
     finally:
         producer.close(timeout=10)
@@ -110,7 +116,7 @@ def test_chargebacks_label_once_and_bad_reports_become_dead_letters(
     assert labels[first.pk].source == "chargeback"
     assert labels[first.pk].is_fraud is True
     assert labels[first.pk].note == "Chargeback D-1, reason code 10.4"
-    assert labels[first.pk].reference == "D-1"
+    assert labels[first.pk].reference == "D-1|t-cb-1|fraud"
     assert labels[second.pk].is_fraud is False
     assert labels[second.pk].reference.startswith(f"{kafka_topic}:")
     errors = sorted(DeadLetter.objects.values_list("error", flat=True))
@@ -198,3 +204,27 @@ def test_the_producer_sends_a_chargeback_for_each_simulated_fraud(
     assert set(labelled.values_list("transaction__transaction_id", flat=True)) == (
         frauds
     )
+
+
+def test_a_disputes_closing_is_a_new_label_and_its_id_is_per_payment(
+    kafka_bootstrap, kafka_topic
+):
+    """Given a dispute opened as fraud, when it is closed as not fraud, then the
+    closing is the latest label; and the same dispute id on another payment
+    labels that payment too (the network's ids are not unique across payments)."""
+    _stored("t-cb-a"), _stored("t-cb-b")
+    opened = {"transaction_id": "t-cb-a", "dispute_id": "D-9"}
+    _send(
+        kafka_bootstrap,
+        kafka_topic,
+        [
+            json.dumps(opened).encode(),
+            json.dumps({**opened, "is_fraud": False}).encode(),
+            json.dumps({**opened, "transaction_id": "t-cb-b"}).encode(),
+        ],
+    )
+    result = _run(kafka_bootstrap, kafka_topic)
+    assert (result.created, result.duplicates, result.dead_letters) == (3, 0, 0)
+    latest = Label.objects.filter(transaction__transaction_id="t-cb-a").latest_first()
+    assert [label.is_fraud for label in latest] == [False, True]
+    assert Label.objects.filter(transaction__transaction_id="t-cb-b").count() == 1

@@ -75,3 +75,32 @@ def test_an_ordinary_payment_has_nothing_unusual_and_says_so():
     )  # fmt: skip
     vector = np.median(training, axis=0)
     assert unusual_features(vector, row, quantiles, base_currency="USD") == []
+
+
+def test_small_amounts_counts_and_late_payments_read_right():
+    """A payment far below the typical reads as a share of it (not "0.0x"),
+    counts include the payment itself (as the rules' texts do), and a late
+    payment's zero gap is not called unusual."""
+    training = _training()
+    quantiles = feature_quantiles(training)
+    from detection.state import FeatureRow
+
+    row = FeatureRow(
+        epoch=0.0, amount=1.10, typical_amount=30.50, history_count=100,
+        amount_zscore=-4.0, distance_prev_km=None, speed_kmh=None,
+        seconds_since_prev=0.0, previous_location="", distance_home_km=None,
+        count_10m=6, count_1h=6, count_24h=6, amount_24h=0.0, hour=14,
+        new_country=False, new_merchant=False, recent_times=[],
+    )  # fmt: skip
+    column = {name: i for i, name in enumerate(FEATURE_NAMES)}
+    vector = np.median(training, axis=0)
+    vector[column["log_amount_ratio"]] = np.log(1.10 / 30.50)
+    vector[column["count_10m"]] = 6
+    vector[column["log_seconds_since_prev"]] = 0.0
+    texts = [
+        item["text"]
+        for item in unusual_features(vector, row, quantiles, base_currency="USD")
+    ]
+    assert any(t.startswith("4% of the card's typical amount") for t in texts), texts
+    assert any(t.startswith("7 payments in 10 min") for t in texts), texts
+    assert not any("after the card's previous payment" in t for t in texts), texts

@@ -124,3 +124,46 @@ def test_launcher_serves_admin_and_api_then_stops_everything(tmp_path, redis_url
         ["pgrep", "-f", f"runserver 127.0.0.1:{port}"], capture_output=True
     )
     assert leftovers.stdout == b""
+
+    # A second `make run` on the same database: no second bootstrap (the model
+    # is there), and the simulator's clock goes on after the first run's last
+    # payment, so the cards' new payments are not "late" (travel unchecked).
+    second_log = (tmp_path / "launcher2.log").open("w+")
+    again = subprocess.Popen(
+        [sys.executable, "-m", "fraudsite.launcher"],
+        cwd=ROOT,
+        env=env,
+        stdout=second_log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 180
+        streamed_before = stored
+        more = 0
+        while time.monotonic() < deadline and more < 50:
+            assert again.poll() is None, Path(second_log.name).read_text()[-3000:]
+            with sqlite3.connect(tmp_path / "run.sqlite3") as db:
+                (total,) = db.execute(
+                    "SELECT COUNT(*) FROM transactions_transaction "
+                    "WHERE ingest_source = 'stream'"
+                ).fetchone()
+            more = total - streamed_before
+            time.sleep(0.5)
+        assert more >= 50, "the second run scored nothing"
+    finally:
+        again.send_signal(signal.SIGTERM)
+        try:
+            again.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(again.pid, signal.SIGKILL)
+            again.wait(timeout=10)
+            raise
+    second_text = Path(second_log.name).read_text()
+    assert "First run" not in second_text
+    with sqlite3.connect(tmp_path / "run.sqlite3") as db:
+        (late,) = db.execute(
+            "SELECT COUNT(*) FROM transactions_transaction WHERE notes LIKE ?",
+            ["%travel not checked%"],
+        ).fetchone()
+    assert late == 0, f"{late} payments of the second run arrived 'late'"

@@ -156,3 +156,25 @@ def test_labelling_takes_the_add_label_permission(viewer_client, client):
     page = client.get(f"/transactions/{transaction.transaction_id}/").content.decode()
     assert 'id="label-form"' not in page
     assert "Can add label" in page
+
+
+def test_a_label_added_in_admin_is_an_analysts(client, staff_user):
+    """Admin's Add label offers no source: a label typed in is the analyst's,
+    even when the form is posted with source=chargeback (chargebacks come from
+    the feed, where they carry their reference)."""
+    txn = _transaction()
+    client.force_login(staff_user)
+    url = reverse("admin:transactions_label_add")
+    assert 'name="source"' not in client.get(url).content.decode()
+    response = client.post(
+        url,
+        {
+            "transaction": txn.pk,
+            "is_fraud": "on",
+            "note": "typed",
+            "source": "chargeback",
+        },
+    )
+    assert response.status_code == 302, response.content.decode()[-2000:]
+    label = Label.objects.get(transaction=txn)
+    assert label.source == "analyst" and label.created_by == staff_user

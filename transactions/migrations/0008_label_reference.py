@@ -17,7 +17,7 @@ class Migration(migrations.Migration):
             field=models.CharField(
                 blank=True,
                 help_text="The report's own id (a chargeback's dispute id, or the Kafka position it came from); one source stores a reference once.",
-                max_length=128,
+                max_length=160,
             ),
         ),
         migrations.AddConstraint(

@@ -54,7 +54,8 @@
   }
 
   function matchingAdd(delta) {
-    if (state.matching === null) return;
+    // "10,000+" stays so: past the cap the count is not known.
+    if (state.matching === null || state.matchingCapped) return;
     state.matching = Math.max(0, state.matching + delta);
     renderMatchCount();
   }
