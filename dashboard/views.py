@@ -17,7 +17,7 @@ from dashboard.selectors import (
     transaction_detail_context,
 )
 from transactions.models import Transaction
-from transactions.selectors import transaction_get
+from transactions.selectors import transaction_get, transaction_ids_ending
 
 
 @login_required
@@ -91,12 +91,17 @@ def transaction_find(request):
     An unknown id goes to the list filtered on it as a card (a pasted user id
     finds the card's payments) with a message that no transaction has it.
     """
-    wanted = request.GET.get("id", "").strip()
+    wanted = request.GET.get("id", "").strip().lstrip("…")
     if wanted and transaction_get(transaction_id=wanted) is not None:
         return redirect("dashboard:transaction-detail", transaction_id=wanted)
+    # The pages show long ids by their last characters ("…0000005777"): an id
+    # that only one stored id ends with opens that one.
+    endings = transaction_ids_ending(ending=wanted, limit=2) if wanted else []
+    if len(endings) == 1:
+        return redirect("dashboard:transaction-detail", transaction_id=endings[0])
     return render(
         request,
         "dashboard/transactions.html",
-        {**_list_context(), "not_found": wanted},
+        {**_list_context(), "not_found": wanted, "ambiguous": len(endings) > 1},
         status=404 if wanted else 200,
     )

@@ -65,3 +65,16 @@ def verdicts_per_minute(*, since: datetime) -> list[dict]:
         .order_by("minute")
         .values("minute", "total", "legit", "suspicious", "fraud")
     )
+
+
+def transaction_ids_ending(*, ending: str, limit: int) -> list[str]:
+    """Return up to `limit` stored transaction ids ending with `ending` (any case).
+
+    A scan of the ids (no index serves a suffix): for the dashboard's search
+    box, one request at a time, not for anything in a loop.
+    """
+    return list(
+        Transaction.objects.filter(transaction_id__iendswith=ending)
+        .order_by("-id")
+        .values_list("transaction_id", flat=True)[:limit]
+    )
