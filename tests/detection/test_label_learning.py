@@ -108,18 +108,19 @@ def test_the_profile_learns_a_transaction_once(stream_store, staff_user):
 def test_a_label_added_in_admin_teaches_the_profile_too(
     stream_store, client, staff_user
 ):
-    """The admin's "Add label" form goes through the same service as the API."""
+    """The admin's "Add label" form goes through the same service as the API
+    (as the analyst's label: chargebacks come from their feed)."""
     client.force_login(staff_user)
     lagos = Transaction.objects.get(transaction_id="lagos-1")
     response = client.post(
         reverse("admin:transactions_label_add"),
-        {"transaction": lagos.pk, "is_fraud": "", "source": "chargeback", "note": ""},
+        {"transaction": lagos.pk, "is_fraud": "", "note": ""},
     )
     assert response.status_code == 302, response.content.decode()[:2000]
     label = lagos.labels.get()
     assert (label.is_fraud, label.source, label.created_by) == (
         False,
-        "chargeback",
+        "analyst",
         staff_user,
     )
     assert UserProfile.objects.get(user_id="traveller").last_location == "Lagos"
