@@ -178,14 +178,23 @@
     flaggedBody.replaceChildren(...rows);
   }
 
+  // Flagged verdicts pushed while the feed is being (re)loaded: the response
+  // may have been read before they were stored, so they go on top of it.
+  let arrivedDuringLoad = null;
+
   async function loadFlagged() {
+    arrivedDuringLoad = [];
     try {
       const body = await Dash.api(flaggedBody.dataset.url);
-      flagged = body.items;
+      const live = arrivedDuringLoad;
+      const known = new Set(live.map((v) => v.transaction_id));
+      flagged = live.concat(body.items.filter((v) => !known.has(v.transaction_id))).slice(0, FLAGGED_ROWS);
       flaggedChanged = true;
       schedule();
     } catch (error) {
       console.warn("flagged feed failed", error);
+    } finally {
+      arrivedDuringLoad = null;
     }
   }
 
@@ -226,6 +235,7 @@
       row.flagged += (counts.suspicious || 0) + (counts.fraud || 0);
     }
     const fresh = (event.verdicts || []).filter((v) => v.status !== "legit");
+    if (fresh.length && arrivedDuringLoad) arrivedDuringLoad.unshift(...fresh);
     if (fresh.length) {
       const known = new Set(fresh.map((v) => v.transaction_id));
       flagged = fresh.concat(flagged.filter((v) => !known.has(v.transaction_id))).slice(0, FLAGGED_ROWS);
