@@ -17,6 +17,32 @@ from fraudsite.embedded import free_port
 ROOT = Path(__file__).resolve().parents[2]
 
 
+def _launch(env: dict, log_path: Path):
+    """Start `make run`'s launcher in its own session; return it and its log."""
+    log = log_path.open("w+")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "fraudsite.launcher"],
+        cwd=ROOT,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    return process, log
+
+
+def _terminate(process: subprocess.Popen) -> int:
+    """SIGTERM the launcher alone (as `kill` does) and return its exit code; if
+    it hangs, kill its whole session, then fail."""
+    process.send_signal(signal.SIGTERM)
+    try:
+        return process.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)  # the launcher hung: fail, clean
+        process.wait(timeout=10)
+        raise
+
+
 @pytest.mark.kafka
 def test_launcher_serves_admin_and_api_then_stops_everything(tmp_path, redis_url):
     """Given a fresh database, the launcher prints an admin login that works.
@@ -38,15 +64,7 @@ def test_launcher_serves_admin_and_api_then_stops_everything(tmp_path, redis_url
         "SIMULATOR_CHARGEBACK_DELAY": "2",
     }
     env.pop("KAFKA_BROKER", None)
-    log = (tmp_path / "launcher.log").open("w+")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "fraudsite.launcher"],
-        cwd=ROOT,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
+    process, log = _launch(env, tmp_path / "launcher.log")
     try:
         password = None
         deadline = time.monotonic() + 180
@@ -87,13 +105,7 @@ def test_launcher_serves_admin_and_api_then_stops_everything(tmp_path, redis_url
             time.sleep(0.5)
         assert streamed > 0, "no streamed transaction was scored"
     finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            code = process.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)  # the launcher hung: fail, clean
-            process.wait(timeout=10)
-            raise
+        code = _terminate(process)
     assert code == 0
     text = Path(log.name).read_text()
     assert "kafka stopped" in text or "Stopping" in text
@@ -128,15 +140,7 @@ def test_launcher_serves_admin_and_api_then_stops_everything(tmp_path, redis_url
     # A second `make run` on the same database: no second bootstrap (the model
     # is there), and the simulator's clock goes on after the first run's last
     # payment, so the cards' new payments are not "late" (travel unchecked).
-    second_log = (tmp_path / "launcher2.log").open("w+")
-    again = subprocess.Popen(
-        [sys.executable, "-m", "fraudsite.launcher"],
-        cwd=ROOT,
-        env=env,
-        stdout=second_log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
+    again, second_log = _launch(env, tmp_path / "launcher2.log")
     try:
         deadline = time.monotonic() + 180
         streamed_before = stored
@@ -152,13 +156,7 @@ def test_launcher_serves_admin_and_api_then_stops_everything(tmp_path, redis_url
             time.sleep(0.5)
         assert more >= 50, "the second run scored nothing"
     finally:
-        again.send_signal(signal.SIGTERM)
-        try:
-            again.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            os.killpg(again.pid, signal.SIGKILL)
-            again.wait(timeout=10)
-            raise
+        _terminate(again)
     second_text = Path(second_log.name).read_text()
     assert "First run" not in second_text
     with sqlite3.connect(tmp_path / "run.sqlite3") as db:
