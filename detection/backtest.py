@@ -18,9 +18,16 @@ from datetime import datetime
 from pathlib import Path
 
 import numpy as np
+from django.conf import settings
 from sklearn.ensemble import IsolationForest
 from sklearn.metrics import average_precision_score, roc_auc_score
 
+from detection.classifier import (
+    FraudClassifier,
+    TooFewLabels,
+    classifier_summary,
+    classifier_train,
+)
 from detection.explain import feature_quantiles
 from detection.forest import PackedForest
 from detection.lists import EMPTY as EMPTY_LISTS
@@ -60,6 +67,8 @@ class BacktestResult:
     trained_on: int
     model_version: str
     metrics: dict = field(default_factory=dict)
+    # What the classifier learned from (or why none was trained).
+    classifier: str = ""
 
 
 NOT_UTF8 = "not UTF-8 text (save the file as UTF-8)"
@@ -138,7 +147,11 @@ def backtest_read(
     return messages, rejected
 
 
-def _loaded(forest: IsolationForest, matrix: np.ndarray) -> LoadedModel:
+def _loaded(
+    forest: IsolationForest,
+    matrix: np.ndarray,
+    classifier: FraudClassifier | None = None,
+) -> LoadedModel:
     digest = hashlib.sha256(
         np.concatenate([t.tree_.threshold for t in forest.estimators_]).tobytes()
     ).hexdigest()[:8]
@@ -148,7 +161,29 @@ def _loaded(forest: IsolationForest, matrix: np.ndarray) -> LoadedModel:
         feature_names=FEATURE_NAMES,
         score_quantiles=score_quantiles(forest, matrix),
         feature_quantiles=feature_quantiles(matrix),
+        classifier=classifier,
     )
+
+
+def _classifier(
+    train: list[TransactionMessage], matrix: np.ndarray, notes: list[str]
+) -> FraudClassifier | None:
+    """Return the classifier fitted on the training part's labelled rows (the
+    file's is_fraud; rows without one are left out), or None with the reason."""
+    # features_replay's rows are in event order, as `train` is (backtest_read).
+    known = np.array([m.is_fraud is not None for m in train], dtype=bool)
+    truth = np.array([bool(m.is_fraud) for m in train], dtype=bool)
+    try:
+        classifier = classifier_train(
+            matrix[known],
+            truth[known],
+            min_labels=settings.MODEL_CLASSIFIER_MIN_LABELS,
+        )
+    except TooFewLabels as exc:
+        notes.append(f"not trained: {exc}")
+        return None
+    notes.append(classifier_summary(classifier.info))
+    return classifier
 
 
 def backtest_run(
@@ -165,9 +200,11 @@ def backtest_run(
     left out: both are today's knowledge (lists made, frauds confirmed after the
     fact), which would flatter a replay of the past. In the training window a
     transaction the file labels fraud does not teach its card's profile, as a
-    confirmed fraud does not live. `progress` is called with the number of rows
-    just scored.
+    confirmed fraud does not live. The classifier beside the forest is fitted on
+    the training part's rows with an `is_fraud` (`_classifier`). `progress` is
+    called with the number of rows just scored.
     """
+    classifier_notes: list[str] = []
     cut = next(
         (i for i, m in enumerate(messages) if m.timestamp >= train_until),
         len(messages),
@@ -176,7 +213,11 @@ def backtest_run(
     matrix, store = features_replay(
         train, rates=config.rates, learns=[not m.is_fraud for m in train]
     )
-    model = _loaded(forest_train(matrix), matrix) if len(train) else None
+    model = None
+    if len(train):
+        model = _loaded(
+            forest_train(matrix), matrix, _classifier(train, matrix, classifier_notes)
+        )
     run_config = dataclasses.replace(
         config, model=model, lists=EMPTY_LISTS, merchant_fraud={}
     )
@@ -194,6 +235,7 @@ def backtest_run(
         verdicts=verdicts,
         trained_on=len(train),
         model_version=run_config.model_version,
+        classifier=classifier_notes[0] if classifier_notes else "",
     )
     result.metrics = backtest_metrics(test, verdicts)
     return result

@@ -180,7 +180,8 @@ class UserProfile(models.Model):
 
 
 class ModelVersion(models.Model):
-    """A trained anomaly model: its artifact, features and training window."""
+    """A trained model: the anomaly forest, the classifier on labels when there
+    were enough, their features and training window."""
 
     version = models.CharField(max_length=64, unique=True)
     algorithm = models.CharField(max_length=64, default="isolation_forest")
@@ -201,6 +202,20 @@ class ModelVersion(models.Model):
             "Training features at detection.explain's quantile levels: what model "
             "reasons call unusual (empty for models trained before)."
         ),
+    )
+    classifier_artifact = models.BinaryField(
+        blank=True,
+        default=b"",
+        help_text=(
+            "The supervised classifier trained on labels beside the forest (skops "
+            "file; empty when there were too few labels: detection.classifier)."
+        ),
+    )
+    classifier_sha256 = models.CharField(max_length=64, blank=True)
+    classifier_info = models.JSONField(
+        default=dict,
+        blank=True,
+        help_text="What the classifier learned from, and its held-out precision.",
     )
     trained_at = models.DateTimeField()
     is_active = models.BooleanField(default=False)

@@ -1,4 +1,5 @@
-"""The model registry: train an Isolation Forest, store it safely, load the active one.
+"""The model registry: train an Isolation Forest (and, with enough labels, the
+classifier beside it), store them safely, load the active one.
 
 Artifacts are skops files kept in the database with their SHA-256, so every node sees
 the same model and loading one can run no code (unlike pickle). Scoring uses the
@@ -18,6 +19,7 @@ from django.db import transaction
 from sklearn.ensemble import IsolationForest
 from sklearn.metrics import average_precision_score
 
+from detection.classifier import FraudClassifier
 from detection.explain import FEATURE_QUANTILE_GRID
 from detection.forest import PackedForest
 from detection.models import ModelVersion
@@ -52,6 +54,8 @@ class LoadedModel:
     # Training features at detection.explain.FEATURE_QUANTILE_GRID (None for
     # models stored before: their reasons name no unusual features).
     feature_quantiles: np.ndarray | None = None
+    # The supervised classifier trained with it (None: too few labels then).
+    classifier: FraudClassifier | None = None
 
     def percentiles(self, scores: np.ndarray) -> np.ndarray:
         """Return each score's percentile (0..1) among the training scores."""
@@ -151,9 +155,12 @@ def model_version_create(
     trained_until: datetime | None,
     activate: bool = True,
     evaluation: dict | None = None,
+    classifier: FraudClassifier | None = None,
 ) -> ModelVersion:
-    """Store a trained forest as a new ModelVersion, activating it if asked."""
+    """Store a trained forest (and classifier) as a new ModelVersion, activating
+    it if asked."""
     artifact = sio.dumps(forest)
+    classifier_artifact = b"" if classifier is None else sio.dumps(classifier.model)
     now = datetime.now(UTC)
     version = f"iforest-{now:%Y%m%d-%H%M%S}-{hashlib.sha256(artifact).hexdigest()[:8]}"
     with transaction.atomic():
@@ -174,6 +181,13 @@ def model_version_create(
             feature_quantiles=[] if features is None else features.tolist(),
             trained_at=now,
             evaluation=evaluation or {},
+            classifier_artifact=classifier_artifact,
+            classifier_sha256=(
+                hashlib.sha256(classifier_artifact).hexdigest()
+                if classifier_artifact
+                else ""
+            ),
+            classifier_info={} if classifier is None else classifier.info,
         )
         if activate:
             model_version_activate(version=row.version)
@@ -203,25 +217,39 @@ def model_version_activate(*, version: str) -> ModelVersion:
         return ModelVersion.objects.get(version=version)
 
 
+def _artifact_load(artifact: bytes, sha256: str, *, what: str):
+    """Return the object in a skops artifact, after checking its checksum and
+    that it holds only scikit-learn's own types (anything else is refused)."""
+    if hashlib.sha256(artifact).hexdigest() != sha256:
+        raise ModelIntegrityError(f"{what}: artifact checksum mismatch.")
+    untrusted = sio.get_untrusted_types(data=artifact)
+    allowed = [name for name in untrusted if name.startswith("sklearn.")]
+    if set(untrusted) - set(allowed):
+        raise ModelIntegrityError(f"{what} holds untrusted types: {sorted(untrusted)}.")
+    return sio.loads(artifact, trusted=allowed)
+
+
 def model_load(row: ModelVersion) -> LoadedModel:
-    """Return the scorer for a stored version, verifying checksum and features."""
-    artifact = bytes(row.artifact)
-    if hashlib.sha256(artifact).hexdigest() != row.artifact_sha256:
-        raise ModelIntegrityError(f"Model {row.version}: artifact checksum mismatch.")
+    """Return the scorer for a stored version, verifying checksums and features."""
     if tuple(row.feature_names) != FEATURE_NAMES or len(row.score_quantiles) != len(
         QUANTILE_GRID
     ):
         raise ModelIntegrityError(
             f"Model {row.version} was trained on other features; retrain it."
         )
-    untrusted = sio.get_untrusted_types(data=artifact)
-    # Only scikit-learn's own tree types are accepted; anything else is refused.
-    allowed = [name for name in untrusted if name.startswith("sklearn.")]
-    if set(untrusted) - set(allowed):
-        raise ModelIntegrityError(
-            f"Model {row.version} holds untrusted types: {sorted(untrusted)}."
+    forest = _artifact_load(
+        bytes(row.artifact), row.artifact_sha256, what=f"Model {row.version}"
+    )
+    classifier = None
+    if row.classifier_artifact:
+        classifier = FraudClassifier(
+            model=_artifact_load(
+                bytes(row.classifier_artifact),
+                row.classifier_sha256,
+                what=f"Model {row.version}'s classifier",
+            ),
+            info=row.classifier_info,
         )
-    forest = sio.loads(artifact, trusted=allowed)
     features = np.asarray(row.feature_quantiles or [], dtype=np.float64)
     shape = (len(FEATURE_QUANTILE_GRID), len(FEATURE_NAMES))
     return LoadedModel(
@@ -230,6 +258,7 @@ def model_load(row: ModelVersion) -> LoadedModel:
         feature_names=FEATURE_NAMES,
         score_quantiles=np.asarray(row.score_quantiles, dtype=np.float64),
         feature_quantiles=features if features.shape == shape else None,
+        classifier=classifier,
     )
 
 

@@ -17,6 +17,10 @@ from django.conf import settings
 from detection.state import SPEED_MIN_SECONDS, FeatureRow
 
 MODEL_ANOMALY = "model_anomaly"
+LEARNED_FRAUD = "learned_fraud"
+# Defaults of the learned_fraud rule (see the backtest figures in the README).
+LEARNED_FRAUD_WEIGHT = 0.8
+LEARNED_FRAUD_THRESHOLD = 0.5
 
 
 @dataclass(frozen=True)
@@ -224,6 +228,31 @@ def _merchant_fraud(row: FeatureRow, p: dict, _model: tuple | None) -> dict | No
     }
 
 
+def _learned_fraud(row: FeatureRow, p: dict, _model: tuple | None) -> dict | None:
+    # The scorer adds weight * probability to the risk whether or not this
+    # fires (scoring._risk); from the threshold on it is a reason on its own.
+    probability = row.fraud_probability
+    if probability is None or probability < p["threshold"]:
+        return None
+    return learned_reason(probability, p)
+
+
+def learned_reason(probability: float, p: dict) -> dict:
+    """Return the classifier's reason entry for its probability of fraud."""
+    return {
+        "detail": (
+            f"the classifier trained on confirmed fraud and legitimate payments "
+            f"gives it a {probability:.1%} probability of fraud (a reason on its "
+            f"own from {percent_text(p['threshold'])}; it adds weight x "
+            "probability to the risk)"
+        ),
+        "values": {
+            "probability": round(probability, 4),
+            "threshold": p["threshold"],
+        },
+    }
+
+
 def _model_anomaly(_row: FeatureRow, p: dict, model: tuple | None) -> dict | None:
     # `model` is (anomaly score, its percentile among the training transactions).
     # Thresholds are percentiles: raw Isolation Forest scores shift from one data
@@ -333,6 +362,22 @@ RULE_TYPES: dict[str, RuleType] = {
             # two weeks would flag everything. Enabled by an admin who has set
             # min_confirmed for the volume of their merchants.
             enabled_by_default=False,
+        ),
+        RuleType(
+            code=LEARNED_FRAUD,
+            name="Learned fraud pattern",
+            description=(
+                "A classifier trained on analysts' labels and chargebacks finds the "
+                "payment like confirmed fraud (silent until a retrain had enough "
+                "labels: detection.classifier)."
+            ),
+            weight=LEARNED_FRAUD_WEIGHT,
+            params={
+                "threshold": Param(
+                    float, 0.01, 1, LEARNED_FRAUD_THRESHOLD, "probability of fraud"
+                ),
+            },
+            evaluate=_learned_fraud,
         ),
         RuleType(
             code=MODEL_ANOMALY,

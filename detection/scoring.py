@@ -31,9 +31,11 @@ from detection.lists import (
 )
 from detection.registry import LoadedModel, model_active_row, model_load
 from detection.rules import (
+    LEARNED_FRAUD,
     MODEL_ANOMALY,
     RULE_TYPES,
     RuleType,
+    learned_reason,
     model_reason,
     percent_text,
     rule_params_validate,
@@ -82,6 +84,11 @@ class ScoringConfig:
     def currencies(self) -> frozenset[str]:
         """Return the currencies this config can compare (those with a rate)."""
         return frozenset(self.rates)
+
+    @property
+    def learned_fraud_enabled(self) -> bool:
+        """Whether the learned_fraud rule is enabled (the classifier runs only then)."""
+        return any(rule.rule_type.code == LEARNED_FRAUD for rule in self.rules)
 
     @property
     def model_version(self) -> str:
@@ -412,15 +419,26 @@ def _risk(
     fired: list[tuple[ActiveRule, dict]],
     model_rule: ActiveRule | None,
     model_output: tuple[float, float] | None,
-) -> tuple[float, float]:
-    """Return (risk, the part of it the model added)."""
+    learned: tuple[ActiveRule, float] | None = None,
+) -> tuple[float, float, float]:
+    """Return (risk, the part the model added, the part the classifier added).
+
+    `learned` is the learned_fraud rule with the classifier's probability of
+    fraud: it adds `weight * probability`, continuously, so that it ranks every
+    payment (its reason is named from its threshold on, or when it helped flag).
+    """
     # Noisy-OR: each fired rule removes a share of the remaining "not risky" mass,
     # so two independent signals add up without ever passing 1.
     keep = 1.0
     for rule, _reason in fired:
-        if rule.rule_type.code != MODEL_ANOMALY:
+        if rule.rule_type.code not in (MODEL_ANOMALY, LEARNED_FRAUD):
             keep *= 1.0 - rule.weight
     rules_risk = 1.0 - keep
+    learned_added = 0.0
+    if learned is not None:
+        keep *= 1.0 - learned[0].weight * learned[1]
+        learned_added = round((1.0 - keep) - rules_risk, 6)
+        rules_risk = 1.0 - keep
     if model_rule is not None and model_output is not None:
         floor, ceiling = model_rule.params["floor"], model_rule.params["ceiling"]
         # The model adds risk continuously from floor to ceiling (percentiles of
@@ -429,7 +447,7 @@ def _risk(
         ramp = min(max((model_output[1] - floor) / (ceiling - floor), 0.0), 1.0)
         keep *= 1.0 - model_rule.weight * ramp
     risk = 1.0 - keep
-    return round(risk, 6), round(risk - rules_risk, 6)
+    return round(risk, 6), round(risk - rules_risk, 6), learned_added
 
 
 def model_alone_flag_rate(
@@ -546,6 +564,30 @@ def verdicts_score(
     return verdicts  # type: ignore[return-value]
 
 
+def _learned_named(
+    fired: list[tuple[ActiveRule, dict]],
+    rule: ActiveRule,
+    row: FeatureRow,
+    added: float,
+    status: str,
+) -> list[tuple[ActiveRule, dict]]:
+    """Return `fired` with the classifier's reason carrying the risk it added
+    (named below its threshold too when that risk helped flag, as the model is)."""
+    reason = next((found for fired_rule, found in fired if fired_rule is rule), None)
+    if reason is None:
+        if status == STATUS_LEGIT:
+            return fired
+        reason = learned_reason(row.fraud_probability, rule.params)
+        reason["detail"] += (
+            "; below the threshold from which it is a reason on its own, named "
+            "because its risk helped flag this"
+        )
+        fired = [*fired, (rule, reason)]
+    reason["detail"] += f"; adds {added:.2f} to the risk"
+    reason["values"]["risk_added"] = added
+    return fired
+
+
 def _model_explained(
     fired: list[tuple[ActiveRule, dict]],
     vector: np.ndarray,
@@ -584,6 +626,16 @@ def _judge(prepared: Sequence[_Prepared], config: ScoringConfig) -> list[Verdict
     model_rule = next(
         (rule for rule in config.rules if rule.rule_type.code == MODEL_ANOMALY), None
     )
+    learned_rule = next(
+        (rule for rule in config.rules if rule.rule_type.code == LEARNED_FRAUD), None
+    )
+    classifier = config.model.classifier if config.model is not None else None
+    if classifier is None:
+        learned_rule = None
+    elif learned_rule is not None and prepared:
+        probabilities = classifier.probabilities(matrix)
+        for item, probability in zip(prepared, probabilities.tolist(), strict=True):
+            item.row.fraud_probability = probability
     verdicts = []
     now = time.time()
     merchant_fraud = config.merchant_fraud
@@ -600,7 +652,12 @@ def _judge(prepared: Sequence[_Prepared], config: ScoringConfig) -> list[Verdict
             reason = rule.rule_type.evaluate(item.row, rule.params, model_output)
             if reason is not None:
                 fired.append((rule, reason))
-        risk, model_added = _risk(fired, model_rule, model_output)
+        learned = (
+            None if learned_rule is None else (learned_rule, item.row.fraud_probability)
+        )
+        risk, model_added, learned_added = _risk(
+            fired, model_rule, model_output, learned
+        )
         model_score = model_output[0] if model_output else None
         if risk >= config.fraud_threshold:
             status = STATUS_FRAUD
@@ -610,6 +667,8 @@ def _judge(prepared: Sequence[_Prepared], config: ScoringConfig) -> list[Verdict
             status = STATUS_LEGIT
         if model_added > 0:
             fired = _model_named(fired, model_rule, model_output, model_added, status)
+        if learned_added > 0:
+            fired = _learned_named(fired, learned_rule, item.row, learned_added, status)
         if matrix is not None and config.model.feature_quantiles is not None:
             _model_explained(fired, matrix[index], item.row, config)
         notes = list(item.notes)

@@ -8,13 +8,14 @@ import logging
 import statistics
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import numpy as np
 from django.conf import settings
 from django.db import transaction
 
 from detection.alerts import alert_deliveries_enqueue
+from detection.classifier import TooFewLabels, classifier_summary, classifier_train
 from detection.events import labels_announce
 from detection.explain import feature_quantiles
 from detection.forest import PackedForest
@@ -560,6 +561,11 @@ class TrainingSet:
     timestamps: list[datetime]  # their event times
     labelled: np.ndarray  # features of every replayed transaction with a label
     labelled_fraud: np.ndarray  # its latest label, aligned with `labelled`
+    # The classifier's rows (detection.classifier), in event order: every
+    # replayed transaction with a label, and those without one older than
+    # MODEL_LABEL_MATURITY_SECONDS (legitimate: no chargeback came); the truth.
+    supervised: np.ndarray | None = None
+    supervised_fraud: np.ndarray | None = None
 
 
 def training_features(
@@ -574,8 +580,9 @@ def training_features(
     warm cards wrongly. Transactions an analyst confirmed as fraud (latest label)
     advance the state, as they did live, but are not fitted: the forest learns
     normal behaviour. Every replayed transaction with a label (warm-up included)
-    is returned with its features for the activation gate; ground truth
-    (is_fraud of a simulated record) is never read.
+    is returned with its features for the activation gate, and for the
+    classifier with the mature unlabelled ones (`TrainingSet.supervised`); ground
+    truth (is_fraud of a simulated record) is never read.
     """
     fields = (*SCORING_INPUT_FIELDS, "latest_label_fraud", "profile_learned")
     base = Transaction.objects.with_latest_label().order_by("-timestamp")
@@ -599,11 +606,19 @@ def training_features(
     # features_replay sorts by event time, stably: its rows stay aligned with `fit`.
     matrix, _ = features_replay(messages, rates=rates, learns=learns)
     timestamps = [m.timestamp for m, keep in zip(messages, fit, strict=True) if keep]
+    mature_before = datetime.now(UTC) - timedelta(
+        seconds=settings.MODEL_LABEL_MATURITY_SECONDS
+    )
+    supervised = labelled | np.array(
+        [m.timestamp <= mature_before for m in messages], dtype=bool
+    )
     return TrainingSet(
         matrix=matrix[fit],
         timestamps=timestamps,
         labelled=matrix[labelled],
         labelled_fraud=confirmed[labelled],
+        supervised=matrix[supervised],
+        supervised_fraud=confirmed[supervised],
     )
 
 
@@ -736,8 +751,19 @@ def model_retrain(
             "activate": True,
             "reason": "forced over: " + evaluation["reason"],
         }
+    classifier = None
+    try:
+        classifier = classifier_train(
+            data.supervised,
+            data.supervised_fraud,
+            min_labels=settings.MODEL_CLASSIFIER_MIN_LABELS,
+        )
+        evaluation["classifier"] = classifier_summary(classifier.info)
+    except TooFewLabels as exc:
+        evaluation["classifier"] = f"not trained: {exc}"
     row = model_version_create(
         forest=forest,
+        classifier=classifier,
         quantiles=quantiles,
         features=feature_quantiles(data.matrix),
         sample_count=len(data.matrix),

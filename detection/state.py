@@ -74,6 +74,9 @@ class FeatureRow:
     # scorer from analysts' and chargeback labels (detection.merchants).
     merchant_confirmed_fraud: int = 0
     merchant_id: str = ""
+    # Not a model feature: the classifier's probability of fraud (the
+    # learned_fraud rule's input), set by the scorer; None without a classifier.
+    fraud_probability: float | None = None
 
     def vector(self) -> list[float]:
         """Return the model's input, in FEATURE_NAMES order."""

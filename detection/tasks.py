@@ -24,13 +24,15 @@ def model_retrain_task(limit: int = 200_000, warmup: int | None = None) -> dict:
         "version": version,
         "activated": row.is_active,
         "reason": row.evaluation.get("reason", ""),
+        "classifier": row.evaluation.get("classifier", ""),
     }
     log = logger.info if row.is_active else logger.warning
     log(
-        "retrain: model %s %s: %s",
+        "retrain: model %s %s: %s; classifier: %s",
         version,
         "activated" if row.is_active else "stored inactive",
         decision["reason"],
+        decision["classifier"],
     )
     return decision
 

@@ -91,7 +91,9 @@ def _history_bootstrap(env: dict, *, model_active: bool) -> None:
         "simulate", "--users", users, "--days", "7", "--seed", SIMULATOR_SEED,
         "--start", start.isoformat(), "--output", str(history), env=env,
     )  # fmt: skip
-    _manage("ingest_file", str(history), env=env)
+    # Its frauds come with their chargebacks (a week old, they would have come
+    # in), so the first model's classifier has labels to learn from.
+    _manage("ingest_file", str(history), "--chargebacks", env=env)
     try:
         _manage("retrain_model", env=env)
     except subprocess.CalledProcessError:
@@ -181,6 +183,11 @@ def main() -> int:
     # The simulator's clock runs ahead of the wall clock (a simulated week in
     # minutes), which the production default (1 day) would refuse.
     env.setdefault("TRANSACTION_MAX_FUTURE_SECONDS", "off")
+    # For the same reason, simulated payments are never weeks old by the wall
+    # clock; their chargebacks come SIMULATOR_CHARGEBACK_DELAY after them. The
+    # classifier counts unlabelled ones as legitimate at once (a few frauds whose
+    # chargeback is under way are read as legitimate until the next retrain).
+    env.setdefault("MODEL_LABEL_MATURITY_SECONDS", "0")
     processes: list[subprocess.Popen] = []
     commands: dict[str, list[str]] = {}
     redis_server = kafka = None

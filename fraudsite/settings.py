@@ -276,6 +276,14 @@ MODEL_ACTIVATION_MAX_FLAG_RATE = env.float(
 MODEL_ACTIVATION_MAX_FLAG_RISE = env.float(
     "MODEL_ACTIVATION_MAX_FLAG_RISE", default=2.0
 )
+# The classifier beside the forest (detection.classifier): trained by a retrain
+# with at least this many confirmed frauds (and legitimate payments); unlabelled
+# transactions count as legitimate once older than MODEL_LABEL_MATURITY_SECONDS
+# (chargebacks arrive within weeks; `make run`'s simulated ones within a minute).
+MODEL_CLASSIFIER_MIN_LABELS = env.int("MODEL_CLASSIFIER_MIN_LABELS", default=50)
+MODEL_LABEL_MATURITY_SECONDS = env.float(
+    "MODEL_LABEL_MATURITY_SECONDS", default=30 * 86400
+)
 
 # The cache holds API throttle counts; in Redis so every web process shares them.
 # Short timeouts: throttling fails open (fraudsite.throttling) rather than wait.

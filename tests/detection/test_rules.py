@@ -150,6 +150,7 @@ class FixedPercentileModel:
 
     version = "fixed"
     feature_quantiles = None
+    classifier = None
 
     def __init__(self, percentile: float) -> None:
         self.percentile = percentile

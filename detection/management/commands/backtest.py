@@ -76,6 +76,8 @@ class Command(BaseCommand):
             "--train-until): scored by rules alone"
         )
         self.stdout.write(f"{trained}; scored {metrics['scored']:,}; wrote {output}")
+        if result.classifier:
+            self.stdout.write(f"Classifier: {result.classifier}")
         self.stdout.write("By status: " + json.dumps(metrics["by_status"]))
         self.stdout.write("Rule hits: " + json.dumps(metrics["rule_hits"]))
         if "labelled" in metrics:

@@ -3,15 +3,18 @@
 from pathlib import Path
 
 from django.core.management.base import BaseCommand, CommandError
+from django.db import transaction
 from tqdm import tqdm
 
 from detection.backtest import backtest_read
+from detection.chargebacks import chargeback_reference, chargebacks_apply
 from detection.profiles import OrmStateStore
 from detection.scoring import ScoringConfigProvider
 from detection.services import (
     transaction_batch_score_record,
     transaction_id_conflicts,
 )
+from transactions.messages import ChargebackMessage
 
 BATCH_SIZE = 1000
 
@@ -26,6 +29,16 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser):
         parser.add_argument("input", help="JSON Lines (.jsonl) or CSV (.csv) file.")
+        parser.add_argument(
+            "--chargebacks",
+            action="store_true",
+            help=(
+                "Also label the file's is_fraud=true transactions as chargebacks "
+                "(dispute id 'file', stored once: a second run adds none), as if "
+                "their disputes had come in: history whose frauds are known, for "
+                "the classifier and the rule performance panel to learn from."
+            ),
+        )
 
     def handle(self, *args, **options):
         path = Path(options["input"])
@@ -38,7 +51,7 @@ class Command(BaseCommand):
         for item in rejected[:20]:
             self.stderr.write(f"line {item.line}: {item.error}")
         store = OrmStateStore()
-        created = duplicates = 0
+        created = duplicates = labelled = 0
         conflicts: list[str] = []
         with tqdm(total=len(messages), desc="ingest", unit="txn", disable=None) as bar:
             for start in range(0, len(messages), BATCH_SIZE):
@@ -56,6 +69,8 @@ class Command(BaseCommand):
                 )
                 conflicts += [error for error in found if error]
                 duplicates += len(result.duplicates)
+                if options["chargebacks"]:
+                    labelled += self.chargebacks_store(batch, source=path.name)
                 bar.update(len(batch))
         for error in conflicts[:20]:
             self.stderr.write(error)
@@ -64,4 +79,28 @@ class Command(BaseCommand):
             f"{duplicates - len(conflicts):,} already stored; "
             f"{len(conflicts):,} reusing the id of another stored payment (not "
             f"scored); {len(rejected):,} lines rejected."
+            + (
+                f" Labelled {labelled:,} frauds as chargebacks."
+                if options["chargebacks"]
+                else ""
+            )
         )
+
+    def chargebacks_store(self, batch, *, source: str) -> int:
+        """Label the batch's frauds as chargebacks; return how many were new."""
+        reports = []
+        for message in batch:
+            if message.is_fraud:
+                report = ChargebackMessage(
+                    transaction_id=message.transaction_id,
+                    dispute_id="file",
+                    note=f"is_fraud in {source}",
+                )
+                reference = chargeback_reference(
+                    report, topic="", partition=None, offset=None, received_at=None
+                )
+                reports.append((report, reference))
+        if not reports:
+            return 0
+        with transaction.atomic():
+            return chargebacks_apply(reports=reports).labelled

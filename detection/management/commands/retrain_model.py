@@ -99,3 +99,5 @@ class Command(BaseCommand):
                     "Activate it anyway with --force or the admin's Activate action."
                 )
             )
+        if row.evaluation.get("classifier"):
+            self.stdout.write(f"Classifier: {row.evaluation['classifier']}")

@@ -1,0 +1,217 @@
+"""The supervised classifier beside the forest: trained on labels, stored with the
+model version, scored by the learned_fraud rule in the one scoring core."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import numpy as np
+import pytest
+from django.core.management import call_command
+
+from detection.classifier import TooFewLabels, classifier_train
+from detection.models import ModelVersion, Rule
+from detection.registry import ModelIntegrityError, model_active_row, model_load
+from detection.scoring import scoring_config_defaults, transaction_score_batch
+from detection.state import FEATURE_NAMES, InMemoryStateStore
+from tests.detection.test_model import history  # noqa: F401 (a fixture)
+from tests.detection.test_rules import FixedPercentileModel, message
+from transactions.models import Label, Transaction
+
+pytestmark = pytest.mark.django_db
+
+
+def _learnable(rows: int = 3000, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Return features where fraud is one feature's high values (plus noise)."""
+    rng = np.random.default_rng(seed)
+    matrix = rng.normal(size=(rows, len(FEATURE_NAMES)))
+    is_fraud = matrix[:, 0] + 0.3 * rng.normal(size=rows) > 2.0
+    return matrix, is_fraud
+
+
+def test_too_few_labels_are_refused_with_the_counts():
+    matrix, is_fraud = _learnable()
+    with pytest.raises(TooFewLabels) as caught:
+        classifier_train(matrix, is_fraud, min_labels=int(is_fraud.sum()) + 1)
+    assert f"{int(is_fraud.sum())} confirmed frauds" in str(caught.value)
+
+
+def test_the_classifier_learns_the_labels_and_reports_held_out_precision():
+    matrix, is_fraud = _learnable()
+    classifier = classifier_train(matrix, is_fraud, min_labels=10)
+    info = classifier.info
+    assert info["fraud"] == int(is_fraud.sum()) and info["legit"] == int(
+        (~is_fraud).sum()
+    )
+    assert info["held_out_rows"] == 600
+    assert info["held_out_average_precision"] > 0.8
+    test_matrix, test_fraud = _learnable(seed=1)
+    probabilities = classifier.probabilities(test_matrix)
+    assert probabilities.shape == (len(test_matrix),)
+    assert probabilities[test_fraud].mean() > 0.5 > probabilities[~test_fraud].mean()
+    assert classifier.probabilities(np.empty((0, len(FEATURE_NAMES)))).shape == (0,)
+
+
+class FixedProbability:
+    """A stand-in classifier giving every row one probability of fraud."""
+
+    def __init__(self, probability: float) -> None:
+        self.probability = probability
+
+    def probabilities(self, matrix):
+        return np.full(len(matrix), self.probability)
+
+
+class LearnedModel(FixedPercentileModel):
+    def __init__(self, probability: float) -> None:
+        super().__init__(0.5)  # the forest adds nothing
+        self.classifier = FixedProbability(probability)
+
+
+def _verdict(probability: float, amount: str = "40.00", config=None):
+    store = InMemoryStateStore()
+    config = config or scoring_config_defaults(model=LearnedModel(probability))
+    earlier = [message(f"h{i}", "40.00", -60 * (i + 1)) for i in range(10)]
+    transaction_score_batch(earlier, store=store, config=config)
+    verdicts, _ = transaction_score_batch(
+        [message("t1", amount, 0)], store=store, config=config
+    )
+    return verdicts[0]
+
+
+def test_learned_fraud_is_a_reason_from_its_threshold_and_adds_weight_times_p():
+    """Weight 0.8 x probability 0.9 = risk 0.72 (suspicious), named as a reason
+    with the probability it saw."""
+    verdict = _verdict(0.9)
+    assert verdict.status == "suspicious"
+    assert verdict.risk_score == pytest.approx(0.72)
+    (reason,) = verdict.reasons
+    assert reason["code"] == "learned_fraud"
+    assert reason["values"]["probability"] == 0.9
+    assert reason["values"]["risk_added"] == pytest.approx(0.72)
+    assert "90.0% probability of fraud" in reason["detail"]
+
+
+def test_below_its_threshold_it_ranks_quietly_and_is_named_when_it_helped_flag():
+    """p = 0.3 adds 0.24: alone the payment stays legit with no reason; with an
+    amount spike (0.45) the two reach 0.58, suspicious, and the classifier is
+    named as having helped."""
+    quiet = _verdict(0.3)
+    assert quiet.status == "legit" and quiet.reasons == []
+    assert quiet.risk_score == pytest.approx(0.24)
+    spiked = _verdict(0.3, amount="900.00")
+    assert spiked.status == "suspicious"
+    assert spiked.risk_score == pytest.approx(1 - 0.55 * 0.76)
+    codes = [reason["code"] for reason in spiked.reasons]
+    assert codes == ["amount_spike", "learned_fraud"]
+    assert "named because its risk helped flag" in spiked.reasons[1]["detail"]
+
+
+def test_a_disabled_learned_fraud_rule_does_not_run_the_classifier():
+    config = scoring_config_defaults(model=LearnedModel(0.99))
+    config = dataclasses.replace(
+        config,
+        rules=tuple(r for r in config.rules if r.rule_type.code != "learned_fraud"),
+    )
+    verdict = _verdict(0.99, config=config)
+    assert verdict.status == "legit" and verdict.risk_score == 0
+    assert verdict.row.fraud_probability is None
+
+
+def _label_frauds(messages) -> int:
+    frauds = [m.transaction_id for m in messages if m.is_fraud]
+    for record in Transaction.objects.filter(transaction_id__in=frauds):
+        Label.objects.create(
+            transaction=record, is_fraud=True, source=Label.Source.CHARGEBACK
+        )
+    return len(frauds)
+
+
+def test_a_retrain_with_enough_labels_stores_a_verified_classifier(
+    history,  # noqa: F811
+    settings,
+    capsys,
+):
+    """The simulated history's frauds, labelled as chargebacks, teach a classifier
+    stored in the same version; it loads checksummed, ranks the labelled frauds
+    above the rest, and a tampered artifact is refused."""
+    frauds = _label_frauds(history)
+    assert frauds >= 10
+    settings.MODEL_CLASSIFIER_MIN_LABELS = 10
+    call_command("retrain_model")
+    out = capsys.readouterr().out
+    row = model_active_row()
+    assert row.classifier_info["fraud"] == frauds
+    assert row.classifier_info["legit"] == len(history) - frauds
+    assert f"Classifier: {frauds:,} frauds and" in out
+    assert row.evaluation["classifier"].startswith(f"{frauds:,} frauds")
+    loaded = model_load(row)
+    from detection.services import training_features
+
+    data = training_features()
+    probabilities = loaded.classifier.probabilities(data.supervised)
+    assert (
+        probabilities[data.supervised_fraud].mean()
+        > probabilities[~data.supervised_fraud].mean() + 0.5
+    )
+    row.classifier_artifact = bytes(row.classifier_artifact) + b"x"
+    with pytest.raises(ModelIntegrityError, match="classifier"):
+        model_load(row)
+
+
+def test_without_enough_labels_the_model_has_no_classifier_and_says_why(
+    history,  # noqa: F811
+    settings,
+    capsys,
+):
+    settings.MODEL_CLASSIFIER_MIN_LABELS = 10
+    call_command("retrain_model")
+    row = model_active_row()
+    assert bytes(row.classifier_artifact) == b"" and row.classifier_info == {}
+    assert model_load(row).classifier is None
+    assert row.evaluation["classifier"].startswith("not trained: 0 confirmed frauds")
+    assert "Classifier: not trained" in capsys.readouterr().out
+
+
+def test_unlabelled_payments_younger_than_the_maturity_are_left_out(
+    history,  # noqa: F811
+    settings,
+):
+    """A fraud whose chargeback has not come yet must not be learned as legit:
+    with the maturity reaching back past all history, only labelled rows train."""
+    from detection.services import training_features
+
+    frauds = _label_frauds(history)
+    settings.MODEL_LABEL_MATURITY_SECONDS = 100 * 365 * 86400
+    data = training_features()
+    assert len(data.supervised) == frauds and data.supervised_fraud.all()
+    settings.MODEL_LABEL_MATURITY_SECONDS = 0
+    assert len(training_features().supervised) == len(history)
+
+
+def test_the_migration_seeds_the_learned_fraud_rule_enabled():
+    rule = Rule.objects.get(code="learned_fraud")
+    assert rule.enabled and rule.weight == 0.8 and rule.params == {"threshold": 0.5}
+
+
+def test_ingest_file_labels_the_files_frauds_as_chargebacks_once(tmp_path, capsys):
+    """make run's history comes with its chargebacks: `ingest_file --chargebacks`
+    labels each is_fraud line once, however often it runs."""
+    from detection.simulator import simulate_transactions
+
+    records = list(simulate_transactions(users=30, days=5, seed=3))
+    path = tmp_path / "history.jsonl"
+    path.write_text("".join(json.dumps(record) + "\n" for record in records))
+    frauds = sum(1 for record in records if record["is_fraud"])
+    assert frauds > 0
+    call_command("ingest_file", str(path), "--chargebacks")
+    assert f"Labelled {frauds:,} frauds as chargebacks." in capsys.readouterr().out
+    call_command("ingest_file", str(path), "--chargebacks")
+    assert "Labelled 0 frauds as chargebacks." in capsys.readouterr().out
+    labels = Label.objects.filter(source=Label.Source.CHARGEBACK)
+    assert labels.count() == frauds
+    assert set(labels.values_list("transaction__transaction_id", flat=True)) == {
+        record["transaction_id"] for record in records if record["is_fraud"]
+    }
+    assert ModelVersion.objects.count() == 0
