@@ -9,6 +9,7 @@ from django.db.models import Count, Q
 from django.utils import timezone
 
 from detection.alerts import alert_test_send
+from detection.classifier import classifier_summary
 from detection.models import (
     AlertDelivery,
     AlertWebhook,
@@ -140,9 +141,10 @@ class ModelVersionAdmin(ReadOnlyAdmin):
         "sample_count",
         "trained_at",
         "trained_until",
+        "classifier",
         "activation",
     )
-    exclude = ("artifact",)
+    exclude = ("artifact", "classifier_artifact")
     list_filter = ("is_active",)
     actions = ["activate"]
 
@@ -170,6 +172,11 @@ class ModelVersionAdmin(ReadOnlyAdmin):
             f"{settings.DETECTION_CONFIG_REFRESH_SECONDS:g} s.",
             messages.SUCCESS,
         )
+
+    @admin.display(description="Classifier on labels")
+    def classifier(self, obj):
+        """Return what the version's classifier learned from, or that it has none."""
+        return classifier_summary(obj.classifier_info)
 
     @admin.display(description="Retrain's activation decision")
     def activation(self, obj):

@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 import pytest
 from django.core.management import call_command
 
-from detection.backtest import amount_only_baseline, backtest_read
+from detection.backtest import amount_only_baseline, backtest_read, backtest_run
 from detection.models import UserProfile
 from detection.simulator import simulate_transactions
 from transactions.models import Transaction
@@ -75,6 +75,37 @@ def test_backtest_beats_amount_only_forest_fourfold(simulated, tmp_path, capsys)
     # The live tables are untouched.
     assert Transaction.objects.count() == 0
     assert UserProfile.objects.count() == 0
+
+
+def test_the_classifier_on_the_files_labels_raises_average_precision(simulated):
+    """Trained on the training part's is_fraud, the learned_fraud rule lifts the
+    blend's average precision on the scored part well above the rules and the
+    forest alone (seed 2: 0.39 -> 0.53 when measured)."""
+    import dataclasses
+
+    from detection.scoring import scoring_config_from_db
+
+    messages, _ = backtest_read(simulated)
+    config = scoring_config_from_db(model=None)
+    cut = datetime(2026, 1, 31, tzinfo=UTC)
+    learned = backtest_run(messages, train_until=cut, config=config)
+    assert learned.classifier.startswith(
+        f"{sum(m.is_fraud for m in messages if m.timestamp < cut):,} frauds"
+    )
+    assert learned.metrics["rule_hits"]["learned_fraud"] > 0
+    without = backtest_run(
+        messages,
+        train_until=cut,
+        config=dataclasses.replace(
+            config,
+            rules=tuple(r for r in config.rules if r.rule_type.code != "learned_fraud"),
+        ),
+    )
+    assert "learned_fraud" not in without.metrics["rule_hits"]
+    assert (
+        learned.metrics["average_precision"]
+        >= without.metrics["average_precision"] + 0.08
+    )
 
 
 def test_backtest_reads_csv_and_reports_bad_lines(tmp_path, capsys):

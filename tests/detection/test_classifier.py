@@ -160,6 +160,27 @@ def test_a_retrain_with_enough_labels_stores_a_verified_classifier(
         model_load(row)
 
 
+def test_admin_lists_what_each_versions_classifier_learned_from(
+    history,  # noqa: F811
+    settings,
+    client,
+    staff_user,
+):
+    settings.MODEL_CLASSIFIER_MIN_LABELS = 10
+    call_command("retrain_model")
+    frauds = _label_frauds(history)
+    call_command("retrain_model")
+    client.force_login(staff_user)
+    page = client.get("/admin/detection/modelversion/").content.decode()
+    assert "Classifier on labels" in page
+    assert f"{frauds:,} frauds and {len(history) - frauds:,} legitimate" in page
+    assert ">none<" in page  # the first version, trained before any label
+    newest = model_active_row()
+    detail = client.get(f"/admin/detection/modelversion/{newest.pk}/change/")
+    assert detail.status_code == 200
+    assert "Classifier artifact" not in detail.content.decode()
+
+
 def test_without_enough_labels_the_model_has_no_classifier_and_says_why(
     history,  # noqa: F811
     settings,

@@ -49,6 +49,7 @@ def test_bench_stream_runs_every_phase(tmp_path, kafka_bootstrap, redis_url):
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=600,
     )  # fmt: skip
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+    assert "its classifier (scored in every batch below):" in result.stdout
     summary = result.stdout[result.stdout.index("Stream benchmark") :]
     for name, pattern in FIGURES.items():
         line = next((x for x in summary.splitlines() if name in x), None)

@@ -40,13 +40,14 @@ from detection.kafka import (
     producer_create,
     transactions_produce,
 )
+from detection.models import ModelVersion
 from detection.profiles import OrmStateStore
 from detection.scoring import ScoringConfigProvider
 from detection.services import model_retrain, transaction_batch_score_record
 from detection.simulator import simulate_transactions
 from fraudsite import embedded
 from transactions.messages import transaction_message_parse
-from transactions.models import Transaction
+from transactions.models import Label, Transaction
 
 TARGET_RATE = 5000.0
 TARGET_SHARE_OF_RAW = 0.35
@@ -154,6 +155,8 @@ class Command(BaseCommand):
         self.history_preload(history)
         version = model_retrain()
         self.say(f"  done in {time.monotonic() - began:.1f} s; model {version}")
+        classifier = ModelVersion.objects.get(version=version).evaluation["classifier"]
+        self.say(f"  its classifier (scored in every batch below): {classifier}")
         # Repeated and scale-out runs start from this same state, on copies.
         base = self.scratch.copy(self.database, "base")
 
@@ -280,7 +283,9 @@ class Command(BaseCommand):
         )
 
     def history_preload(self, history: list[dict]) -> None:
-        """Score and store the history through the scoring core, in big batches."""
+        """Score and store the history through the scoring core, in big batches,
+        with its frauds labelled (as their chargebacks would have), so that the
+        model's classifier is trained and its cost is in the figures."""
         store, provider = OrmStateStore(), ScoringConfigProvider()
         for start in range(0, len(history), 2000):
             messages = [
@@ -292,6 +297,13 @@ class Command(BaseCommand):
                 config=provider.current(),
                 source="backfill",
             )
+        frauds = Transaction.objects.filter(
+            transaction_id__in=[r["transaction_id"] for r in history if r["is_fraud"]]
+        )
+        Label.objects.bulk_create(
+            Label(transaction=record, is_fraud=True, source=Label.Source.CHARGEBACK)
+            for record in frauds
+        )
 
     def topic_new(self, name: str) -> str:
         """Create a fresh topic for one phase."""
