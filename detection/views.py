@@ -91,7 +91,13 @@ class HealthView(APIView):
                 # What this process scores with (a model that fails to load is
                 # not in use, whatever the registry says), and why not, if so.
                 "model_version": config.model_version or None,
-                "scoring": "rules + model" if config.model else "rules only",
+                "scoring": (
+                    "rules only"
+                    if config.model is None
+                    else "rules + model + classifier"
+                    if config.model.classifier is not None
+                    else "rules + model"
+                ),
                 "model_error": provider.model_error,
                 "time": datetime.now(UTC).isoformat(),
             }

@@ -132,6 +132,7 @@ def test_a_retrain_with_enough_labels_stores_a_verified_classifier(
     history,  # noqa: F811
     settings,
     capsys,
+    client,
 ):
     """The simulated history's frauds, labelled as chargebacks, teach a classifier
     stored in the same version; it loads checksummed, ranks the labelled frauds
@@ -155,6 +156,12 @@ def test_a_retrain_with_enough_labels_stores_a_verified_classifier(
         probabilities[data.supervised_fraud].mean()
         > probabilities[~data.supervised_fraud].mean() + 0.5
     )
+    from detection.scoring import scoring_provider
+
+    scoring_provider().invalidate()
+    health = client.get("/api/").json()
+    assert health["scoring"] == "rules + model + classifier"
+    assert health["model_version"] == row.version
     row.classifier_artifact = bytes(row.classifier_artifact) + b"x"
     with pytest.raises(ModelIntegrityError, match="classifier"):
         model_load(row)
