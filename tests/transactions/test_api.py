@@ -1,6 +1,7 @@
 """Transactions list and detail: envelope, filters, ordering, cursor pages, limits."""
 
 import base64
+import csv
 import io
 from collections import Counter
 from datetime import UTC, datetime, timedelta
@@ -386,6 +387,35 @@ def test_export_is_the_filtered_list_as_csv(api_client, ledger):
     assert "huge_amount" in codes.split() and codes == codes.strip()
     assert "No active model" in huge[header.index("notes")]
     assert huge[-1] == "fraud"
+
+
+def test_export_under_asgi_streams_chunks_without_collecting_them(
+    api_client, ledger, staff_user, monkeypatch, recwarn
+):
+    """Under ASGI the export is an asynchronous stream, read chunk by chunk on
+    Django's thread, with the same lines as under WSGI; a synchronous one would
+    be collected into one list first (Django warns when it does)."""
+    from asgiref.sync import async_to_sync
+    from django.test import AsyncClient
+
+    import transactions.views
+
+    expected = _csv(api_client.get("/api/transactions/export", {"ordering": "id"}))
+    client = AsyncClient()
+    client.force_login(staff_user)
+    # Several chunks of the ledger's rows.
+    monkeypatch.setattr(transactions.views, "EXPORT_CHUNK_ROWS", 7)
+
+    async def fetch():
+        response = await client.get("/api/transactions/export", {"ordering": "id"})
+        return response, [part async for part in response.streaming_content]
+
+    response, parts = async_to_sync(fetch)()
+    assert response.status_code == 200 and response.is_async
+    assert len(expected) > 20 and len(parts) == 1 + -(-(len(expected) - 1) // 7)
+    body = b"".join(parts).decode()
+    assert list(csv.reader(io.StringIO(body))) == expected
+    assert not [w for w in recwarn if "consume synchronous" in str(w.message)]
 
 
 def test_export_quotes_cells_a_spreadsheet_would_run(api_client):
