@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from django.core.management import call_command
 
-from detection.classifier import TooFewLabels, classifier_train
+from detection.classifier import PACKED_MAX_ROWS, TooFewLabels, classifier_train
 from detection.models import ModelVersion, Rule
 from detection.registry import ModelIntegrityError, model_active_row, model_load
 from detection.scoring import scoring_config_defaults, transaction_score_batch
@@ -51,6 +51,35 @@ def test_the_classifier_learns_the_labels_and_reports_held_out_precision():
     assert probabilities.shape == (len(test_matrix),)
     assert probabilities[test_fraud].mean() > 0.5 > probabilities[~test_fraud].mean()
     assert classifier.probabilities(np.empty((0, len(FEATURE_NAMES)))).shape == (0,)
+
+
+def test_packed_trees_give_scikit_learns_probabilities():
+    """The packed evaluation (waves of a few rows) equals predict_proba within
+    1e-12, extreme values included; larger batches and NaN go to scikit-learn."""
+    matrix, is_fraud = _learnable()
+    classifier = classifier_train(matrix, is_fraud, min_labels=10)
+    assert classifier.packed is not None
+    rows, _ = _learnable(rows=40, seed=5)
+    rows[0] = 1e9
+    rows[1] = -1e9
+    expected = classifier.model.predict_proba(rows)[:, 1]
+    assert np.abs(classifier.packed.probabilities(rows) - expected).max() < 1e-12
+    assert np.abs(classifier.probabilities(rows) - expected).max() < 1e-12
+    for size in (1, PACKED_MAX_ROWS - 1, PACKED_MAX_ROWS, 500):
+        batch, _ = _learnable(rows=size, seed=size)
+        assert np.allclose(
+            classifier.probabilities(batch),
+            classifier.model.predict_proba(batch)[:, 1],
+            rtol=0,
+            atol=1e-12,
+        )
+    rows[2, 3] = np.nan
+    assert np.allclose(
+        classifier.probabilities(rows),
+        classifier.model.predict_proba(rows)[:, 1],
+        rtol=0,
+        atol=1e-12,
+    )
 
 
 class FixedProbability:
