@@ -564,23 +564,41 @@ def verdicts_score(
     return verdicts  # type: ignore[return-value]
 
 
+def _status(risk: float, config: ScoringConfig) -> str:
+    if risk >= config.fraud_threshold:
+        return STATUS_FRAUD
+    if risk >= config.suspicious_threshold:
+        return STATUS_SUSPICIOUS
+    return STATUS_LEGIT
+
+
 def _learned_named(
     fired: list[tuple[ActiveRule, dict]],
     rule: ActiveRule,
     row: FeatureRow,
     added: float,
+    risk: float,
     status: str,
+    config: ScoringConfig,
 ) -> list[tuple[ActiveRule, dict]]:
-    """Return `fired` with the classifier's reason carrying the risk it added
-    (named below its threshold too when that risk helped flag, as the model is)."""
+    """Return `fired` with the classifier's reason carrying the risk it added.
+
+    Below its threshold it adds a little risk to every payment (weight x p), so
+    it is named only where that decided the status: without it the verdict
+    would have been a lower one (a 0.2% probability is no reason to list).
+    """
     reason = next((found for fired_rule, found in fired if fired_rule is rule), None)
     if reason is None:
-        if status == STATUS_LEGIT:
+        share = rule.weight * row.fraud_probability
+        # The risk without it (noisy-OR: it multiplied "not risky" by 1 - share).
+        without = 1.0 - (1.0 - risk) / (1.0 - share) if share < 1.0 else 0.0
+        lower = _status(without, config)
+        if lower == status:
             return fired
         reason = learned_reason(row.fraud_probability, rule.params)
         reason["detail"] += (
             "; below the threshold from which it is a reason on its own, named "
-            "because its risk helped flag this"
+            f"because without it this would be {lower}"
         )
         fired = [*fired, (rule, reason)]
     reason["detail"] += f"; adds {added:.2f} to the risk"
@@ -594,21 +612,30 @@ def _model_explained(
     row: FeatureRow,
     config: ScoringConfig,
 ) -> None:
-    """Add to the model's reason, when it has one, what was unusual (in place).
+    """Add to the model's and the classifier's reasons, when they have one, what
+    was unusual about the payment (in place).
 
-    Only named model reasons (a few percent of payments) pay for this.
+    Only named model reasons (a few percent of payments) pay for this. For the
+    classifier it is context for the analyst (what stands out in the payment),
+    not what the classifier weighed.
     """
+    unusual = None
     for rule, reason in fired:
-        if rule.rule_type.code == MODEL_ANOMALY:
-            unusual = unusual_features(
-                vector,
-                row,
-                config.model.feature_quantiles,
-                base_currency=settings.BASE_CURRENCY,
-            )
+        if rule.rule_type.code in (MODEL_ANOMALY, LEARNED_FRAUD):
+            if unusual is None:
+                unusual = unusual_features(
+                    vector,
+                    row,
+                    config.model.feature_quantiles,
+                    base_currency=settings.BASE_CURRENCY,
+                )
             reason["values"]["unusual"] = unusual
-            reason["detail"] += unusual_text(unusual)
-            return
+            if unusual or rule.rule_type.code == MODEL_ANOMALY:
+                reason["detail"] += unusual_text(unusual)
+            else:
+                reason["detail"] += (
+                    "; no single feature of it stands out against training payments"
+                )
 
 
 def _judge(prepared: Sequence[_Prepared], config: ScoringConfig) -> list[Verdict]:
@@ -659,16 +686,13 @@ def _judge(prepared: Sequence[_Prepared], config: ScoringConfig) -> list[Verdict
             fired, model_rule, model_output, learned
         )
         model_score = model_output[0] if model_output else None
-        if risk >= config.fraud_threshold:
-            status = STATUS_FRAUD
-        elif risk >= config.suspicious_threshold:
-            status = STATUS_SUSPICIOUS
-        else:
-            status = STATUS_LEGIT
+        status = _status(risk, config)
         if model_added > 0:
             fired = _model_named(fired, model_rule, model_output, model_added, status)
         if learned_added > 0:
-            fired = _learned_named(fired, learned_rule, item.row, learned_added, status)
+            fired = _learned_named(
+                fired, learned_rule, item.row, learned_added, risk, status, config
+            )
         if matrix is not None and config.model.feature_quantiles is not None:
             _model_explained(fired, matrix[index], item.row, config)
         notes = list(item.notes)

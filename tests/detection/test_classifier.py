@@ -120,6 +120,8 @@ def test_learned_fraud_is_a_reason_from_its_threshold_and_adds_weight_times_p():
     assert reason["values"]["probability"] == 0.9
     assert reason["values"]["risk_added"] == pytest.approx(0.72)
     assert "90.0% probability of fraud" in reason["detail"]
+    # A stand-in model keeps no training quantiles: nothing said of the features.
+    assert "unusual" not in reason["values"]
 
 
 def test_below_its_threshold_it_ranks_quietly_and_is_named_when_it_helped_flag():
@@ -134,7 +136,16 @@ def test_below_its_threshold_it_ranks_quietly_and_is_named_when_it_helped_flag()
     assert spiked.risk_score == pytest.approx(1 - 0.55 * 0.76)
     codes = [reason["code"] for reason in spiked.reasons]
     assert codes == ["amount_spike", "learned_fraud"]
-    assert "named because its risk helped flag" in spiked.reasons[1]["detail"]
+    assert "named because without it this would be legit" in spiked.reasons[1]["detail"]
+
+
+def test_a_small_probability_that_decided_nothing_is_not_named():
+    """p = 0.01 adds 0.008 to a payment the amount spike (0.45) and a large
+    amount (0.25) flag anyway: it is in the risk, not in the reasons."""
+    verdict = _verdict(0.01, amount="2500.00")
+    assert verdict.status == "suspicious"
+    assert verdict.risk_score == pytest.approx(1 - 0.55 * 0.75 * 0.992)
+    assert [r["code"] for r in verdict.reasons] == ["amount_spike", "large_amount"]
 
 
 def test_a_disabled_learned_fraud_rule_does_not_run_the_classifier():
@@ -272,3 +283,29 @@ def test_ingest_file_labels_the_files_frauds_as_chargebacks_once(tmp_path, capsy
         record["transaction_id"] for record in records if record["is_fraud"]
     }
     assert ModelVersion.objects.count() == 0
+
+
+def test_the_learned_fraud_reason_says_what_stands_out_in_the_payment():
+    """With the model's training quantiles, the classifier's reason names the
+    payment's rare features as the model's does (context for the analyst), or
+    says that none stands out, without the model's "unusual combination"."""
+    from detection.explain import feature_quantiles
+    from tests.detection.test_explain import ExplainedModel, _training
+
+    model = ExplainedModel(0.5, feature_quantiles(_training()))
+    model.classifier = FixedProbability(0.9)
+    config = scoring_config_defaults(model=model)
+    big = _verdict(0.9, amount="1000.00", config=config)
+    (reason,) = [r for r in big.reasons if r["code"] == "learned_fraud"]
+    assert reason["values"]["unusual"] and "; unusual: " in reason["detail"]
+    assert "x the card's typical amount" in reason["detail"]
+    # Against training payments spread far wider, nothing in it is rare.
+    wide = np.random.default_rng(0).uniform(-1e4, 1e4, (2000, len(FEATURE_NAMES)))
+    model = ExplainedModel(0.5, feature_quantiles(wide))
+    model.classifier = FixedProbability(0.9)
+    ordinary = _verdict(0.9, config=scoring_config_defaults(model=model))
+    (reason,) = ordinary.reasons
+    assert reason["code"] == "learned_fraud" and reason["values"]["unusual"] == []
+    assert reason["detail"].endswith(
+        "no single feature of it stands out against training payments"
+    )
