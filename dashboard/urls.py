@@ -20,6 +20,7 @@ app_name = "dashboard"
 urlpatterns = [
     path("", views.overview, name="overview"),
     path("overview/data", views.overview_data, name="overview-data"),
+    path("overview/rules", views.overview_rules, name="overview-rules"),
     path("transactions/", views.transaction_list, name="transactions"),
     path("transactions/find", views.transaction_find, name="transaction-find"),
     path(

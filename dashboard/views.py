@@ -20,21 +20,38 @@ from transactions.models import Transaction
 from transactions.selectors import transaction_get, transaction_ids_ending
 
 
+def _rules_window(request) -> str:
+    window = request.GET.get("rules", "24h")
+    return window if window in RULE_WINDOWS else "24h"
+
+
 @login_required
 @require_GET
 def overview(request):
     """Render totals, the status donut, the per-minute chart, live status and
     the rule performance table (window ?rules=24h|7d|30d)."""
-    window = request.GET.get("rules", "24h")
-    if window not in RULE_WINDOWS:
-        window = "24h"
     return render(
         request,
         "dashboard/overview.html",
         {
             "summary": overview_summary(),
-            "performance": rule_performance(window=window),
+            "performance": rule_performance(window=_rules_window(request)),
             "dead_letters": dead_letters_unresolved_count(),
+            "windows": list(RULE_WINDOWS),
+        },
+    )
+
+
+@login_required
+@require_GET
+def overview_rules(request):
+    """Render the rule performance panel alone (overview.js reloads it as labels
+    and verdicts arrive, at most every few seconds)."""
+    return render(
+        request,
+        "dashboard/_rule_performance.html",
+        {
+            "performance": rule_performance(window=_rules_window(request)),
             "windows": list(RULE_WINDOWS),
         },
     )

@@ -587,3 +587,29 @@ def test_a_label_given_elsewhere_marks_the_row_in_a_review_list(
     back.click()
     expect(page).to_have_url(re.compile(r"/transactions/\?status=flagged&label=none$"))
     expect(page.locator("#f-label")).to_have_value("none")
+
+
+def test_the_rule_performance_panel_follows_labels_live(
+    logged_in_page, score, channel_layer_redis, staff_user
+):
+    """Given the overview open, when a chargeback (or another analyst) confirms a
+    flagged verdict as fraud, the rule performance panel shows it without a
+    reload: one confirmed fraud and 100% precision for the rule that fired."""
+    from detection.services import transaction_label
+
+    (txn,) = score(message(user_id="perf-a", amount="15000.00"))
+    page = logged_in_page
+    page.goto("/")
+    expect(page.locator("#live-status .live-text")).to_have_text("Connected")
+    row = page.locator(
+        "#rule-performance tr", has=page.locator("code", has_text="huge_amount")
+    )
+    expect(row.locator("td").nth(3)).to_have_text("0")
+
+    transaction_label(record=txn, is_fraud=True, created_by=staff_user)
+
+    expect(row.locator("td").nth(3)).to_have_text("1", timeout=LIVE_DEADLINE_MS)
+    expect(row.locator("td").nth(5)).to_have_text("100%")
+    # The window links still work in the reloaded panel.
+    page.locator("#rule-performance .window-links a", has_text="7d").click()
+    expect(page.locator("#rules-title")).to_contain_text("last 7d")

@@ -266,6 +266,16 @@ def test_rule_performance_counts_firings_and_what_labels_said(
     odd = client.get(reverse("dashboard:overview"), {"rules": "forever"})
     assert odd.context["performance"]["window"] == "24h"
 
+    # The panel alone, as overview.js reloads it: the same table, its window kept.
+    panel = client.get(reverse("dashboard:overview-rules"), {"rules": "7d"})
+    assert panel.status_code == 200
+    assert panel.context["performance"]["window"] == "7d"
+    text = panel.content.decode()
+    assert "Rule performance, last 7d" in text and "50%" in text
+    assert "<html" not in text and 'id="missed-fraud">1<' in text
+    client.logout()
+    assert client.get(reverse("dashboard:overview-rules")).status_code == 302
+
 
 def test_the_header_search_opens_a_transaction_by_id(client, staff_user, score):
     """Typing a stored id in the header's box opens its page; an unknown one

@@ -266,6 +266,38 @@
     loadFlagged();
   });
 
+  // The rule performance panel: reloaded (server-rendered) when labels or
+  // verdicts arrive, at most once every RULES_MIN_INTERVAL_MS; a label
+  // confirmed by an analyst or a chargeback shows within a moment.
+  const RULES_MIN_INTERVAL_MS = 3000;
+  const rulesSection = document.getElementById("rule-performance");
+  let rulesTimer = null;
+  let rulesLast = 0;
+
+  async function refreshRules() {
+    rulesTimer = null;
+    rulesLast = Date.now();
+    try {
+      const response = await fetch(rulesSection.dataset.url, {
+        headers: { Accept: "text/html" },
+        credentials: "same-origin",
+      });
+      if (response.ok) rulesSection.innerHTML = await response.text();
+    } catch (error) {
+      console.warn("rule performance refresh failed", error);
+    }
+  }
+
+  function scheduleRules() {
+    if (rulesTimer !== null) return;
+    const wait = Math.max(0, rulesLast + RULES_MIN_INTERVAL_MS - Date.now());
+    rulesTimer = setTimeout(refreshRules, wait);
+  }
+
+  Live.on("labels", scheduleRules);
+  Live.on("batch", scheduleRules);
+  Live.on("reconnect", scheduleRules);
+
   // Roll the chart forward on quiet minutes too.
   setInterval(function () {
     const now = Date.now();
