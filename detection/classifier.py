@@ -148,10 +148,12 @@ def classifier_train(
     is_fraud = np.asarray(is_fraud, dtype=bool)
     frauds = int(is_fraud.sum())
     legits = int(len(is_fraud) - frauds)
-    if min(frauds, legits) < min_labels:
+    # Both classes, whatever the setting: fitted on one, predict_proba's second
+    # column would not be "fraud".
+    if min(frauds, legits) < max(min_labels, 1):
         raise TooFewLabels(
             f"{frauds} confirmed frauds and {legits} legitimate payments to learn "
-            f"from; {min_labels} of each are needed"
+            f"from; {max(min_labels, 1)} of each are needed"
         )
     cut = int(len(matrix) * (1 - HOLDOUT_SHARE))
     held_out_ap = None

@@ -217,16 +217,26 @@ def model_version_activate(*, version: str) -> ModelVersion:
         return ModelVersion.objects.get(version=version)
 
 
-def _artifact_load(artifact: bytes, sha256: str, *, what: str):
+# The only types beyond skops' defaults that each artifact may hold. The checksum
+# lives in the same row, so it catches corruption, not a hostile database
+# writer; this list is what keeps loading from building anything else.
+FOREST_TYPES = frozenset({"sklearn.tree._tree.Tree"})
+CLASSIFIER_TYPES = frozenset(
+    {"sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor"}
+)
+
+
+def _artifact_load(artifact: bytes, sha256: str, *, what: str, types: frozenset):
     """Return the object in a skops artifact, after checking its checksum and
-    that it holds only scikit-learn's own types (anything else is refused)."""
+    that it holds no types but `types` (anything else is refused)."""
     if hashlib.sha256(artifact).hexdigest() != sha256:
         raise ModelIntegrityError(f"{what}: artifact checksum mismatch.")
     untrusted = sio.get_untrusted_types(data=artifact)
-    allowed = [name for name in untrusted if name.startswith("sklearn.")]
-    if set(untrusted) - set(allowed):
-        raise ModelIntegrityError(f"{what} holds untrusted types: {sorted(untrusted)}.")
-    return sio.loads(artifact, trusted=allowed)
+    if set(untrusted) - types:
+        raise ModelIntegrityError(
+            f"{what} holds untrusted types: {sorted(set(untrusted) - types)}."
+        )
+    return sio.loads(artifact, trusted=list(untrusted))
 
 
 def model_load(row: ModelVersion) -> LoadedModel:
@@ -238,7 +248,10 @@ def model_load(row: ModelVersion) -> LoadedModel:
             f"Model {row.version} was trained on other features; retrain it."
         )
     forest = _artifact_load(
-        bytes(row.artifact), row.artifact_sha256, what=f"Model {row.version}"
+        bytes(row.artifact),
+        row.artifact_sha256,
+        what=f"Model {row.version}",
+        types=FOREST_TYPES,
     )
     classifier = None
     if row.classifier_artifact:
@@ -247,6 +260,7 @@ def model_load(row: ModelVersion) -> LoadedModel:
                 bytes(row.classifier_artifact),
                 row.classifier_sha256,
                 what=f"Model {row.version}'s classifier",
+                types=CLASSIFIER_TYPES,
             ),
             info=row.classifier_info,
         )

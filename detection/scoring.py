@@ -451,21 +451,33 @@ def _risk(
 
 
 def model_alone_flag_rate(
-    config: ScoringConfig, percentiles: np.ndarray
+    config: ScoringConfig,
+    percentiles: np.ndarray,
+    probabilities: np.ndarray | None = None,
 ) -> float | None:
-    """Return the share of rows the model alone would flag (risk >= suspicious).
+    """Return the share of rows a model version alone would flag (risk >=
+    suspicious, no other rule firing).
 
-    `percentiles` are a model's percentiles of some rows' anomaly scores. The
-    model adds `weight * ramp` to a row's risk (see `_risk`), so this is the
-    share whose model risk reaches the suspicious threshold with no rule firing.
-    None when the model rule is disabled or there are no rows.
+    `percentiles` are its forest's percentiles of some rows' anomaly scores,
+    `probabilities` its classifier's probabilities of fraud for the same rows
+    (None without one). The forest adds `weight * ramp`, the classifier
+    `weight * p` (see `_risk`), each while its rule is enabled. None when both
+    rules are disabled or there are no rows.
     """
-    rule = next((r for r in config.rules if r.rule_type.code == MODEL_ANOMALY), None)
-    if rule is None or not len(percentiles):
+    rules = {r.rule_type.code: r for r in config.rules}
+    model_rule, learned_rule = rules.get(MODEL_ANOMALY), rules.get(LEARNED_FRAUD)
+    if probabilities is None:
+        learned_rule = None
+    if (model_rule is None and learned_rule is None) or not len(percentiles):
         return None
-    floor, ceiling = rule.params["floor"], rule.params["ceiling"]
-    ramp = np.clip((percentiles - floor) / (ceiling - floor), 0.0, 1.0)
-    return float(np.mean(rule.weight * ramp >= config.suspicious_threshold))
+    keep = np.ones(len(percentiles))
+    if model_rule is not None:
+        floor, ceiling = model_rule.params["floor"], model_rule.params["ceiling"]
+        ramp = np.clip((percentiles - floor) / (ceiling - floor), 0.0, 1.0)
+        keep *= 1.0 - model_rule.weight * ramp
+    if learned_rule is not None:
+        keep *= 1.0 - learned_rule.weight * np.asarray(probabilities)
+    return float(np.mean(1.0 - keep >= config.suspicious_threshold))
 
 
 def _model_named(

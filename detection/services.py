@@ -561,9 +561,9 @@ class TrainingSet:
     timestamps: list[datetime]  # their event times
     labelled: np.ndarray  # features of every replayed transaction with a label
     labelled_fraud: np.ndarray  # its latest label, aligned with `labelled`
-    # The classifier's rows (detection.classifier), in event order: every
-    # replayed transaction with a label, and those without one older than
-    # MODEL_LABEL_MATURITY_SECONDS (legitimate: no chargeback came); the truth.
+    # The classifier's rows (detection.classifier), in event order: those of
+    # the training window older than MODEL_LABEL_MATURITY_SECONDS, labelled or
+    # not (unlabelled: legitimate, no chargeback came); their truth.
     supervised: np.ndarray | None = None
     supervised_fraud: np.ndarray | None = None
 
@@ -580,8 +580,12 @@ def training_features(
     warm cards wrongly. Transactions an analyst confirmed as fraud (latest label)
     advance the state, as they did live, but are not fitted: the forest learns
     normal behaviour. Every replayed transaction with a label (warm-up included)
-    is returned with its features for the activation gate, and for the
-    classifier with the mature unlabelled ones (`TrainingSet.supervised`); ground
+    is returned with its features for the activation gate. The classifier
+    (`TrainingSet.supervised`) learns from the window's transactions older than
+    MODEL_LABEL_MATURITY_SECONDS, whatever their label: younger ones may be
+    frauds whose chargeback is on its way, and taking only their labelled ones
+    would teach it that recent means fraud; warm-up rows start cold (a card's
+    first replayed payment has no history), as no live payment does. Ground
     truth (is_fraud of a simulated record) is never read.
     """
     fields = (*SCORING_INPUT_FIELDS, "latest_label_fraud", "profile_learned")
@@ -609,7 +613,7 @@ def training_features(
     mature_before = datetime.now(UTC) - timedelta(
         seconds=settings.MODEL_LABEL_MATURITY_SECONDS
     )
-    supervised = labelled | np.array(
+    supervised = (np.arange(len(rows)) >= len(warm_rows)) & np.array(
         [m.timestamp <= mature_before for m in messages], dtype=bool
     )
     return TrainingSet(
@@ -715,19 +719,42 @@ def model_retrain(
         min_labels=settings.MODEL_ACTIVATION_MIN_LABELS,
         max_ap_drop=settings.MODEL_ACTIVATION_MAX_AP_DROP,
     )
+    classifier = None
+    try:
+        classifier = classifier_train(
+            data.supervised,
+            data.supervised_fraud,
+            min_labels=settings.MODEL_CLASSIFIER_MIN_LABELS,
+        )
+        evaluation["classifier"] = classifier_summary(classifier.info)
+    except TooFewLabels as exc:
+        evaluation["classifier"] = (
+            f"not trained: {exc} among the training window's transactions older "
+            f"than MODEL_LABEL_MATURITY_SECONDS "
+            f"({settings.MODEL_LABEL_MATURITY_SECONDS:g} s)"
+        )
     recent = training_features(
         limit=RECENT_CHECK_ROWS, warmup=RECENT_CHECK_WARMUP
     ).matrix
     rate = active_rate = None
     if len(recent) >= RECENT_CHECK_MIN_ROWS:
+        # What the version alone (forest and classifier) would flag.
         config = scoring_config_from_db(model=None)
         percentiles = np.interp(
             -candidate.score_samples(recent), quantiles, QUANTILE_GRID
         )
-        rate = model_alone_flag_rate(config, percentiles)
+        rate = model_alone_flag_rate(
+            config,
+            percentiles,
+            None if classifier is None else classifier.probabilities(recent),
+        )
         if active_model is not None:
             active_rate = model_alone_flag_rate(
-                config, active_model.percentiles(active_model.anomaly_scores(recent))
+                config,
+                active_model.percentiles(active_model.anomaly_scores(recent)),
+                None
+                if active_model.classifier is None
+                else active_model.classifier.probabilities(recent),
             )
     rate_ok, rate_reason = flag_rate_decision(
         rate=rate,
@@ -751,16 +778,6 @@ def model_retrain(
             "activate": True,
             "reason": "forced over: " + evaluation["reason"],
         }
-    classifier = None
-    try:
-        classifier = classifier_train(
-            data.supervised,
-            data.supervised_fraud,
-            min_labels=settings.MODEL_CLASSIFIER_MIN_LABELS,
-        )
-        evaluation["classifier"] = classifier_summary(classifier.info)
-    except TooFewLabels as exc:
-        evaluation["classifier"] = f"not trained: {exc}"
     row = model_version_create(
         forest=forest,
         classifier=classifier,

@@ -96,6 +96,7 @@ class HealthView(APIView):
                     if config.model is None
                     else "rules + model + classifier"
                     if config.model.classifier is not None
+                    and config.learned_fraud_enabled
                     else "rules + model"
                 ),
                 "model_error": provider.model_error,

@@ -4,17 +4,13 @@ from django.contrib import admin
 from django.db.models import Prefetch
 from django.utils.html import format_html, format_html_join
 
+from detection.lists import LIST_ALLOW_CODE, LIST_BLOCK_CODE
+from detection.rules import RULE_TYPES
 from detection.services import transaction_label
 from transactions.models import Label, Transaction, VerdictTally
 
-RULE_CODES = (
-    "amount_spike",
-    "large_amount",
-    "huge_amount",
-    "geo_velocity",
-    "high_velocity",
-    "model_anomaly",
-)
+# Every rule the scorer knows, and the block and allow lists.
+RULE_CODES = (*RULE_TYPES, LIST_BLOCK_CODE, LIST_ALLOW_CODE)
 
 
 class RuleFiredFilter(admin.SimpleListFilter):

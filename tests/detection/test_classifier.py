@@ -202,8 +202,19 @@ def test_a_retrain_with_enough_labels_stores_a_verified_classifier(
     health = client.get("/api/").json()
     assert health["scoring"] == "rules + model + classifier"
     assert health["model_version"] == row.version
+    Rule.objects.filter(code="learned_fraud").update(enabled=False)
+    scoring_provider().invalidate()
+    assert client.get("/api/").json()["scoring"] == "rules + model"
     row.classifier_artifact = bytes(row.classifier_artifact) + b"x"
     with pytest.raises(ModelIntegrityError, match="classifier"):
+        model_load(row)
+    # Only the classifier's own tree type is trusted in its place: a forest
+    # artifact there (with a matching checksum) is refused.
+    import hashlib
+
+    row.classifier_artifact = bytes(row.artifact)
+    row.classifier_sha256 = hashlib.sha256(row.classifier_artifact).hexdigest()
+    with pytest.raises(ModelIntegrityError, match="untrusted types"):
         model_load(row)
 
 
@@ -242,20 +253,48 @@ def test_without_enough_labels_the_model_has_no_classifier_and_says_why(
     assert "Classifier: not trained" in capsys.readouterr().out
 
 
-def test_unlabelled_payments_younger_than_the_maturity_are_left_out(
+def test_payments_younger_than_the_maturity_are_left_out_labelled_or_not(
     history,  # noqa: F811
     settings,
 ):
-    """A fraud whose chargeback has not come yet must not be learned as legit:
-    with the maturity reaching back past all history, only labelled rows train."""
+    """A fraud whose chargeback has not come yet must not be learned as legit,
+    and young labelled frauds alone would teach "recent means fraud": payments
+    younger than the maturity are left out whatever their label, and so are the
+    warm-up rows (cold features)."""
     from detection.services import training_features
 
     frauds = _label_frauds(history)
     settings.MODEL_LABEL_MATURITY_SECONDS = 100 * 365 * 86400
-    data = training_features()
-    assert len(data.supervised) == frauds and data.supervised_fraud.all()
+    assert len(training_features().supervised) == 0
     settings.MODEL_LABEL_MATURITY_SECONDS = 0
-    assert len(training_features().supervised) == len(history)
+    everything = training_features()
+    assert len(everything.supervised) == len(history)
+    assert int(everything.supervised_fraud.sum()) == frauds
+    windowed = training_features(limit=1000, warmup=2000)
+    assert len(windowed.supervised) == 1000
+
+
+def test_both_classes_are_needed_whatever_the_setting():
+    matrix, _ = _learnable()
+    with pytest.raises(TooFewLabels, match="0 confirmed frauds"):
+        classifier_train(matrix, np.zeros(len(matrix), dtype=bool), min_labels=0)
+
+
+def test_the_flag_rate_check_counts_the_classifier():
+    """What a version alone would flag: the forest's ramp and the classifier's
+    weight x p together (0.8 x 0.7 = 0.56 flags, 0.8 x 0.5 = 0.4 does not)."""
+    from detection.scoring import model_alone_flag_rate
+
+    config = scoring_config_defaults()
+    quiet = np.full(3, 0.5)  # below the forest's floor: it adds nothing
+    assert model_alone_flag_rate(config, quiet) == 0.0
+    rate = model_alone_flag_rate(config, quiet, np.array([0.7, 0.5, 0.9]))
+    assert rate == pytest.approx(2 / 3)
+    # Between them: the forest at its ramp's middle (0.35) and p = 0.3 (0.24)
+    # flag together (1 - 0.65 x 0.76 = 0.506), neither alone.
+    middle = np.full(1, (0.95 + 0.999) / 2)
+    assert model_alone_flag_rate(config, middle) == 0.0
+    assert model_alone_flag_rate(config, middle, np.array([0.3])) == 1.0
 
 
 def test_the_migration_seeds_the_learned_fraud_rule_enabled():
@@ -309,3 +348,22 @@ def test_the_learned_fraud_reason_says_what_stands_out_in_the_payment():
     assert reason["detail"].endswith(
         "no single feature of it stands out against training payments"
     )
+
+
+def test_a_line_reusing_a_stored_id_labels_nothing(tmp_path, capsys):
+    """`ingest_file --chargebacks`: a fraud line whose id is stored for another
+    payment says nothing of that payment, which stays unlabelled."""
+    from detection.simulator import simulate_transactions
+
+    (record,) = list(simulate_transactions(users=1, days=1, seed=3))[:1]
+    first = tmp_path / "first.jsonl"
+    first.write_text(json.dumps({**record, "is_fraud": False}) + "\n")
+    call_command("ingest_file", str(first), "--chargebacks")
+    other = {**record, "amount": "999.99", "is_fraud": True}
+    second = tmp_path / "second.jsonl"
+    second.write_text(json.dumps(other) + "\n")
+    call_command("ingest_file", str(second), "--chargebacks")
+    out = capsys.readouterr().out
+    assert "1 reusing the id of another stored payment" in out
+    assert "Labelled 0 frauds as chargebacks." in out
+    assert Label.objects.count() == 0

@@ -273,16 +273,23 @@
   const rulesSection = document.getElementById("rule-performance");
   let rulesTimer = null;
   let rulesLast = 0;
+  let rulesAsked = 0;
 
   async function refreshRules() {
     rulesTimer = null;
     rulesLast = Date.now();
+    const asked = ++rulesAsked;
     try {
       const response = await fetch(rulesSection.dataset.url, {
         headers: { Accept: "text/html" },
         credentials: "same-origin",
       });
-      if (response.ok) rulesSection.innerHTML = await response.text();
+      const text = await response.text();
+      // A signed-out session is redirected to the login page: not a panel. An
+      // answer overtaken by a later one is dropped.
+      if (response.ok && !response.redirected && asked === rulesAsked) {
+        rulesSection.innerHTML = text;
+      }
     } catch (error) {
       console.warn("rule performance refresh failed", error);
     }

@@ -64,13 +64,22 @@ class Command(BaseCommand):
                 )
                 created += len(result.created)
                 stored = set(result.duplicates)
-                found = transaction_id_conflicts(
-                    [m for m in batch if m.transaction_id in stored]
-                )
+                again = [m for m in batch if m.transaction_id in stored]
+                found = transaction_id_conflicts(again)
                 conflicts += [error for error in found if error]
                 duplicates += len(result.duplicates)
                 if options["chargebacks"]:
-                    labelled += self.chargebacks_store(batch, source=path.name)
+                    # Not a line whose id is stored for another payment: its
+                    # is_fraud says nothing of the stored one.
+                    reused = {
+                        m.transaction_id
+                        for m, error in zip(again, found, strict=True)
+                        if error
+                    }
+                    labelled += self.chargebacks_store(
+                        [m for m in batch if m.transaction_id not in reused],
+                        source=path.name,
+                    )
                 bar.update(len(batch))
         for error in conflicts[:20]:
             self.stderr.write(error)
