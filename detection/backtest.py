@@ -38,7 +38,7 @@ from detection.scoring import (
     transaction_score_batch,
 )
 from detection.services import features_replay
-from detection.state import FEATURE_NAMES
+from detection.state import FEATURE_NAMES, InMemoryStateStore
 from transactions.messages import (
     MessageError,
     TransactionMessage,
@@ -69,6 +69,10 @@ class BacktestResult:
     metrics: dict = field(default_factory=dict)
     # What the classifier learned from (or why none was trained).
     classifier: str = ""
+    # With a draft rule set: its verdicts and figures, from the same model and
+    # the same starting card states.
+    draft_verdicts: list[Verdict] | None = None
+    draft_metrics: dict | None = None
 
 
 NOT_UTF8 = "not UTF-8 text (save the file as UTF-8)"
@@ -186,12 +190,35 @@ def _classifier(
     return classifier
 
 
+def _score(
+    test: list[TransactionMessage],
+    store: InMemoryStateStore,
+    config: ScoringConfig,
+    progress: Callable[[int], None] | None,
+) -> list[Verdict]:
+    verdicts: list[Verdict] = []
+    for start in range(0, len(test), BATCH_SIZE):
+        batch = test[start : start + BATCH_SIZE]
+        batch_verdicts, _ = transaction_score_batch(batch, store=store, config=config)
+        verdicts.extend(batch_verdicts)
+        if progress:
+            progress(len(batch))
+    return verdicts
+
+
+def _store_copy(store: InMemoryStateStore) -> InMemoryStateStore:
+    copy = InMemoryStateStore()
+    copy.states = {user_id: state.copy() for user_id, state in store.states.items()}
+    return copy
+
+
 def backtest_run(
     messages: list[TransactionMessage],
     *,
     train_until: datetime,
     config: ScoringConfig,
     progress: Callable[[int], None] | None = None,
+    draft: ScoringConfig | None = None,
 ) -> BacktestResult:
     """Train on messages before `train_until`, then score the rest in event order.
 
@@ -202,7 +229,9 @@ def backtest_run(
     transaction the file labels fraud does not teach its card's profile, as a
     confirmed fraud does not live. The classifier beside the forest is fitted on
     the training part's rows with an `is_fraud` (`_classifier`). `progress` is
-    called with the number of rows just scored.
+    called with the number of rows just scored. A `draft` config (rules and
+    thresholds: `draft_config`) is scored too, with the same model from the same
+    card states, for a side-by-side comparison.
     """
     classifier_notes: list[str] = []
     cut = next(
@@ -221,15 +250,8 @@ def backtest_run(
     run_config = dataclasses.replace(
         config, model=model, lists=EMPTY_LISTS, merchant_fraud={}
     )
-    verdicts: list[Verdict] = []
-    for start in range(0, len(test), BATCH_SIZE):
-        batch = test[start : start + BATCH_SIZE]
-        batch_verdicts, _ = transaction_score_batch(
-            batch, store=store, config=run_config
-        )
-        verdicts.extend(batch_verdicts)
-        if progress:
-            progress(len(batch))
+    draft_store = _store_copy(store) if draft is not None else None
+    verdicts = _score(test, store, run_config, progress)
     result = BacktestResult(
         scored=test,
         verdicts=verdicts,
@@ -238,7 +260,101 @@ def backtest_run(
         classifier=classifier_notes[0] if classifier_notes else "",
     )
     result.metrics = backtest_metrics(test, verdicts)
+    if draft is not None:
+        draft_config = dataclasses.replace(
+            draft, model=model, lists=EMPTY_LISTS, merchant_fraud={}
+        )
+        result.draft_verdicts = _score(test, draft_store, draft_config, progress)
+        result.draft_metrics = backtest_metrics(test, result.draft_verdicts)
     return result
+
+
+class DraftError(ValueError):
+    """Raise when a draft rule set cannot be used, saying what is wrong."""
+
+
+def draft_config(data: object, *, live: ScoringConfig) -> ScoringConfig:
+    """Return the live config with a draft's rule and threshold changes.
+
+    `data` is the draft file's JSON: {"rules": {code: {"enabled", "weight",
+    "params"}}, "thresholds": {"suspicious", "fraud"}}, every key optional. A
+    rule not named keeps its stored settings (enabled or not); named params are
+    merged into its stored ones and checked as admin checks them. Raise
+    DraftError naming every problem.
+    """
+    from detection.models import Rule
+    from detection.rules import RULE_TYPES, RuleParamsError, rule_params_validate
+    from detection.scoring import ActiveRule
+
+    if not isinstance(data, dict) or set(data) - {"rules", "thresholds"}:
+        raise DraftError('A draft is a JSON object with "rules" and/or "thresholds".')
+    errors: list[str] = []
+    stored = {row.code: row for row in Rule.objects.all()}
+    rules = data.get("rules", {})
+    if not isinstance(rules, dict):
+        raise DraftError('"rules" must map rule codes to their settings.')
+    active: list[ActiveRule] = []
+    for code, rule_type in RULE_TYPES.items():
+        row = stored.get(code)
+        enabled = row.enabled if row is not None else rule_type.enabled_by_default
+        weight = row.weight if row is not None else rule_type.weight
+        params = dict(row.params) if row is not None else rule_type.params_defaults()
+        change = rules.get(code, {})
+        if not isinstance(change, dict) or set(change) - {
+            "enabled",
+            "weight",
+            "params",
+        }:
+            errors.append(f'{code}: expected "enabled", "weight" and/or "params".')
+            continue
+        enabled = change.get("enabled", enabled)
+        weight = change.get("weight", weight)
+        if not isinstance(enabled, bool):
+            errors.append(f"{code}: enabled must be true or false.")
+        if isinstance(weight, bool) or not isinstance(weight, int | float):
+            errors.append(f"{code}: weight must be a number between 0 and 1.")
+        elif not 0 <= weight <= 1:
+            errors.append(f"{code}: weight must be between 0 and 1, not {weight}.")
+        changed = change.get("params", {})
+        if not isinstance(changed, dict):
+            errors.append(f"{code}: params must be an object.")
+            continue
+        try:
+            params = rule_params_validate(code, {**params, **changed})
+        except RuleParamsError as exc:
+            errors.append(f"{code}: {exc}")
+            continue
+        if enabled is True:
+            active.append(ActiveRule(rule_type, params, float(weight)))
+    unknown = sorted(set(rules) - set(RULE_TYPES))
+    if unknown:
+        errors.append(
+            f"Unknown rule code(s) {', '.join(unknown)}; known: "
+            f"{', '.join(RULE_TYPES)}."
+        )
+    thresholds = data.get("thresholds", {})
+    if not isinstance(thresholds, dict) or set(thresholds) - {"suspicious", "fraud"}:
+        errors.append('"thresholds" takes "suspicious" and/or "fraud".')
+        thresholds = {}
+    suspicious = thresholds.get("suspicious", live.suspicious_threshold)
+    fraud = thresholds.get("fraud", live.fraud_threshold)
+    numbers = all(
+        isinstance(v, int | float) and not isinstance(v, bool)
+        for v in (suspicious, fraud)
+    )
+    if not numbers or not 0 < suspicious < fraud <= 1:
+        errors.append(
+            f"Thresholds need 0 < suspicious < fraud <= 1 (got {suspicious!r}, "
+            f"{fraud!r})."
+        )
+    if errors:
+        raise DraftError("; ".join(errors))
+    return dataclasses.replace(
+        live,
+        rules=tuple(active),
+        suspicious_threshold=float(suspicious),
+        fraud_threshold=float(fraud),
+    )
 
 
 def backtest_metrics(

@@ -6,7 +6,12 @@ from pathlib import Path
 from django.core.management.base import BaseCommand, CommandError
 from tqdm import tqdm
 
-from detection.backtest import backtest_read, backtest_run, verdict_line
+from detection.backtest import (
+    backtest_read,
+    backtest_run,
+    draft_config,
+    verdict_line,
+)
 from detection.scoring import scoring_config_from_db
 from transactions.messages import parse_timestamp
 
@@ -28,6 +33,18 @@ class Command(BaseCommand):
             help="ISO 8601 time: train before it, score from it on.",
         )
         parser.add_argument("--output", required=True, help="Verdicts, JSON Lines.")
+        parser.add_argument(
+            "--compare",
+            metavar="DRAFT.json",
+            help=(
+                "Also score a draft rule set, the live rules and thresholds with "
+                'changes ({"rules": {"amount_spike": {"weight": 0.3}, '
+                '"merchant_fraud": {"enabled": true}}, "thresholds": '
+                '{"suspicious": 0.45}}), with the same model from the same card '
+                "states, and print both side by side; its verdicts go to "
+                "OUTPUT's name + .draft.jsonl. Nothing live changes."
+            ),
+        )
 
     def handle(self, *args, **options):
         path = Path(options["input"])
@@ -43,6 +60,16 @@ class Command(BaseCommand):
         except OSError as exc:
             raise CommandError(f"Cannot write to {output.parent}: {exc}") from exc
         config = scoring_config_from_db(model=None)
+        draft = None
+        if options["compare"]:
+            draft_path = Path(options["compare"])
+            try:
+                draft = draft_config(
+                    json.loads(draft_path.read_text(encoding="utf-8")), live=config
+                )
+            except (OSError, ValueError) as exc:
+                # DraftError, unreadable file, JSON syntax: all name the problem.
+                raise CommandError(f"--compare {draft_path}: {exc}") from exc
         messages, rejected = backtest_read(path, currencies=config.currencies)
         if rejected:
             rejected_path = Path(options["output"]).with_suffix(".rejected.jsonl")
@@ -55,13 +82,17 @@ class Command(BaseCommand):
         to_score = sum(1 for m in messages if m.timestamp >= train_until)
         if not messages:
             raise CommandError("The input holds no valid transactions.")
-        with tqdm(total=to_score, desc="backtest", unit="txn", disable=None) as bar:
+        runs = 1 if draft is None else 2
+        with tqdm(
+            total=to_score * runs, desc="backtest", unit="txn", disable=None
+        ) as bar:
             try:
                 result = backtest_run(
                     messages,
                     train_until=train_until,
                     config=config,
                     progress=bar.update,
+                    draft=draft,
                 )
             except ValueError as exc:
                 raise CommandError(str(exc)) from exc
@@ -87,4 +118,43 @@ class Command(BaseCommand):
                 f"recall: {metrics['recall']}; "
                 f"average precision: {metrics.get('average_precision')}; "
                 f"ROC AUC: {metrics.get('roc_auc')}"
+            )
+        if result.draft_verdicts is not None:
+            draft_output = output.with_name(output.stem + ".draft.jsonl")
+            with draft_output.open("w", encoding="utf-8") as handle:
+                for verdict in result.draft_verdicts:
+                    handle.write(verdict_line(verdict) + "\n")
+            self.comparison_print(metrics, result.draft_metrics, draft_output)
+
+    def comparison_print(self, live: dict, draft: dict, path: Path) -> None:
+        """Print the live and the draft rule set's figures side by side."""
+        self.stdout.write(
+            f"\nDraft against the live rules (same model, same data; draft "
+            f"verdicts in {path}):"
+        )
+        self.stdout.write(f"  {'':24}{'live':>16}{'draft':>16}")
+
+        def line(name: str, a, b) -> None:
+            self.stdout.write(f"  {name:24}{a:>16}{b:>16}")
+
+        def flagged(metrics: dict) -> str:
+            count = sum(n for s, n in metrics["by_status"].items() if s != "legit")
+            return f"{count:,} ({count / max(metrics['scored'], 1):.2%})"
+
+        line("flagged", flagged(live), flagged(draft))
+        for status in ("suspicious", "fraud"):
+            line(
+                status,
+                f"{live['by_status'].get(status, 0):,}",
+                f"{draft['by_status'].get(status, 0):,}",
+            )
+        for key in ("precision", "recall", "average_precision", "roc_auc"):
+            if key in live:
+                line(key.replace("_", " "), str(live.get(key)), str(draft.get(key)))
+        codes = dict.fromkeys([*live["rule_hits"], *draft["rule_hits"]])
+        for code in codes:
+            line(
+                f"hits {code}",
+                f"{live['rule_hits'].get(code, 0):,}",
+                f"{draft['rule_hits'].get(code, 0):,}",
             )
