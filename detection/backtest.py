@@ -294,12 +294,29 @@ def draft_config(data: object, *, live: ScoringConfig) -> ScoringConfig:
     if not isinstance(rules, dict):
         raise DraftError('"rules" must map rule codes to their settings.')
     active: list[ActiveRule] = []
-    for code, rule_type in RULE_TYPES.items():
+    # In code order, as the live config reads its rows (reasons list in it).
+    for code in sorted(RULE_TYPES):
+        rule_type = RULE_TYPES[code]
         row = stored.get(code)
-        enabled = row.enabled if row is not None else rule_type.enabled_by_default
+        # As live: a rule without a row does not score.
+        enabled = row.enabled if row is not None else False
         weight = row.weight if row is not None else rule_type.weight
         params = dict(row.params) if row is not None else rule_type.params_defaults()
-        change = rules.get(code, {})
+        if code not in rules:
+            try:
+                params = rule_params_validate(code, params)
+            except RuleParamsError:
+                # Live skips a row edited into bad params (and logs it): so here.
+                continue
+            if enabled:
+                active.append(ActiveRule(rule_type, params, float(weight)))
+            continue
+        try:
+            rule_params_validate(code, params)
+        except RuleParamsError:
+            # Its stored params are bad: the draft's apply to the defaults.
+            params = rule_type.params_defaults()
+        change = rules[code]
         if not isinstance(change, dict) or set(change) - {
             "enabled",
             "weight",

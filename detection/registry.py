@@ -16,7 +16,7 @@ from datetime import UTC, datetime, timedelta
 import numpy as np
 import skops.io as sio
 from django.db import transaction
-from sklearn.ensemble import IsolationForest
+from sklearn.ensemble import HistGradientBoostingClassifier, IsolationForest
 from sklearn.metrics import average_precision_score
 
 from detection.classifier import FraudClassifier
@@ -253,6 +253,13 @@ def model_load(row: ModelVersion) -> LoadedModel:
         what=f"Model {row.version}",
         types=FOREST_TYPES,
     )
+    # skops trusts some types by default (a dict, other estimators): the slot
+    # must hold what it is for.
+    if not isinstance(forest, IsolationForest):
+        raise ModelIntegrityError(
+            f"Model {row.version}'s artifact is a {type(forest).__name__}, "
+            "not an IsolationForest."
+        )
     classifier = None
     if row.classifier_artifact:
         classifier = FraudClassifier(
@@ -264,6 +271,12 @@ def model_load(row: ModelVersion) -> LoadedModel:
             ),
             info=row.classifier_info,
         )
+        if not isinstance(classifier.model, HistGradientBoostingClassifier):
+            raise ModelIntegrityError(
+                f"Model {row.version}'s classifier is a "
+                f"{type(classifier.model).__name__}, not a "
+                "HistGradientBoostingClassifier."
+            )
     features = np.asarray(row.feature_quantiles or [], dtype=np.float64)
     shape = (len(FEATURE_QUANTILE_GRID), len(FEATURE_NAMES))
     return LoadedModel(

@@ -216,6 +216,16 @@ def test_a_retrain_with_enough_labels_stores_a_verified_classifier(
     row.classifier_sha256 = hashlib.sha256(row.classifier_artifact).hexdigest()
     with pytest.raises(ModelIntegrityError, match="untrusted types"):
         model_load(row)
+    # Nor another estimator skops trusts by default, nor a plain dict.
+    import skops.io as sio
+    from sklearn.linear_model import LogisticRegression
+
+    matrix, truth = _learnable(rows=300)
+    for impostor in (LogisticRegression().fit(matrix, truth), {"a": 1}):
+        row.classifier_artifact = sio.dumps(impostor)
+        row.classifier_sha256 = hashlib.sha256(row.classifier_artifact).hexdigest()
+        with pytest.raises(ModelIntegrityError, match="not a HistGradientBoosting"):
+            model_load(row)
 
 
 def test_admin_lists_what_each_versions_classifier_learned_from(

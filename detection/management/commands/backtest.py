@@ -39,10 +39,12 @@ class Command(BaseCommand):
             help=(
                 "Also score a draft rule set, the live rules and thresholds with "
                 'changes ({"rules": {"amount_spike": {"weight": 0.3}, '
-                '"merchant_fraud": {"enabled": true}}, "thresholds": '
+                '"large_amount": {"params": {"threshold": 3000}}}, "thresholds": '
                 '{"suspicious": 0.45}}), with the same model from the same card '
-                "states, and print both side by side; its verdicts go to "
-                "OUTPUT's name + .draft.jsonl. Nothing live changes."
+                "states, and print both side by side; its verdicts go to OUTPUT "
+                "with .draft.jsonl for its suffix. Nothing live changes. As in "
+                "every backtest, merchant_fraud and the lists are left out of "
+                "both (today's knowledge of the past)."
             ),
         )
 
@@ -67,8 +69,9 @@ class Command(BaseCommand):
                 draft = draft_config(
                     json.loads(draft_path.read_text(encoding="utf-8")), live=config
                 )
-            except (OSError, ValueError) as exc:
-                # DraftError, unreadable file, JSON syntax: all name the problem.
+            except (OSError, ValueError, RecursionError) as exc:
+                # DraftError, unreadable file, JSON syntax or nesting: all name
+                # the problem.
                 raise CommandError(f"--compare {draft_path}: {exc}") from exc
         messages, rejected = backtest_read(path, currencies=config.currencies)
         if rejected:
