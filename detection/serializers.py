@@ -9,7 +9,7 @@ from django.core.exceptions import ValidationError as DjangoValidationError
 from django.utils import timezone
 from rest_framework import serializers
 
-from detection.models import ListEntry
+from detection.models import ListEntry, ModelVersion
 from detection.records import timestamp_not_after
 from detection.scoring import scoring_config_current
 from transactions.messages import (
@@ -210,3 +210,31 @@ class ListEntrySerializer(serializers.ModelSerializer):
                 }
             )
         return attrs
+
+
+class ModelVersionSerializer(serializers.ModelSerializer):
+    """A stored model version: its training window, the retrain's activation
+    decision and what its classifier learned from (never the artifacts)."""
+
+    has_classifier = serializers.SerializerMethodField()
+
+    class Meta:
+        model = ModelVersion
+        fields = [
+            "version",
+            "algorithm",
+            "is_active",
+            "trained_at",
+            "trained_from",
+            "trained_until",
+            "sample_count",
+            "params",
+            "evaluation",
+            "has_classifier",
+            "classifier_info",
+        ]
+        read_only_fields = fields
+
+    def get_has_classifier(self, obj: ModelVersion) -> bool:
+        """Return whether the version scores with a classifier on labels."""
+        return bool(obj.classifier_sha256)

@@ -9,6 +9,7 @@ from django.urls import re_path
 from detection.views import (
     HealthView,
     ListEntryViewSet,
+    ModelVersionViewSet,
     PredictView,
     ValidateTransactionView,
 )
@@ -16,6 +17,7 @@ from transactions.urls import OptionalSlashRouter
 
 router = OptionalSlashRouter()
 router.register("lists", ListEntryViewSet, basename="list-entry")
+router.register("models", ModelVersionViewSet, basename="model-version")
 
 urlpatterns = [
     re_path(r"^$", HealthView.as_view(), name="api-health"),

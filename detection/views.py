@@ -16,11 +16,12 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from detection.events import VerdictsPublisher
-from detection.models import ListEntry
+from detection.models import ListEntry, ModelVersion
 from detection.profiles import OrmStateStore
 from detection.scoring import scoring_config_current, scoring_provider
 from detection.serializers import (
     ListEntrySerializer,
+    ModelVersionSerializer,
     TransactionMessageSerializer,
     VerdictSerializer,
     WhatIfSerializer,
@@ -289,3 +290,19 @@ class ListEntryViewSet(viewsets.ModelViewSet):
             change_message=message,
             single_object=True,
         )
+
+
+class ModelVersionViewSet(viewsets.ReadOnlyModelViewSet):
+    """The stored model versions, newest first: training window, the retrain's
+    activation decision and figures, and what its classifier learned from.
+
+    Read-only and open to every signed-in user; activating a version is the
+    admin's "Activate" action (the "change model version" permission).
+    """
+
+    queryset = ModelVersion.objects.defer("artifact", "classifier_artifact")
+    serializer_class = ModelVersionSerializer
+    permission_classes = [IsAuthenticated]
+    lookup_field = "version"
+    lookup_value_regex = r"[^/]+"
+    pagination_class = None

@@ -377,3 +377,33 @@ def test_a_line_reusing_a_stored_id_labels_nothing(tmp_path, capsys):
     assert "1 reusing the id of another stored payment" in out
     assert "Labelled 0 frauds as chargebacks." in out
     assert Label.objects.count() == 0
+
+
+def test_the_api_lists_model_versions_without_their_artifacts(
+    history,  # noqa: F811
+    settings,
+    api_client,
+    anon_client,
+):
+    """GET /api/models: newest first, the active one marked, what its classifier
+    learned from; one by version; never the artifacts; sign-in required."""
+    settings.MODEL_CLASSIFIER_MIN_LABELS = 10
+    call_command("retrain_model")
+    frauds = _label_frauds(history)
+    call_command("retrain_model")
+    first, newest = ModelVersion.objects.order_by("trained_at")
+    response = api_client.get("/api/models")
+    assert response.status_code == 200
+    body = response.json()
+    assert [item["version"] for item in body] == [newest.version, first.version]
+    assert [item["is_active"] for item in body] == [True, False]
+    assert [item["has_classifier"] for item in body] == [True, False]
+    assert body[0]["classifier_info"]["fraud"] == frauds
+    assert body[0]["evaluation"]["classifier"].startswith(f"{frauds:,} frauds")
+    assert not {"artifact", "classifier_artifact"} & set(body[0])
+    one = api_client.get(f"/api/models/{first.version}")
+    assert one.status_code == 200 and one.json()["version"] == first.version
+    missing = api_client.get("/api/models/iforest-nope")
+    assert missing.status_code == 404 and "detail" in missing.json()
+    assert anon_client.get("/api/models").status_code in (401, 403)
+    assert api_client.post("/api/models", {}, format="json").status_code == 405
