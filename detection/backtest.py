@@ -284,7 +284,7 @@ def draft_config(data: object, *, live: ScoringConfig) -> ScoringConfig:
     """
     from detection.models import Rule
     from detection.rules import RULE_TYPES, RuleParamsError, rule_params_validate
-    from detection.scoring import ActiveRule
+    from detection.scoring import ActiveRule, rule_active
 
     if not isinstance(data, dict) or set(data) - {"rules", "thresholds"}:
         raise DraftError('A draft is a JSON object with "rules" and/or "thresholds".')
@@ -303,13 +303,9 @@ def draft_config(data: object, *, live: ScoringConfig) -> ScoringConfig:
         weight = row.weight if row is not None else rule_type.weight
         params = dict(row.params) if row is not None else rule_type.params_defaults()
         if code not in rules:
-            try:
-                params = rule_params_validate(code, params)
-            except RuleParamsError:
-                # Live skips a row edited into bad params (and logs it): so here.
-                continue
-            if enabled:
-                active.append(ActiveRule(rule_type, params, float(weight)))
+            # As live scorers apply it (a row with bad params is skipped).
+            if enabled and (rule := rule_active(row)) is not None:
+                active.append(rule)
             continue
         try:
             rule_params_validate(code, params)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -122,20 +122,11 @@ def scoring_config_from_db(*, model: LoadedModel | None) -> ScoringConfig:
     from detection.lists import lists_current
     from detection.models import DecisionThresholds, ExchangeRate, Rule
 
-    rules = []
-    for row in Rule.objects.filter(enabled=True):
-        rule_type = RULE_TYPES.get(row.code)
-        if rule_type is None:
-            logger.warning("ignoring rule %r: no code implements it", row.code)
-            continue
-        try:
-            params = rule_params_validate(row.code, row.params)
-        except ValueError as exc:
-            # Admin refuses bad params; a row edited behind its back is skipped
-            # loudly rather than crashing every scorer.
-            logger.error("ignoring rule %s with bad params: %s", row.code, exc)
-            continue
-        rules.append(ActiveRule(rule_type, params, row.weight))
+    rules = [
+        rule
+        for row in Rule.objects.filter(enabled=True)
+        if (rule := rule_active(row)) is not None
+    ]
     thresholds = DecisionThresholds.objects.filter(pk=1).first()
     rates = dict(ExchangeRate.objects.values_list("currency", "units_per_base"))
     return ScoringConfig(
@@ -148,6 +139,23 @@ def scoring_config_from_db(*, model: LoadedModel | None) -> ScoringConfig:
         lists=lists_current(),
         merchant_fraud=_merchant_fraud_current(rules),
     )
+
+
+def rule_active(row) -> ActiveRule | None:
+    """Return a stored `Rule` row as scorers apply it, or None (logged) when no
+    code implements it or its params are bad."""
+    rule_type = RULE_TYPES.get(row.code)
+    if rule_type is None:
+        logger.warning("ignoring rule %r: no code implements it", row.code)
+        return None
+    try:
+        params = rule_params_validate(row.code, row.params)
+    except ValueError as exc:
+        # Admin refuses bad params; a row edited behind its back is skipped
+        # loudly rather than crashing every scorer.
+        logger.error("ignoring rule %s with bad params: %s", row.code, exc)
+        return None
+    return ActiveRule(rule_type, params, row.weight)
 
 
 def _merchant_fraud_current(rules: Sequence[ActiveRule]) -> dict[str, int]:
@@ -480,6 +488,31 @@ def model_alone_flag_rate(
     return float(np.mean(1.0 - keep >= config.suspicious_threshold))
 
 
+def _risk_named(
+    fired: list[tuple[ActiveRule, dict]],
+    rule: ActiveRule,
+    added: float,
+    below: Callable[[], tuple[dict, str] | None],
+) -> list[tuple[ActiveRule, dict]]:
+    """Return `fired` with `rule`'s reason carrying the risk it added.
+
+    The model and the classifier add risk below the threshold at which they are
+    reasons on their own. When `rule` did not fire, `below()` says whether it is
+    named anyway: None leaves it out, else (its reason, why it is named).
+    """
+    reason = next((found for fired_rule, found in fired if fired_rule is rule), None)
+    if reason is None:
+        named = below()
+        if named is None:
+            return fired
+        reason, why = named
+        reason["detail"] += why
+        fired = [*fired, (rule, reason)]
+    reason["detail"] += f"; adds {added:.2f} to the risk"
+    reason["values"]["risk_added"] = added
+    return fired
+
+
 def _model_named(
     fired: list[tuple[ActiveRule, dict]],
     model_rule: ActiveRule,
@@ -487,27 +520,19 @@ def _model_named(
     model_added: float,
     status: str,
 ) -> list[tuple[ActiveRule, dict]]:
-    """Return `fired` with the model's reason carrying the risk it added.
+    """Name the model when its risk helped flag the transaction, so that no
+    flagged verdict is unexplained (`_risk_named`)."""
 
-    Below its reason threshold the model still adds risk; when that helped flag
-    the transaction, it is named anyway, so that no flagged verdict is unexplained.
-    """
-    reason = next(
-        (found for rule, found in fired if rule.rule_type.code == MODEL_ANOMALY), None
-    )
-    if reason is None:
+    def below() -> tuple[dict, str] | None:
         if status == STATUS_LEGIT:
-            return fired
-        reason = model_reason(model_output, model_rule.params)
-        reason["detail"] += (
+            return None
+        return model_reason(model_output, model_rule.params), (
             f"; below the {percent_text(model_rule.params['threshold'])} from "
-            "which it is a "
-            "reason on its own, named because its risk helped flag this"
+            "which it is a reason on its own, named because its risk helped flag "
+            "this"
         )
-        fired = [*fired, (model_rule, reason)]
-    reason["detail"] += f"; adds {model_added:.2f} to the risk"
-    reason["values"]["risk_added"] = model_added
-    return fired
+
+    return _risk_named(fired, model_rule, model_added, below)
 
 
 def transaction_score_batch(
@@ -593,29 +618,23 @@ def _learned_named(
     status: str,
     config: ScoringConfig,
 ) -> list[tuple[ActiveRule, dict]]:
-    """Return `fired` with the classifier's reason carrying the risk it added.
+    """Name the classifier below its threshold only where its risk decided the
+    status: it adds a little to every payment (weight x p), and a 0.2%
+    probability is no reason to list (`_risk_named`)."""
 
-    Below its threshold it adds a little risk to every payment (weight x p), so
-    it is named only where that decided the status: without it the verdict
-    would have been a lower one (a 0.2% probability is no reason to list).
-    """
-    reason = next((found for fired_rule, found in fired if fired_rule is rule), None)
-    if reason is None:
+    def below() -> tuple[dict, str] | None:
         share = rule.weight * row.fraud_probability
         # The risk without it (noisy-OR: it multiplied "not risky" by 1 - share).
         without = 1.0 - (1.0 - risk) / (1.0 - share) if share < 1.0 else 0.0
         lower = _status(without, config)
         if lower == status:
-            return fired
-        reason = learned_reason(row.fraud_probability, rule.params)
-        reason["detail"] += (
+            return None
+        return learned_reason(row.fraud_probability, rule.params), (
             "; below the threshold from which it is a reason on its own, named "
             f"because without it this would be {lower}"
         )
-        fired = [*fired, (rule, reason)]
-    reason["detail"] += f"; adds {added:.2f} to the risk"
-    reason["values"]["risk_added"] = added
-    return fired
+
+    return _risk_named(fired, rule, added, below)
 
 
 def _model_explained(
