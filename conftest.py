@@ -13,7 +13,7 @@ def _fresh_scoring_provider(monkeypatch):
     from detection.lists import lists_cache_clear
     from detection.merchants import merchant_fraud_cache_clear
 
-    monkeypatch.setattr("detection.scoring._provider", None)
+    monkeypatch.setattr("detection.scoring.config._provider", None)
     lists_cache_clear()
     merchant_fraud_cache_clear()
 

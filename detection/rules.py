@@ -110,7 +110,7 @@ def _fmt(number: float) -> str:
 
 
 def _base() -> str:
-    # Amounts in features are converted to the base currency (scoring.py), and
+    # Amounts in features are converted to the base currency (scoring.features), and
     # amount limits are in it: reasons name it, as a JPY charge was converted.
     return settings.BASE_CURRENCY
 
@@ -230,7 +230,7 @@ def _merchant_fraud(row: FeatureRow, p: dict, _model: tuple | None) -> dict | No
 
 def _learned_fraud(row: FeatureRow, p: dict, _model: tuple | None) -> dict | None:
     # The scorer adds weight * probability to the risk whether or not this
-    # fires (scoring._risk); from the threshold on it is a reason on its own.
+    # fires (scoring.verdicts._risk); from the threshold on it is a reason on its own.
     probability = row.fraud_probability
     if probability is None or probability < p["threshold"]:
         return None

@@ -64,7 +64,8 @@ class FeatureRow:
     count_1h: int
     count_24h: int
     amount_24h: float
-    hour: int  # local (solar) hour where the card was used: scoring._local_hour
+    # Local (solar) hour where the card was used: scoring.features._local_hour.
+    hour: int
     new_country: bool
     new_merchant: bool
     recent_times: list[float]

@@ -134,7 +134,7 @@ def test_predict_that_loses_a_race_for_its_id_returns_the_stored_verdict(
     # insert then hits the unique constraint.
     monkeypatch.setattr("detection.views.transaction_get", _found_only_later())
     monkeypatch.setattr(
-        "detection.services.transaction_ids_existing",
+        "detection.services.recording.transaction_ids_existing",
         lambda *, transaction_ids: set(),
     )
     response = api_client.post("/api/predict", GOOD, format="json")

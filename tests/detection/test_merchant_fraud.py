@@ -110,7 +110,7 @@ def test_a_database_blip_at_refresh_keeps_the_last_rules(monkeypatch, caplog):
     say so, instead of failing the batch on the refresh."""
     from django.db import OperationalError
 
-    from detection import scoring
+    from detection.scoring import config as scoring
 
     provider = scoring.ScoringConfigProvider(refresh_seconds=0)
     first = provider.current()

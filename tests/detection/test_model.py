@@ -281,7 +281,7 @@ def test_a_model_that_cannot_load_is_reported_and_not_retried(
     """Given an active version whose features no longer match the code (a deploy
     that changed them), health says the process scores by rules alone and why,
     and the load is not attempted again at every refresh."""
-    from detection import scoring
+    from detection.scoring import config as scoring
 
     call_command("retrain_model")
     row = model_active_row()

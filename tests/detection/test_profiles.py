@@ -104,7 +104,7 @@ def test_a_failed_batch_leaves_no_trace_in_the_cache(monkeypatch):
     def broken(**kwargs):
         raise DatabaseError("disk I/O error")
 
-    monkeypatch.setattr("detection.services.transactions_record", broken)
+    monkeypatch.setattr("detection.services.recording.transactions_record", broken)
     with pytest.raises(DatabaseError):
         record(store, 2, amount="900.00")
     monkeypatch.undo()
@@ -165,7 +165,9 @@ def write_after_scoring(monkeypatch, store: OrmStateStore, write) -> list:
                 write()
         return result
 
-    monkeypatch.setattr("detection.services.transaction_batch_score", score_then_write)
+    monkeypatch.setattr(
+        "detection.services.recording.transaction_batch_score", score_then_write
+    )
     return scorings
 
 

@@ -1,246 +1,46 @@
-"""The scoring core: one function turns a batch of transactions into verdicts.
+"""Verdicts: rules, model and classifier blended into a risk, a status and reasons.
 
-The stream consumer, `POST /api/predict`, `POST /api/validate-transaction`, the
-backtest and model training all go through `transaction_features_batch` and
-`transaction_score_batch`: same features, same rules, same model, same verdict.
+`verdicts_score` is the one function that turns transactions into verdicts, for
+the stream, the API, the backtest and the activation gate of a retrain.
 """
 
 from __future__ import annotations
 
-import logging
-import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
 
 import numpy as np
 from django.conf import settings
-from django.db import DatabaseError
 
 from detection.explain import unusual_features, unusual_text
-from detection.geo import city_coordinates
-from detection.lists import EMPTY as EMPTY_LISTS
 from detection.lists import (
     LIST_ALLOW_CODE,
     LIST_ALLOW_LABEL,
     LIST_BLOCK_CODE,
     LIST_BLOCK_LABEL,
     ListHit,
-    Lists,
 )
-from detection.registry import LoadedModel, model_active_row, model_load
 from detection.rules import (
     LEARNED_FRAUD,
     MODEL_ANOMALY,
-    RULE_TYPES,
-    RuleType,
     learned_reason,
     model_reason,
     percent_text,
-    rule_params_validate,
 )
-from detection.state import FEATURE_NAMES, FeatureRow, UserState, UserStateStore
+from detection.scoring.config import ActiveRule, ScoringConfig
+from detection.scoring.features import (
+    Prepared,
+    event_order,
+    feature_matrix,
+    state_fold,
+    transaction_prepare,
+)
+from detection.state import FeatureRow, UserState, UserStateStore
 from transactions.messages import TransactionMessage
 
-logger = logging.getLogger(__name__)
-
 STATUS_LEGIT, STATUS_SUSPICIOUS, STATUS_FRAUD = "legit", "suspicious", "fraud"
-MERCHANT_FRAUD = "merchant_fraud"
 NOTE_RULES_ONLY = "No active model: scored by rules alone."
-NOTE_LATE = (
-    "Arrived after a later located transaction of this card: travel not checked."
-)
-
-
-@dataclass(frozen=True)
-class ActiveRule:
-    """A rule as configured now: its type, parameters and weight."""
-
-    rule_type: RuleType
-    params: dict
-    weight: float
-
-
-@dataclass(frozen=True)
-class ScoringConfig:
-    """A consistent snapshot of rules, thresholds and model used for one batch."""
-
-    rules: tuple[ActiveRule, ...]
-    suspicious_threshold: float
-    fraud_threshold: float
-    model: LoadedModel | None
-    # Units of each accepted currency per unit of BASE_CURRENCY (which is 1).
-    rates: Mapping[str, float] = field(default_factory=lambda: _base_rate())
-    # (id, min_status) of the active alert webhooks (detection.alerts).
-    webhooks: tuple[tuple[int, str], ...] = ()
-    # The block and allow lists (detection.lists).
-    lists: Lists = EMPTY_LISTS
-    # merchant_id -> transactions confirmed as fraud lately (detection.merchants),
-    # read only while the merchant_fraud rule is enabled.
-    merchant_fraud: Mapping[str, int] = field(default_factory=dict)
-
-    @property
-    def currencies(self) -> frozenset[str]:
-        """Return the currencies this config can compare (those with a rate)."""
-        return frozenset(self.rates)
-
-    @property
-    def learned_fraud_enabled(self) -> bool:
-        """Whether the learned_fraud rule is enabled (the classifier runs only then)."""
-        return any(rule.rule_type.code == LEARNED_FRAUD for rule in self.rules)
-
-    @property
-    def model_version(self) -> str:
-        """Return the active model's version, or "" when scoring by rules alone."""
-        return self.model.version if self.model else ""
-
-
-def _base_rate() -> dict[str, float]:
-    from django.conf import settings
-
-    return {settings.BASE_CURRENCY: 1.0}
-
-
-def scoring_config_defaults(*, model: LoadedModel | None = None) -> ScoringConfig:
-    """Return the built-in defaults (what the seed migration stores)."""
-    return ScoringConfig(
-        rules=tuple(
-            ActiveRule(rule_type, rule_type.params_defaults(), rule_type.weight)
-            for rule_type in RULE_TYPES.values()
-            if rule_type.enabled_by_default
-        ),
-        suspicious_threshold=0.5,
-        fraud_threshold=0.8,
-        model=model,
-    )
-
-
-def scoring_config_from_db(*, model: LoadedModel | None) -> ScoringConfig:
-    """Return the rules and thresholds stored in the database, with a model."""
-    from detection.alerts import alert_webhooks_active
-    from detection.lists import lists_current
-    from detection.models import DecisionThresholds, ExchangeRate, Rule
-
-    rules = [
-        rule
-        for row in Rule.objects.filter(enabled=True)
-        if (rule := rule_active(row)) is not None
-    ]
-    thresholds = DecisionThresholds.objects.filter(pk=1).first()
-    rates = dict(ExchangeRate.objects.values_list("currency", "units_per_base"))
-    return ScoringConfig(
-        rules=tuple(rules),
-        suspicious_threshold=thresholds.suspicious if thresholds else 0.5,
-        fraud_threshold=thresholds.fraud if thresholds else 0.8,
-        model=model,
-        rates={**rates, **_base_rate()},
-        webhooks=alert_webhooks_active(),
-        lists=lists_current(),
-        merchant_fraud=_merchant_fraud_current(rules),
-    )
-
-
-def rule_active(row) -> ActiveRule | None:
-    """Return a stored `Rule` row as scorers apply it, or None (logged) when no
-    code implements it or its params are bad."""
-    rule_type = RULE_TYPES.get(row.code)
-    if rule_type is None:
-        logger.warning("ignoring rule %r: no code implements it", row.code)
-        return None
-    try:
-        params = rule_params_validate(row.code, row.params)
-    except ValueError as exc:
-        # Admin refuses bad params; a row edited behind its back is skipped
-        # loudly rather than crashing every scorer.
-        logger.error("ignoring rule %s with bad params: %s", row.code, exc)
-        return None
-    return ActiveRule(rule_type, params, row.weight)
-
-
-def _merchant_fraud_current(rules: Sequence[ActiveRule]) -> dict[str, int]:
-    from detection.merchants import merchant_fraud_counts
-
-    rule = next((r for r in rules if r.rule_type.code == MERCHANT_FRAUD), None)
-    return {} if rule is None else merchant_fraud_counts(days=rule.params["days"])
-
-
-class ScoringConfigProvider:
-    """Hand out the current ScoringConfig, re-reading the DB every few seconds.
-
-    Rule, threshold, rate and webhook rows are re-read on every refresh (tiny
-    tables); the model artifact is loaded again only when the active version
-    changed. This is how an admin edit or a retrain reaches running scorers
-    without a restart.
-    """
-
-    def __init__(self, *, refresh_seconds: float | None = None) -> None:
-        from django.conf import settings
-
-        self.refresh_seconds = (
-            settings.DETECTION_CONFIG_REFRESH_SECONDS
-            if refresh_seconds is None
-            else refresh_seconds
-        )
-        self._lock = threading.Lock()
-        self._config: ScoringConfig | None = None
-        self._loaded_at = 0.0
-        self._model: LoadedModel | None = None
-        # The active version that failed to load, and why: not retried every
-        # refresh (versions are immutable), and shown by the health endpoint.
-        self._failed_version: str | None = None
-        self.model_error: str | None = None
-
-    def current(self) -> ScoringConfig:
-        """Return the config, refreshing it when older than refresh_seconds."""
-        now = time.monotonic()
-        if self._config is not None and now - self._loaded_at < self.refresh_seconds:
-            return self._config
-        with self._lock:
-            if self._config is None or now - self._loaded_at >= self.refresh_seconds:
-                try:
-                    self._config = scoring_config_from_db(model=self._model_current())
-                except DatabaseError as exc:
-                    if self._config is None:
-                        raise
-                    # A database blip: score on with the last config (the batch's
-                    # own writes retry); read it again after the next interval.
-                    logger.warning(
-                        "could not refresh rules and model (%s); using those read "
-                        "%.0f s ago",
-                        exc,
-                        time.monotonic() - self._loaded_at,
-                    )
-                self._loaded_at = time.monotonic()
-            return self._config
-
-    def invalidate(self) -> None:
-        """Force a reload on the next call."""
-        self._loaded_at = 0.0
-
-    def _model_current(self) -> LoadedModel | None:
-        row = model_active_row()
-        if row is None:
-            self._model, self._failed_version, self.model_error = None, None, None
-        elif self._model is not None and self._model.version == row.version:
-            # In use (again, if a version that failed was activated meanwhile).
-            self._failed_version, self.model_error = None, None
-        elif row.version != self._failed_version:
-            # A version that failed was logged then; it is not tried again.
-            try:
-                self._model = model_load(row)
-                self._failed_version, self.model_error = None, None
-                logger.info("scoring with model %s", row.version)
-            except Exception as exc:
-                self._failed_version = row.version
-                kept = self._model.version if self._model else "none: rules only"
-                self.model_error = f"cannot load model {row.version}: {exc}"
-                logger.exception(
-                    "cannot load model %s; scoring with the previous one (%s)",
-                    row.version,
-                    kept,
-                )
-        return self._model
 
 
 @dataclass
@@ -278,149 +78,6 @@ class Verdict:
     def features(self) -> dict:
         """Return the readable features (built on demand: only what-if shows them)."""
         return self.row.summary() if self.row is not None else {}
-
-
-@dataclass(slots=True)
-class _Prepared:
-    message: TransactionMessage
-    row: FeatureRow
-    notes: list[str]
-    # What the state learns from it: the place resolved, the amount converted.
-    latitude: float | None
-    longitude: float | None
-    country: str
-
-
-def _resolve_location(message: TransactionMessage, notes: list[str]) -> tuple:
-    if message.latitude is not None:
-        return message.latitude, message.longitude, message.country
-    if message.location:
-        found = city_coordinates(message.location, message.country)
-        if found:
-            return found[0], found[1], message.country or found[2]
-        where = f" in {message.country}" if message.country else ""
-        notes.append(
-            f"Unknown location {message.location!r}{where}: geo features skipped."
-        )
-    return None, None, message.country
-
-
-def _local_hour(moment: datetime, longitude: float | None) -> int:
-    """Return the hour of day where the card was used (solar time), else UTC's.
-
-    Night means the cardholder's night: 03:00 UTC is midday in Tokyo.
-    Solar time (15 degrees of longitude an hour) is within an hour or two of the
-    civil time zone, which is enough for "is this the middle of the night".
-    """
-    if longitude is None:
-        return moment.hour
-    return (moment.hour + round(longitude / 15.0)) % 24
-
-
-def _prepare(
-    message: TransactionMessage, state: UserState, rates: Mapping[str, float]
-) -> _Prepared:
-    """Return one message's features against its user's state (left unchanged)."""
-    notes: list[str] = []
-    latitude, longitude, country = _resolve_location(message, notes)
-    epoch = message.timestamp.timestamp()
-    rate = rates.get(message.currency)
-    if rate is None:
-        rate = 1.0
-        notes.append(
-            f"No exchange rate for {message.currency}: amount compared unconverted."
-        )
-    amount = message.amount_float / rate
-    if latitude is not None and state.located_after(epoch):
-        notes.append(NOTE_LATE)
-    row = state.features(
-        epoch=epoch,
-        amount=amount,
-        hour=_local_hour(message.timestamp, longitude),
-        latitude=latitude,
-        longitude=longitude,
-        country=country,
-        merchant_id=message.merchant_id,
-        merchant_category=message.merchant_category,
-        channel=message.channel,
-    )
-    return _Prepared(message, row, notes, latitude, longitude, country)
-
-
-def _lesson(item: _Prepared) -> dict:
-    """Return what a card's state takes from a prepared transaction (`apply`'s
-    arguments): the place as resolved, the amount as converted."""
-    message = item.message
-    return {
-        "epoch": item.row.epoch,
-        "amount": item.row.amount,
-        "latitude": item.latitude,
-        "longitude": item.longitude,
-        "location": message.location,
-        "country": item.country,
-        "merchant_id": message.merchant_id,
-        "merchant_category": message.merchant_category,
-        "channel": message.channel,
-    }
-
-
-def _fold(state: UserState, item: _Prepared, *, learn: bool = True) -> None:
-    """Advance the state past a prepared transaction (learn: see UserState)."""
-    state.apply(learn=learn, **_lesson(item))
-
-
-def state_learn_later(
-    state: UserState, message: TransactionMessage, *, rates: Mapping[str, float]
-) -> None:
-    """Teach a card's profile a transaction it counted but did not learn from.
-
-    Prepared as when it was scored (place resolved, amount converted); see
-    `UserState.learn_later`.
-    """
-    state.learn_later(**_lesson(_prepare(message, state, rates)))
-
-
-def _event_order(messages: Sequence[TransactionMessage]) -> list[int]:
-    return sorted(range(len(messages)), key=lambda i: messages[i].timestamp)
-
-
-def transaction_features_batch(
-    messages: Sequence[TransactionMessage],
-    *,
-    states: dict[str, UserState],
-    apply_state: bool = True,
-    rates: Mapping[str, float] | None = None,
-    learns: Sequence[bool] | None = None,
-) -> list[_Prepared]:
-    """Return each message's features, folding them into `states` in event order.
-
-    Output is aligned with the input; with apply_state=False the states are
-    still advanced on private copies, so a what-if batch sees its own earlier rows.
-    `learns` (aligned with the input; default all True) says which transactions
-    teach the profile: a training replay passes False for those stored as fraud,
-    as the scorer did (`verdicts_score` decides it from each verdict).
-    Amounts are converted to BASE_CURRENCY with `rates` (units per base unit;
-    default: the config's base alone). The stream and the API refuse currencies
-    without a rate; one that still gets here is compared unconverted, and noted.
-    """
-    if not apply_state:
-        states = {uid: state.copy() for uid, state in states.items()}
-    if rates is None:
-        rates = _base_rate()
-    prepared: list[_Prepared | None] = [None] * len(messages)
-    for index in _event_order(messages):
-        message = messages[index]
-        state = states[message.user_id]
-        item = prepared[index] = _prepare(message, state, rates)
-        _fold(state, item, learn=True if learns is None else learns[index])
-    return prepared  # type: ignore[return-value]
-
-
-def feature_matrix(prepared: Sequence[_Prepared]) -> np.ndarray:
-    """Return the model input matrix of prepared rows."""
-    if not prepared:
-        return np.empty((0, len(FEATURE_NAMES)))
-    return np.array([item.row.vector() for item in prepared], dtype=np.float64)
 
 
 def _risk(
@@ -576,7 +233,7 @@ def verdicts_score(
         states = {uid: state.copy() for uid, state in states.items()}
     waves: list[list[int]] = []
     position: dict[str, int] = {}
-    for index in _event_order(messages):
+    for index in event_order(messages):
         user_id = messages[index].user_id
         wave = position.get(user_id, 0)
         position[user_id] = wave + 1
@@ -586,13 +243,13 @@ def verdicts_score(
     verdicts: list[Verdict | None] = [None] * len(messages)
     for wave in waves:
         prepared = [
-            _prepare(messages[i], states[messages[i].user_id], config.rates)
+            transaction_prepare(messages[i], states[messages[i].user_id], config.rates)
             for i in wave
         ]
         for index, item, verdict in zip(
             wave, prepared, _judge(prepared, config), strict=True
         ):
-            _fold(
+            state_fold(
                 states[item.message.user_id],
                 item,
                 learn=verdict.teaches,
@@ -669,7 +326,7 @@ def _model_explained(
                 )
 
 
-def _judge(prepared: Sequence[_Prepared], config: ScoringConfig) -> list[Verdict]:
+def _judge(prepared: Sequence[Prepared], config: ScoringConfig) -> list[Verdict]:
     """Return the verdicts of prepared rows: the model once over all, then rules."""
     model_outputs: list[tuple[float, float] | None] = [None] * len(prepared)
     matrix = None
@@ -803,19 +460,3 @@ def _lists_apply(
         "values": {"kind": hit.kind, "value": hit.value, "rules_status": status},
     }
     return risk, STATUS_LEGIT, [allowed]
-
-
-_provider: ScoringConfigProvider | None = None
-
-
-def scoring_provider() -> ScoringConfigProvider:
-    """Return this process's scoring config provider."""
-    global _provider
-    if _provider is None:
-        _provider = ScoringConfigProvider()
-    return _provider
-
-
-def scoring_config_current() -> ScoringConfig:
-    """Return this process's current scoring config (refreshed every few seconds)."""
-    return scoring_provider().current()

@@ -1,0 +1,314 @@
+"""Retraining: replay stored history into features, fit, check, store, activate."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+import numpy as np
+from django.conf import settings
+
+from detection.classifier import TooFewLabels, classifier_summary, classifier_train
+from detection.explain import feature_quantiles
+from detection.forest import PackedForest
+from detection.registry import (
+    QUANTILE_GRID,
+    ModelIntegrityError,
+    challenger_decision,
+    forest_train,
+    model_active_row,
+    model_load,
+    model_version_create,
+    score_quantiles,
+)
+from detection.scoring import (
+    feature_matrix,
+    model_alone_flag_rate,
+    scoring_config_from_db,
+    transaction_features_batch,
+)
+from detection.state import FEATURE_NAMES, InMemoryStateStore
+from transactions.messages import SCORING_INPUT_FIELDS, TransactionMessage
+from transactions.models import Transaction
+
+logger = logging.getLogger(__name__)
+
+
+def features_replay(
+    messages: Sequence[TransactionMessage],
+    *,
+    rates: Mapping[str, float] | None = None,
+    learns: Sequence[bool] | None = None,
+) -> tuple[np.ndarray, InMemoryStateStore]:
+    """Replay messages in event order through fresh in-memory state.
+
+    Return the feature matrix (one row per message, in event order) and the
+    store, so that a backtest can go on scoring from the state it reached.
+    `rates` convert amounts as the scorers do (ScoringConfig.rates); `learns`
+    (aligned with `messages`, default all True) says which teach the profile
+    (False for those stored as fraud: see UserState).
+    """
+    order = sorted(range(len(messages)), key=lambda i: messages[i].timestamp)
+    ordered = [messages[i] for i in order]
+    ordered_learns = None if learns is None else [learns[i] for i in order]
+    store = InMemoryStateStore()
+    blocks = [np.empty((0, len(FEATURE_NAMES)))]
+    for start in range(0, len(ordered), 5000):
+        chunk = ordered[start : start + 5000]
+        states = store.states_get({m.user_id for m in chunk})
+        prepared = transaction_features_batch(
+            chunk,
+            states=states,
+            rates=rates,
+            learns=None if ordered_learns is None else ordered_learns[start:][:5000],
+        )
+        blocks.append(feature_matrix(prepared))
+    return np.vstack(blocks), store
+
+
+@dataclass
+class TrainingSet:
+    """What a retrain fits, and what it is judged on."""
+
+    matrix: np.ndarray  # the rows fitted
+    timestamps: list[datetime]  # their event times
+    labelled: np.ndarray  # features of every replayed transaction with a label
+    labelled_fraud: np.ndarray  # its latest label, aligned with `labelled`
+    # The classifier's rows (detection.classifier), in event order: those of
+    # the training window older than MODEL_LABEL_MATURITY_SECONDS, labelled or
+    # not (unlabelled: legitimate, no chargeback came); their truth.
+    supervised: np.ndarray | None = None
+    supervised_fraud: np.ndarray | None = None
+
+
+def training_features(
+    *, since: datetime | None = None, limit: int = 200_000, warmup: int | None = None
+) -> TrainingSet:
+    """Return the feature matrix to train on, with the labelled rows to judge by.
+
+    The newest `limit` transactions (from `since`) are the training window. They
+    are replayed in event order after up to `warmup` (default: `limit`) older
+    ones, which only build up the users' state: live scorers see cards with
+    their whole history, and a model fitted on cold-start features would rank
+    warm cards wrongly. Transactions an analyst confirmed as fraud (latest label)
+    advance the state, as they did live, but are not fitted: the forest learns
+    normal behaviour. Every replayed transaction with a label (warm-up included)
+    is returned with its features for the activation gate. The classifier
+    (`TrainingSet.supervised`) learns from the window's transactions older than
+    MODEL_LABEL_MATURITY_SECONDS, whatever their label: younger ones may be
+    frauds whose chargeback is on its way, and taking only their labelled ones
+    would teach it that recent means fraud; warm-up rows start cold (a card's
+    first replayed payment has no history), as no live payment does. Ground
+    truth (is_fraud of a simulated record) is never read.
+    """
+    fields = (*SCORING_INPUT_FIELDS, "latest_label_fraud", "profile_learned")
+    base = Transaction.objects.with_latest_label().order_by("-timestamp")
+    window = base if since is None else base.filter(timestamp__gte=since)
+    train_rows = list(window.values(*fields)[:limit])
+    warm_rows = []
+    if train_rows:
+        oldest = train_rows[-1]["timestamp"]
+        warm_limit = limit if warmup is None else warmup
+        warm_rows = list(base.filter(timestamp__lt=oldest).values(*fields)[:warm_limit])
+    rows = [*reversed(warm_rows), *reversed(train_rows)]  # event order
+    labels = [row.pop("latest_label_fraud") for row in rows]
+    # As live: a transaction judged fraud did not teach its card's profile,
+    # unless an analyst found it legitimate since (`transaction_label`).
+    learns = [row.pop("profile_learned") for row in rows]
+    labelled = np.array([label is not None for label in labels], dtype=bool)
+    confirmed = np.array([label is True for label in labels], dtype=bool)
+    fit = (np.arange(len(rows)) >= len(warm_rows)) & ~confirmed
+    messages = [TransactionMessage(**row) for row in rows]
+    rates = scoring_config_from_db(model=None).rates
+    # features_replay sorts by event time, stably: its rows stay aligned with `fit`.
+    matrix, _ = features_replay(messages, rates=rates, learns=learns)
+    timestamps = [m.timestamp for m, keep in zip(messages, fit, strict=True) if keep]
+    mature_before = datetime.now(UTC) - timedelta(
+        seconds=settings.MODEL_LABEL_MATURITY_SECONDS
+    )
+    supervised = (np.arange(len(rows)) >= len(warm_rows)) & np.array(
+        [m.timestamp <= mature_before for m in messages], dtype=bool
+    )
+    return TrainingSet(
+        matrix=matrix[fit],
+        timestamps=timestamps,
+        labelled=matrix[labelled],
+        labelled_fraud=confirmed[labelled],
+        supervised=matrix[supervised],
+        supervised_fraud=confirmed[supervised],
+    )
+
+
+# The flag-rate check of a retrain: the newest stored transactions, replayed after
+# this many older ones so that their features carry the cards' history.
+RECENT_CHECK_ROWS = 2000
+RECENT_CHECK_WARMUP = 50_000
+RECENT_CHECK_MIN_ROWS = 100
+
+
+# A rise in flag rate smaller than this (a share of transactions) is never refused.
+FLAG_RATE_RISE_SLACK = 0.01
+
+
+def flag_rate_decision(
+    *,
+    rate: float | None,
+    active_rate: float | None,
+    max_rate: float,
+    max_rise: float,
+    rows: int,
+) -> tuple[bool, str]:
+    """Return whether a new model's flag rate on recent traffic is acceptable, and why.
+
+    `rate` and `active_rate` are the shares of the newest transactions the new
+    and the active model would flag alone (`model_alone_flag_rate`). The new
+    model is refused above `max_rate` (unless the active one flags even more),
+    and when it would flag more than `max_rise` times what the active model
+    flags (by more than FLAG_RATE_RISE_SLACK): the analysts' queue would grow
+    that much overnight.
+    """
+    if rate is None:
+        return True, "flag rate not checked (model rule disabled or no recent rows)"
+    text = f"it alone would flag {rate:.1%} of the newest {rows:,} transactions"
+    if active_rate is not None:
+        text += f" (the active model {active_rate:.1%})"
+    if active_rate is not None and rate <= active_rate:
+        return True, text
+    if rate > max_rate:
+        return (
+            False,
+            text + f", more than MODEL_ACTIVATION_MAX_FLAG_RATE {max_rate:.0%}",
+        )
+    if (
+        active_rate is not None
+        and rate > active_rate * max_rise
+        and rate - active_rate > FLAG_RATE_RISE_SLACK
+    ):
+        return False, text + (
+            f", more than MODEL_ACTIVATION_MAX_FLAG_RISE {max_rise:g} times as many"
+        )
+    return True, text
+
+
+def model_retrain(
+    *,
+    since: datetime | None = None,
+    limit: int = 200_000,
+    warmup: int | None = None,
+    force: bool = False,
+) -> str:
+    """Train a new model on stored history (see `training_features`); return it.
+
+    The new version is activated unless it fails a check against what it will
+    meet: (1) alone it would flag more than MODEL_ACTIVATION_MAX_FLAG_RATE of the
+    newest stored transactions, featurized with their full history as the live
+    scorer sees them (a model fitted on cold-start features, say `--warmup 0`,
+    finds every warm card odd), and the active model would flag fewer, or more
+    than MODEL_ACTIVATION_MAX_FLAG_RISE times what the active model flags; (2) the
+    labelled transactions show it ranks fraud clearly worse than the active
+    model (`challenger_decision`). `force` activates it regardless. Either way
+    it is stored with its `evaluation`.
+    """
+    data = training_features(since=since, limit=limit, warmup=warmup)
+    forest = forest_train(data.matrix)
+    candidate = PackedForest.from_isolation_forest(forest)
+    quantiles = score_quantiles(forest, data.matrix)
+    active = model_active_row()
+    active_model = None
+    if active is not None:
+        try:
+            active_model = model_load(active)
+        except ModelIntegrityError as exc:
+            logger.warning("not comparing with %s: %s", active.version, exc)
+    evaluation = challenger_decision(
+        truth=data.labelled_fraud,
+        candidate_scores=-candidate.score_samples(data.labelled),
+        active_scores=(
+            active_model.anomaly_scores(data.labelled)
+            if active_model is not None and len(data.labelled)
+            else None
+        ),
+        active_version=active.version if active is not None else None,
+        min_labels=settings.MODEL_ACTIVATION_MIN_LABELS,
+        max_ap_drop=settings.MODEL_ACTIVATION_MAX_AP_DROP,
+    )
+    classifier = None
+    try:
+        classifier = classifier_train(
+            data.supervised,
+            data.supervised_fraud,
+            min_labels=settings.MODEL_CLASSIFIER_MIN_LABELS,
+        )
+        evaluation["classifier"] = classifier_summary(classifier.info)
+    except TooFewLabels as exc:
+        evaluation["classifier"] = (
+            f"not trained: {exc} among the training window's transactions older "
+            f"than MODEL_LABEL_MATURITY_SECONDS "
+            f"({settings.MODEL_LABEL_MATURITY_SECONDS:g} s)"
+        )
+    recent = training_features(
+        limit=RECENT_CHECK_ROWS, warmup=RECENT_CHECK_WARMUP
+    ).matrix
+    rate = active_rate = None
+    if len(recent) >= RECENT_CHECK_MIN_ROWS:
+        # What the version alone (forest and classifier) would flag.
+        config = scoring_config_from_db(model=None)
+        percentiles = np.interp(
+            -candidate.score_samples(recent), quantiles, QUANTILE_GRID
+        )
+        rate = model_alone_flag_rate(
+            config,
+            percentiles,
+            None if classifier is None else classifier.probabilities(recent),
+        )
+        if active_model is not None:
+            active_rate = model_alone_flag_rate(
+                config,
+                active_model.percentiles(active_model.anomaly_scores(recent)),
+                None
+                if active_model.classifier is None
+                else active_model.classifier.probabilities(recent),
+            )
+    rate_ok, rate_reason = flag_rate_decision(
+        rate=rate,
+        active_rate=active_rate,
+        max_rate=settings.MODEL_ACTIVATION_MAX_FLAG_RATE,
+        max_rise=settings.MODEL_ACTIVATION_MAX_FLAG_RISE,
+        rows=len(recent),
+    )
+    evaluation["recent_flag_rate"] = None if rate is None else round(rate, 4)
+    evaluation["active_recent_flag_rate"] = (
+        None if active_rate is None else round(active_rate, 4)
+    )
+    if not rate_ok:
+        evaluation["activate"] = False
+        evaluation["reason"] = rate_reason
+    else:
+        evaluation["reason"] = f"{evaluation['reason']}; {rate_reason}"
+    if force and not evaluation["activate"]:
+        evaluation = {
+            **evaluation,
+            "activate": True,
+            "reason": "forced over: " + evaluation["reason"],
+        }
+    row = model_version_create(
+        forest=forest,
+        classifier=classifier,
+        quantiles=quantiles,
+        features=feature_quantiles(data.matrix),
+        sample_count=len(data.matrix),
+        trained_from=min(data.timestamps),
+        trained_until=max(data.timestamps),
+        activate=evaluation["activate"],
+        evaluation=evaluation,
+    )
+    if not evaluation["activate"]:
+        logger.warning(
+            "model %s stored but not activated (%s kept): %s",
+            row.version,
+            active.version if active is not None else "no model",
+            evaluation["reason"],
+        )
+    return row.version
