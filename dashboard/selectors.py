@@ -75,7 +75,9 @@ RULE_WINDOWS = {
 def rule_performance(*, window: str, now: datetime | None = None) -> dict:
     """Return, per reason code, how often it fired in the window (by scoring
     time), how often in a flagged verdict, and what analysts and chargebacks said
-    of those: confirmed fraud, marked legit, and the precision that makes.
+    of those flagged verdicts: confirmed fraud, marked legit, and the precision
+    that makes. For the allow list, which makes verdicts legit, the labels of
+    the verdicts it allowed.
 
     Counts come from the per-minute ReasonTally; labels from the labelled
     transactions of the window only (few), never a scan of the ledger. Also the
@@ -111,9 +113,14 @@ def rule_performance(*, window: str, now: datetime | None = None) -> dict:
         if pk in seen:
             continue
         seen.add(pk)
-        if is_fraud and status == Transaction.Status.LEGIT:
-            missed += 1
-        for code in codes.split():
+        if status == Transaction.Status.LEGIT:
+            missed += bool(is_fraud)
+            # A legit verdict's rules did not flag it, so its label says nothing
+            # of their precision; but the allow list decided it.
+            credited = [LIST_ALLOW_CODE] if LIST_ALLOW_CODE in codes.split() else []
+        else:
+            credited = codes.split()
+        for code in credited:
             (fraud if is_fraud else legit)[code] += 1
     rows = []
     for code, name in rule_choices():

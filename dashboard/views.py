@@ -109,6 +109,19 @@ def transaction_find(request):
     finds the card's payments) with a message that no transaction has it.
     """
     wanted = request.GET.get("id", "").strip().lstrip("…")
+    if "\x00" in wanted:
+        # No id holds a NUL (the ledger refuses them), and PostgreSQL refuses
+        # one in a query: found nowhere, without asking.
+        return render(
+            request,
+            "dashboard/transactions.html",
+            {
+                **_list_context(),
+                "not_found": wanted.replace("\x00", ""),
+                "ambiguous": False,
+            },
+            status=404,
+        )
     if wanted and transaction_get(transaction_id=wanted) is not None:
         return redirect("dashboard:transaction-detail", transaction_id=wanted)
     # The pages show long ids by their last characters ("…0000005777"): an id

@@ -298,7 +298,10 @@ class AlertWebhookAdmin(admin.ModelAdmin):
     def failed(self, obj):
         return obj.failed_count
 
-    @admin.action(description="Send a test event to the selected webhooks")
+    @admin.action(
+        description="Send a test event to the selected webhooks",
+        permissions=["change"],
+    )
     def send_test(self, request, queryset):
         """POST a signed "webhook.test" event now and report each answer."""
         for webhook in queryset:
@@ -337,7 +340,10 @@ class AlertDeliveryAdmin(admin.ModelAdmin):
     def has_delete_permission(self, request, obj=None):
         return False
 
-    @admin.action(description="Send now (failed, or waiting for a retry)")
+    @admin.action(
+        description="Send now (failed, or waiting for a retry)",
+        permissions=["change"],
+    )
     def retry_now(self, request, queryset):
         """Make the selected undelivered ones that already failed once due now:
         failed ones get one more attempt, waiting ones skip the rest of their
@@ -382,6 +388,8 @@ class ListEntryAdmin(ChangeValuesAdmin):
         "created_by",
         "created_at",
     )
+    # created_by is nullable, which Django's automatic select_related skips.
+    list_select_related = ("created_by",)
     list_filter = ("action", "kind")
     search_fields = ("value", "note")
     readonly_fields = ("created_by", "created_at", "updated_at")

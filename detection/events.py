@@ -46,6 +46,9 @@ def verdict_payload(row: Mapping[str, Any]) -> dict:
         "currency": row["currency"],
         "timestamp": row["timestamp"].isoformat(),
         "location": row["location"],
+        "country": row["country"],
+        # The live table filters new rows by merchant as the API does.
+        "merchant_id": row["merchant_id"],
         "status": row["status"],
         "risk_score": row["risk_score"],
         "model_score": row["model_score"],

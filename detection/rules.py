@@ -82,7 +82,9 @@ def rule_params_validate(code: str, params: Any) -> dict[str, Any]:
         if isinstance(value, bool) or not isinstance(value, int | float):
             errors[key] = f"Must be a number ({spec.help})."
             continue
-        if not math.isfinite(value):
+        # Integers are finite, however long (and isfinite would overflow on a
+        # JSON integer of hundreds of digits): the range check below refuses them.
+        if isinstance(value, float) and not math.isfinite(value):
             errors[key] = f"Must be a finite number ({spec.help})."
             continue
         if spec.kind is int and value != int(value):

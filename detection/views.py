@@ -35,6 +35,7 @@ from detection.services import (
 from detection.state import UserState
 from fraudsite.permissions import permission_required
 from fraudsite.throttling import AnonThrottle, PredictThrottle
+from transactions.messages import ID_PATH_REGEX
 from transactions.models import Transaction
 from transactions.selectors import transaction_get, user_transactions_recent
 from transactions.serializers import TransactionSerializer
@@ -304,5 +305,5 @@ class ModelVersionViewSet(viewsets.ReadOnlyModelViewSet):
     serializer_class = ModelVersionSerializer
     permission_classes = [IsAuthenticated]
     lookup_field = "version"
-    lookup_value_regex = r"[^/]+"
+    lookup_value_regex = ID_PATH_REGEX
     pagination_class = None

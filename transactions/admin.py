@@ -1,6 +1,7 @@
 """Admin for inspecting verdicts and their reasons."""
 
 from django.contrib import admin
+from django.contrib.admin.options import IncorrectLookupParameters
 from django.db.models import Prefetch
 from django.utils.html import format_html, format_html_join
 
@@ -24,6 +25,9 @@ class RuleFiredFilter(admin.SimpleListFilter):
 
     def queryset(self, request, queryset):
         if self.value():
+            if self.value() not in RULE_CODES:
+                # A hand-edited address: admin says "incorrect lookup".
+                raise IncorrectLookupParameters(f"No rule {self.value()!r}.")
             return queryset.with_rule(self.value())
         return queryset
 

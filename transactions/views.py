@@ -477,6 +477,13 @@ class TransactionViewSet(viewsets.ReadOnlyModelViewSet):
         )
         return response
 
+    def filter_queryset(self, queryset):
+        """Apply the list's filters and ordering to lists, not to one transaction
+        found by its id (`?status=fraud` on a legit one is not a 404)."""
+        if self.action == "retrieve":
+            return queryset
+        return super().filter_queryset(queryset)
+
     def get_queryset(self):
         """Return transactions with their labels prefetched, newest label first."""
         # Prefetching runs after pagination slices the page: one query per page.

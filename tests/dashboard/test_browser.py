@@ -148,6 +148,27 @@ def test_hovering_pauses_live_rows_and_counts_them(
     expect(page.locator("#new-count")).to_be_hidden()
 
 
+def test_a_merchant_filter_takes_that_merchants_new_verdicts_live(
+    logged_in_page, score, channel_layer_redis
+):
+    """Given the list filtered on a merchant (the detail page's merchant link),
+    a pushed batch adds that merchant's new verdicts and not the others'."""
+    score(message(user_id="old", merchant_id="m-watched"))
+    page = logged_in_page
+    page.goto("/transactions/?merchant_id=m-watched")
+    expect(_rows(page)).to_have_count(1)
+    expect(page.locator("#live-status .live-text")).to_have_text("Connected")
+    page.mouse.move(5, 5)
+    watched, other = score(
+        message(user_id="n1", merchant_id="m-watched"),
+        message(user_id="n2", merchant_id="m-other"),
+    )
+    publish_verdicts([watched, other], channel_layer=channel_layer_redis)
+    expect(_rows(page)).to_have_count(2)
+    expect(_rows(page).first).to_have_attribute("data-id", watched.transaction_id)
+    expect(page.locator(f'tr[data-id="{other.transaction_id}"]')).to_have_count(0)
+
+
 def _unsaved_verdicts(batch: int, size: int) -> list[dict]:
     now = datetime.now(UTC)
     return [
@@ -158,6 +179,8 @@ def _unsaved_verdicts(batch: int, size: int) -> list[dict]:
             "currency": "EUR",
             "timestamp": now,
             "location": "Paris",
+            "country": "FR",
+            "merchant_id": "m-flood",
             "status": "legit" if index % 10 else "suspicious",
             "risk_score": 0.1,
             "model_score": None,

@@ -225,6 +225,7 @@ def test_rule_performance_counts_firings_and_what_labels_said(
     """The overview's rule table: how often each rule fired in the window and in
     flagged verdicts (from the per-minute tallies), the labels on those
     verdicts, the precision they make, and confirmed fraud that nothing caught."""
+    from detection.models import ListEntry
     from detection.services import transaction_label
     from transactions.models import ReasonTally
 
@@ -244,6 +245,16 @@ def test_rule_performance_counts_firings_and_what_labels_said(
     transaction_label(record=stored["big-0"], is_fraud=True)
     transaction_label(record=stored["big-1"], is_fraud=False)
     transaction_label(record=stored["small"], is_fraud=True)  # missed by the rules
+    # A rule that fired on a verdict that stayed legit did not flag it: its
+    # label counts as missed fraud, not for the rule's precision.
+    (quiet,) = score(message(user_id="quiet", amount="3000.00"))
+    assert quiet.status == "legit" and "large_amount" in quiet.reason_codes
+    transaction_label(record=quiet, is_fraud=True)
+    # The allow list decides legit verdicts: their labels are its record.
+    ListEntry.objects.create(kind="card", value="vip", action="allow", note="buyer")
+    (allowed,) = score(message(user_id="vip", amount="12.00"))
+    assert allowed.status == "legit" and "allowlist" in allowed.reason_codes
+    transaction_label(record=allowed, is_fraud=True)
 
     client.force_login(staff_user)
     page = client.get(reverse("dashboard:overview"))
@@ -253,7 +264,12 @@ def test_rule_performance_counts_firings_and_what_labels_said(
     assert (huge["fired"], huge["flagged"]) == (3, 3)
     assert (huge["confirmed_fraud"], huge["marked_legit"]) == (1, 1)
     assert huge["precision"] == 0.5
-    assert performance["missed"] == 1
+    large = next(r for r in performance["rules"] if r["code"] == "large_amount")
+    # It was a reason of the two flagged labelled ones too; not of "quiet"'s.
+    assert (large["confirmed_fraud"], large["marked_legit"]) == (1, 1)
+    allow = next(r for r in performance["rules"] if r["code"] == "allowlist")
+    assert (allow["confirmed_fraud"], allow["precision"]) == (1, 1.0)
+    assert performance["missed"] == 3
     content = page.content.decode()
     assert "Rule performance, last 24h" in content and "50%" in content
     # Its links open the transactions of the same window (by scoring time).
@@ -272,7 +288,7 @@ def test_rule_performance_counts_firings_and_what_labels_said(
     assert panel.context["performance"]["window"] == "7d"
     text = panel.content.decode()
     assert "Rule performance, last 7d" in text and "50%" in text
-    assert "<html" not in text and 'id="missed-fraud">1<' in text
+    assert "<html" not in text and 'id="missed-fraud">3<' in text
     client.logout()
     assert client.get(reverse("dashboard:overview-rules")).status_code == 302
 
