@@ -311,6 +311,8 @@ def test_the_header_search_opens_a_transaction_by_id(client, staff_user, score):
     )
     assert tail.status_code == 302
     assert tail["Location"] == f"/transactions/{txn.transaction_id}/"
+    # A NUL (PostgreSQL refuses one in a query) is found nowhere, not a 500.
+    assert client.get("/transactions/find", {"id": "t-\x00"}).status_code == 404
     page = client.get("/").content.decode()
     assert 'action="/transactions/find"' in page
 

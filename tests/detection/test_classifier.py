@@ -405,5 +405,7 @@ def test_the_api_lists_model_versions_without_their_artifacts(
     assert one.status_code == 200 and one.json()["version"] == first.version
     missing = api_client.get("/api/models/iforest-nope")
     assert missing.status_code == 404 and "detail" in missing.json()
+    # A NUL, which PostgreSQL refuses in a query, is no version: 404, not 500.
+    assert api_client.get("/api/models/x%00").status_code == 404
     assert anon_client.get("/api/models").status_code in (401, 403)
     assert api_client.post("/api/models", {}, format="json").status_code == 405

@@ -8,6 +8,8 @@ from decimal import Decimal
 
 import pytest
 from django.contrib.auth.models import Permission
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 from rest_framework.test import APIClient
 
@@ -289,6 +291,18 @@ def test_admin_adds_an_entry_with_its_author_and_filters_by_rule(admin_client):
     _score(_message("m1-buy", merchant="m-1"))
     listed = admin_client.get("/api/transactions", {"rule": "blocklist"}).json()
     assert [item["transaction_id"] for item in listed["items"]] == ["m1-buy"]
+    # The changelist reads each entry's author with the entries, not one by one.
+    for number in range(20):
+        ListEntry.objects.create(
+            kind="card",
+            value=f"card-{number}",
+            action="block",
+            note="n",
+            created_by=entry.created_by,
+        )
+    with CaptureQueriesContext(connection) as queries:
+        assert admin_client.get("/admin/detection/listentry/").status_code == 200
+    assert not [q for q in queries if 'FROM "auth_user" WHERE' in q["sql"]][1:]
 
 
 def test_an_expired_entry_is_replaced_by_a_new_decision(api_client, admin_client):

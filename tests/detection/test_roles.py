@@ -107,6 +107,36 @@ def test_a_viewer_reads_but_cannot_label_block_or_record(django_user_model, clie
     assert not Label.objects.exists() and not ListEntry.objects.exists()
 
 
+def test_a_viewer_cannot_resend_alerts_or_fire_webhook_tests(django_user_model, client):
+    """Given a Viewer (who may read webhooks and deliveries), posting admin's
+    "send now" or "send a test event" changes nothing: both need 'change'."""
+    from django.utils import timezone
+
+    from detection.models import AlertDelivery, AlertWebhook
+
+    webhook = AlertWebhook.objects.create(name="cases", url="http://127.0.0.1:9/")
+    failed = AlertDelivery.objects.create(
+        webhook=webhook,
+        transaction_id="t-1",
+        payload={},
+        state="failed",
+        attempts=10,
+        next_attempt_at=timezone.now(),
+        created_at=timezone.now(),
+    )
+    client.force_login(_member(django_user_model, ROLE_VIEWER))
+    listing = client.get("/admin/detection/alertdelivery/")
+    assert listing.status_code == 200
+    assert b"retry_now" not in listing.content
+    client.post(
+        "/admin/detection/alertdelivery/",
+        {"action": "retry_now", "_selected_action": [str(failed.pk)], "index": "0"},
+    )
+    failed.refresh_from_db()
+    assert failed.state == "failed"
+    assert b"send_test" not in client.get("/admin/detection/alertwebhook/").content
+
+
 def test_an_analyst_labels_and_blocks_but_cannot_tune_rules(django_user_model, client):
     """Given an Analyst, then labelling and blocking succeed, and the rules in
     admin are read-only: the change form has no Save and a POST is refused."""

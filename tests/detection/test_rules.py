@@ -505,3 +505,12 @@ def test_the_model_reason_shows_its_cut_offs_with_the_decimals_they_have():
         (0.71, 0.9997), {"threshold": 0.995, "floor": 0.9, "ceiling": 0.9995}
     )
     assert "adds risk from 90% up, its full weight from 99.95%" in reason["detail"]
+
+
+def test_a_huge_integer_param_is_a_field_error_not_a_crash():
+    """A JSON integer of hundreds of digits (admin's params box) is out of range,
+    said per field; float() of it would overflow."""
+    with pytest.raises(RuleParamsError) as caught:
+        rule_params_validate("amount_spike", {"min_history": 10**400})
+    assert "min_history" in caught.value.errors
+    assert "between" in caught.value.errors["min_history"]

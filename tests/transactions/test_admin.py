@@ -53,6 +53,10 @@ def test_transaction_changelist_filters_by_rule(client_staff, impossible_trip):
     html = page.content.decode()
     assert "t-syd" in html and "t-lon" not in html
     assert "geo_velocity" in html
+    # A code no rule has (a hand-edited address; a NUL would be a 500 on
+    # PostgreSQL) is admin's "incorrect lookup", not a query.
+    odd = client_staff.get("/admin/transactions/transaction/", {"rule": "x\x00"})
+    assert odd.status_code == 302 and odd["Location"].endswith("?e=1")
 
 
 def test_transaction_detail_shows_reasons_with_values(client_staff, impossible_trip):

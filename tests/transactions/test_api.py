@@ -239,6 +239,11 @@ def test_detail_shows_reasons_with_values(api_client, ledger):
     codes = {r["code"]: r for r in body["reasons"]}
     assert codes["huge_amount"]["values"]["amount"] == 25000.0
     assert api_client.get("/api/transactions/nope").status_code == 404
+    # The list's filters and ordering do not apply to one transaction by id.
+    other_status = "legit" if body["status"] != "legit" else "fraud"
+    filtered = api_client.get("/api/transactions/b-huge", {"status": other_status})
+    assert filtered.status_code == 200
+    assert api_client.get("/api/transactions/b-huge?ordering=x").status_code == 200
 
 
 @pytest.mark.parametrize(
