@@ -390,8 +390,9 @@ class TransactionStream:
                     ],
                 )
             self.dead_letter_producer.flush(timeout=10)
-        except KafkaError:
-            # The table already holds them; the topic is a convenience copy.
+        except Exception:
+            # The table already holds them; the topic is a convenience copy, and
+            # no failure of it (a broker error, a topic gone) may stop scoring.
             logger.exception("could not forward %d dead letters", len(letters))
 
     def offsets_commit(self, records: Sequence) -> bool:
@@ -417,7 +418,10 @@ class TransactionStream:
         recorded = self.batch_store_retrying(messages, letters)
         conflicts = 0
         if recorded.duplicates:
-            conflicting = self.id_conflicts_store(messages, recorded)
+            # A database step like storing: its errors are retried too.
+            conflicting = self._retrying(
+                lambda: self.id_conflicts_store(messages, recorded)
+            )
             conflicts = len(conflicting)
             letters = [*letters, *conflicting]
         self.dead_letters_forward(letters)

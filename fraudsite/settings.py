@@ -214,6 +214,21 @@ KAFKA_CONSUMER_GROUP = env.str("KAFKA_CONSUMER_GROUP", default="fraud-scorer")
 # detection.chargebacks, manage.py consume_chargebacks.
 KAFKA_CHARGEBACKS_TOPIC = env.str("KAFKA_CHARGEBACKS_TOPIC", default="chargebacks")
 KAFKA_CHARGEBACKS_GROUP = env.str("KAFKA_CHARGEBACKS_GROUP", default="fraud-labels")
+# Kafka's rule for topic names, checked at start-up: a bad dead-letter topic
+# would otherwise fail only at the first bad record, days after a deploy.
+for _setting in (
+    "KAFKA_TRANSACTIONS_TOPIC",
+    "KAFKA_DEAD_LETTER_TOPIC",
+    "KAFKA_CHARGEBACKS_TOPIC",
+):
+    _topic = globals()[_setting]
+    if (_topic or _setting != "KAFKA_DEAD_LETTER_TOPIC") and (
+        not re.fullmatch(r"[A-Za-z0-9._-]{1,249}", _topic) or _topic in (".", "..")
+    ):
+        raise ImproperlyConfigured(
+            f"{_setting} must be a Kafka topic name (1 to 249 letters, digits, "
+            f"'.', '_' or '-'): {_topic!r}."
+        )
 
 # Micro-batching of the stream consumer: a batch closes at this many records or
 # after this many milliseconds, whichever comes first.

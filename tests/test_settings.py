@@ -27,6 +27,23 @@ def settings_value(expression: str, **env: str) -> subprocess.CompletedProcess:
     )
 
 
+def test_a_topic_name_kafka_refuses_stops_start_up():
+    """A dead-letter topic Kafka cannot have (spaces) is refused when settings
+    load, not when the first bad record needs it; empty means none."""
+    bad = settings_value(
+        "s.KAFKA_DEAD_LETTER_TOPIC",
+        DEBUG="1",
+        KAFKA_DEAD_LETTER_TOPIC="transactions dead letters",
+    )
+    assert bad.returncode != 0 and "KAFKA_DEAD_LETTER_TOPIC" in bad.stderr
+    good = settings_value(
+        "s.KAFKA_DEAD_LETTER_TOPIC", DEBUG="1", KAFKA_DEAD_LETTER_TOPIC="txn.dlq"
+    )
+    assert good.stdout.strip() == "txn.dlq"
+    none = settings_value("repr(s.KAFKA_DEAD_LETTER_TOPIC)", DEBUG="1")
+    assert none.stdout.strip() == "''"
+
+
 def test_secret_key_is_required_without_debug():
     """With DEBUG off and no SECRET_KEY, settings refuse to load."""
     result = settings_value("s.DEBUG")

@@ -10,6 +10,9 @@ from kafka.errors import KafkaError
 from detection.kafka import consumer_create, kafka_topic_ensure, producer_create
 from detection.stream import StreamDatabaseError, StreamReport, TransactionStream
 
+# The longest a dead-letter send may block the batch (the table holds the letter).
+DLQ_MAX_BLOCK_MS = 5000
+
 
 def consumer_arguments_add(
     parser, *, topic: str, topic_setting: str, group: str, group_setting: str
@@ -45,9 +48,12 @@ def consumer_clients(options: dict, **consumer_options):
     try:
         kafka_topic_ensure(topic=options["topic"])
         consumer = consumer_create(group_id=options["group"], **consumer_options)
-        dead_letter_producer = (
-            producer_create() if settings.KAFKA_DEAD_LETTER_TOPIC else None
-        )
+        dead_letter_producer = None
+        if settings.KAFKA_DEAD_LETTER_TOPIC:
+            # Made now, so that forwarding never waits for the topic's metadata
+            # (up to max_block_ms) in the middle of a batch.
+            kafka_topic_ensure(topic=settings.KAFKA_DEAD_LETTER_TOPIC)
+            dead_letter_producer = producer_create(max_block_ms=DLQ_MAX_BLOCK_MS)
     except (ImproperlyConfigured, KafkaError, RuntimeError) as exc:
         raise CommandError(f"Kafka is not usable: {exc}") from exc
     return consumer, dead_letter_producer

@@ -264,6 +264,65 @@ def test_poison_records_become_dead_letters_and_good_ones_are_scored(
     assert sorted(copies) == sorted(poison_sent)
 
 
+def test_a_dead_letter_topic_that_fails_never_stops_scoring(
+    kafka_bootstrap, kafka_topic, caplog
+):
+    """Given a dead-letter topic the producer refuses (kafka-python raises a
+    ValueError for a name Kafka cannot have), the bad record still lands in the
+    table, the good ones are scored and the offsets are committed: the batch
+    is not replayed for ever."""
+    good = simulated(20, seed=29, users=5)
+    produce(kafka_bootstrap, kafka_topic, [*good, b"not json"])
+    group = group_new()
+    producer = producer_create(bootstrap=kafka_bootstrap)
+    try:
+        report = stream_run(
+            kafka_bootstrap,
+            kafka_topic,
+            group=group,
+            dead_letter_producer=producer,
+            dead_letter_topic="dead letters!",
+        )
+    finally:
+        producer.close(timeout=10)
+    assert (report.created, report.dead_letters) == (20, 1)
+    assert DeadLetter.objects.count() == 1
+    assert "could not forward 1 dead letters" in caplog.text
+    again = stream_run(kafka_bootstrap, kafka_topic, group=group)
+    assert again.records == 0  # committed: nothing comes back
+
+
+def test_a_database_error_while_checking_reused_ids_is_retried(
+    kafka_bootstrap, kafka_topic, monkeypatch
+):
+    """Given a batch with replayed ids, a database error while checking whether
+    they reuse a stored id for another payment is retried like the batch's own
+    writes (a failover), not a crash of the consumer."""
+    from django.db import OperationalError
+
+    from detection.services import recording
+
+    good = simulated(30, seed=31, users=5)
+    produce(kafka_bootstrap, kafka_topic, good)
+    group = group_new()
+    assert stream_run(kafka_bootstrap, kafka_topic, group=group).created == 30
+    produce(kafka_bootstrap, kafka_topic, [good[0], dict(good[1], amount="1.00")])
+    real, failures = recording.transaction_id_conflicts, []
+
+    def fails_once(messages):
+        if not failures:
+            failures.append(1)
+            raise OperationalError("server closed the connection unexpectedly")
+        return real(messages)
+
+    monkeypatch.setattr("detection.stream.transaction_id_conflicts", fails_once)
+    report = stream_run(
+        kafka_bootstrap, kafka_topic, group=group, retry_backoff_seconds=0.01
+    )
+    assert (report.db_retries, report.duplicates, report.dead_letters) == (1, 1, 1)
+    assert "ids must not be reused" in DeadLetter.objects.get().error
+
+
 def test_an_id_reused_for_another_payment_is_a_dead_letter(
     kafka_bootstrap, kafka_topic
 ):
