@@ -60,16 +60,23 @@ class RecordError(ValueError):
     """A record value that is not a valid transaction message; str() says why."""
 
 
-def timestamp_not_after(now: datetime | None = None) -> datetime | None:
+def timestamp_not_after(
+    received_at: datetime | None = None, *, now: datetime | None = None
+) -> datetime | None:
     """Return the latest event time the live paths accept, or None (no limit).
 
     A transaction dated far ahead (a producer's clock, a typo) would move its
-    card's 24 h window with it; TRANSACTION_MAX_FUTURE_SECONDS refuses those.
+    card's 24 h window with it; TRANSACTION_MAX_FUTURE_SECONDS refuses those,
+    counted from when the record arrived (`received_at`), so that a lagging
+    consumer or a redrive decides as a prompt one would have; never from
+    later than now (a record stamped ahead by a producer's clock).
     """
     seconds = settings.TRANSACTION_MAX_FUTURE_SECONDS
     if seconds is None:
         return None
-    return (now or datetime.now(UTC)) + timedelta(seconds=seconds)
+    now = now or datetime.now(UTC)
+    start = now if received_at is None else min(received_at, now)
+    return start + timedelta(seconds=seconds)
 
 
 def record_json_load(value: bytes | None):
@@ -113,15 +120,15 @@ def value_decode(
 def record_decode(
     record,
     *,
-    not_after: datetime | None = None,
     currencies: Collection[str] | None = None,
+    now: datetime | None = None,
 ) -> TransactionMessage | DeadLetter:
     """Return the validated message in a record, or its dead letter."""
     received_at = record_received_at(record)
     try:
         message = value_decode(
             record.value,
-            not_after=not_after,
+            not_after=timestamp_not_after(received_at, now=now),
             currencies=currencies,
             received_at=received_at,
         )
@@ -142,9 +149,9 @@ def records_decode(
     """
     messages: list[TransactionMessage] = []
     letters: list[DeadLetter] = []
-    not_after = timestamp_not_after()
+    now = datetime.now(UTC)
     for record in records:
-        decoded = record_decode(record, not_after=not_after, currencies=currencies)
+        decoded = record_decode(record, currencies=currencies, now=now)
         if isinstance(decoded, DeadLetter):
             letters.append(decoded)
         else:

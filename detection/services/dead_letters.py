@@ -83,12 +83,14 @@ def dead_letters_redrive(
         letter for letter in pending if letter.topic != settings.KAFKA_CHARGEBACKS_TOPIC
     ]
     valid: list[tuple[DeadLetter, TransactionMessage]] = []
-    not_after = timestamp_not_after()
+    now = datetime.now(UTC)
     for letter in pending:
         try:
             message = value_decode(
                 bytes(letter.raw_value),
-                not_after=not_after,
+                # As when it arrived: a redrive must not let through what was
+                # dated too far ahead of its arrival because time has passed.
+                not_after=timestamp_not_after(letter.received_at, now=now),
                 currencies=config.currencies,
                 received_at=letter.received_at,
             )

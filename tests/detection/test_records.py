@@ -80,10 +80,27 @@ def test_a_transaction_dated_too_far_ahead_is_a_dead_letter_when_limited(setting
     assert [m.transaction_id for m in messages] == ["far", "near"] and not letters
 
     settings.TRANSACTION_MAX_FUTURE_SECONDS = 86400
-    messages, letters = records_decode([record(v) for v in values])
+    now_ms = int(datetime.now(UTC).timestamp() * 1000)
+    messages, letters = records_decode([record(v, timestamp=now_ms) for v in values])
     assert [m.transaction_id for m in messages] == ["near"]
     assert len(letters) == 1 and "timestamp" in letters[0].error
     assert "TRANSACTION_MAX_FUTURE_SECONDS" in letters[0].error
+
+    # Counted from arrival, not from decoding: a record that arrived 3 days
+    # ago dated 2 days after its arrival is refused by a lagging consumer too.
+    arrived_ms = now_ms - 3 * 86_400_000
+    late = (datetime.now(UTC) - timedelta(days=1)).isoformat()
+    value = (
+        f'{{"transaction_id": "lagged", "user_id": "u1", "amount": 5, '
+        f'"timestamp": "{late}"}}'.encode()
+    )
+    messages, letters = records_decode([record(value, timestamp=arrived_ms)])
+    assert not messages and "TRANSACTION_MAX_FUTURE_SECONDS" in letters[0].error
+    # A record stamped ahead (a producer's clock) moves the limit no further
+    # than now.
+    ahead_ms = now_ms + 30 * 86_400_000
+    messages, letters = records_decode([record(values[0], timestamp=ahead_ms)])
+    assert not messages and len(letters) == 1
 
 
 def test_a_currency_without_an_exchange_rate_is_a_dead_letter():
