@@ -18,7 +18,7 @@ from pathlib import Path
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
-from kafka.errors import KafkaError, TopicAlreadyExistsError
+from kafka.errors import KafkaError, KafkaTimeoutError, TopicAlreadyExistsError
 
 logger = logging.getLogger(__name__)
 
@@ -218,15 +218,63 @@ def consumer_create(
 
 @dataclass
 class ProduceReport:
-    """What one produce run sent."""
+    """What one produce run sent, and what the broker said of it."""
 
     sent: int
     seconds: float
+    # Acknowledged by the broker (acks=all), and refused or expired.
+    delivered: int = 0
+    failed: int = 0
+    first_error: str = ""
 
     @property
     def rate(self) -> float:
         """Return records per second over the run."""
         return self.sent / self.seconds if self.seconds > 0 else 0.0
+
+    @property
+    def unconfirmed(self) -> int:
+        """Return how many sends have no answer yet (a flush given up)."""
+        return self.sent - self.delivered - self.failed
+
+
+class _Deliveries:
+    """Count the broker's answers to sends (called on the producer's I/O thread).
+
+    kafka-python's flush() only logs a send that failed; without this a run
+    whose broker went away would report every record as sent.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.delivered = 0
+        self.failed = 0
+        self.first_error = ""
+
+    def ok(self, _metadata) -> None:
+        with self._lock:
+            self.delivered += 1
+
+    def error(self, exc: BaseException) -> None:
+        with self._lock:
+            self.failed += 1
+            if not self.first_error:
+                self.first_error = f"{type(exc).__name__}: {exc}"
+
+    def report(self, *, sent: int, seconds: float) -> ProduceReport:
+        """Return the run's report with the answers counted so far."""
+        with self._lock:
+            return ProduceReport(
+                sent=sent,
+                seconds=seconds,
+                delivered=self.delivered,
+                failed=self.failed,
+                first_error=self.first_error,
+            )
+
+
+# A flush waits in steps this long, so that a second Ctrl-C can give it up.
+FLUSH_STEP_SECONDS = 0.5
 
 
 def records_from_file(path: str | Path) -> Iterator[bytes]:
@@ -262,6 +310,7 @@ def transactions_produce(
     count: int | None = None,
     rate: float | None = None,
     stop: threading.Event | None = None,
+    abandon: threading.Event | None = None,
     progress: Callable[[int], None] | None = None,
     on_sent: Callable[[dict | bytes], None] | None = None,
 ) -> ProduceReport:
@@ -271,9 +320,11 @@ def transactions_produce(
     `rate` the sends follow a fixed schedule (record n at start + n / rate), so the
     offered load stays steady even when a send is briefly slow. `on_sent` sees
     each record after its send (the simulated chargebacks). Flush before
-    returning: every counted record is on the broker.
+    returning, until every send is answered or `abandon` is set; the report says
+    how many the broker acknowledged and how many failed.
     """
     started = time.monotonic()
+    deliveries = _Deliveries()
     sent = 0
     for record in records:
         if (count is not None and sent >= count) or (stop and stop.is_set()):
@@ -288,13 +339,20 @@ def transactions_produce(
             value = json.dumps(record, separators=(",", ":")).encode()
         else:
             key, value = record_key(record), record
-        producer.send(topic, key=key, value=value)
+        future = producer.send(topic, key=key, value=value)
+        future.add_callback(deliveries.ok)
+        future.add_errback(deliveries.error)
         sent += 1
         if on_sent is not None:
             on_sent(record)
         if progress is not None and sent % 1000 == 0:
             progress(1000)
-    producer.flush()
+    while not (abandon and abandon.is_set()):
+        try:
+            producer.flush(timeout=FLUSH_STEP_SECONDS)
+            break
+        except KafkaTimeoutError:
+            continue
     if progress is not None and sent % 1000:
         progress(sent % 1000)
-    return ProduceReport(sent=sent, seconds=time.monotonic() - started)
+    return deliveries.report(sent=sent, seconds=time.monotonic() - started)

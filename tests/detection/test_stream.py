@@ -462,6 +462,39 @@ def test_database_errors_are_retried_without_committing_offsets(
     assert sum(offset or 0 for offset in offsets.values()) == len(records)
 
 
+def test_sends_a_broker_never_answers_are_reported_as_failed(tmp_path):
+    """Given a broker that goes away after the first records, the produce run
+    reports the later ones as failed, with the error (kafka-python's flush only
+    logs them), instead of counting them as sent."""
+    from detection.kafka import kafka_topic_ensure
+    from fraudsite.embedded import EmbeddedKafka
+
+    broker = EmbeddedKafka(log_dir=tmp_path)
+    producer = None
+    try:
+        kafka_topic_ensure(bootstrap=broker.bootstrap, topic="short-lived")
+        producer = producer_create(
+            bootstrap=broker.bootstrap,
+            request_timeout_ms=1000,
+            delivery_timeout_ms=3000,
+            max_block_ms=3000,
+        )
+        first = transactions_produce(
+            producer=producer, topic="short-lived", records=simulated(10, seed=3)
+        )
+        assert (first.sent, first.delivered, first.failed) == (10, 10, 0)
+        broker.stop()
+        second = transactions_produce(
+            producer=producer, topic="short-lived", records=simulated(20, seed=4)
+        )
+        assert (second.sent, second.delivered, second.failed) == (20, 0, 20)
+        assert second.unconfirmed == 0 and second.first_error
+    finally:
+        if producer is not None:
+            producer.close(timeout=1)
+        broker.stop()
+
+
 def test_a_json_lines_file_is_replayed_bad_lines_included(
     kafka_bootstrap, kafka_topic, settings, tmp_path
 ):

@@ -110,9 +110,16 @@ class Command(BaseCommand):
         except (ImproperlyConfigured, KafkaError, RuntimeError) as exc:
             raise CommandError(f"Kafka is not usable: {exc}") from exc
 
-        stop = threading.Event()
+        # The first Ctrl-C stops sending and waits for the broker's answers;
+        # a second one gives up waiting (the report then says how many are
+        # unconfirmed).
+        stop, abandon = threading.Event(), threading.Event()
+
+        def stop_then_abandon(*_):
+            (abandon if stop.is_set() else stop).set()
+
         previous = {
-            sig: signal.signal(sig, lambda *_: stop.set())
+            sig: signal.signal(sig, stop_then_abandon)
             for sig in (signal.SIGINT, signal.SIGTERM)
         }
         try:
@@ -126,6 +133,7 @@ class Command(BaseCommand):
                     count=count,
                     rate=rate,
                     stop=stop,
+                    abandon=abandon,
                     progress=progress.update,
                     on_sent=chargebacks.observe if chargebacks else None,
                 )
@@ -137,11 +145,20 @@ class Command(BaseCommand):
             producer.close(timeout=10)
         self.stdout.write(
             f"Sent {report.sent:,} messages to {options['topic']} in "
-            f"{report.seconds:.1f} s ({report.rate:,.0f}/s)."
+            f"{report.seconds:.1f} s ({report.rate:,.0f}/s); the broker "
+            f"acknowledged {report.delivered:,}."
         )
         if chargebacks is not None:
             self.stdout.write(
                 f"Sent {chargebacks.sent:,} chargebacks to "
                 f"{settings.KAFKA_CHARGEBACKS_TOPIC}; {chargebacks.pending:,} not "
                 "yet due were dropped."
+            )
+        if report.failed or report.unconfirmed:
+            raise CommandError(
+                f"{report.failed + report.unconfirmed:,} of {report.sent:,} messages "
+                f"may not be on the broker ({report.failed:,} failed, "
+                f"{report.unconfirmed:,} unanswered when the wait was given up)"
+                + (f"; first error: {report.first_error}" if report.first_error else "")
+                + "."
             )
