@@ -95,6 +95,8 @@ from kafka.errors import KafkaError
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from fraudsite.processes import parent_death_signal
+
 logger = logging.getLogger(__name__)
 
 LOOPBACK = "127.0.0.1"
@@ -244,6 +246,8 @@ class _EmbeddedServer:
                 stderr=subprocess.STDOUT,
                 cwd=self.log_dir,
                 start_new_session=True,
+                # Stopped with its parent even when that is SIGKILLed.
+                preexec_fn=parent_death_signal(),
             )
         except BaseException:
             log_handle.close()

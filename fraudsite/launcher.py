@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -23,6 +24,7 @@ from pathlib import Path
 
 from detection.kafka import group_lag, topic_ensure
 from fraudsite.embedded import kafka_broker_resolve, redis_resolve
+from fraudsite.processes import parent_death_signal
 
 ROOT = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
@@ -100,6 +102,21 @@ def _history_bootstrap(env: dict, *, model_active: bool) -> None:
         # Too little history (a small BOOTSTRAP_HISTORY_USERS): run on rules, and
         # let the scheduled retrain train once the stream has stored enough.
         logger.warning("no model trained yet: scoring by rules alone until a retrain")
+
+
+def port_taken(port: int) -> bool:
+    """Return True if something already listens on 127.0.0.1:`port`.
+
+    Checked before anything starts: the login banner is printed once the port
+    answers, and an earlier run's server answering there would make it lie.
+    """
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return True
+    return False
 
 
 def _web_wait(url: str, web: subprocess.Popen, timeout: float = 180.0) -> bool:
@@ -192,6 +209,15 @@ def main() -> int:
     commands: dict[str, list[str]] = {}
     redis_server = kafka = None
     broker = topic = None
+    port = env.get("PORT", "8000")
+    if not port.isdigit() or not 0 < int(port) < 65536:
+        logger.error("PORT must be a TCP port number: %r", port)
+        return 2
+    if port_taken(int(port)):
+        logger.error(
+            "port %s is in use (another make run? stop it, or choose PORT=...)", port
+        )
+        return 1
     try:
         redis_url, redis_server = redis_resolve(env.get("REDIS_URL"))
         broker, kafka = kafka_broker_resolve(env.get("KAFKA_BROKER") or None)
@@ -207,7 +233,6 @@ def main() -> int:
         model_active, latest = _database_probe(env)
         _history_bootstrap(env, model_active=model_active)
         simulator_start = _simulator_start(latest)
-        port = env.get("PORT", "8000")
         commands = {
             "web": [
                 PYTHON, "manage.py", "runserver", f"127.0.0.1:{port}", "--noreload"
@@ -230,7 +255,15 @@ def main() -> int:
         for name, command in commands.items():
             logger.info("starting %s: %s", name, " ".join(command[1:]))
             processes.append(
-                subprocess.Popen(command, cwd=ROOT, env=env, start_new_session=True)
+                subprocess.Popen(
+                    command,
+                    cwd=ROOT,
+                    env=env,
+                    start_new_session=True,
+                    # Gone with the launcher even when it is SIGKILLed: no
+                    # orphans writing to the database or holding the port.
+                    preexec_fn=parent_death_signal(),
+                )
             )
         password = login.split("password=")[-1].strip()
         if password == "(yours)":

@@ -5,10 +5,14 @@ Waits poll with deadlines; nothing sleeps to synchronise.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import signal
 import socket
 import stat
+import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -28,6 +32,8 @@ from fraudsite.embedded import (
     kafka_broker_resolve,
     redis_resolve,
 )
+
+ROOT = Path(__file__).resolve().parent.parent
 
 # Tansu answers a join after session_timeout_ms / 2 (3 s here; 23 s with the client
 # defaults), so this bound fails if the recommended timeouts stop being applied.
@@ -308,3 +314,54 @@ def test_redis_url_fixture_answers_ping(redis_url: str):
         assert client.ping()
     finally:
         client.close()
+
+
+def _running(pid: int) -> bool:
+    """Return True if `pid` runs (a zombie waiting for its reaper does not)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    return state != "Z"
+
+
+def _parent_with_a_child(preexec: str) -> tuple[subprocess.Popen, int]:
+    """Start a parent that starts a sleeping child in its own session with
+    `preexec` as preexec_fn; return the parent and the child's pid."""
+    script = (
+        "import subprocess, sys, time\n"
+        "from fraudsite.processes import parent_death_signal\n"
+        "child = subprocess.Popen([sys.executable, '-c', 'import time; "
+        f"time.sleep(120)'], start_new_session=True, preexec_fn={preexec})\n"
+        "print(child.pid, flush=True)\n"
+        "time.sleep(120)\n"
+    )
+    parent = subprocess.Popen(
+        [sys.executable, "-c", script], cwd=ROOT, stdout=subprocess.PIPE, text=True
+    )
+    return parent, int(parent.stdout.readline())
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="prctl is Linux's")
+@pytest.mark.parametrize(
+    ("preexec", "outlives"), [("parent_death_signal()", False), ("None", True)]
+)
+def test_a_child_dies_with_a_parent_that_is_killed_outright(preexec, outlives):
+    """Given a parent that started a child in its own session with
+    parent_death_signal (as make run and the embedded servers do), when the
+    parent is SIGKILLed (no clean-up runs), then the child is stopped too;
+    without it (the control), the child runs on."""
+    parent, child = _parent_with_a_child(preexec)
+    try:
+        assert _running(child)
+        parent.kill()
+        parent.wait(10)
+        deadline = time.monotonic() + (1 if outlives else 10)
+        while _running(child) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert _running(child) is outlives
+    finally:
+        parent.kill()
+        parent.stdout.close()
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(child, signal.SIGKILL)

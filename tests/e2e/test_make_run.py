@@ -171,3 +171,32 @@ def test_launcher_serves_admin_and_api_then_stops_everything(tmp_path, redis_url
             ["%travel not checked%"],
         ).fetchone()
     assert late == 0, f"{late} payments of the second run arrived 'late'"
+
+
+def test_launcher_refuses_a_port_already_in_use(tmp_path):
+    """Given something listening on PORT (an earlier run still serving), the
+    launcher says so and exits 1 before starting anything, instead of printing
+    a login for the other server."""
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        env = {
+            **os.environ,
+            "PORT": str(port),
+            "DATABASE_URL": f"sqlite:///{tmp_path / 'db.sqlite3'}",
+        }
+        result = subprocess.run(
+            [sys.executable, "-m", "fraudsite.launcher"],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    assert result.returncode == 1
+    assert f"port {port} is in use" in result.stderr
+    assert "Login" not in result.stdout
+    assert not (tmp_path / "db.sqlite3").exists()  # nothing was started
