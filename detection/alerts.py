@@ -29,15 +29,17 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Iterable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from datetime import datetime, timedelta
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 import requests
 from django.conf import settings
 from django.core.serializers.json import DjangoJSONEncoder
 from django.utils import timezone
 
+from detection.addresses import resolved_refusal
 from detection.models import AlertDelivery, AlertWebhook
 
 logger = logging.getLogger(__name__)
@@ -45,6 +47,8 @@ logger = logging.getLogger(__name__)
 EVENT_TYPE = "transaction.flagged"
 USER_AGENT = "fraudsite-webhooks/1"
 RETRY_MAX_SECONDS = 6 * 3600
+# Most of an answer's body read (and dropped) so that its connection is reused.
+ANSWER_BODY_MAX_BYTES = 64 * 1024
 
 # What a receiver gets of a stored verdict: the payment, the verdict and its
 # reasons. Not the simulator's ground truth (is_fraud) nor ingest bookkeeping.
@@ -161,10 +165,43 @@ def alert_signature_verify(
     return hmac.compare_digest(expected, given)
 
 
+def answer_deadline_seconds() -> float:
+    """Return the longest one POST may take in all: WEBHOOK_TIMEOUT_SECONDS
+    bounds each wait for bytes, so a receiver trickling its answer would
+    otherwise hold a sender for as long as it likes."""
+    return 2 * settings.WEBHOOK_TIMEOUT_SECONDS
+
+
+def _answer_within(future: Future, seconds: float) -> tuple[int | None, str]:
+    """Return a POST's outcome, or a failure once `seconds` have passed (the
+    thread is left to finish on its own; its outcome is not recorded)."""
+    try:
+        return future.result(timeout=seconds)
+    except FutureTimeout:
+        return None, f"No complete answer within {seconds:g} s."
+
+
+def _port(url: str) -> int:
+    parts = urlsplit(url)
+    try:
+        return parts.port or (443 if parts.scheme == "https" else 80)
+    except ValueError:
+        return 0
+
+
 def alert_post(
     session: requests.Session, webhook: AlertWebhook, body: bytes, event_id: str
 ) -> tuple[int | None, str]:
-    """POST one body; return (HTTP status or None, error text or "")."""
+    """POST one body; return (HTTP status or None, error text or "").
+
+    Refused before connecting when the host resolves to a metadata address
+    (detection.addresses). The receiver's answer body is never kept nor shown,
+    only its status: it could carry what an internal service answered.
+    """
+    refusal = resolved_refusal(urlsplit(webhook.url).hostname or "", _port(webhook.url))
+    if refusal:
+        return None, f"Refused: {refusal}"
+    started = time.monotonic()
     headers = {
         "Content-Type": "application/json",
         "User-Agent": USER_AGENT,
@@ -182,12 +219,25 @@ def alert_post(
             headers=headers,
             timeout=settings.WEBHOOK_TIMEOUT_SECONDS,
             allow_redirects=False,
+            stream=True,
         )
+        with response:
+            _body_drop(response, started + answer_deadline_seconds())
     except requests.RequestException as exc:
         return None, f"{type(exc).__name__}: {exc}"[:2000]
     if 200 <= response.status_code < 300:
         return response.status_code, ""
-    return response.status_code, f"HTTP {response.status_code}: {response.text[:500]}"
+    return response.status_code, f"HTTP {response.status_code}"
+
+
+def _body_drop(response: requests.Response, deadline: float) -> None:
+    """Read and drop a bounded body by the deadline (a body read to its end
+    lets the connection be reused; anything else closes it)."""
+    read = 0
+    for chunk in response.iter_content(8192):
+        read += len(chunk)
+        if read > ANSWER_BODY_MAX_BYTES or time.monotonic() > deadline:
+            break
 
 
 def _retry_delay(attempts: int) -> timedelta:
@@ -304,8 +354,10 @@ def alert_deliveries_send(
     if budget_seconds is None:
         budget_seconds = settings.WEBHOOK_SEND_INTERVAL_SECONDS
     deadline = time.monotonic() + budget_seconds
+    answer_seconds = answer_deadline_seconds()
     outcomes: Counter[str] = Counter()
-    with ThreadPoolExecutor(settings.WEBHOOK_SEND_CONCURRENCY) as pool:
+    pool = ThreadPoolExecutor(settings.WEBHOOK_SEND_CONCURRENCY)
+    try:
         while True:
             batch = _claim(limit)
             if not batch:
@@ -320,7 +372,7 @@ def alert_deliveries_send(
             rest = []
             for wid, future in probes.items():
                 first, *others = by_webhook[wid]
-                code, error = future.result()
+                code, error = _answer_within(future, answer_seconds)
                 state = _record(first, code, error)
                 outcomes[state] += 1
                 if error and others:
@@ -329,9 +381,14 @@ def alert_deliveries_send(
                 else:
                     rest.extend(others)
             for delivery, future in [(d, pool.submit(_post, d)) for d in rest]:
-                outcomes[_record(delivery, *future.result())] += 1
+                outcome = _answer_within(future, answer_seconds)
+                outcomes[_record(delivery, *outcome)] += 1
             if len(batch) < limit or time.monotonic() >= deadline:
                 break
+    finally:
+        # Not waiting for a POST given up on: it ends by itself (each wait for
+        # bytes is bounded), and the run has recorded it as failed.
+        pool.shutdown(wait=False, cancel_futures=True)
     _delivered_prune()
     if outcomes:
         logger.info("webhooks: %s", dict(outcomes))
@@ -358,5 +415,13 @@ def alert_test_send(webhook: AlertWebhook) -> tuple[int | None, str]:
         "data": {"webhook": webhook.name},
     }
     body = json.dumps(event, separators=(",", ":"), sort_keys=True).encode()
-    with requests.Session() as session:
-        return alert_post(session, webhook, body, event["id"])
+
+    def post() -> tuple[int | None, str]:
+        with requests.Session() as session:
+            return alert_post(session, webhook, body, event["id"])
+
+    pool = ThreadPoolExecutor(1)
+    try:
+        return _answer_within(pool.submit(post), answer_deadline_seconds())
+    finally:
+        pool.shutdown(wait=False)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ipaddress
 import secrets
 import uuid
 from urllib.parse import urlsplit
@@ -327,17 +326,14 @@ class AlertWebhook(models.Model):
 
     def clean(self) -> None:
         """Refuse cloud metadata addresses (link-local 169.254.0.0/16, fe80::/10,
-        metadata.google.internal): a webhook there would POST alerts, and the
-        admin's test event would probe, where credentials live."""
-        host = (urlsplit(self.url or "").hostname or "").lower()
-        try:
-            link_local = ipaddress.ip_address(host).is_link_local
-        except ValueError:
-            link_local = host == "metadata.google.internal"
-        if link_local:
-            raise ValidationError(
-                {"url": "A link-local or cloud metadata address is not allowed."}
-            )
+        their IPv4-mapped forms, metadata.google.internal; detection.addresses):
+        a webhook there would POST alerts, and the admin's test event would
+        probe, where credentials live."""
+        from detection.addresses import host_refusal
+
+        refusal = host_refusal(urlsplit(self.url or "").hostname or "")
+        if refusal:
+            raise ValidationError({"url": f"Not allowed: {refusal}"})
 
 
 class AlertDelivery(models.Model):

@@ -4,7 +4,9 @@ up; the admin's test and retry actions."""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import socket
 import threading
 import time
 from datetime import UTC, datetime, timedelta
@@ -41,6 +43,7 @@ class Receiver:
         self.status = 200
         self.location = ""
         self.delay = 0.0  # seconds each answer takes
+        self.answer = b"ok"
         self.in_flight = self.most_in_flight = 0
         self._lock = threading.Lock()
         receiver = self
@@ -61,9 +64,9 @@ class Receiver:
                 self.send_response(receiver.status)
                 if receiver.location:
                     self.send_header("Location", receiver.location)
-                self.send_header("Content-Length", "2")
+                self.send_header("Content-Length", str(len(receiver.answer)))
                 self.end_headers()
-                self.wfile.write(b"ok")
+                self.wfile.write(receiver.answer)
 
             def log_message(self, *args):
                 pass
@@ -194,12 +197,15 @@ def test_a_failure_is_retried_later_then_given_up(receiver):
     AlertWebhook.objects.create(name="cases", url=receiver.url)
     _record()
     receiver.status = 500
+    receiver.answer = b"instance-secret-token: AKIA-EXAMPLE"
     with override_settings(WEBHOOK_MAX_ATTEMPTS=2, WEBHOOK_RETRY_BASE_SECONDS=30):
         before = timezone.now()
         assert alert_deliveries_send() == {"pending": 1}
         delivery = AlertDelivery.objects.get()
         assert delivery.attempts == 1
-        assert delivery.last_error.startswith("HTTP 500")
+        # The status only: an answer's body could carry what an internal
+        # service said, and Viewers read last_error.
+        assert delivery.last_error == "HTTP 500"
         assert delivery.next_attempt_at >= before + timedelta(seconds=30)
 
         assert alert_deliveries_send() == {}  # not due yet: not sent
@@ -375,6 +381,71 @@ def test_a_hanging_receiver_costs_one_timeout_and_holds_up_no_one(receiver):
         hanging.close()
 
 
+class TricklingReceiver:
+    """A loopback server that answers a POST with one header line at a time,
+    each within the read timeout, for as long as the client listens (up to
+    `seconds`): a receiver that would hold a sender for ever."""
+
+    def __init__(self, *, interval: float, seconds: float = 30.0) -> None:
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.listener.getsockname()[1]}/hook"
+        self.interval, self.seconds = interval, seconds
+        self.closed = threading.Event()
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self) -> None:
+        with contextlib.suppress(OSError):
+            client, _ = self.listener.accept()
+            with client:
+                client.recv(65536)
+                client.sendall(b"HTTP/1.1 200 OK\r\n")
+                deadline = time.monotonic() + self.seconds
+                line = 0
+                while time.monotonic() < deadline and not self.closed.is_set():
+                    client.sendall(f"X-Slow-{line}: 1\r\n".encode())
+                    line += 1
+                    self.closed.wait(self.interval)  # pacing the trickle
+
+    def close(self) -> None:
+        self.closed.set()
+        self.listener.close()
+        self.thread.join(timeout=5)
+
+
+def test_a_trickling_receiver_is_given_up_at_the_total_deadline(receiver):
+    """A receiver that sends its answer a line at a time, each within the read
+    timeout, is given up after 2 x WEBHOOK_TIMEOUT_SECONDS in all, recorded as
+    failed, and the other webhook's alerts still go out in the same run."""
+    trickling = TricklingReceiver(interval=0.2)
+    try:
+        AlertWebhook.objects.create(name="trickle", url=trickling.url)
+        AlertWebhook.objects.create(name="fine", url=receiver.url)
+        _flagged(2)
+        with override_settings(WEBHOOK_TIMEOUT_SECONDS=0.5):
+            outcome = alert_deliveries_send(budget_seconds=60)
+        assert outcome == {"delivered": 2, "pending": 1, "deferred": 1}
+        given_up = AlertDelivery.objects.get(webhook__name="trickle", attempts=1)
+        assert given_up.last_error == "No complete answer within 1 s."
+    finally:
+        trickling.close()
+
+
+def test_a_webhook_stored_with_a_metadata_address_is_refused_when_sending(
+    receiver,
+):
+    """A webhook whose address is a metadata service's however it got stored
+    (saved before the check, written to the table directly) is refused before
+    any connection, at every send."""
+    AlertWebhook.objects.create(
+        name="probe", url="http://[::ffff:169.254.169.254]/latest/meta-data/"
+    )
+    _flagged(1)
+    assert alert_deliveries_send() == {"pending": 1}
+    error = AlertDelivery.objects.get().last_error
+    assert error.startswith("Refused: ") and "metadata" in error
+
+
 def test_delivered_alerts_are_deleted_after_the_retention(receiver):
     AlertWebhook.objects.create(name="cases", url=receiver.url)
     _flagged(2)
@@ -403,6 +474,13 @@ def test_the_secrets_help_reads_whole_in_admin(admin_client):
         "http://169.254.169.254/latest/meta-data/",
         "http://[fe80::1]/hook",
         "http://metadata.google.internal/computeMetadata/v1/",
+        # The same places written otherwise (IPv4-mapped, trailing dot, NAT64),
+        # and metadata services outside the link-local ranges.
+        "http://[::ffff:169.254.169.254]/latest/meta-data/",
+        "http://metadata.google.internal./computeMetadata/v1/",
+        "http://[64:ff9b::a9fe:a9fe]/latest/",
+        "http://[fd00:ec2::254]/latest/meta-data/",
+        "http://100.100.100.200/latest/meta-data/",
     ],
 )
 def test_admin_refuses_cloud_metadata_addresses(admin_client, url):

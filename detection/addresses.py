@@ -1,0 +1,77 @@
+"""Where alert webhooks may not POST: cloud metadata services.
+
+A webhook there would send alerts, and the admin's test event would probe, where
+an instance's credentials live. Private and loopback addresses stay allowed: a
+risk team's case system is often on its own network. Checked when a webhook is
+saved (its URL's host as written) and before every POST (each address the host
+resolves to, so a DNS name pointing at a metadata address is caught too; a name
+that changes its answer between that check and the connection is not).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+
+# Metadata services outside the link-local ranges, and names that reach them.
+METADATA_ADDRESSES = frozenset(
+    {
+        ipaddress.ip_address("fd00:ec2::254"),  # AWS, over IPv6
+        ipaddress.ip_address("100.100.100.200"),  # Alibaba Cloud
+    }
+)
+METADATA_NAMES = frozenset({"metadata.google.internal", "metadata"})
+# IPv6 prefixes that carry an IPv4 address in their last 32 bits (NAT64).
+NAT64 = ipaddress.ip_network("64:ff9b::/96")
+
+
+def _embedded_ipv4(address: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
+    if address.ipv4_mapped is not None:
+        return address.ipv4_mapped
+    if address in NAT64:
+        return ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
+    return None
+
+
+def address_forbidden(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+    """Return True if `address` is a metadata service's (link-local included),
+    also when written as IPv4-mapped or NAT64 IPv6."""
+    if isinstance(address, ipaddress.IPv6Address):
+        embedded = _embedded_ipv4(address)
+        if embedded is not None:
+            return address_forbidden(embedded)
+    return address.is_link_local or address in METADATA_ADDRESSES
+
+
+def host_refusal(host: str) -> str:
+    """Return why a URL's host (as written) may not be POSTed to, or ""."""
+    name = host.strip().lower().rstrip(".").strip("[]")
+    if name in METADATA_NAMES:
+        return f"{host} is a link-local or cloud metadata address."
+    try:
+        address = ipaddress.ip_address(name.split("%", 1)[0])
+    except ValueError:
+        return ""
+    if address_forbidden(address):
+        return f"{host} is a link-local or cloud metadata address."
+    return ""
+
+
+def resolved_refusal(host: str, port: int) -> str:
+    """Return why `host` may not be POSTed to, counting every address it
+    resolves to, or "" (a name that does not resolve is left to the POST)."""
+    refusal = host_refusal(host)
+    if refusal:
+        return refusal
+    try:
+        answers = socket.getaddrinfo(host, port, proto=socket.IPPROTO_TCP)
+    except (OSError, UnicodeError):
+        return ""
+    for *_rest, sockaddr in answers:
+        try:
+            address = ipaddress.ip_address(str(sockaddr[0]).split("%", 1)[0])
+        except ValueError:
+            continue
+        if address_forbidden(address):
+            return f"{host} resolves to {address}, a link-local or metadata address."
+    return ""
