@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test test-postgres bench bench-postgres lint format screenshot clean
+.PHONY: install run test test-postgres bench bench-postgres lint format screenshot clean clean-data
 
 install: $(STAMP)
 
@@ -56,5 +56,10 @@ format: install
 screenshot: install
 	SCREENSHOT_PATH=$(CURDIR)/docs/dashboard.png $(PY) -m pytest tests/dashboard/test_browser.py -k screenshot
 
+# The virtual environment only: var/ holds the ledger (models included) and the
+# admin password, which `make clean-data` removes, on purpose only.
 clean:
-	rm -rf $(VENV) var/*.sqlite3*
+	rm -rf $(VENV)
+
+clean-data:
+	rm -f var/*.sqlite3*

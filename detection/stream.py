@@ -45,6 +45,7 @@ from detection.services import (
     transaction_batch_score_record,
     transaction_id_conflicts,
 )
+from fraudsite.processes import DRAIN_REQUESTED
 from transactions.messages import (
     TransactionMessage,
 )
@@ -238,6 +239,13 @@ class TransactionStream:
             for sig in (signal.SIGTERM, signal.SIGINT)
         }
         previous[signal.SIGUSR1] = signal.signal(signal.SIGUSR1, self._drain_received)
+        if DRAIN_REQUESTED.is_set():
+            # Asked while the command was still starting (manage.py).
+            logger.info(
+                "SIGUSR1 received while starting: scoring what is on the topic, "
+                "then stopping"
+            )
+            self.drain.set()
 
         def restore() -> None:
             for sig, handler in previous.items():

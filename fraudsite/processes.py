@@ -13,6 +13,7 @@ import ctypes
 import os
 import signal
 import sys
+import threading
 from collections.abc import Callable
 
 # linux/prctl.h
@@ -43,3 +44,18 @@ def parent_death_signal() -> Callable[[], None] | None:
             os._exit(1)
 
     return die_with_parent
+
+
+# Set by SIGUSR1 ("consume what is left, then stop": make run's shutdown) when it
+# arrives while a consumer command is still starting; the stream reads it once
+# its own handlers are in place (detection.stream).
+DRAIN_REQUESTED = threading.Event()
+
+
+def drain_signal_remember() -> None:
+    """Remember a SIGUSR1 from now on, instead of dying of it (its default).
+
+    manage.py calls this first thing for the consumer commands: Django and the
+    model take seconds to load, and make run may ask for a drain meanwhile.
+    """
+    signal.signal(signal.SIGUSR1, lambda *_: DRAIN_REQUESTED.set())

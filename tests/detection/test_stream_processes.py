@@ -197,6 +197,37 @@ def test_sigusr1_scores_everything_left_then_exits_zero(
     assert Transaction.objects.count() == len(records)
 
 
+def _catches(pid: int, sig: signal.Signals) -> bool:
+    """Return True once process `pid` has a handler for `sig` (its SigCgt)."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except FileNotFoundError:
+        return False
+    caught = next(line for line in status.splitlines() if line.startswith("SigCgt:"))
+    return bool(int(caught.split()[1], 16) >> (sig - 1) & 1)
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="needs /proc")
+def test_sigusr1_while_the_consumer_is_still_starting_is_a_drain(
+    kafka_bootstrap, kafka_topic, consumers
+):
+    """A SIGUSR1 that arrives while Django and the model are still loading (make
+    run stopped right after it started) is remembered, not fatal: the consumer
+    scores what the topic holds and exits 0."""
+    records = simulated(200, seed=41, users=40)
+    produce(kafka_bootstrap, kafka_topic, records)
+    consumer = consumers.start(kafka_topic, group_new(), "--no-push")
+    wait_until(
+        lambda: _catches(consumer.pid, signal.SIGUSR1) or consumer.poll() is not None,
+        timeout=DEADLINE,
+        what="manage.py to take SIGUSR1",
+    )
+    consumer.send_signal(signal.SIGUSR1)
+    assert consumers.wait(consumer, timeout=3 * DEADLINE) == 0, consumers.log(consumer)
+    assert "SIGUSR1 received while starting" in consumers.log(consumer)
+    assert Transaction.objects.count() == len(records)
+
+
 def assigned_partitions(log: str) -> int | None:
     """Return how many partitions the consumer's latest assignment holds."""
     lines = [line for line in log.splitlines() if "partitions assigned:" in line]
