@@ -8,7 +8,8 @@ teaches the card's profile. Labels feed the rule performance panel, the
 merchant_fraud rule, retraining and the model's activation check.
 
 Delivery is at-least-once, so every label carries a reference: the report's
-`dispute_id`, or else the record's Kafka position and timestamp. A reference is
+`dispute_id` (with its outcome and `reported_at`), or else the record's Kafka
+position and a digest of its value. A reference is
 stored once per source, so a replayed feed labels nothing twice. A report on a
 transaction that is not stored (not scored yet, or another system's) is a dead
 letter with that error; a redrive labels it once the transaction is there.
@@ -16,6 +17,7 @@ letter with that error; a redrive labels it once the transaction is there.
 
 from __future__ import annotations
 
+import hashlib
 import heapq
 import itertools
 import json
@@ -65,21 +67,28 @@ def chargeback_reference(
     topic: str,
     partition: int | None,
     offset: int | None,
-    received_at: datetime | None,
+    value: bytes,
 ) -> str:
-    """Return the label reference of a report: its dispute, payment and outcome,
-    or its position.
+    """Return the label reference of a report: its dispute, payment, outcome and
+    report time, or its position.
 
     A dispute's opening (fraud) and its closing (not fraud) are two reports, and
     a dispute id is the network's, not unique across payments: both are part of
-    the reference. The position carries the record's timestamp, as dead letters
-    do: the embedded broker forgets its log on restart and reuses offsets.
+    the reference, and so is `reported_at` when given, so that a dispute
+    reopened (fraud, then not fraud, then fraud again) labels at every stage.
+    The position carries a digest of the value: the embedded broker forgets its
+    log on restart and reuses offsets, and the record's timestamp may be
+    missing (then the time it was read would make every replay look new).
     """
     if message.dispute_id:
         outcome = "fraud" if message.is_fraud else "legit"
-        return f"{message.dispute_id}|{message.transaction_id}|{outcome}"
-    stamp = int(received_at.timestamp() * 1000) if received_at else 0
-    return f"{topic}:{partition}:{offset}@{stamp}"
+        reference = f"{message.dispute_id}|{message.transaction_id}|{outcome}"
+        if message.reported_at is not None:
+            reported = message.reported_at.astimezone(UTC)
+            reference += f"|{reported:%Y-%m-%dT%H:%M:%S.%fZ}"
+        return reference
+    digest = hashlib.sha256(value).hexdigest()[:16]
+    return f"{topic}:{partition}:{offset}#{digest}"
 
 
 LABELLED = "labelled"
@@ -192,7 +201,7 @@ class ChargebackStream(TransactionStream):
                 topic=record.topic,
                 partition=record.partition,
                 offset=record.offset,
-                received_at=received_at,
+                value=record.value or b"",
             )
             reports.append((message, reference))
             positions.append((record, received_at))
@@ -247,7 +256,7 @@ def chargebacks_redrive(*, letters: Sequence[DeadLetter]) -> ChargebackReport:
             topic=letter.topic,
             partition=letter.partition,
             offset=letter.offset,
-            received_at=letter.received_at,
+            value=bytes(letter.raw_value),
         )
         applicable.append((index, message, reference))
     applied = chargebacks_apply(

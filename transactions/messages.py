@@ -257,6 +257,24 @@ def _timestamp(data: dict, errors: dict, now: datetime | None) -> datetime:
     return moment
 
 
+def _optional_moment(data: dict, name: str, errors: dict) -> datetime | None:
+    value = data.get(name)
+    if value is None or value == "":
+        return None
+    try:
+        moment = parse_timestamp(value)
+    except (ValueError, OverflowError, OSError):
+        errors[name] = ["Enter a valid ISO 8601 date/time."]
+        return None
+    if not timestamp_allowed(moment):
+        errors[name] = [
+            f"Must be from {TIMESTAMP_MIN:%Y-%m-%d} and "
+            f"before {TIMESTAMP_MAX:%Y-%m-%d}."
+        ]
+        return None
+    return moment
+
+
 def _is_fraud(data: dict, errors: dict) -> bool | None:
     value = data.get("is_fraud")
     if value is None or value == "":
@@ -368,6 +386,8 @@ class ChargebackMessage:
     dispute_id: str = ""
     reason_code: str = ""
     note: str = ""
+    # When the network issued this report: tells a dispute's stages apart.
+    reported_at: datetime | None = None
 
     def label_note(self) -> str:
         """Return the label's note: what the report said, in words."""
@@ -388,7 +408,8 @@ def chargeback_message_parse(data: Any) -> ChargebackMessage:
     """Return a validated ChargebackMessage from a decoded JSON object.
 
     `transaction_id` is required; `is_fraud` defaults to true (a fraud
-    chargeback); `dispute_id`, `reason_code` and `note` are optional text.
+    chargeback); `dispute_id`, `reason_code` and `note` are optional text,
+    `reported_at` an optional ISO 8601 time.
     Unknown keys are ignored. Raise MessageError with every field error at once.
     """
     if not isinstance(data, dict):
@@ -406,6 +427,7 @@ def chargeback_message_parse(data: Any) -> ChargebackMessage:
         dispute_id=_text(data, "dispute_id", errors, required=False, max_length=64),
         reason_code=_text(data, "reason_code", errors, required=False, max_length=32),
         note=_text(data, "note", errors, required=False, max_length=MAX_NOTE_LENGTH),
+        reported_at=_optional_moment(data, "reported_at", errors),
     )
     is_fraud = _is_fraud(data, errors)
     if errors:

@@ -143,6 +143,48 @@ def test_chargebacks_label_once_and_bad_reports_become_dead_letters(
     assert resolved.resolution == "Chargeback labelled."
 
 
+def test_a_reopened_dispute_labels_at_every_stage_and_replays_label_nothing(
+    kafka_bootstrap, kafka_topic
+):
+    """Given a dispute that goes fraud, then not fraud, then fraud again (a
+    pre-arbitration), each report with its reported_at, then the payment's
+    latest label is fraud; and a report without a Kafka timestamp replayed
+    under a new group labels nothing twice."""
+    record = _stored("t-cb-9")
+    stages = [
+        {"is_fraud": True, "reported_at": "2026-11-01T09:00:00Z"},
+        {"is_fraud": False, "reported_at": "2026-11-10T09:00:00Z"},
+        {"is_fraud": True, "reported_at": "2026-11-20T09:00:00Z"},
+    ]
+    _send(
+        kafka_bootstrap,
+        kafka_topic,
+        [
+            json.dumps({"transaction_id": "t-cb-9", "dispute_id": "D-9", **stage})
+            .encode()
+            for stage in stages
+        ],
+    )
+    producer = producer_create(bootstrap=kafka_bootstrap)
+    try:
+        # A record stamped with no usable time (-1: Kafka's "none").
+        producer.send(
+            kafka_topic,
+            key=b"t-cb-9",
+            value=json.dumps({"transaction_id": "t-cb-9"}).encode(),
+            timestamp_ms=-1,
+        ).get(timeout=10)
+    finally:
+        producer.close(timeout=10)
+
+    assert _run(kafka_bootstrap, kafka_topic).created == 4
+    labels = list(Label.objects.filter(transaction=record).order_by("id"))
+    assert [label.is_fraud for label in labels] == [True, False, True, True]
+    replay = _run(kafka_bootstrap, kafka_topic)
+    assert (replay.created, replay.duplicates) == (0, 4)
+    assert Label.objects.filter(transaction=record).count() == 4
+
+
 def test_the_producer_sends_a_chargeback_for_each_simulated_fraud(
     kafka_bootstrap, kafka_topic_factory, settings
 ):
