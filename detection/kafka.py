@@ -291,7 +291,11 @@ def records_from_file(path: str | Path) -> Iterator[bytes]:
 
 
 def record_key(value: bytes | dict) -> bytes | None:
-    """Return the Kafka key of a record: its user_id, so one consumer owns a user."""
+    """Return the Kafka key of a record: its user_id, so one consumer owns a user.
+
+    Normalised as the consumer's validation stores it (surrounding whitespace
+    dropped): "card-1" and "card-1\t" are one card, so one partition.
+    """
     if isinstance(value, dict):
         user_id = value.get("user_id")
     else:
@@ -299,7 +303,7 @@ def record_key(value: bytes | dict) -> bytes | None:
             user_id = json.loads(value).get("user_id")
         except (ValueError, AttributeError, RecursionError):
             return None
-    return str(user_id).encode() if user_id is not None else None
+    return str(user_id).strip().encode() if user_id is not None else None
 
 
 def transactions_produce(

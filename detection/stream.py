@@ -495,7 +495,12 @@ class TransactionStream:
         assignment = self.consumer.assignment()
         if not assignment:
             return True
-        ends = self.consumer.end_offsets(list(assignment))
+        try:
+            ends = self.consumer.end_offsets(list(assignment))
+        except KafkaError as exc:
+            # A broker away for a moment: not caught up as far as we know.
+            logger.warning("could not read the partitions' ends: %s", exc)
+            return False
         return all(self.consumer.position(tp) >= ends[tp] for tp in assignment)
 
     def idle_expired(self, stop_when_idle: float | None) -> bool:

@@ -160,8 +160,9 @@ def test_a_reopened_dispute_labels_at_every_stage_and_replays_label_nothing(
         kafka_bootstrap,
         kafka_topic,
         [
-            json.dumps({"transaction_id": "t-cb-9", "dispute_id": "D-9", **stage})
-            .encode()
+            json.dumps(
+                {"transaction_id": "t-cb-9", "dispute_id": "D-9", **stage}
+            ).encode()
             for stage in stages
         ],
     )

@@ -148,3 +148,19 @@ def test_a_placeholder_date_is_a_dead_letter():
     )
     assert isinstance(letter, DeadLetter)
     assert "Must be from 2000-01-01 and before 2100-01-01" in letter.error
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        {"user_id": "card-1\t"},
+        b'{"user_id": " card-1 "}',
+        b'{"user_id": "card-1"}',
+    ],
+)
+def test_the_kafka_key_is_the_user_id_as_validation_stores_it(value):
+    """The producer keys a record by its user_id stripped as the consumer's
+    validation stores it, so one card's records share one partition."""
+    from detection.kafka import record_key
+
+    assert record_key(value) == b"card-1"
