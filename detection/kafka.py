@@ -22,8 +22,8 @@ from kafka.errors import KafkaError, KafkaTimeoutError, TopicAlreadyExistsError
 
 logger = logging.getLogger(__name__)
 
-# Measured against the embedded broker (fraudsite.embedded has the details); both
-# are valid against Apache Kafka too.
+# Measured against the embedded broker (fraudsite.embedded.kafka_server has the
+# details); both are valid against Apache Kafka too.
 # Tansu answers a JoinGroup after about session_timeout_ms / 2, so the client default
 # (45 s) costs 23 s per join; 6 s is also the minimum a stock Kafka broker allows.
 CONSUMER_GROUP_TIMEOUTS: dict[str, int] = {

@@ -14,7 +14,6 @@ import dataclasses
 import logging
 import os
 import signal
-import sqlite3
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -22,14 +21,11 @@ from dataclasses import dataclass, field
 from typing import TypeVar
 
 from django.conf import settings
-from django.db import DatabaseError, close_old_connections, connection, transaction
-from kafka import (
-    ConsumerRebalanceListener,
-    KafkaConsumer,
-    KafkaProducer,
-)
+from django.db import close_old_connections, connection, transaction
+from kafka import ConsumerRebalanceListener, KafkaConsumer, KafkaProducer
 from kafka.errors import KafkaError
 
+from detection.checkpoints import SqliteCheckpointer
 from detection.events import VerdictsPublisher
 from detection.models import DeadLetter
 from detection.profiles import OrmStateStore
@@ -39,6 +35,11 @@ from detection.records import (
     offsets_next,
     records_decode,
 )
+from detection.retrying import (
+    RETRY_BACKOFF_SECONDS,
+    BatchAbandoned,
+    database_retrying,
+)
 from detection.scoring import ScoringConfigProvider
 from detection.services import (
     RecordedBatch,
@@ -46,32 +47,17 @@ from detection.services import (
     transaction_id_conflicts,
 )
 from fraudsite.processes import DRAIN_REQUESTED
-from transactions.messages import (
-    TransactionMessage,
-)
+from transactions.messages import TransactionMessage
 
 _T = TypeVar("_T")
 logger = logging.getLogger(__name__)
 
 # A draining consumer (SIGUSR1) stops after polls bring nothing for this long.
 DRAIN_IDLE_SECONDS = 1.0
-RETRY_BACKOFF_SECONDS = 0.2
-RETRY_BACKOFF_MAX_SECONDS = 5.0
 # How often the loop lets Django drop expired or broken connections. Not after every
 # batch: with CONN_MAX_AGE=0 (the SQLite default) that would close and reopen the
 # database 20 times a second, and closing a WAL database checkpoints it (~7 ms).
 CONNECTION_CHECK_SECONDS = 1.0
-# SQLite only: a background thread folds the write-ahead log into the database this
-# often, so the scoring thread never runs (and waits for) a checkpoint's fsync.
-CHECKPOINT_SECONDS = 0.25
-
-
-class StreamDatabaseError(RuntimeError):
-    """Raise when the database kept failing after every allowed retry."""
-
-
-class _BatchAbandoned(Exception):
-    """A shutdown arrived while a failing batch waited to be retried."""
 
 
 @dataclass
@@ -93,47 +79,6 @@ class StreamReport:
     def seconds(self) -> float:
         """Return the run's wall time so far."""
         return time.monotonic() - self.started
-
-
-class SqliteCheckpointer:
-    """Checkpoint a SQLite WAL database from a background thread.
-
-    SQLite checkpoints automatically inside the COMMIT that grows the log past
-    1,000 pages, and with the fsync that costs the committing batch 50 to 450 ms
-    (`manage.py bench_stream` p99). Passive checkpoints from here keep the log
-    short, so that automatic checkpoint rarely has anything to do; sqlite3
-    releases the GIL while it works.
-    """
-
-    def __init__(self, path: str, *, interval: float = CHECKPOINT_SECONDS) -> None:
-        self.path = path
-        self.interval = interval
-        self._stop = threading.Event()
-        self._thread = threading.Thread(
-            target=self._run, name="sqlite-checkpointer", daemon=True
-        )
-
-    def start(self) -> SqliteCheckpointer:
-        """Start checkpointing; return self."""
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        """Stop after the checkpoint in progress."""
-        self._stop.set()
-        self._thread.join(5)
-
-    def _run(self) -> None:
-        db = sqlite3.connect(self.path, timeout=5, check_same_thread=False)
-        try:
-            while not self._stop.wait(self.interval):
-                try:
-                    db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
-                except sqlite3.Error as exc:
-                    # Best effort: the writer's own checkpoints still happen.
-                    logger.debug("background checkpoint failed: %s", exc)
-        finally:
-            db.close()
 
 
 class _Rebalance(ConsumerRebalanceListener):
@@ -316,37 +261,20 @@ class TransactionStream:
     def _retrying(self, attempt_once: Callable[[], _T]) -> _T:
         """Run a database step, retrying its errors with exponential backoff (see
         batch_store_retrying); reading the rules for a batch is one such step."""
-        attempt = 0
-        while True:
-            try:
-                return attempt_once()
-            except DatabaseError as exc:
-                attempt += 1
-                self.report.db_retries += 1
-                # The cache may hold states of the rolled-back transaction's
-                # neighbours; the database is the truth again.
-                self.store.cache_clear()
-                if not connection.in_atomic_block:
-                    # A broken connection is replaced on the next query.
-                    connection.close()
-                if attempt > self.retry_limit:
-                    raise StreamDatabaseError(
-                        f"Database failed {attempt} times in a row; giving up "
-                        f"without committing offsets: {exc}"
-                    ) from exc
-                delay = min(
-                    self.retry_backoff_seconds * 2 ** (attempt - 1),
-                    RETRY_BACKOFF_MAX_SECONDS,
-                )
-                logger.warning(
-                    "database error (attempt %d of %d), retrying in %.1f s: %s",
-                    attempt,
-                    self.retry_limit,
-                    delay,
-                    exc,
-                )
-                if self.shutdown.wait(delay):
-                    raise _BatchAbandoned from exc
+
+        def failed() -> None:
+            self.report.db_retries += 1
+            # The cache may hold states of the rolled-back transaction's
+            # neighbours; the database is the truth again.
+            self.store.cache_clear()
+
+        return database_retrying(
+            attempt_once,
+            limit=self.retry_limit,
+            backoff_seconds=self.retry_backoff_seconds,
+            shutdown=self.shutdown,
+            on_error=failed,
+        )
 
     def id_conflicts_store(
         self, messages: Sequence[TransactionMessage], recorded: RecordedBatch
@@ -542,7 +470,7 @@ class TransactionStream:
                 if records:
                     try:
                         self.batch_process(records)
-                    except _BatchAbandoned:
+                    except BatchAbandoned:
                         logger.info("shutdown while retrying; batch left uncommitted")
                         break
                     self.progress_log()

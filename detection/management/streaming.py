@@ -8,7 +8,8 @@ from django.core.management.base import CommandError
 from kafka.errors import KafkaError
 
 from detection.kafka import consumer_create, kafka_topic_ensure, producer_create
-from detection.stream import StreamDatabaseError, StreamReport, TransactionStream
+from detection.retrying import StreamDatabaseError
+from detection.stream import StreamReport, TransactionStream
 
 # The longest a dead-letter send may block the batch (the table holds the letter).
 DLQ_MAX_BLOCK_MS = 5000

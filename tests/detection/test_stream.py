@@ -26,9 +26,10 @@ from kafka import KafkaConsumer, TopicPartition
 
 from detection.kafka import consumer_create, producer_create, transactions_produce
 from detection.models import AlertDelivery, AlertWebhook, DeadLetter, Rule, UserProfile
+from detection.retrying import StreamDatabaseError
 from detection.scoring import ScoringConfigProvider
 from detection.simulator import simulate_stream
-from detection.stream import StreamDatabaseError, StreamReport, TransactionStream
+from detection.stream import StreamReport, TransactionStream
 from transactions.models import Transaction
 
 pytestmark = [
@@ -93,7 +94,7 @@ def batch_next(stream: TransactionStream, *, what: str) -> list:
 
     Not `wait_until`: its pause between attempts would leave the consumer
     outside poll(), and kafka-python throws away a group join that completes
-    then (fraudsite/embedded.py), so under load the join could keep failing.
+    then (fraudsite/embedded/kafka_server.py), so under load the join could keep failing.
     Each poll itself waits up to the batch's max wait.
     """
     deadline = time.monotonic() + DEADLINE

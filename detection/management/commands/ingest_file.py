@@ -106,7 +106,7 @@ class Command(BaseCommand):
                     note=f"is_fraud in {source}",
                 )
                 reference = chargeback_reference(
-                    report, topic="", partition=None, offset=None, received_at=None
+                    report, topic="", partition=None, offset=None, value=b""
                 )
                 reports.append((report, reference))
         if not reports:

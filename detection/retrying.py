@@ -1,0 +1,70 @@
+"""Database steps of the stream, retried with backoff before anyone gives up.
+
+Offsets are committed only after a batch is stored, so retrying (and in the end
+giving up) loses nothing: the batch is redelivered to whoever consumes the
+partition next.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from typing import TypeVar
+
+from django.db import DatabaseError, connection
+
+_T = TypeVar("_T")
+logger = logging.getLogger(__name__)
+
+RETRY_BACKOFF_SECONDS = 0.2
+RETRY_BACKOFF_MAX_SECONDS = 5.0
+
+
+class StreamDatabaseError(RuntimeError):
+    """Raise when the database kept failing after every allowed retry."""
+
+
+class BatchAbandoned(Exception):
+    """A shutdown arrived while a failing batch waited to be retried."""
+
+
+def database_retrying(
+    attempt_once: Callable[[], _T],
+    *,
+    limit: int,
+    backoff_seconds: float,
+    shutdown: threading.Event,
+    on_error: Callable[[], None],
+) -> _T:
+    """Return what `attempt_once` returns, retrying its database errors.
+
+    The waits double from `backoff_seconds` up to RETRY_BACKOFF_MAX_SECONDS;
+    after `limit` retries, raise StreamDatabaseError. `on_error` runs after each
+    failure (counting it, dropping caches); a `shutdown` during a wait raises
+    BatchAbandoned. A broken connection is replaced on the next query.
+    """
+    attempt = 0
+    while True:
+        try:
+            return attempt_once()
+        except DatabaseError as exc:
+            attempt += 1
+            on_error()
+            if not connection.in_atomic_block:
+                connection.close()
+            if attempt > limit:
+                raise StreamDatabaseError(
+                    f"Database failed {attempt} times in a row; giving up "
+                    f"without committing offsets: {exc}"
+                ) from exc
+            delay = min(backoff_seconds * 2 ** (attempt - 1), RETRY_BACKOFF_MAX_SECONDS)
+            logger.warning(
+                "database error (attempt %d of %d), retrying in %.1f s: %s",
+                attempt,
+                limit,
+                delay,
+                exc,
+            )
+            if shutdown.wait(delay):
+                raise BatchAbandoned from exc
