@@ -8,6 +8,7 @@ from django.core.exceptions import ValidationError
 from django.db.models import Exists, OuterRef
 from django_filters.fields import IsoDateTimeField
 from rest_framework.exceptions import ValidationError as RequestError
+from rest_framework.filters import OrderingFilter
 
 from transactions.models import Label, Transaction
 
@@ -134,3 +135,43 @@ class TransactionFilter(django_filters.FilterSet):
             known = ", ".join(sorted(self.rule_codes))
             raise RequestError({"rule": [f"Unknown rule code. One of: {known}."]})
         return queryset.with_rule(code)
+
+
+class StrictOrderingFilter(OrderingFilter):
+    """OrderingFilter that answers an unknown sort field with a 400, not silence.
+
+    `amount` sorts by the amount in the base currency (`amount_base`), as the
+    rules compare amounts: 1,000,000 IDR is about 60 USD, not the largest.
+    """
+
+    aliases = {"amount": "amount_base"}
+
+    def get_ordering(self, request, queryset, view):
+        """Return the valid ordering, with aliases resolved to their columns."""
+        ordering = super().get_ordering(request, queryset, view)
+        if not ordering:
+            return ordering
+        return [
+            ("-" if name.startswith("-") else "")
+            + self.aliases.get(name.lstrip("-"), name.lstrip("-"))
+            for name in ordering
+        ]
+
+    def remove_invalid_fields(self, queryset, fields, view, request):
+        """Return the valid fields; raise ValidationError naming the allowed ones."""
+        valid = super().remove_invalid_fields(queryset, fields, view, request)
+        if len(valid) != len([field for field in fields if field]):
+            allowed = [
+                name
+                for name, _label in self.get_valid_fields(
+                    queryset, view, {"request": request}
+                )
+            ]
+            raise RequestError(
+                {
+                    "ordering": [
+                        f"Sort by one of: {', '.join(allowed)} (- for descending)."
+                    ]
+                }
+            )
+        return valid

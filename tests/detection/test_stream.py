@@ -94,7 +94,8 @@ def batch_next(stream: TransactionStream, *, what: str) -> list:
 
     Not `wait_until`: its pause between attempts would leave the consumer
     outside poll(), and kafka-python throws away a group join that completes
-    then (fraudsite/embedded/kafka_server.py), so under load the join could keep failing.
+    then (fraudsite/embedded/kafka_server.py), so under load the join could keep
+    failing.
     Each poll itself waits up to the batch's max wait.
     """
     deadline = time.monotonic() + DEADLINE

@@ -645,6 +645,6 @@ def test_count_gives_the_size_of_what_the_filters_select(
     plain = api_client.get("/api/transactions", {"n": 5}).json()["meta"]
     assert plain["matching"] is None
 
-    monkeypatch.setattr("transactions.views.MATCHING_COUNT_CAP", 10)
+    monkeypatch.setattr("transactions.pagination.MATCHING_COUNT_CAP", 10)
     capped = api_client.get("/api/transactions", {"count": 1}).json()["meta"]
     assert (capped["matching"], capped["matching_capped"]) == (10, True)
