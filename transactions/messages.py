@@ -240,21 +240,8 @@ def parse_timestamp(value: Any) -> datetime:
 
 
 def _timestamp(data: dict, errors: dict, now: datetime | None) -> datetime:
-    value = data.get("timestamp")
-    if value is None or value == "":
-        return now or datetime.now(UTC)
-    try:
-        moment = parse_timestamp(value)
-    except (ValueError, OverflowError, OSError):
-        errors["timestamp"] = ["Enter a valid ISO 8601 date/time."]
-        return datetime.now(UTC)
-    if not timestamp_allowed(moment):
-        errors["timestamp"] = [
-            f"Must be from {TIMESTAMP_MIN:%Y-%m-%d} and "
-            f"before {TIMESTAMP_MAX:%Y-%m-%d}."
-        ]
-        return datetime.now(UTC)
-    return moment
+    # Without a time (or with a bad one, then an error): `now`, else the clock.
+    return _optional_moment(data, "timestamp", errors) or now or datetime.now(UTC)
 
 
 def _optional_moment(data: dict, name: str, errors: dict) -> datetime | None:
