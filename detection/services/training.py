@@ -10,11 +10,17 @@ from datetime import UTC, datetime, timedelta
 import numpy as np
 from django.conf import settings
 
-from detection.classifier import TooFewLabels, classifier_summary, classifier_train
+from detection.classifier import (
+    FraudClassifier,
+    TooFewLabels,
+    classifier_summary,
+    classifier_train,
+)
 from detection.explain import feature_quantiles
 from detection.forest import PackedForest
 from detection.registry import (
     QUANTILE_GRID,
+    LoadedModel,
     ModelIntegrityError,
     challenger_decision,
     forest_train,
@@ -23,6 +29,7 @@ from detection.registry import (
     model_version_create,
     score_quantiles,
 )
+from detection.rules import LEARNED_FRAUD
 from detection.scoring import (
     feature_matrix,
     model_alone_flag_rate,
@@ -192,6 +199,31 @@ def flag_rate_decision(
     return True, text
 
 
+def _classifier_loss(
+    active_model: LoadedModel | None,
+    classifier: FraudClassifier | None,
+    why_none: str,
+) -> str:
+    """Return why activating would lose the active classifier, or "".
+
+    A retrain that finds too few mature labels (a shell without make run's
+    MODEL_LABEL_MATURITY_SECONDS, a label feed that stopped) must not switch
+    learned_fraud off silently; `force` still can.
+    """
+    if classifier is not None or active_model is None:
+        return ""
+    if active_model.classifier is None:
+        return ""
+    rules = scoring_config_from_db(model=None).rules
+    if not any(rule.rule_type.code == LEARNED_FRAUD for rule in rules):
+        return ""
+    return (
+        f"the active model {active_model.version} has a classifier on labels and "
+        f"this one has none ({why_none}); activating it would silence "
+        "learned_fraud (retrain_model --force to activate anyway)"
+    )
+
+
 def model_retrain(
     *,
     since: datetime | None = None,
@@ -287,6 +319,10 @@ def model_retrain(
         evaluation["reason"] = rate_reason
     else:
         evaluation["reason"] = f"{evaluation['reason']}; {rate_reason}"
+    lost = _classifier_loss(active_model, classifier, evaluation["classifier"])
+    if lost and evaluation["activate"]:
+        evaluation["activate"] = False
+        evaluation["reason"] = lost
     if force and not evaluation["activate"]:
         evaluation = {
             **evaluation,

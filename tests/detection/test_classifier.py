@@ -228,6 +228,36 @@ def test_a_retrain_with_enough_labels_stores_a_verified_classifier(
             model_load(row)
 
 
+def test_a_retrain_that_would_lose_the_classifier_is_stored_not_activated(
+    history,  # noqa: F811
+    settings,
+):
+    """Given an active model with a classifier, a retrain that finds too few
+    mature labels (a shell with the 30-day default where make run uses 0) is
+    stored but not activated, saying so: learned_fraud would go silent. With
+    the rule disabled, or --force, it is activated."""
+    _label_frauds(history)
+    settings.MODEL_CLASSIFIER_MIN_LABELS = 10
+    call_command("retrain_model")
+    with_classifier = model_active_row()
+    assert with_classifier.classifier_info
+
+    settings.MODEL_LABEL_MATURITY_SECONDS = 10 * 365 * 86400
+    call_command("retrain_model")
+    assert model_active_row() == with_classifier
+    refused = ModelVersion.objects.latest("trained_at")
+    assert refused.evaluation["activate"] is False
+    assert "would silence learned_fraud" in refused.evaluation["reason"]
+
+    call_command("retrain_model", "--force")
+    assert model_active_row().classifier_info == {}
+    Rule.objects.filter(code="learned_fraud").update(enabled=False)
+    ModelVersion.objects.exclude(pk=with_classifier.pk).update(is_active=False)
+    ModelVersion.objects.filter(pk=with_classifier.pk).update(is_active=True)
+    call_command("retrain_model")
+    assert model_active_row().classifier_info == {}
+
+
 def test_admin_lists_what_each_versions_classifier_learned_from(
     history,  # noqa: F811
     settings,
