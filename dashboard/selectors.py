@@ -75,9 +75,9 @@ RULE_WINDOWS = {
 def rule_performance(*, window: str, now: datetime | None = None) -> dict:
     """Return, per reason code, how often it fired in the window (by scoring
     time), how often in a flagged verdict, and what analysts and chargebacks said
-    of those flagged verdicts: confirmed fraud, marked legit, and the precision
-    that makes. For the allow list, which makes verdicts legit, the labels of
-    the verdicts it allowed.
+    of those flagged verdicts: confirmed fraud, marked legit, and the confirmed
+    precision (confirmed fraud among all of them). For the allow list, which
+    makes verdicts legit, the same of the verdicts it allowed.
 
     Counts come from the per-minute ReasonTally; labels from the labelled
     transactions of the window only (few), never a scan of the ledger. Also the
@@ -125,16 +125,21 @@ def rule_performance(*, window: str, now: datetime | None = None) -> dict:
     rows = []
     for code, name in rule_choices():
         fired = counts.get(code, {}).get("fired") or 0
-        labels = fraud[code] + legit[code]
+        flagged = counts.get(code, {}).get("flagged") or 0
+        # Over every verdict it flagged (the allow list: allowed), labelled or
+        # not: chargebacks only ever say "fraud", so precision among labelled
+        # verdicts reads near 100%. This is a lower bound until every
+        # chargeback is in (they take weeks).
+        decided = fired if code == LIST_ALLOW_CODE else flagged
         rows.append(
             {
                 "code": code,
                 "name": name,
                 "fired": fired,
-                "flagged": counts.get(code, {}).get("flagged") or 0,
+                "flagged": flagged,
                 "confirmed_fraud": fraud[code],
                 "marked_legit": legit[code],
-                "precision": fraud[code] / labels if labels else None,
+                "precision": min(fraud[code] / decided, 1.0) if decided else None,
             }
         )
     # The transactions page's own filter values for "scored in this window"
