@@ -236,7 +236,7 @@ class DeadLetterAdmin(ReadOnlyAdmin):
     # The raw record's text too: find a letter by its transaction or user id.
     search_fields = ("error", "raw_preview")
     exclude = ("raw_value",)
-    actions = ["redrive"]
+    actions = ["redrive", "dismiss"]
 
     @admin.display(description="Record (start)")
     def payload(self, obj):
@@ -263,6 +263,31 @@ class DeadLetterAdmin(ReadOnlyAdmin):
     def has_redrive_permission(self, request):
         """Return whether the user may redrive (it writes transactions)."""
         return request.user.has_perm("detection.redrive_deadletter")
+
+    @admin.action(
+        description="Dismiss: mark the selected letters resolved, not to be scored",
+        permissions=["dismiss"],
+    )
+    def dismiss(self, request, queryset):
+        """Resolve letters no fix will make valid (garbage, a test record), so
+        that they stop counting as waiting; the record stays, with who did it."""
+        now = timezone.now()
+        letters = list(queryset.filter(resolved_at__isnull=True))
+        for letter in letters:
+            letter.resolved_at = now
+            letter.resolution = (
+                f"Dismissed by {request.user.get_username()}: not to be scored."
+            )
+        DeadLetter.objects.bulk_update(letters, ["resolved_at", "resolution"])
+        for letter in letters:
+            self.log_change(request, letter, "Dismissed: not to be scored.")
+        self.message_user(
+            request, f"{len(letters):,} dead letters dismissed.", messages.SUCCESS
+        )
+
+    def has_dismiss_permission(self, request):
+        """Return whether the user may resolve letters (Risk admin)."""
+        return request.user.has_perm("detection.change_deadletter")
 
 
 @admin.register(AlertWebhook)

@@ -159,3 +159,41 @@ def test_a_letter_reusing_the_id_of_another_payment_stays_unresolved(tmp_path):
     reused.refresh_from_db()
     assert reused.resolved_at is None
     assert "this one: user_id another-card" in reused.resolution
+
+
+def test_a_letter_no_fix_will_make_valid_can_be_dismissed(client, django_user_model):
+    """Garbage stays invalid at every redrive: a user who may change dead letters
+    (Risk admin) dismisses it, so it no longer counts as waiting, and the
+    record stays with who dismissed it; one who may only view cannot."""
+    from django.contrib.auth.models import Permission
+
+    from dashboard.selectors import dead_letters_unresolved_count
+
+    garbage = letter(b"{not json", 30, error="Not JSON")
+    viewer = django_user_model.objects.create_user(
+        username="letters-viewer", password="correct-horse-battery", is_staff=True
+    )
+    viewer.user_permissions.add(Permission.objects.get(codename="view_deadletter"))
+    client.force_login(viewer)
+    assert (
+        'value="dismiss"'
+        not in client.get("/admin/detection/deadletter/").content.decode()
+    )
+    client.post(
+        "/admin/detection/deadletter/",
+        {"action": "dismiss", "_selected_action": [garbage.id]},
+    )
+    assert dead_letters_unresolved_count() == 1
+
+    viewer.user_permissions.add(Permission.objects.get(codename="change_deadletter"))
+    response = client.post(
+        "/admin/detection/deadletter/",
+        {"action": "dismiss", "_selected_action": [garbage.id]},
+        follow=True,
+    )
+    assert "1 dead letters dismissed." in response.content.decode()
+    garbage.refresh_from_db()
+    assert garbage.resolved_at is not None
+    assert garbage.resolution == "Dismissed by letters-viewer: not to be scored."
+    assert dead_letters_unresolved_count() == 0
+    assert bytes(garbage.raw_value) == b"{not json"
