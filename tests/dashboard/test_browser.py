@@ -638,3 +638,32 @@ def test_the_rule_performance_panel_follows_labels_live(
     # The window links still work in the reloaded panel.
     page.locator("#rule-performance .window-links a", has_text="7d").click()
     expect(page.locator("#rules-title")).to_contain_text("last 7d")
+
+
+def _luminance(rgb: str) -> float:
+    """Return the WCAG relative luminance of a computed `rgb(r, g, b)` color."""
+    channels = [int(c) / 255 for c in re.findall(r"\d+", rgb)[:3]]
+    linear = [
+        c / 12.92 if c <= 0.03928 else ((c + 0.055) / 1.055) ** 2.4 for c in channels
+    ]
+    return 0.2126 * linear[0] + 0.7152 * linear[1] + 0.0722 * linear[2]
+
+
+def test_the_top_bar_links_meet_wcag_aa_contrast(logged_in_page):
+    """Every link and button on the dark top bar (Log out included) reads at
+    4.5:1 or more against it (WCAG AA for normal text)."""
+    page = logged_in_page
+    page.goto("/")
+    background = page.evaluate(
+        "getComputedStyle(document.querySelector('.topbar')).backgroundColor"
+    )
+    colors = page.evaluate(
+        "[...document.querySelectorAll('.topbar a, .topbar button')]"
+        ".map((el) => [el.textContent.trim(), getComputedStyle(el).color])"
+    )
+    assert any(text == "Log out" for text, _ in colors)
+    back = _luminance(background)
+    for text, color in colors:
+        fore = _luminance(color)
+        ratio = (max(fore, back) + 0.05) / (min(fore, back) + 0.05)
+        assert ratio >= 4.5, (text, color, background, round(ratio, 2))
