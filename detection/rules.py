@@ -138,7 +138,7 @@ def _amount_spike(row: FeatureRow, p: dict, _model: tuple | None) -> dict | None
     return {
         "detail": (
             f"{_fmt(row.amount)} {_base()} is {ratio:.1f}x the user's typical "
-            f"{_fmt(row.typical_amount)} (limit {p['multiplier']:g}x)"
+            f"{_fmt(row.typical_amount)} {_base()} (limit {p['multiplier']:g}x)"
         ),
         "values": {
             "amount": round(row.amount, 2),
@@ -245,8 +245,7 @@ def learned_reason(probability: float, p: dict) -> dict:
         "detail": (
             f"the classifier trained on confirmed fraud and legitimate payments "
             f"gives it a {probability:.1%} probability of fraud (a reason on its "
-            f"own from {percent_text(p['threshold'])}; it adds weight x "
-            "probability to the risk)"
+            f"own from {percent_text(p['threshold'])})"
         ),
         "values": {
             "probability": round(probability, 4),

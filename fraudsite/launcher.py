@@ -249,7 +249,9 @@ def main() -> int:
             ],
             "celery": [
                 PYTHON, "-m", "celery", "-A", "fraudsite", "worker", "--beat",
-                "--concurrency", "2", "--loglevel", "INFO",
+                # WARNING: at INFO, beat and the worker log three lines every
+                # 5 s (the webhook sender), scrolling the login banner away.
+                "--concurrency", "2", "--loglevel", "WARNING",
             ],
         }  # fmt: skip
         for name, command in commands.items():

@@ -135,6 +135,16 @@ def test_backtest_reads_csv_and_reports_bad_lines(tmp_path, capsys):
     ]
     assert [r["error"].split(":")[0] for r in rejected] == ["amount", "user_id"]
     assert "rejected" in capsys.readouterr().err
+    # A --train-until after the file's end scores nothing: said, not a silent 0.
+    with pytest.raises(CommandError, match="Nothing to score.*latest is 2026-01-03"):
+        call_command(
+            "backtest",
+            str(source),
+            "--train-until",
+            "2026-02-01T00:00:00Z",
+            "--output",
+            str(output),
+        )
 
 
 def test_backtest_refuses_a_missing_file(tmp_path):

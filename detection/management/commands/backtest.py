@@ -85,6 +85,13 @@ class Command(BaseCommand):
         to_score = sum(1 for m in messages if m.timestamp >= train_until)
         if not messages:
             raise CommandError("The input holds no valid transactions.")
+        if not to_score:
+            latest = max(m.timestamp for m in messages)
+            raise CommandError(
+                f"Nothing to score: every transaction is before --train-until "
+                f"{train_until:%Y-%m-%d %H:%M:%S} (the latest is "
+                f"{latest:%Y-%m-%d %H:%M:%S}); choose an earlier --train-until."
+            )
         runs = 1 if draft is None else 2
         with tqdm(
             total=to_score * runs, desc="backtest", unit="txn", disable=None
