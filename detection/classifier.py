@@ -18,6 +18,7 @@ This module deliberately avoids Django so that backtests and benchmarks can use 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import datetime
 
 import numpy as np
 from sklearn.ensemble import HistGradientBoostingClassifier
@@ -108,9 +109,15 @@ class FraudClassifier:
     """A fitted classifier and what it was trained on."""
 
     model: HistGradientBoostingClassifier
-    # JSON-ready: fraud and legit counts, held-out average precision.
+    # JSON-ready: fraud and legit counts, held-out average precision, and the
+    # newest payment it learned from (`trained_until`).
     info: dict
     packed: PackedBoosting | None = field(default=None, compare=False, repr=False)
+    # Right after training only (not stored): the probabilities the model fitted
+    # on the older rows gave the held-out newest ones, for the activation gate.
+    held_out_probabilities: np.ndarray | None = field(
+        default=None, compare=False, repr=False
+    )
 
     def __post_init__(self) -> None:
         if self.packed is None:
@@ -137,13 +144,19 @@ class FraudClassifier:
 
 
 def classifier_train(
-    matrix: np.ndarray, is_fraud: np.ndarray, *, min_labels: int
+    matrix: np.ndarray,
+    is_fraud: np.ndarray,
+    *,
+    min_labels: int,
+    trained_until: datetime | None = None,
 ) -> FraudClassifier:
     """Fit the classifier on rows in event order with their truth.
 
     Its held-out average precision is measured first on the newest HOLDOUT_SHARE
     of the rows (a model fitted on the older rest), then it is fitted on all.
-    Raise TooFewLabels below `min_labels` frauds or legitimate rows.
+    `trained_until` (the newest row's event time) is kept in its info, so that a
+    later retrain knows which payments it never saw. Raise TooFewLabels below
+    `min_labels` frauds or legitimate rows.
     """
     is_fraud = np.asarray(is_fraud, dtype=bool)
     frauds = int(is_fraud.sum())
@@ -156,18 +169,14 @@ def classifier_train(
             f"from; {max(min_labels, 1)} of each are needed"
         )
     cut = int(len(matrix) * (1 - HOLDOUT_SHARE))
-    held_out_ap = None
+    held_out_ap = held_out_probabilities = None
     held_out = is_fraud[cut:]
     if 0 < held_out.sum() < len(held_out) and 0 < is_fraud[:cut].sum() < cut:
         trial = HistGradientBoostingClassifier(**CLASSIFIER_PARAMS)
         trial.fit(matrix[:cut], is_fraud[:cut])
+        held_out_probabilities = trial.predict_proba(matrix[cut:])[:, 1]
         held_out_ap = round(
-            float(
-                average_precision_score(
-                    held_out, trial.predict_proba(matrix[cut:])[:, 1]
-                )
-            ),
-            4,
+            float(average_precision_score(held_out, held_out_probabilities)), 4
         )
     model = HistGradientBoostingClassifier(**CLASSIFIER_PARAMS)
     model.fit(matrix, is_fraud)
@@ -179,8 +188,11 @@ def classifier_train(
         "held_out_rows": len(held_out),
         "held_out_fraud": int(held_out.sum()),
         "held_out_average_precision": held_out_ap,
+        "trained_until": None if trained_until is None else trained_until.isoformat(),
     }
-    return FraudClassifier(model=model, info=info)
+    return FraudClassifier(
+        model=model, info=info, held_out_probabilities=held_out_probabilities
+    )
 
 
 def classifier_summary(info: dict) -> str:

@@ -88,6 +88,7 @@ class TrainingSet:
     # not (unlabelled: legitimate, no chargeback came); their truth.
     supervised: np.ndarray | None = None
     supervised_fraud: np.ndarray | None = None
+    supervised_timestamps: list[datetime] | None = None
 
 
 def training_features(
@@ -145,6 +146,9 @@ def training_features(
         labelled_fraud=confirmed[labelled],
         supervised=matrix[supervised],
         supervised_fraud=confirmed[supervised],
+        supervised_timestamps=[
+            m.timestamp for m, keep in zip(messages, supervised, strict=True) if keep
+        ],
     )
 
 
@@ -224,6 +228,52 @@ def _classifier_loss(
     )
 
 
+def _classifier_comparison(
+    data: TrainingSet,
+    classifier: FraudClassifier | None,
+    active_model: LoadedModel | None,
+) -> dict | None:
+    """Return the new classifier judged against the active one, or None.
+
+    Judged on the payments neither learned from: the newest rows the new one
+    held out (its trial, fitted on the older rest, scored them) that are younger
+    than the newest payment the active one was trained on. `challenger_decision`
+    as for the forests: refused when, with enough labels of each kind, its
+    average precision there is more than MODEL_ACTIVATION_MAX_AP_DROP lower.
+    None when there is nothing to compare (no active classifier, or one stored
+    before classifiers kept `trained_until`, or no held-out rows).
+    """
+    if classifier is None or classifier.held_out_probabilities is None:
+        return None
+    if active_model is None or active_model.classifier is None:
+        return None
+    active_until = active_model.classifier.info.get("trained_until")
+    if not active_until:
+        return None
+    held = len(classifier.held_out_probabilities)
+    times = data.supervised_timestamps[-held:]
+    unseen = np.array(
+        [t > datetime.fromisoformat(active_until) for t in times], dtype=bool
+    )
+    rows = data.supervised[-held:][unseen]
+    decision = challenger_decision(
+        truth=data.supervised_fraud[-held:][unseen],
+        candidate_scores=classifier.held_out_probabilities[unseen],
+        active_scores=(
+            active_model.classifier.probabilities(rows) if len(rows) else None
+        ),
+        active_version=active_model.version,
+        min_labels=settings.MODEL_ACTIVATION_MIN_LABELS,
+        max_ap_drop=settings.MODEL_ACTIVATION_MAX_AP_DROP,
+    )
+    decision["rows"] = int(unseen.sum())
+    decision["reason"] += (
+        f" (classifiers, on the {int(unseen.sum()):,} held-out payments younger "
+        f"than what {active_model.version}'s learned from)"
+    )
+    return decision
+
+
 def model_retrain(
     *,
     since: datetime | None = None,
@@ -272,6 +322,7 @@ def model_retrain(
             data.supervised,
             data.supervised_fraud,
             min_labels=settings.MODEL_CLASSIFIER_MIN_LABELS,
+            trained_until=max(data.supervised_timestamps, default=None),
         )
         evaluation["classifier"] = classifier_summary(classifier.info)
     except TooFewLabels as exc:
@@ -323,6 +374,12 @@ def model_retrain(
     if lost and evaluation["activate"]:
         evaluation["activate"] = False
         evaluation["reason"] = lost
+    comparison = _classifier_comparison(data, classifier, active_model)
+    if comparison is not None:
+        evaluation["classifier_comparison"] = comparison
+        if not comparison["activate"] and evaluation["activate"]:
+            evaluation["activate"] = False
+            evaluation["reason"] = f"classifier: {comparison['reason']}"
     if force and not evaluation["activate"]:
         evaluation = {
             **evaluation,

@@ -136,7 +136,7 @@ def test_backtest_reads_csv_and_reports_bad_lines(tmp_path, capsys):
     assert [r["error"].split(":")[0] for r in rejected] == ["amount", "user_id"]
     assert "rejected" in capsys.readouterr().err
     # A --train-until after the file's end scores nothing: said, not a silent 0.
-    with pytest.raises(CommandError, match="Nothing to score.*latest is 2026-01-03"):
+    with pytest.raises(CommandError, match=r"Nothing to score.*latest is 2026-01-03"):
         call_command(
             "backtest",
             str(source),

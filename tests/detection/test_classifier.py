@@ -258,6 +258,69 @@ def test_a_retrain_that_would_lose_the_classifier_is_stored_not_activated(
     assert model_active_row().classifier_info == {}
 
 
+def test_a_classifier_worse_on_payments_neither_saw_is_not_activated(settings):
+    """Given an active classifier trained on the first two weeks, a retrain's
+    classifier is judged against it on the held-out payments younger than
+    those (which neither learned from): recorded when it holds up, and the
+    version refused when it ranks fraud clearly worse there (here: taught by
+    older payments wrongly labelled fraud)."""
+    from datetime import UTC, datetime, timedelta
+
+    from detection.profiles import OrmStateStore
+    from detection.scoring import scoring_config_from_db
+    from detection.services import transaction_batch_score_record
+    from detection.simulator import simulate_transactions
+    from transactions.messages import transaction_message_parse
+
+    messages = [
+        transaction_message_parse(record)
+        for record in simulate_transactions(users=150, days=20, seed=9)
+    ]
+    config = scoring_config_from_db(model=None)
+    for start in range(0, len(messages), 1000):
+        transaction_batch_score_record(
+            messages=messages[start : start + 1000],
+            store=OrmStateStore(),
+            config=config,
+            source="test",
+        )
+    _label_frauds(messages)
+    settings.MODEL_CLASSIFIER_MIN_LABELS = 5
+    settings.MODEL_ACTIVATION_MIN_LABELS = 3
+    cutoff = messages[0].timestamp + timedelta(days=14)
+    # The first classifier learns from the first 14 days only.
+    age = (datetime.now(UTC) - cutoff).total_seconds()
+    settings.MODEL_LABEL_MATURITY_SECONDS = age
+    call_command("retrain_model")
+    first = model_active_row()
+    assert datetime.fromisoformat(first.classifier_info["trained_until"]) <= cutoff
+
+    settings.MODEL_LABEL_MATURITY_SECONDS = 0
+    call_command("retrain_model")
+    fair = ModelVersion.objects.latest("trained_at").evaluation
+    compared = fair["classifier_comparison"]
+    assert compared["rows"] > 0 and compared["average_precision"] is not None
+    assert compared["active_version"] == first.version
+
+    # Back to the first, then old legitimate payments wrongly labelled fraud.
+    ModelVersion.objects.exclude(pk=first.pk).update(is_active=False)
+    ModelVersion.objects.filter(pk=first.pk).update(is_active=True)
+    old_legit = Transaction.objects.filter(
+        timestamp__lt=cutoff - timedelta(days=3), labels__isnull=True
+    )
+    for record in list(old_legit)[::3]:
+        Label.objects.create(
+            transaction=record, is_fraud=True, source=Label.Source.ANALYST
+        )
+    call_command("retrain_model")
+    refused = ModelVersion.objects.latest("trained_at")
+    assert model_active_row() == first
+    assert refused.evaluation["activate"] is False
+    assert refused.evaluation["reason"].startswith("classifier: average precision")
+    worse = refused.evaluation["classifier_comparison"]
+    assert worse["average_precision"] < worse["active_average_precision"] - 0.05
+
+
 def test_admin_lists_what_each_versions_classifier_learned_from(
     history,  # noqa: F811
     settings,
