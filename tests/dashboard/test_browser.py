@@ -246,6 +246,41 @@ def test_the_live_rate_adds_up_every_consumer(logged_in_page, channel_layer_redi
         expect(detail).to_contain_text(shown)
 
 
+def test_a_later_page_is_in_the_address_for_back_reload_and_the_detail_link(
+    logged_in_page, score
+):
+    """Older → puts the page in the address bar: Back returns to the first
+    page, Forward and a reload to the later one, and a transaction opened from
+    it links back to that page."""
+    score(*(message(user_id=f"p{n}", amount="12.00") for n in range(57)))
+    page = logged_in_page
+    page.goto("/transactions/?user_id=")
+    expect(_rows(page)).to_have_count(50)
+    first_page_top = _rows(page).first.get_attribute("data-id")
+    page.get_by_role("button", name="Older →").click()
+    expect(_rows(page)).to_have_count(7)
+    expect(page).to_have_url(re.compile(r"page=2&cursor="))
+    later_top = _rows(page).first.get_attribute("data-id")
+
+    page.go_back()
+    expect(_rows(page)).to_have_count(50)
+    expect(_rows(page).first).to_have_attribute("data-id", first_page_top)
+    assert "cursor=" not in page.url
+    page.go_forward()
+    expect(_rows(page)).to_have_count(7)
+    page.reload()
+    expect(_rows(page)).to_have_count(7)
+    expect(_rows(page).first).to_have_attribute("data-id", later_top)
+    expect(page.locator("#match-count")).to_have_text("57 transactions")
+
+    _rows(page).first.locator("a").first.click()
+    expect(page.locator("#back-to-list")).to_have_attribute(
+        "href", re.compile(r"page=2&cursor=")
+    )
+    page.locator("#back-to-list").click()
+    expect(_rows(page)).to_have_count(7)
+
+
 def test_sorting_and_filtering(logged_in_page, score):
     """Column headers sort through the API; filters narrow the rows."""
     score(

@@ -27,6 +27,9 @@
     filters: {},
     ordering: "-id",
     pageIndex: 0,
+    // The API cursor of the page shown when it is not the first (in the address
+    // bar, so that Back, a reload and the detail page's back link return to it).
+    cursor: null,
     next: null,
     previous: null,
     nextStale: false,
@@ -126,12 +129,28 @@
     return true;
   }
 
-  function syncAddressBar() {
+  function cursorOf(url) {
+    return url ? new URL(url, location.origin).searchParams.get("cursor") : null;
+  }
+
+  function pageReset() {
+    state.pageIndex = 0;
+    state.cursor = null;
+  }
+
+  function syncAddressBar(push) {
     document.getElementById("export-csv").href = exportHref();
     const params = new URLSearchParams(state.filters);
     if (state.ordering !== "-id") params.set("ordering", state.ordering);
+    if (state.pageIndex > 0 && state.cursor) {
+      params.set("page", String(state.pageIndex + 1));
+      params.set("cursor", state.cursor);
+    }
     const query = params.toString();
-    history.replaceState(null, "", location.pathname + (query ? "?" + query : ""));
+    const address = location.pathname + (query ? "?" + query : "");
+    // A page turn is a step Back can undo; a filter or sort edit replaces.
+    if (push) history.pushState(null, "", address);
+    else history.replaceState(null, "", address);
     try {
       // The detail page's back link returns to this view.
       sessionStorage.setItem("dash.listQuery", query);
@@ -298,14 +317,14 @@
 
   /* ---- loading -------------------------------------------------------------- */
 
-  async function load(url) {
+  async function load(url, counted) {
     const ticket = ++state.loading;
     wrap.setAttribute("aria-busy", "true");
     try {
       const body = await Dash.api(url || apiQuery(true));
       if (ticket !== state.loading) return;
-      if (!url) {
-        state.pageIndex = 0;
+      if (!url) pageReset();
+      if (!url || counted) {
         state.matching = body.meta.matching;
         state.matchingCapped = Boolean(body.meta.matching_capped);
         renderMatchCount();
@@ -335,20 +354,27 @@
     }
     if (!state.next) return;
     state.pageIndex += 1;
+    state.cursor = cursorOf(state.next);
+    syncAddressBar(true);
     await load(state.next);
   }
 
   function newer() {
     if (state.pageIndex <= 1) {
+      pageReset();
+      syncAddressBar(true);
       load(null);
       return;
     }
     state.pageIndex -= 1;
+    state.cursor = cursorOf(state.previous);
+    syncAddressBar(true);
     load(state.previous);
   }
 
   function applyFilters() {
     state.filters = filtersFromForm();
+    pageReset();
     syncAddressBar();
     load(null);
   }
@@ -376,6 +402,7 @@
         state.ordering = ascendingFirst ? field : "-" + field;
       }
       renderSortHeaders();
+      pageReset();
       syncAddressBar();
       load(null);
     });
@@ -404,6 +431,7 @@
     if (state.pageIndex > 0 || state.ordering !== "-id") {
       state.ordering = "-id";
       renderSortHeaders();
+      pageReset();
       syncAddressBar();
     }
     state.hovering = false;
@@ -519,13 +547,28 @@
 
   /* ---- start -------------------------------------------------------------------- */
 
-  const initial = new URLSearchParams(location.search);
-  const filters = {};
-  for (const name of FILTER_FIELDS) if (initial.get(name)) filters[name] = initial.get(name);
-  filtersToForm(filters);
-  state.filters = filters;
-  if (initial.get("ordering")) state.ordering = initial.get("ordering");
-  renderSortHeaders();
-  syncAddressBar();
-  load(null);
+  function startFromAddress() {
+    // Filters, sort and page from the address bar (a link, a reload, Back).
+    const initial = new URLSearchParams(location.search);
+    const filters = {};
+    for (const name of FILTER_FIELDS) if (initial.get(name)) filters[name] = initial.get(name);
+    filtersToForm(filters);
+    state.filters = filters;
+    state.ordering = initial.get("ordering") || "-id";
+    renderSortHeaders();
+    const page = Number(initial.get("page"));
+    if (initial.get("cursor") && Number.isInteger(page) && page > 1) {
+      state.pageIndex = page - 1;
+      state.cursor = initial.get("cursor");
+      syncAddressBar();
+      load(apiQuery(true) + "&cursor=" + encodeURIComponent(state.cursor), true);
+    } else {
+      pageReset();
+      syncAddressBar();
+      load(null);
+    }
+  }
+
+  window.addEventListener("popstate", startFromAddress);
+  startFromAddress();
 })();
