@@ -175,8 +175,11 @@ class ModelVersionAdmin(ReadOnlyAdmin):
 
     @admin.display(description="Classifier on labels")
     def classifier(self, obj):
-        """Return what the version's classifier learned from, or that it has none."""
-        return classifier_summary(obj.classifier_info)
+        """Return what the version's classifier learned from, or why it has none
+        (the retrain's words: too few mature labels, say)."""
+        if obj.classifier_info:
+            return classifier_summary(obj.classifier_info)
+        return (obj.evaluation or {}).get("classifier") or "none"
 
     @admin.display(description="Retrain's activation decision")
     def activation(self, obj):

@@ -335,7 +335,8 @@ def test_admin_lists_what_each_versions_classifier_learned_from(
     page = client.get("/admin/detection/modelversion/").content.decode()
     assert "Classifier on labels" in page
     assert f"{frauds:,} frauds and {len(history) - frauds:,} legitimate" in page
-    assert ">none<" in page  # the first version, trained before any label
+    # The first version, trained before any label, says why it has none.
+    assert "not trained: 0 confirmed frauds" in page
     newest = model_active_row()
     detail = client.get(f"/admin/detection/modelversion/{newest.pk}/change/")
     assert detail.status_code == 200
