@@ -23,8 +23,9 @@ def _cache(location: str) -> dict:
 
 
 @pytest.fixture
-def fresh_cache():
-    with override_settings(CACHES=_cache(settings.REDIS_URL)):
+def fresh_cache(redis_url):
+    # The session's Redis: the machine's, or one started when none answers.
+    with override_settings(CACHES=_cache(redis_url)):
         yield
 
 

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import signal
+import socket
 import time
 import uuid
 from datetime import UTC, datetime
@@ -144,12 +146,14 @@ def test_publisher_coalesces_batches_into_a_few_events_per_second(redis_url):
     ).start()
     added = 0
     began = time.monotonic()
-    while time.monotonic() - began < 1.0:
-        publisher.batches_add(verdict_rows(added, 20))
-        added += 20
-        # Pacing the simulated scorer (a batch every 5 ms), not synchronisation.
-        time.sleep(0.005)
-    publisher.stop()
+    try:
+        while time.monotonic() - began < 1.0:
+            publisher.batches_add(verdict_rows(added, 20))
+            added += 20
+            # Pacing the simulated scorer (a batch every 5 ms), not synchronisation.
+            time.sleep(0.005)
+    finally:
+        publisher.stop()
 
     events = events_receive(layer, channel, total=added, timeout=DEADLINE)
 
@@ -180,27 +184,46 @@ def test_the_reported_rate_is_rows_over_a_fixed_window(monkeypatch):
     assert publisher.event_take() is None  # nothing new since
 
 
-def test_publisher_outage_never_slows_scoring(caplog):
-    """Given a channel layer whose Redis is down, adding batches stays instant,
-    failures are logged once (rate-limited) and nothing is raised."""
+def test_publisher_outage_never_stops_scoring(caplog):
+    """Given a channel layer whose Redis is down, adding batches raises nothing,
+    failures are counted and logged once (rate-limited)."""
     layer = RedisChannelLayer(hosts=[f"redis://127.0.0.1:{free_port()}"])
     publisher = VerdictsPublisher(min_interval=0.0, channel_layer=layer).start()
     rows = verdict_rows(0, 500)
     caplog.set_level(logging.WARNING, logger="detection.events")
-
-    began = time.monotonic()
-    for _ in range(2000):
-        publisher.batches_add(rows)
-    elapsed = time.monotonic() - began
-
-    deadline = time.monotonic() + DEADLINE
-    while publisher.failed < 3 and time.monotonic() < deadline:
-        publisher.batches_add(rows)
-        time.sleep(0.01)
-    publisher.stop()
-    assert elapsed < 1.0
+    try:
+        deadline = time.monotonic() + DEADLINE
+        while publisher.failed < 3 and time.monotonic() < deadline:
+            publisher.batches_add(rows)
+            time.sleep(0.01)  # poll interval of the deadline loop
+    finally:
+        publisher.stop()
     assert publisher.failed >= 3 and publisher.sent == 0
     assert len([r for r in caplog.records if "live push failed" in r.message]) == 1
+
+
+def test_a_hanging_channel_layer_never_holds_up_adding_batches():
+    """Given a Redis that accepts the push's connection and never answers, the
+    scorer's 2,000 batch adds all return while that push is still hanging:
+    adding never waits for pushing (no timing: the push is provably stuck)."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.settimeout(DEADLINE)
+    port = listener.getsockname()[1]
+    layer = RedisChannelLayer(hosts=[f"redis://127.0.0.1:{port}"])
+    publisher = VerdictsPublisher(min_interval=0.0, channel_layer=layer).start()
+    rows = verdict_rows(0, 500)
+    hanging = None
+    try:
+        publisher.batches_add(rows)
+        hanging, _ = listener.accept()  # the push is connected, and waits
+        for _ in range(2000):
+            publisher.batches_add(rows)
+        assert (publisher.sent, publisher.failed) == (0, 0)
+    finally:
+        if hanging is not None:
+            hanging.close()
+        listener.close()
+        publisher.stop()
 
 
 @pytest.mark.kafka
@@ -217,7 +240,8 @@ def test_subscriber_receives_batch_events_while_the_stream_runs(
     layer = RedisChannelLayer(hosts=[redis_url], prefix=consumers.channel_prefix)
     channel = subscribe(layer)
     records = simulated(1500, seed=31, users=150)
-    process = consumers.start(kafka_topic, group_new(), "--stop-when-idle", "3")
+    # No idle exit: it runs until told to drain, so "while it runs" holds.
+    process = consumers.start(kafka_topic, group_new())
     produce(kafka_bootstrap, kafka_topic, records)
 
     first = events_receive(layer, channel, total=1, timeout=DEADLINE)
@@ -227,6 +251,8 @@ def test_subscriber_receives_batch_events_while_the_stream_runs(
         layer, channel, total=len(records) - first[0]["counts"]["total"],
         timeout=DEADLINE,
     )  # fmt: skip
+    assert process.poll() is None
+    process.send_signal(signal.SIGUSR1)
     assert consumers.wait(process) == 0
 
     events = first + rest

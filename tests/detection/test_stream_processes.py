@@ -244,15 +244,24 @@ def test_two_consumers_share_the_topic_and_agree_with_one(
     verdict equal those of a single-process run of the same records."""
     records = simulated(6000, seed=29, users=600)
     group = group_new()
-    # Idle long enough that the first to join still waits while the second joins
-    # and the records are produced (a loaded machine took over 3 s for that).
-    pair = [consumers.start(kafka_topic, group, "--stop-when-idle", "10") for _ in "ab"]
+    # No idle exit: they run until every record is stored, then drain (SIGUSR1).
+    pair = [consumers.start(kafka_topic, group) for _ in "ab"]
     wait_until(
         lambda: all((assigned_partitions(consumers.log(p)) or 6) < 6 for p in pair),
         timeout=DEADLINE,
         what="both consumers to hold a share of the partitions",
     )
     produce(kafka_bootstrap, kafka_topic, records)
+    wait_until(
+        lambda: (
+            Transaction.objects.count() >= len(records)
+            or any(p.poll() is not None for p in pair)
+        ),
+        timeout=120,
+        what="every record to be stored",
+    )
+    for process in pair:
+        process.send_signal(signal.SIGUSR1)
     for process in pair:
         assert consumers.wait(process, timeout=120) == 0, consumers.log(process)
 

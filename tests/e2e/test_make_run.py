@@ -9,6 +9,7 @@ import sys
 import time
 from pathlib import Path
 
+import psutil
 import pytest
 import requests
 
@@ -29,6 +30,20 @@ def _launch(env: dict, log_path: Path):
         start_new_session=True,
     )
     return process, log
+
+
+def _children(process: subprocess.Popen) -> list[psutil.Process]:
+    """Return every process the launcher started (each in its own session, so
+    not in its process group), and theirs."""
+    return psutil.Process(process.pid).children(recursive=True)
+
+
+def _assert_all_stopped(children: list[psutil.Process]) -> None:
+    """Fail if any of these processes outlives the launcher by 30 s; kill those."""
+    _gone, alive = psutil.wait_procs(children, timeout=30)
+    for survivor in alive:
+        survivor.kill()
+    assert not alive, [(p.pid, p.cmdline()) for p in alive]
 
 
 def _terminate(process: subprocess.Popen) -> int:
@@ -65,6 +80,7 @@ def test_launcher_serves_admin_and_api_then_stops_everything(tmp_path, redis_url
     }
     env.pop("KAFKA_BROKER", None)
     process, log = _launch(env, tmp_path / "launcher.log")
+    children: list[psutil.Process] = []
     try:
         password = None
         deadline = time.monotonic() + 180
@@ -75,6 +91,17 @@ def test_launcher_serves_admin_and_api_then_stops_everything(tmp_path, redis_url
             time.sleep(0.5)
         assert password, "no login printed"
         assert password not in ("admin", "password") and len(password) >= 12
+        children = _children(process)
+        commands = " ".join(" ".join(child.cmdline()) for child in children)
+        for started in (
+            "runserver",
+            "consume_transactions",
+            "consume_chargebacks",
+            "produce_transactions",
+            "celery",
+            "tansu",
+        ):
+            assert started in commands, (started, commands)
 
         base = f"http://127.0.0.1:{port}"
         session = requests.Session()
@@ -106,9 +133,10 @@ def test_launcher_serves_admin_and_api_then_stops_everything(tmp_path, redis_url
         assert streamed > 0, "no streamed transaction was scored"
     finally:
         code = _terminate(process)
+        _assert_all_stopped(children)
     assert code == 0
     text = Path(log.name).read_text()
-    assert "kafka stopped" in text or "Stopping" in text
+    assert re.search(r"kafka stopped \(pid \d+\)", text), text[-3000:]
     # Nothing the simulator sent is lost on the way down: the producer stops
     # first and the consumer scores what is left before the broker goes.
     sent = int(re.search(r"Sent ([\d,]+) messages", text).group(1).replace(",", ""))
@@ -138,15 +166,12 @@ def test_launcher_serves_admin_and_api_then_stops_everything(tmp_path, redis_url
         ).fetchone()
     assert labelled + waiting == chargebacks, (labelled, waiting, chargebacks)
     assert history_labels > 0
-    leftovers = subprocess.run(
-        ["pgrep", "-f", f"runserver 127.0.0.1:{port}"], capture_output=True
-    )
-    assert leftovers.stdout == b""
 
     # A second `make run` on the same database: no second bootstrap (the model
     # is there), and the simulator's clock goes on after the first run's last
     # payment, so the cards' new payments are not "late" (travel unchecked).
     again, second_log = _launch(env, tmp_path / "launcher2.log")
+    second_children: list[psutil.Process] = []
     try:
         deadline = time.monotonic() + 180
         streamed_before = stored
@@ -159,10 +184,13 @@ def test_launcher_serves_admin_and_api_then_stops_everything(tmp_path, redis_url
                     "WHERE ingest_source = 'stream'"
                 ).fetchone()
             more = total - streamed_before
+            second_children = _children(again)
             time.sleep(0.5)
         assert more >= 50, "the second run scored nothing"
     finally:
-        _terminate(again)
+        second_code = _terminate(again)
+        _assert_all_stopped(second_children)
+    assert second_code == 0
     second_text = Path(second_log.name).read_text()
     assert "First run" not in second_text
     with sqlite3.connect(tmp_path / "run.sqlite3") as db:
