@@ -6,9 +6,11 @@ import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 
 import numpy as np
 from django.conf import settings
+from django.db.models import Q
 
 from detection.classifier import (
     FraudClassifier,
@@ -111,16 +113,37 @@ def training_features(
     first replayed payment has no history), as no live payment does. Ground
     truth (is_fraud of a simulated record) is never read.
     """
-    fields = (*SCORING_INPUT_FIELDS, "latest_label_fraud", "profile_learned")
-    base = Transaction.objects.with_latest_label().order_by("-timestamp")
+    fields = (
+        *SCORING_INPUT_FIELDS,
+        "id",
+        "amount_base",
+        "latest_label_fraud",
+        "profile_learned",
+    )
+    # Newest first, ties in the order they were stored (as they were scored).
+    base = Transaction.objects.with_latest_label().order_by("-timestamp", "-id")
     window = base if since is None else base.filter(timestamp__gte=since)
     train_rows = list(window.values(*fields)[:limit])
     warm_rows = []
     if train_rows:
-        oldest = train_rows[-1]["timestamp"]
+        oldest = train_rows[-1]
         warm_limit = limit if warmup is None else warmup
-        warm_rows = list(base.filter(timestamp__lt=oldest).values(*fields)[:warm_limit])
+        # Strictly before the window's oldest row in that order (a keyset: rows
+        # sharing its timestamp but stored before it are warm-up, not lost).
+        before = Q(timestamp__lt=oldest["timestamp"]) | Q(
+            timestamp=oldest["timestamp"], id__lt=oldest["id"]
+        )
+        warm_rows = list(base.filter(before).values(*fields)[:warm_limit])
     rows = [*reversed(warm_rows), *reversed(train_rows)]  # event order
+    for row in rows:
+        del row["id"]
+        # Amounts as they were compared when scored (amount_base, converted at
+        # that day's rate), not converted again at today's rates: a rate edited
+        # or removed since must not change what training sees.
+        amount_base = row.pop("amount_base")
+        if amount_base is not None:
+            row["amount"] = Decimal(str(amount_base))
+            row["currency"] = settings.BASE_CURRENCY
     labels = [row.pop("latest_label_fraud") for row in rows]
     # As live: a transaction judged fraud did not teach its card's profile,
     # unless an analyst found it legitimate since (`transaction_label`).

@@ -401,3 +401,37 @@ def test_flag_rate_decision(rate, active_rate, accepted):
         rate=rate, active_rate=active_rate, max_rate=0.10, max_rise=2.0, rows=2000
     )
     assert ok is accepted, reason
+
+
+def test_training_replays_amounts_as_they_were_scored_whatever_the_rates_now():
+    """Training replays each payment's amount as it was compared when scored
+    (amount_base, at that day's rate): a rate edited or removed since changes
+    nothing in the features, where converting again would."""
+    from datetime import timedelta
+
+    from detection.models import ExchangeRate
+    from detection.services import training_features
+
+    start = datetime(2026, 3, 1, tzinfo=UTC)
+    messages = [
+        TransactionMessage(
+            transaction_id=f"eur-{n}",
+            user_id=f"eur-card-{n % 5}",
+            amount=Decimal("50.00") + n,
+            currency="EUR",
+            timestamp=start + timedelta(hours=n),
+            location="Paris",
+        )
+        for n in range(40)
+    ]
+    transaction_batch_score_record(
+        messages=messages,
+        store=OrmStateStore(),
+        config=scoring_config_from_db(model=None),
+        source="test",
+    )
+    before = training_features().matrix
+    ExchangeRate.objects.filter(currency="EUR").update(units_per_base=0.086)
+    assert np.array_equal(training_features().matrix, before)
+    ExchangeRate.objects.filter(currency="EUR").delete()
+    assert np.array_equal(training_features().matrix, before)
