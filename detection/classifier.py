@@ -113,11 +113,6 @@ class FraudClassifier:
     # newest payment it learned from (`trained_until`).
     info: dict
     packed: PackedBoosting | None = field(default=None, compare=False, repr=False)
-    # Right after training only (not stored): the probabilities the model fitted
-    # on the older rows gave the held-out newest ones, for the activation gate.
-    held_out_probabilities: np.ndarray | None = field(
-        default=None, compare=False, repr=False
-    )
 
     def __post_init__(self) -> None:
         if self.packed is None:
@@ -169,17 +164,19 @@ def classifier_train(
             f"from; {max(min_labels, 1)} of each are needed"
         )
     cut = int(len(matrix) * (1 - HOLDOUT_SHARE))
-    held_out_ap = held_out_probabilities = None
+    held_out_ap = None
     held_out = is_fraud[cut:]
     if 0 < held_out.sum() < len(held_out) and 0 < is_fraud[:cut].sum() < cut:
-        trial = HistGradientBoostingClassifier(**CLASSIFIER_PARAMS)
-        trial.fit(matrix[:cut], is_fraud[:cut])
-        held_out_probabilities = trial.predict_proba(matrix[cut:])[:, 1]
+        trial = classifier_fit(matrix[:cut], is_fraud[:cut])
         held_out_ap = round(
-            float(average_precision_score(held_out, held_out_probabilities)), 4
+            float(
+                average_precision_score(
+                    held_out, trial.predict_proba(matrix[cut:])[:, 1]
+                )
+            ),
+            4,
         )
-    model = HistGradientBoostingClassifier(**CLASSIFIER_PARAMS)
-    model.fit(matrix, is_fraud)
+    model = classifier_fit(matrix, is_fraud)
     info = {
         "algorithm": "hist_gradient_boosting",
         "fraud": frauds,
@@ -190,9 +187,15 @@ def classifier_train(
         "held_out_average_precision": held_out_ap,
         "trained_until": None if trained_until is None else trained_until.isoformat(),
     }
-    return FraudClassifier(
-        model=model, info=info, held_out_probabilities=held_out_probabilities
-    )
+    return FraudClassifier(model=model, info=info)
+
+
+def classifier_fit(
+    matrix: np.ndarray, is_fraud: np.ndarray
+) -> HistGradientBoostingClassifier:
+    """Return the classifier fitted on rows with both classes (CLASSIFIER_PARAMS:
+    the same model whether it is kept, held out or compared)."""
+    return HistGradientBoostingClassifier(**CLASSIFIER_PARAMS).fit(matrix, is_fraud)
 
 
 def classifier_summary(info: dict) -> str:

@@ -15,6 +15,7 @@ from django.db.models import Q
 from detection.classifier import (
     FraudClassifier,
     TooFewLabels,
+    classifier_fit,
     classifier_summary,
     classifier_train,
 )
@@ -256,45 +257,85 @@ def _classifier_comparison(
     classifier: FraudClassifier | None,
     active_model: LoadedModel | None,
 ) -> dict | None:
-    """Return the new classifier judged against the active one, or None.
+    """Return the new classifier's training judged against the active one, or None.
 
-    Judged on the payments neither learned from: the newest rows the new one
-    held out (its trial, fitted on the older rest, scored them) that are younger
-    than the newest payment the active one was trained on. `challenger_decision`
-    as for the forests: refused when, with enough labels of each kind, its
-    average precision there is more than MODEL_ACTIVATION_MAX_AP_DROP lower.
-    None when there is nothing to compare (no active classifier, or one stored
-    before classifiers kept `trained_until`, or no held-out rows).
+    Both on the same footing: a trial of the new one is fitted on the payments
+    up to the newest the active one learned from (`trained_until`), with the
+    labels known now, and both score the payments after it, which neither saw.
+    So a model that merely saw more recent data (drift) is not preferred, and
+    one taught by wrong labels is caught. `challenger_decision` as for the
+    forests: refused when, with enough labels of each kind, the trial's average
+    precision there is more than MODEL_ACTIVATION_MAX_AP_DROP lower. None when
+    there is nothing to compare (no classifier on either side, or an active one
+    stored before classifiers kept `trained_until`).
     """
-    if classifier is None or classifier.held_out_probabilities is None:
-        return None
-    if active_model is None or active_model.classifier is None:
+    if classifier is None or active_model is None or active_model.classifier is None:
         return None
     active_until = active_model.classifier.info.get("trained_until")
     if not active_until:
         return None
-    held = len(classifier.held_out_probabilities)
-    times = data.supervised_timestamps[-held:]
-    unseen = np.array(
-        [t > datetime.fromisoformat(active_until) for t in times], dtype=bool
-    )
-    rows = data.supervised[-held:][unseen]
+    cutoff = datetime.fromisoformat(active_until)
+    seen = np.array([t <= cutoff for t in data.supervised_timestamps], dtype=bool)
+    truth, rows = data.supervised_fraud, data.supervised
+    unseen_fraud = int(truth[~seen].sum())
+    unseen_legit = int((~seen).sum()) - unseen_fraud
+    enough = min(unseen_fraud, unseen_legit) >= settings.MODEL_ACTIVATION_MIN_LABELS
+    candidate_scores = None
+    if enough and 0 < truth[seen].sum() < seen.sum():
+        trial = classifier_fit(rows[seen], truth[seen])
+        candidate_scores = trial.predict_proba(rows[~seen])[:, 1]
+    elif enough:
+        return {
+            "activate": True,
+            "rows": int((~seen).sum()),
+            "reason": "classifiers not compared: the payments up to "
+            f"{cutoff:%Y-%m-%d %H:%M} hold one class only",
+        }
     decision = challenger_decision(
-        truth=data.supervised_fraud[-held:][unseen],
-        candidate_scores=classifier.held_out_probabilities[unseen],
+        truth=truth[~seen],
+        candidate_scores=candidate_scores,
         active_scores=(
-            active_model.classifier.probabilities(rows) if len(rows) else None
+            active_model.classifier.probabilities(rows[~seen]) if enough else None
         ),
         active_version=active_model.version,
         min_labels=settings.MODEL_ACTIVATION_MIN_LABELS,
         max_ap_drop=settings.MODEL_ACTIVATION_MAX_AP_DROP,
     )
-    decision["rows"] = int(unseen.sum())
+    decision["rows"] = int((~seen).sum())
     decision["reason"] += (
-        f" (classifiers, on the {int(unseen.sum()):,} held-out payments younger "
-        f"than what {active_model.version}'s learned from)"
+        f" (classifiers fitted up to {cutoff:%Y-%m-%d %H:%M}, compared on the "
+        f"{int((~seen).sum()):,} payments after it)"
     )
     return decision
+
+
+def _label_feed_collapse(classifier: FraudClassifier | None) -> str:
+    """Return why the newest mature payments' labels look cut off, or "".
+
+    Unlabelled mature payments count as legitimate, so a chargeback feed that
+    stopped reads as "no more fraud", and a classifier fitted on that learns to
+    say so. Refused when the newest fifth's confirmed fraud falls below a
+    quarter of what the older rows' rate predicts (with at least
+    MODEL_ACTIVATION_MIN_LABELS expected).
+    """
+    if classifier is None:
+        return ""
+    info = classifier.info
+    older_rows = info["fraud"] + info["legit"] - info["held_out_rows"]
+    older_fraud = info["fraud"] - info["held_out_fraud"]
+    if older_rows <= 0:
+        return ""
+    expected = older_fraud / older_rows * info["held_out_rows"]
+    if expected < settings.MODEL_ACTIVATION_MIN_LABELS:
+        return ""
+    if info["held_out_fraud"] >= expected / 4:
+        return ""
+    return (
+        f"only {info['held_out_fraud']:,} confirmed frauds among the newest "
+        f"{info['held_out_rows']:,} mature payments, where the older ones' rate "
+        f"gives about {expected:,.0f}: has the label feed (chargebacks) stopped? "
+        "(retrain_model --force to activate anyway)"
+    )
 
 
 def model_retrain(
@@ -397,6 +438,10 @@ def model_retrain(
     if lost and evaluation["activate"]:
         evaluation["activate"] = False
         evaluation["reason"] = lost
+    collapse = _label_feed_collapse(classifier)
+    if collapse and evaluation["activate"]:
+        evaluation["activate"] = False
+        evaluation["reason"] = f"classifier: {collapse}"
     comparison = _classifier_comparison(data, classifier, active_model)
     if comparison is not None:
         evaluation["classifier_comparison"] = comparison

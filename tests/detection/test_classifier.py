@@ -258,14 +258,10 @@ def test_a_retrain_that_would_lose_the_classifier_is_stored_not_activated(
     assert model_active_row().classifier_info == {}
 
 
-def test_a_classifier_worse_on_payments_neither_saw_is_not_activated(settings):
-    """Given an active classifier trained on the first two weeks, a retrain's
-    classifier is judged against it on the held-out payments younger than
-    those (which neither learned from): recorded when it holds up, and the
-    version refused when it ranks fraud clearly worse there (here: taught by
-    older payments wrongly labelled fraud)."""
-    from datetime import UTC, datetime, timedelta
-
+@pytest.fixture
+def labelled_weeks():
+    """Store 20 days of 150 simulated cards, their frauds labelled as
+    chargebacks; return the messages."""
     from detection.profiles import OrmStateStore
     from detection.scoring import scoring_config_from_db
     from detection.services import transaction_batch_score_record
@@ -285,6 +281,20 @@ def test_a_classifier_worse_on_payments_neither_saw_is_not_activated(settings):
             source="test",
         )
     _label_frauds(messages)
+    return messages
+
+
+def test_a_classifier_worse_on_payments_neither_saw_is_not_activated(
+    settings, labelled_weeks
+):
+    """Given an active classifier trained on the first two weeks, a retrain is
+    judged by a trial fitted on those same weeks with today's labels, both
+    scoring the days after (which neither learned from): recorded when it holds
+    up, and the version refused when it ranks fraud clearly worse there (here:
+    older frauds relabelled legitimate and as many legitimate ones fraud)."""
+    from datetime import UTC, datetime, timedelta
+
+    messages = labelled_weeks
     settings.MODEL_CLASSIFIER_MIN_LABELS = 5
     settings.MODEL_ACTIVATION_MIN_LABELS = 3
     cutoff = messages[0].timestamp + timedelta(days=14)
@@ -302,13 +312,18 @@ def test_a_classifier_worse_on_payments_neither_saw_is_not_activated(settings):
     assert compared["rows"] > 0 and compared["average_precision"] is not None
     assert compared["active_version"] == first.version
 
-    # Back to the first, then old legitimate payments wrongly labelled fraud.
+    # Back to the first, then the old labels swapped: frauds marked legitimate
+    # and as many legitimate payments marked fraud (the fraud rate unchanged).
     ModelVersion.objects.exclude(pk=first.pk).update(is_active=False)
     ModelVersion.objects.filter(pk=first.pk).update(is_active=True)
-    old_legit = Transaction.objects.filter(
-        timestamp__lt=cutoff - timedelta(days=3), labels__isnull=True
-    )
-    for record in list(old_legit)[::3]:
+    old = Transaction.objects.filter(timestamp__lt=cutoff)
+    old_frauds = list(old.filter(labels__is_fraud=True))
+    old_legit = list(old.filter(labels__isnull=True)[: len(old_frauds)])
+    for record in old_frauds:
+        Label.objects.create(
+            transaction=record, is_fraud=False, source=Label.Source.ANALYST
+        )
+    for record in old_legit:
         Label.objects.create(
             transaction=record, is_fraud=True, source=Label.Source.ANALYST
         )
@@ -319,6 +334,28 @@ def test_a_classifier_worse_on_payments_neither_saw_is_not_activated(settings):
     assert refused.evaluation["reason"].startswith("classifier: average precision")
     worse = refused.evaluation["classifier_comparison"]
     assert worse["average_precision"] < worse["active_average_precision"] - 0.05
+
+
+def test_a_label_feed_that_stopped_is_not_learned_as_no_more_fraud(
+    settings, labelled_weeks
+):
+    """Given chargebacks that stopped coming for the newest days (their frauds
+    unlabelled, so read as legitimate once mature), the retrain is stored but
+    not activated, saying the feed looks stopped; --force activates it."""
+    from datetime import timedelta
+
+    messages = labelled_weeks
+    settings.MODEL_CLASSIFIER_MIN_LABELS = 5
+    settings.MODEL_ACTIVATION_MIN_LABELS = 3
+    settings.MODEL_LABEL_MATURITY_SECONDS = 0
+    stopped = messages[-1].timestamp - timedelta(days=6)
+    Label.objects.filter(transaction__timestamp__gte=stopped).delete()
+    call_command("retrain_model")
+    refused = ModelVersion.objects.latest("trained_at")
+    assert refused.evaluation["activate"] is False
+    assert "has the label feed (chargebacks) stopped?" in refused.evaluation["reason"]
+    call_command("retrain_model", "--force")
+    assert model_active_row().evaluation["reason"].startswith("forced over:")
 
 
 def test_admin_lists_what_each_versions_classifier_learned_from(
