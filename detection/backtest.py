@@ -14,7 +14,7 @@ import json
 from collections import Counter
 from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import numpy as np
@@ -170,12 +170,27 @@ def _loaded(
 
 
 def _classifier(
-    train: list[TransactionMessage], matrix: np.ndarray, notes: list[str]
+    train: list[TransactionMessage],
+    matrix: np.ndarray,
+    notes: list[str],
+    *,
+    mature_before: datetime | None = None,
 ) -> FraudClassifier | None:
     """Return the classifier fitted on the training part's labelled rows (the
-    file's is_fraud; rows without one are left out), or None with the reason."""
+    file's is_fraud; rows without one are left out), or None with the reason.
+
+    With `mature_before`, only rows older than it, as a retrain with
+    MODEL_LABEL_MATURITY_SECONDS learns only from payments whose chargeback
+    would have come by then."""
     # features_replay's rows are in event order, as `train` is (backtest_read).
-    known = np.array([m.is_fraud is not None for m in train], dtype=bool)
+    known = np.array(
+        [
+            m.is_fraud is not None
+            and (mature_before is None or m.timestamp <= mature_before)
+            for m in train
+        ],
+        dtype=bool,
+    )
     truth = np.array([bool(m.is_fraud) for m in train], dtype=bool)
     try:
         classifier = classifier_train(
@@ -219,6 +234,7 @@ def backtest_run(
     config: ScoringConfig,
     progress: Callable[[int], None] | None = None,
     draft: ScoringConfig | None = None,
+    label_maturity_seconds: float = 0.0,
 ) -> BacktestResult:
     """Train on messages before `train_until`, then score the rest in event order.
 
@@ -231,7 +247,10 @@ def backtest_run(
     the training part's rows with an `is_fraud` (`_classifier`). `progress` is
     called with the number of rows just scored. A `draft` config (rules and
     thresholds: `draft_config`) is scored too, with the same model from the same
-    card states, for a side-by-side comparison.
+    card states, for a side-by-side comparison. As a retrain, the forest is not
+    fitted on the training part's frauds, and with `label_maturity_seconds` the
+    classifier learns only from rows that old at `train_until` (0: the file's
+    labels are known at once, as in `make run`; production's default is 30 days).
     """
     classifier_notes: list[str] = []
     cut = next(
@@ -243,10 +262,16 @@ def backtest_run(
         train, rates=config.rates, learns=[not m.is_fraud for m in train]
     )
     model = None
-    if len(train):
-        model = _loaded(
-            forest_train(matrix), matrix, _classifier(train, matrix, classifier_notes)
+    # As a retrain: confirmed frauds are not fitted (the forest learns normal).
+    normal = ~np.array([m.is_fraud is True for m in train], dtype=bool)
+    if normal.any():
+        classifier = _classifier(
+            train,
+            matrix,
+            classifier_notes,
+            mature_before=train_until - timedelta(seconds=label_maturity_seconds),
         )
+        model = _loaded(forest_train(matrix[normal]), matrix[normal], classifier)
     run_config = dataclasses.replace(
         config, model=model, lists=EMPTY_LISTS, merchant_fraud={}
     )

@@ -34,6 +34,17 @@ class Command(BaseCommand):
         )
         parser.add_argument("--output", required=True, help="Verdicts, JSON Lines.")
         parser.add_argument(
+            "--label-maturity-days",
+            type=float,
+            default=0.0,
+            help=(
+                "The classifier learns only from training rows this old at "
+                "--train-until, as a retrain with MODEL_LABEL_MATURITY_SECONDS "
+                "(default 0: the file's labels known at once, as in make run; "
+                "production's default is 30)."
+            ),
+        )
+        parser.add_argument(
             "--compare",
             metavar="DRAFT.json",
             help=(
@@ -56,6 +67,8 @@ class Command(BaseCommand):
             train_until = parse_timestamp(options["train_until"])
         except (ValueError, OverflowError) as exc:
             raise CommandError(f"--train-until is not an ISO 8601 time: {exc}") from exc
+        if options["label_maturity_days"] < 0:
+            raise CommandError("--label-maturity-days must be >= 0.")
         output = Path(options["output"])
         try:
             output.parent.mkdir(parents=True, exist_ok=True)
@@ -103,6 +116,7 @@ class Command(BaseCommand):
                     config=config,
                     progress=bar.update,
                     draft=draft,
+                    label_maturity_seconds=options["label_maturity_days"] * 86400,
                 )
             except ValueError as exc:
                 raise CommandError(str(exc)) from exc
