@@ -82,6 +82,26 @@ def test_a_backfill_minute_does_not_flatten_the_chart(logged_in_page):
     expect(page.locator("#per-minute text.axis-label.end").last).to_have_text("25")
 
 
+def test_make_runs_first_minutes_do_not_flatten_the_chart(logged_in_page):
+    """make run's first look: the history's minute (10,000 rows) and the live
+    minute filling, no settled minute yet to compare with: the history's bar is
+    drawn clipped and the live one is not a sliver."""
+    from transactions.models import VerdictTally
+
+    now = datetime.now(UTC).replace(second=0, microsecond=0)
+    VerdictTally.objects.create(
+        minute=now - timedelta(minutes=2), total=10_000, legit=10_000
+    )
+    VerdictTally.objects.create(minute=now, total=100, legit=100)
+    page = logged_in_page
+    page.goto("/")
+    expect(page.locator("#per-minute rect.bar-total.clipped")).to_have_count(1)
+    expect(page.locator("#per-minute rect.bar-total.clipped title")).to_contain_text(
+        "10,000 transactions"
+    )
+    expect(page.locator("#per-minute text.axis-label.end").last).to_have_text("125")
+
+
 def test_a_stream_that_just_started_is_not_drawn_clipped(logged_in_page):
     """A few full minutes after quiet ones, and the current minute still
     filling: no minute is an outlier, nothing is clipped."""

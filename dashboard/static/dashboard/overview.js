@@ -118,9 +118,20 @@
     // ingest_file) would flatten every other minute: above 4 times the median
     // minute (the current one, still filling, left out), bars are drawn
     // clipped, their figures in their tooltips, and the scale fits the rest.
+    // With fewer than 3 settled minutes (make run's first minutes: the history
+    // minute and the live one), the current minute counts too, projected to a
+    // whole minute at its pace so far, and the lower median is taken.
     const totals = series.map((row) => row.total);
     const settled = totals.slice(0, -1).filter((n) => n > 0).sort((a, b) => a - b);
-    const median = settled.length >= 3 ? settled[Math.floor(settled.length / 2)] : Infinity;
+    const current = totals[totals.length - 1] || 0;
+    let median = Infinity;
+    if (settled.length >= 3) {
+      median = settled[Math.floor(settled.length / 2)];
+    } else if (settled.length >= 1 && current > 0) {
+      const elapsed = Math.max(5, new Date().getUTCSeconds());
+      const basis = settled.concat([(current * 60) / elapsed]).sort((a, b) => a - b);
+      median = basis[Math.floor((basis.length - 1) / 2)];
+    }
     const inRange = totals.filter((n) => n <= 4 * median);
     const clipping = inRange.length < totals.length;
     const peak = Math.max(1, clipping ? Math.ceil(Math.max(...inRange) * 1.25) : Math.max(...totals));
