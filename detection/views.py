@@ -264,10 +264,10 @@ class ListEntryViewSet(viewsets.ModelViewSet):
     def perform_create(self, serializer):
         expired = getattr(serializer, "replaces", None)
         if expired is not None:
-            self._log(expired, DELETION, "Expired; replaced through the API.")
+            self._log(expired, DELETION, f"Expired; replaced {self._through()}.")
             expired.delete()
         entry = serializer.save(created_by=self.request.user)
-        self._log(entry, ADDITION, "Added through the API.")
+        self._log(entry, ADDITION, f"Added {self._through()}.")
 
     def perform_update(self, serializer):
         before = {f: getattr(serializer.instance, f) for f in serializer.validated_data}
@@ -277,11 +277,19 @@ class ListEntryViewSet(viewsets.ModelViewSet):
             for name in before
             if before[name] != getattr(entry, name)
         ]
-        self._log(entry, CHANGE, "Changed through the API: " + "; ".join(changes))
+        self._log(entry, CHANGE, f"Changed {self._through()}: " + "; ".join(changes))
 
     def perform_destroy(self, instance):
-        self._log(instance, DELETION, "Deleted through the API.")
+        self._log(instance, DELETION, f"Deleted {self._through()}.")
         instance.delete()
+
+    def _through(self) -> str:
+        """Return where the change was made, for the log: the dashboard's
+        buttons (which say so in a header) or the API. Wording only: who made
+        it is the authenticated user either way."""
+        if self.request.headers.get("X-Fraudsite-Client") == "dashboard":
+            return "in the dashboard"
+        return "through the API"
 
     def _log(self, entry: ListEntry, flag: int, message: str) -> None:
         LogEntry.objects.log_actions(

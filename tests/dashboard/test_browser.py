@@ -568,6 +568,19 @@ def test_an_analyst_blocks_a_merchant_from_a_transaction(logged_in_page, score):
     expect(page.locator("#list-entries")).to_contain_text("on no list")
     (after,) = score(message(user_id="a-third", merchant_id="m-skimmer"))
     assert after.status == "legit"
+    # The admin's change log says where it was done, and by whom.
+    from django.contrib.admin.models import LogEntry
+
+    logged = [
+        (entry.user.username, entry.get_change_message())
+        for entry in LogEntry.objects.filter(content_type__model="listentry").order_by(
+            "id"
+        )
+    ]
+    assert logged == [
+        ("analyst", "Added in the dashboard."),
+        ("analyst", "Deleted in the dashboard."),
+    ]
 
 
 def test_the_time_range_applies_to_payment_or_verdict_time(logged_in_page, score):
