@@ -21,8 +21,8 @@ from detection.models import (
     Rule,
     UserProfile,
 )
-from detection.registry import model_load, model_version_activate
-from detection.rules import RULE_TYPES
+from detection.registry import model_active_row, model_load, model_version_activate
+from detection.rules import LEARNED_FRAUD, RULE_TYPES
 from detection.scoring import scoring_config_current
 from detection.services import dead_letters_redrive
 
@@ -165,13 +165,31 @@ class ModelVersionAdmin(ReadOnlyAdmin):
                 request, f"Model {row.version} was not activated: {exc}", messages.ERROR
             )
             return
+        previous = model_active_row()
         model_version_activate(version=row.version)
-        self.message_user(
+        self.log_change(
             request,
-            f"Model {row.version} is active; running scorers switch within "
-            f"{settings.DETECTION_CONFIG_REFRESH_SECONDS:g} s.",
-            messages.SUCCESS,
+            row,
+            f"Activated (was {previous.version if previous else 'no model'}).",
         )
+        text = (
+            f"Model {row.version} is active; running scorers switch within "
+            f"{settings.DETECTION_CONFIG_REFRESH_SECONDS:g} s."
+        )
+        level = messages.SUCCESS
+        learned = Rule.objects.filter(code=LEARNED_FRAUD, enabled=True).exists()
+        if (
+            learned
+            and not row.classifier_info
+            and previous is not None
+            and previous.classifier_info
+        ):
+            text += (
+                " It has no classifier on labels: learned_fraud goes silent "
+                f"(it had one in {previous.version})."
+            )
+            level = messages.WARNING
+        self.message_user(request, text, level)
 
     @admin.display(description="Classifier on labels")
     def classifier(self, obj):
@@ -285,7 +303,10 @@ class DeadLetterAdmin(ReadOnlyAdmin):
         for letter in letters:
             self.log_change(request, letter, "Dismissed: not to be scored.")
         self.message_user(
-            request, f"{len(letters):,} dead letters dismissed.", messages.SUCCESS
+            request,
+            f"{len(letters):,} dead letter{'s' if len(letters) != 1 else ''} "
+            "dismissed.",
+            messages.SUCCESS,
         )
 
     def has_dismiss_permission(self, request):

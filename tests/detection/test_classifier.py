@@ -231,6 +231,8 @@ def test_a_retrain_with_enough_labels_stores_a_verified_classifier(
 def test_a_retrain_that_would_lose_the_classifier_is_stored_not_activated(
     history,  # noqa: F811
     settings,
+    client,
+    django_user_model,
 ):
     """Given an active model with a classifier, a retrain that finds too few
     mature labels (a shell with the 30-day default where make run uses 0) is
@@ -251,6 +253,19 @@ def test_a_retrain_that_would_lose_the_classifier_is_stored_not_activated(
 
     call_command("retrain_model", "--force")
     assert model_active_row().classifier_info == {}
+    # Switching by hand says so too: activating a version without a classifier
+    # in admin warns that learned_fraud goes silent.
+    admin = django_user_model.objects.create_superuser("root", password="pw-long-1")
+    client.force_login(admin)
+    ModelVersion.objects.exclude(pk=with_classifier.pk).update(is_active=False)
+    ModelVersion.objects.filter(pk=with_classifier.pk).update(is_active=True)
+    forced = ModelVersion.objects.latest("trained_at")
+    page = client.post(
+        "/admin/detection/modelversion/",
+        {"action": "activate", "_selected_action": [forced.pk]},
+        follow=True,
+    )
+    assert "learned_fraud goes silent" in page.content.decode()
     Rule.objects.filter(code="learned_fraud").update(enabled=False)
     ModelVersion.objects.exclude(pk=with_classifier.pk).update(is_active=False)
     ModelVersion.objects.filter(pk=with_classifier.pk).update(is_active=True)

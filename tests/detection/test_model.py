@@ -257,6 +257,12 @@ def test_admin_rolls_back_to_an_earlier_version_that_loads(history, client, staf
     )
     assert f"Model {first.version} is active" in page.content.decode()
     assert model_active_row().version == first.version
+    # Audited like every admin change: who switched, from which version.
+    from django.contrib.admin.models import LogEntry
+
+    logged = LogEntry.objects.get(object_id=str(first.pk))
+    assert logged.user == staff_user
+    assert logged.get_change_message() == f"Activated (was {second.version})."
 
     ModelVersion.objects.filter(pk=second.pk).update(artifact=b"tampered")
     page = client.post(

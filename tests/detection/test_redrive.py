@@ -191,7 +191,7 @@ def test_a_letter_no_fix_will_make_valid_can_be_dismissed(client, django_user_mo
         {"action": "dismiss", "_selected_action": [garbage.id]},
         follow=True,
     )
-    assert "1 dead letters dismissed." in response.content.decode()
+    assert "1 dead letter dismissed." in response.content.decode()
     garbage.refresh_from_db()
     assert garbage.resolved_at is not None
     assert garbage.resolution == "Dismissed by letters-viewer: not to be scored."
