@@ -543,6 +543,13 @@ def test_an_analyst_blocks_a_merchant_from_a_transaction(logged_in_page, score):
     expect(section).to_contain_text("on no list")
     page.get_by_label("Put on a list").select_option("merchant:m-skimmer")
     page.get_by_label("Why").fill("skimmer found, case 77")
+    # Enter in the reason box decides nothing (it would press Block, the form's
+    # first button, and a card gets no confirmation): a list entry takes a button.
+    assert page.get_by_label("Why").evaluate(
+        "(box) => { const enter = new KeyboardEvent('keydown', {key: 'Enter',"
+        " bubbles: true, cancelable: true}); box.dispatchEvent(enter);"
+        " return enter.defaultPrevented; }"
+    )
     questions = []
 
     def decline(dialog):
@@ -568,6 +575,14 @@ def test_an_analyst_blocks_a_merchant_from_a_transaction(logged_in_page, score):
     expect(page.locator("#list-entries")).to_contain_text("on no list")
     (after,) = score(message(user_id="a-third", merchant_id="m-skimmer"))
     assert after.status == "legit"
+    # Allowing a merchant (every payment there judged legitimate) asks too.
+    page.get_by_label("Put on a list").select_option("merchant:m-skimmer")
+    page.get_by_label("Why").fill("trusted")
+    page.once("dialog", decline)
+    section.get_by_role("button", name="Allow").click()
+    expect(page.locator("#list-entries")).to_contain_text("on no list")
+    assert "Allow every payment at merchant m-skimmer?" in questions[-1]
+    assert not ListEntry.objects.exists()
     # The admin's change log says where it was done, and by whom.
     from django.contrib.admin.models import LogEntry
 

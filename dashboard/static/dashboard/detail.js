@@ -44,6 +44,12 @@
 
   if (!form) return; // the user may read labels but not add them
 
+  // Enter in the reason box must not press Block (the form's first button):
+  // a list decision is made with a button, on purpose.
+  form.addEventListener("keydown", function (event) {
+    if (event.key === "Enter" && event.target.tagName === "INPUT") event.preventDefault();
+  });
+
   form.addEventListener("submit", async function (event) {
     event.preventDefault();
     const button = event.submitter;
@@ -128,10 +134,14 @@
     };
     const days = form.elements.expires.value;
     if (days) payload.expires_at = new Date(Date.now() + days * 86400000).toISOString();
-    // A merchant or a country is everyone's payments there: ask first.
-    if (payload.kind !== "card" && payload.action === "block" &&
-        !window.confirm("Block every payment at " + payload.kind + " " + payload.value + "? Each one is judged fraud until the entry is removed" + (days ? " or ends." : "."))) {
-      return;
+    // A merchant or a country is everyone's payments there: ask first, to
+    // block or to allow (an allow clears them whatever the rules say).
+    if (payload.kind !== "card") {
+      const verb = payload.action === "block" ? "Block" : "Allow";
+      const outcome = payload.action === "block" ? "judged fraud" : "judged legitimate whatever the rules say";
+      if (!window.confirm(verb + " every payment at " + payload.kind + " " + payload.value + "? Each one is " + outcome + " until the entry is removed" + (days ? " or ends." : "."))) {
+        return;
+      }
     }
     failure.hidden = true;
     for (const control of form.querySelectorAll("button")) control.disabled = true;
