@@ -44,12 +44,6 @@
 
   if (!form) return; // the user may read labels but not add them
 
-  // Enter in the reason box must not press Block (the form's first button):
-  // a list decision is made with a button, on purpose.
-  form.addEventListener("keydown", function (event) {
-    if (event.key === "Enter" && event.target.tagName === "INPUT") event.preventDefault();
-  });
-
   form.addEventListener("submit", async function (event) {
     event.preventDefault();
     const button = event.submitter;
@@ -120,6 +114,12 @@
     }
     return parts;
   }
+
+  // Enter in the reason box must not press Block (the form's first button):
+  // a list decision is made with a button, on purpose.
+  form.addEventListener("keydown", function (event) {
+    if (event.key === "Enter" && event.target.tagName === "INPUT") event.preventDefault();
+  });
 
   form.addEventListener("submit", async function (event) {
     event.preventDefault();
