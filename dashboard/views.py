@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from urllib.parse import urlencode
+
 from django.conf import settings
 from django.contrib.auth.decorators import login_required
 from django.http import Http404, JsonResponse
 from django.shortcuts import redirect, render
+from django.urls import reverse
 from django.views.decorators.http import require_GET
 
 from dashboard.selectors import (
@@ -17,7 +20,11 @@ from dashboard.selectors import (
     transaction_detail_context,
 )
 from transactions.models import Transaction
-from transactions.selectors import transaction_get, transaction_ids_ending
+from transactions.selectors import (
+    card_has_transactions,
+    transaction_get,
+    transaction_ids_ending,
+)
 
 
 def _rules_window(request) -> str:
@@ -105,8 +112,8 @@ def transaction_detail(request, transaction_id: str):
 def transaction_find(request):
     """Open the transaction whose id was typed in the header's search box.
 
-    An unknown id goes to the list filtered on it as a card (a pasted user id
-    finds the card's payments) with a message that no transaction has it.
+    A card's id (user_id) opens the list filtered on that card; an id nothing
+    has shows the list with a message saying so (404).
     """
     wanted = request.GET.get("id", "").strip().lstrip("…")
     if "\x00" in wanted:
@@ -124,6 +131,10 @@ def transaction_find(request):
         )
     if wanted and transaction_get(transaction_id=wanted) is not None:
         return redirect("dashboard:transaction-detail", transaction_id=wanted)
+    if wanted and card_has_transactions(user_id=wanted):
+        # A card id pasted in the box: that card's payments.
+        query = urlencode({"user_id": wanted})
+        return redirect(reverse("dashboard:transactions") + "?" + query)
     # The pages show long ids by their last characters ("…0000005777"): an id
     # that only one stored id ends with opens that one.
     endings = transaction_ids_ending(ending=wanted, limit=2) if wanted else []

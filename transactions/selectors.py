@@ -78,3 +78,8 @@ def transaction_ids_ending(*, ending: str, limit: int) -> list[str]:
         .order_by("-id")
         .values_list("transaction_id", flat=True)[:limit]
     )
+
+
+def card_has_transactions(*, user_id: str) -> bool:
+    """Return whether any stored transaction is of this card (user_id)."""
+    return Transaction.objects.filter(user_id=user_id).exists()

@@ -277,12 +277,14 @@ class TransactionViewSet(viewsets.ReadOnlyModelViewSet):
         url_path="label",
         permission_classes=permission_required("transactions.add_label"),
         filter_backends=[],
+        # The browsable API's form shows the label's fields, not a verdict's.
+        serializer_class=LabelCreateSerializer,
     )
     def label(self, request, transaction_id=None):
         """Record the analyst's label (latest wins); the verdict stays unchanged.
 
-        Marking a fraud verdict legitimate teaches the card's profile
-        (`detection.services.transaction_label`).
+        Marking a fraud verdict legitimate also teaches the card's profile, so
+        that the cardholder's next purchases are compared with it.
         """
         transaction = self.get_object()
         serializer = LabelCreateSerializer(data=request.data)

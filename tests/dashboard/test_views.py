@@ -313,6 +313,10 @@ def test_the_header_search_opens_a_transaction_by_id(client, staff_user, score):
     )
     assert tail.status_code == 302
     assert tail["Location"] == f"/transactions/{txn.transaction_id}/"
+    # A card's id opens that card's payments.
+    card = client.get("/transactions/find", {"id": "findme"})
+    assert card.status_code == 302
+    assert card["Location"] == "/transactions/?user_id=findme"
     # A NUL (PostgreSQL refuses one in a query) is found nowhere, not a 500.
     assert client.get("/transactions/find", {"id": "t-\x00"}).status_code == 404
     page = client.get("/").content.decode()

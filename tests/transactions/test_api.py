@@ -239,6 +239,9 @@ def test_detail_shows_reasons_with_values(api_client, ledger):
     codes = {r["code"]: r for r in body["reasons"]}
     assert codes["huge_amount"]["values"]["amount"] == 25000.0
     assert api_client.get("/api/transactions/nope").status_code == 404
+    # The browsable API's label page offers the label's own fields.
+    page = api_client.get("/api/transactions/b-huge/label", HTTP_ACCEPT="text/html")
+    assert 'name="is_fraud"' in page.content.decode()
     # The list's filters and ordering do not apply to one transaction by id.
     other_status = "legit" if body["status"] != "legit" else "fraud"
     filtered = api_client.get("/api/transactions/b-huge", {"status": other_status})
