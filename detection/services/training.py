@@ -227,6 +227,16 @@ def flag_rate_decision(
     return True, text
 
 
+def _duration_text(seconds: float) -> str:
+    """Return a duration in words: "30 days", "2 h", "45 s"."""
+    if seconds > 0 and seconds % 86400 == 0:
+        days = seconds / 86400
+        return f"{days:g} day" + ("" if days == 1 else "s")
+    if seconds > 0 and seconds % 3600 == 0:
+        return f"{seconds / 3600:g} h"
+    return f"{seconds:g} s"
+
+
 def _classifier_loss(
     active_model: LoadedModel | None,
     classifier: FraudClassifier | None,
@@ -393,7 +403,7 @@ def model_retrain(
         evaluation["classifier"] = (
             f"not trained: {exc} among the training window's transactions older "
             f"than MODEL_LABEL_MATURITY_SECONDS "
-            f"({settings.MODEL_LABEL_MATURITY_SECONDS:g} s)"
+            f"({_duration_text(settings.MODEL_LABEL_MATURITY_SECONDS)})"
         )
     recent = training_features(
         limit=RECENT_CHECK_ROWS, warmup=RECENT_CHECK_WARMUP
