@@ -7,6 +7,8 @@ from django.contrib.admin.models import LogEntry
 from django.db import models
 from django.db.models import Count, Q
 from django.utils import timezone
+from django.utils.html import format_html, format_html_join
+from django.utils.safestring import mark_safe
 
 from detection.alerts import alert_test_send
 from detection.classifier import classifier_summary
@@ -22,7 +24,7 @@ from detection.models import (
     UserProfile,
 )
 from detection.registry import model_active_row, model_load, model_version_activate
-from detection.rules import LEARNED_FRAUD, RULE_TYPES
+from detection.rules import LEARNED_FRAUD, MODEL_ANOMALY, RULE_TYPES
 from detection.scoring import scoring_config_current
 from detection.services import dead_letters_redrive
 
@@ -96,6 +98,37 @@ class RuleAdmin(ChangeValuesAdmin):
         # not the choice's label (Impossible travel), which is its name.
         fields = super().get_fields(request, obj)
         return [("code_raw" if f == "code" else f) for f in fields] if obj else fields
+
+    def get_form(self, request, obj=None, change=False, **kwargs):
+        """Return the form with this rule's parameters explained under Params
+        (meaning, range, default), and what its weight does."""
+        form = super().get_form(request, obj, change=change, **kwargs)
+        rule_type = RULE_TYPES.get(obj.code) if obj is not None else None
+        if rule_type is None:
+            return form
+        if "params" in form.base_fields:
+            form.base_fields["params"].help_text = format_html(
+                "A JSON object; keys left out take their default.<br>{}",
+                format_html_join(
+                    mark_safe("<br>"),
+                    "<code>{}</code>: {} ({} to {}, default {})",
+                    (
+                        (key, spec.help, f"{spec.minimum:g}", f"{spec.maximum:g}",
+                         f"{spec.default:g}")
+                        for key, spec in rule_type.params.items()
+                    ),
+                ),
+            )  # fmt: skip
+        if "weight" in form.base_fields and rule_type.code in (
+            MODEL_ANOMALY,
+            LEARNED_FRAUD,
+        ):
+            form.base_fields["weight"].help_text = (
+                "At most this much risk (0..1), added continuously: the model's "
+                "from its floor to its ceiling percentile, the classifier's as "
+                "weight x probability; named a reason from its threshold."
+            )
+        return form
 
     def has_add_permission(self, request):
         # One row per rule the code implements: once each has its row (the seed

@@ -117,6 +117,18 @@ def test_bad_rule_params_are_refused_in_admin(client_staff):
     assert rule.params["max_speed_kmh"] == 900.0
 
 
+def test_the_rule_form_explains_each_parameter(client_staff):
+    """A rule's change page says under Params what each key means, its range
+    and default; the model's weight says it adds risk continuously."""
+    rule = Rule.objects.get(code="geo_velocity")
+    page = client_staff.get(f"/admin/detection/rule/{rule.pk}/change/").content
+    text = page.decode()
+    assert "<code>max_speed_kmh</code>:" in text and "default 900" in text
+    model = Rule.objects.get(code="model_anomaly")
+    text = client_staff.get(f"/admin/detection/rule/{model.pk}/change/").content
+    assert "added continuously" in text.decode()
+
+
 def test_good_rule_params_are_saved(client_staff):
     """A valid edit is saved with defaults filled in."""
     rule = Rule.objects.get(code="geo_velocity")
