@@ -41,6 +41,8 @@ from transactions.messages import TransactionMessage
 
 STATUS_LEGIT, STATUS_SUSPICIOUS, STATUS_FRAUD = "legit", "suspicious", "fraud"
 NOTE_RULES_ONLY = "No active model: scored by rules alone."
+# Below this the classifier's share of a flagged verdict's risk is not noted.
+LEARNED_NOTE_MIN_RISK = 0.01
 
 
 @dataclass
@@ -386,6 +388,18 @@ def _judge(prepared: Sequence[Prepared], config: ScoringConfig) -> list[Verdict]
         notes = list(item.notes)
         if config.model is None:
             notes.append(NOTE_RULES_ONLY)
+        if (
+            learned_added >= LEARNED_NOTE_MIN_RISK
+            and status != STATUS_LEGIT
+            and not any(rule is learned_rule for rule, _reason in fired)
+        ):
+            # Flagged without the classifier as a reason: its share of the risk
+            # is still said, so that the reasons and notes add up to the risk.
+            notes.append(
+                f"The classifier on labels added {learned_added:.2f} to the risk "
+                f"({item.row.fraud_probability:.1%} probability of fraud), below "
+                "the threshold from which it is a reason."
+            )
         listed = []
         rules_status = status
         if config.lists:

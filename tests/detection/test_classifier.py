@@ -146,6 +146,15 @@ def test_a_small_probability_that_decided_nothing_is_not_named():
     assert verdict.status == "suspicious"
     assert verdict.risk_score == pytest.approx(1 - 0.55 * 0.75 * 0.992)
     assert [r["code"] for r in verdict.reasons] == ["amount_spike", "large_amount"]
+    assert not any("classifier" in note for note in verdict.notes)
+    # A larger share that still decided nothing is said in the notes, so that
+    # an analyst can account for the whole risk.
+    shared = _verdict(0.2, amount="2500.00")
+    assert [r["code"] for r in shared.reasons] == ["amount_spike", "large_amount"]
+    added = shared.risk_score - (1 - 0.55 * 0.75)
+    assert f"The classifier on labels added {added:.2f} to the risk" in " ".join(
+        shared.notes
+    )
 
 
 def test_a_disabled_learned_fraud_rule_does_not_run_the_classifier():
