@@ -253,6 +253,10 @@ class ListEntryViewSet(viewsets.ModelViewSet):
     Scorers apply a change within DETECTION_CONFIG_REFRESH_SECONDS.
     """
 
+    def get_view_name(self):
+        """Return the browsable API's title for these pages."""
+        return "Block and allow lists"
+
     queryset = ListEntry.objects.select_related("created_by")
     serializer_class = ListEntrySerializer
     permission_classes = [IsAuthenticated, DjangoModelPermissions]

@@ -134,7 +134,14 @@ def _export_cells(row: tuple) -> list:
                 description="A bad filter, ordering or page size, named."
             ),
         },
-    )
+    ),
+    retrieve=extend_schema(
+        description=(
+            "One stored verdict by its transaction id: the payment, status, risk, "
+            "reasons with their values, notes and labels (newest first)."
+        ),
+        filters=False,
+    ),
 )
 class TransactionViewSet(viewsets.ReadOnlyModelViewSet):
     """Stored verdicts: newest first, filterable, with cursor pagination."""
