@@ -210,9 +210,8 @@ class ModelVersionAdmin(ReadOnlyAdmin):
             f"{settings.DETECTION_CONFIG_REFRESH_SECONDS:g} s."
         )
         level = messages.SUCCESS
-        learned = Rule.objects.filter(code=LEARNED_FRAUD, enabled=True).exists()
         if (
-            learned
+            scoring_config_current().learned_fraud_enabled
             and not row.classifier_info
             and previous is not None
             and previous.classifier_info

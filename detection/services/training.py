@@ -32,7 +32,6 @@ from detection.registry import (
     model_version_create,
     score_quantiles,
 )
-from detection.rules import LEARNED_FRAUD
 from detection.scoring import (
     feature_matrix,
     model_alone_flag_rate,
@@ -252,8 +251,7 @@ def _classifier_loss(
         return ""
     if active_model.classifier is None:
         return ""
-    rules = scoring_config_from_db(model=None).rules
-    if not any(rule.rule_type.code == LEARNED_FRAUD for rule in rules):
+    if not scoring_config_from_db(model=None).learned_fraud_enabled:
         return ""
     return (
         f"the active model {active_model.version} has a classifier on labels and "
