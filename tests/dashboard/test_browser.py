@@ -380,6 +380,19 @@ def test_pages_fit_narrow_screens_without_sideways_scrolling(
         assert overflow <= 0, f"{path} is {overflow}px wider than {width}px"
 
 
+def test_rule_performance_fits_a_tablet_without_hiding_columns(logged_in_page, score):
+    """At 768 px (a tablet) the rule performance table's headings wrap, so the
+    precision column is in view without scrolling its frame sideways."""
+    score(message(user_id="t1", amount="15000.00"))
+    page = logged_in_page
+    page.set_viewport_size({"width": 768, "height": 900})
+    page.goto("/")
+    frame = page.locator("#rule-performance .table-scroll")
+    expect(frame.locator("th", has_text="Confirmed precision")).to_be_visible()
+    hidden = frame.evaluate("f => f.scrollWidth - f.clientWidth")
+    assert hidden <= 0, f"{hidden}px of the rule table are scrolled out of view"
+
+
 def test_validation_panel_returns_a_verdict_with_reasons(logged_in_page, score):
     """The what-if lookup shows the verdict, its reasons and the user's history;
     with "Sync table results" on, the table follows the looked-up user."""
