@@ -19,7 +19,17 @@ from django.db import models
 from django.db.models import Q
 
 from detection.rules import RULE_TYPES, RuleParamsError, rule_params_validate
-from transactions.messages import country_codes
+from transactions.messages import country_codes, currency_codes
+
+
+def currency_in_use_validate(value: str) -> None:
+    """Refuse three capitals that name no currency in use ("EUD" for EUR): a rate
+    stored for them would never convert a real payment."""
+    if len(value) == 3 and value.isupper() and value not in currency_codes():
+        raise ValidationError(
+            "%(value)s is not the ISO 4217 code of a currency in use (e.g. EUR, GBP).",
+            params={"value": value},
+        )
 
 
 class Rule(models.Model):
@@ -100,7 +110,10 @@ class ExchangeRate(models.Model):
     currency = models.CharField(
         max_length=3,
         unique=True,
-        validators=[RegexValidator(r"^[A-Z]{3}$", "An ISO 4217 code: three capitals.")],
+        validators=[
+            RegexValidator(r"^[A-Z]{3}$", "An ISO 4217 code: three capitals."),
+            currency_in_use_validate,
+        ],
     )
     # Bounds wide enough for any real pair (IRR per KWD is about 1.4e5, KWD per
     # IRR 7e-6) that still catch a typo like 1e-30, which would make a 10-unit

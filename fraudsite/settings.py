@@ -12,6 +12,8 @@ from pathlib import Path
 import environ
 from django.core.exceptions import ImproperlyConfigured
 
+from transactions.messages import currency_codes
+
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = BASE_DIR / "var"
 
@@ -267,6 +269,11 @@ BASE_CURRENCY = env.str("BASE_CURRENCY", default="USD").strip().upper()
 if not re.fullmatch(r"[A-Z]{3}", BASE_CURRENCY):
     raise ImproperlyConfigured(
         f"BASE_CURRENCY must be an ISO 4217 code (three letters): {BASE_CURRENCY!r}."
+    )
+if BASE_CURRENCY not in currency_codes():
+    raise ImproperlyConfigured(
+        f"BASE_CURRENCY {BASE_CURRENCY!r} is not the ISO 4217 code of a currency "
+        "in use (e.g. USD, EUR, GBP)."
     )
 
 # How often running scorers re-read rules, thresholds and the active model.

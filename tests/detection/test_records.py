@@ -111,14 +111,14 @@ def test_a_currency_without_an_exchange_rate_is_a_dead_letter():
     values = [
         f'{{"transaction_id": "{name}", "user_id": "u1", "amount": 5, '
         f'"currency": "{code}"}}'.encode()
-        for name, code in (("yen", "JPY"), ("unknown", "XTS"))
+        for name, code in (("yen", "JPY"), ("unknown", "KES"))
     ]
     messages, letters = records_decode(
         [record(v) for v in values], currencies={"USD", "JPY"}
     )
     assert [m.transaction_id for m in messages] == ["yen"]
     assert len(letters) == 1
-    assert "No exchange rate for XTS" in letters[0].error
+    assert "No exchange rate for KES" in letters[0].error
 
 
 def test_a_record_without_a_timestamp_is_dated_when_the_broker_got_it():

@@ -431,11 +431,11 @@ def test_a_currency_without_a_rate_is_compared_unconverted_and_noted():
     """The stream and the API refuse such currencies; should one reach the core
     (a rate deleted since), its verdict says the amount was not converted."""
     verdicts, _ = transaction_score_batch(
-        [message("t1", "40.00", 0, currency="XTS")],
+        [message("t1", "40.00", 0, currency="KES")],
         store=InMemoryStateStore(),
         config=scoring_config_defaults(),
     )
-    assert "No exchange rate for XTS: amount compared unconverted." in (
+    assert "No exchange rate for KES: amount compared unconverted." in (
         verdicts[0].notes
     )
 

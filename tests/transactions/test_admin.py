@@ -297,14 +297,16 @@ def test_rule_list_shows_codes_as_reasons_spell_them(client_staff):
 @pytest.mark.parametrize(
     ("data", "message"),
     [
-        ({"currency": "XYZ", "units_per_base": "1e-30"}, "greater than or equal to"),
-        ({"currency": "XYZ", "units_per_base": "5e9"}, "less than or equal to"),
+        ({"currency": "IRR", "units_per_base": "1e-30"}, "greater than or equal to"),
+        ({"currency": "IRR", "units_per_base": "5e9"}, "less than or equal to"),
         ({"currency": "USD", "units_per_base": "2"}, "is the base currency"),
+        ({"currency": "EUD", "units_per_base": "0.9"}, "EUD is not the ISO 4217 code"),
     ],
 )
 def test_implausible_exchange_rates_are_refused_in_admin(client_staff, data, message):
     """A typo like 1e-30 (a 10-unit charge would read as 1e31 and spoil the card's
-    profile) and a row for the base currency (always 1) are refused with why."""
+    profile), a row for the base currency (always 1) and a code no currency has
+    ("EUD" for EUR: its rate would never apply) are refused with why."""
     from detection.models import ExchangeRate
 
     before = ExchangeRate.objects.count()
@@ -320,7 +322,7 @@ def test_a_plausible_exchange_rate_is_stored(client_staff):
 
     page = client_staff.post(
         "/admin/detection/exchangerate/add/",
-        {"currency": "XYZ", "units_per_base": "0.0000071"},
+        {"currency": "IRR", "units_per_base": "0.0000071"},
     )
     assert page.status_code == 302
-    assert ExchangeRate.objects.get(currency="XYZ").units_per_base == 7.1e-6
+    assert ExchangeRate.objects.get(currency="IRR").units_per_base == 7.1e-6
