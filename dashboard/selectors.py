@@ -193,6 +193,50 @@ class TravelSummary:
         return f"{self.hours / 24:.1f} days"
 
 
+@dataclass(frozen=True)
+class PlaceSummary:
+    """Where the scoring core placed a payment, and from what."""
+
+    latitude: float | None
+    longitude: float | None
+    country: str
+    source: str
+
+    @property
+    def known(self) -> bool:
+        return self.latitude is not None
+
+
+def place_summary(*, transaction: Transaction) -> PlaceSummary:
+    """Return the coordinates the travel checks used for a transaction and how
+    they were found, as the scoring core finds them (`detection.geo`): given in
+    the message, the city in the message's country, or, with no country, the most
+    populous city of that name, which an analyst should know ("London" is
+    London, GB, not London, Ontario, unless the message says CA)."""
+    if transaction.latitude is not None and transaction.longitude is not None:
+        return PlaceSummary(
+            transaction.latitude, transaction.longitude, transaction.country,
+            "coordinates given in the message",
+        )  # fmt: skip
+    if not transaction.location:
+        return PlaceSummary(None, None, "", "no place given: travel not checked")
+    found = city_coordinates(transaction.location, transaction.country)
+    if found is None:
+        where = f" in {transaction.country}" if transaction.country else ""
+        return PlaceSummary(
+            None, None, "", f"no city of that name{where}: travel not checked"
+        )
+    latitude, longitude, country = found
+    if transaction.country or "," in transaction.location:
+        source = "the city of that name in that country"
+    else:
+        source = (
+            "no country given: the most populous city of that name "
+            "(a message's country picks another)"
+        )
+    return PlaceSummary(latitude, longitude, country, source)
+
+
 def _coordinates(txn: Transaction) -> tuple[float, float] | None:
     if txn.latitude is not None and txn.longitude is not None:
         return txn.latitude, txn.longitude
@@ -291,6 +335,7 @@ def transaction_detail_context(*, transaction: Transaction) -> dict:
             if value
         ],
         "travel": travel_summary(transaction=transaction),
+        "place": place_summary(transaction=transaction),
         "profile": user_profile_summary(user_id=transaction.user_id),
         "recent": [
             (

@@ -194,6 +194,42 @@ def test_detail_shows_verdict_reasons_travel_and_history(client, staff_user, sco
     assert "Confirm fraud" in content and "Mark legitimate" in content
 
 
+@pytest.mark.parametrize(
+    ("fields", "latitude", "country", "source"),
+    [
+        ({"location": "London"}, 51.51, "GB", "no country given: the most populous"),
+        ({"location": "London", "country": "CA"}, 42.98, "CA", "in that country"),
+        ({"location": "Qwertyville"}, None, "", "no city of that name: travel not"),
+        (
+            {"location": "Cafe", "latitude": 48.86, "longitude": 2.35},
+            48.86,
+            "",
+            "coordinates given in the message",
+        ),
+    ],
+)
+def test_detail_says_where_the_payment_was_placed_and_from_what(
+    client, staff_user, score, fields, latitude, country, source
+):
+    """An analyst sees the coordinates the travel checks used and how they were
+    found: "London" without a country is London, GB (the most populous namesake),
+    and the page says so; with CA it is London, Ontario; an unknown name says
+    travel was not checked."""
+    (txn,) = score(message(user_id="placed", amount="20.00", **fields))
+    client.force_login(staff_user)
+    response = client.get(
+        reverse("dashboard:transaction-detail", args=[txn.transaction_id])
+    )
+    place = response.context["place"]
+    if latitude is None:
+        assert not place.known
+    else:
+        assert round(place.latitude, 2) == latitude
+    assert place.country == country
+    assert source in place.source
+    assert source in response.content.decode()
+
+
 def test_detail_of_unknown_transaction_is_404(client, staff_user):
     """An unknown id answers 404."""
     client.force_login(staff_user)
