@@ -9,6 +9,7 @@ from django.db.models import Count, Q
 from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import mark_safe
+from django.utils.text import Truncator
 
 from detection.alerts import alert_test_send
 from detection.classifier import classifier_summary
@@ -49,6 +50,13 @@ class ChangeValuesAdmin(admin.ModelAdmin):
             for name in form.changed_data
         ]
         return "Changed " + "; ".join(changes) + "."
+
+
+def _brief(text: str, limit: int = 60):
+    """Return text cut to `limit` characters at a word, whole in a tooltip."""
+    if len(text) <= limit:
+        return text
+    return format_html('<span title="{}">{}</span>', text, Truncator(text).chars(limit))
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):
@@ -174,10 +182,13 @@ class ModelVersionAdmin(ReadOnlyAdmin):
         "sample_count",
         "trained_at",
         "trained_until",
-        "classifier",
-        "activation",
+        "classifier_brief",
+        "activation_brief",
     )
     exclude = ("artifact", "classifier_artifact")
+    # The list shows the gist in a line (the full sentences made it wider than
+    # the screen); the version's own page has them whole.
+    readonly_fields = ("classifier", "activation")
     list_filter = ("is_active",)
     actions = ["activate"]
 
@@ -238,6 +249,23 @@ class ModelVersionAdmin(ReadOnlyAdmin):
             return "-"
         verb = "activated" if obj.evaluation.get("activate") else "not activated"
         return f"{verb}: {obj.evaluation.get('reason', '')}"
+
+    @admin.display(description="Classifier on labels")
+    def classifier_brief(self, obj):
+        """Return the classifier's label counts and held-out AP in a line, or
+        why it has none, cut short with the whole text on hover."""
+        info = obj.classifier_info
+        if info:
+            text = f"{info['fraud']:,} fraud / {info['legit']:,} legit"
+            if info.get("held_out_average_precision") is not None:
+                text += f", held-out AP {info['held_out_average_precision']:.2f}"
+            return format_html('<span title="{}">{}</span>', self.classifier(obj), text)
+        return _brief(self.classifier(obj))
+
+    @admin.display(description="Retrain's activation decision")
+    def activation_brief(self, obj):
+        """Return the activation decision with its reason cut short."""
+        return _brief(self.activation(obj))
 
     def has_activate_permission(self, request):
         """Return whether the user may switch the scoring model."""

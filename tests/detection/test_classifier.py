@@ -395,13 +395,19 @@ def test_admin_lists_what_each_versions_classifier_learned_from(
     client.force_login(staff_user)
     page = client.get("/admin/detection/modelversion/").content.decode()
     assert "Classifier on labels" in page
-    assert f"{frauds:,} frauds and {len(history) - frauds:,} legitimate" in page
+    # The list gives the gist in a line, the full sentence on hover...
+    assert f">{frauds:,} fraud / {len(history) - frauds:,} legit" in page
+    assert f'title="{frauds:,} frauds and {len(history) - frauds:,} legitimate' in page
     # The first version, trained before any label, says why it has none.
     assert "not trained: 0 confirmed frauds" in page
     newest = model_active_row()
     detail = client.get(f"/admin/detection/modelversion/{newest.pk}/change/")
     assert detail.status_code == 200
-    assert "Classifier artifact" not in detail.content.decode()
+    # ...and the version's own page has the sentences whole.
+    text = detail.content.decode()
+    assert f"{frauds:,} frauds and {len(history) - frauds:,} legitimate" in text
+    assert "activated: " in text  # the retrain's decision with its reason
+    assert "Classifier artifact" not in text
 
 
 def test_without_enough_labels_the_model_has_no_classifier_and_says_why(
