@@ -1,5 +1,7 @@
 """Admin: rules and thresholds are editable (validated); the rest is read-only."""
 
+from datetime import UTC
+
 from django import forms
 from django.conf import settings
 from django.contrib import admin, messages
@@ -50,6 +52,13 @@ class ChangeValuesAdmin(admin.ModelAdmin):
             for name in form.changed_data
         ]
         return "Changed " + "; ".join(changes) + "."
+
+
+def _minute(moment) -> str:
+    """Return a time as "2026-11-30 14:28" in UTC (the list's columns stay narrow)."""
+    if moment is None:
+        return "-"
+    return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M")
 
 
 def _brief(text: str, limit: int = 60):
@@ -180,16 +189,50 @@ class ModelVersionAdmin(ReadOnlyAdmin):
         "version",
         "is_active",
         "sample_count",
-        "trained_at",
-        "trained_until",
+        "trained_at_brief",
+        "trained_until_brief",
         "classifier_brief",
         "activation_brief",
     )
-    exclude = ("artifact", "classifier_artifact")
+    # The version's own page: what it is and why it was (not) activated first;
+    # the percentile tables (a thousand numbers each) summarised, not dumped.
+    fieldsets = (
+        (
+            None,
+            {
+                "fields": (
+                    "version",
+                    "is_active",
+                    "activation",
+                    "classifier",
+                    "trained_at",
+                    "trained_from",
+                    "trained_until",
+                    "sample_count",
+                )
+            },
+        ),
+        (
+            "Details",
+            {
+                "fields": (
+                    "algorithm",
+                    "params",
+                    "feature_names",
+                    "score_percentiles",
+                    "evaluation",
+                    "artifact_sha256",
+                    "classifier_sha256",
+                    "classifier_info",
+                )
+            },
+        ),
+    )
     # The list shows the gist in a line (the full sentences made it wider than
     # the screen); the version's own page has them whole.
-    readonly_fields = ("classifier", "activation")
-    list_filter = ("is_active",)
+    readonly_fields = ("classifier", "activation", "score_percentiles")
+    # No filter sidebar: versions are few, "Is active" is a column, and the
+    # sidebar's width pushed the decision column out of view.
     actions = ["activate"]
 
     @admin.action(
@@ -249,6 +292,26 @@ class ModelVersionAdmin(ReadOnlyAdmin):
             return "-"
         verb = "activated" if obj.evaluation.get("activate") else "not activated"
         return f"{verb}: {obj.evaluation.get('reason', '')}"
+
+    @admin.display(description="Training anomaly scores")
+    def score_percentiles(self, obj):
+        """Return a few of the stored score percentiles (the thresholds the
+        model_anomaly rule reads), instead of all thousand."""
+        quantiles = obj.score_quantiles or []
+        if len(quantiles) < 2:
+            return "-"
+        last = len(quantiles) - 1
+        picks = (("p1", 0.01), ("p50", 0.5), ("p95", 0.95), ("p99", 0.99))
+        parts = [f"{name} {quantiles[round(q * last)]:.3f}" for name, q in picks]
+        return f"{', '.join(parts)} ({len(quantiles):,} percentiles stored)"
+
+    @admin.display(description="Trained at (UTC)", ordering="trained_at")
+    def trained_at_brief(self, obj):
+        return _minute(obj.trained_at)
+
+    @admin.display(description="Trained until (UTC)", ordering="trained_until")
+    def trained_until_brief(self, obj):
+        return _minute(obj.trained_until)
 
     @admin.display(description="Classifier on labels")
     def classifier_brief(self, obj):

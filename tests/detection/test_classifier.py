@@ -407,6 +407,9 @@ def test_admin_lists_what_each_versions_classifier_learned_from(
     text = detail.content.decode()
     assert f"{frauds:,} frauds and {len(history) - frauds:,} legitimate" in text
     assert "activated: " in text  # the retrain's decision with its reason
+    # The thousand score percentiles are summarised, not dumped.
+    assert f"({len(newest.score_quantiles):,} percentiles stored)" in text
+    assert repr(newest.score_quantiles[500]) not in text
     assert "Classifier artifact" not in text
 
 
