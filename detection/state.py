@@ -7,6 +7,7 @@ backtest, training replays) and `detection.profiles.OrmStateStore` (stream and A
 
 from __future__ import annotations
 
+import bisect
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -220,6 +221,30 @@ class UserState:
         """
         return self.last_located_epoch is not None and epoch < self.last_located_epoch
 
+    def _seconds_since_previous(self, epoch: float, recent_times: list[float]) -> float:
+        """Return the gap to the card's latest payment at or before `epoch`.
+
+        In event order that is the last one applied. A payment arriving late
+        (after a later one was applied) measures from the latest recent payment
+        before it, as a replay in event order (training) reads it, not 0; with
+        none in the window, the previous one is older than the window's start,
+        and the gap to that start is its lower bound (for a card with more than
+        RECENT_MAX_EVENTS payments a day the window is shorter, and this is an
+        estimate); a payment older than the window's start reads a day.
+        """
+        if self.last_epoch is None:
+            return NO_PREVIOUS_SECONDS
+        if epoch >= self.last_epoch:
+            return epoch - self.last_epoch
+        before = bisect.bisect_right(recent_times, epoch)
+        if before:
+            return epoch - recent_times[before - 1]
+        window_start = self.last_epoch - RECENT_WINDOW_SECONDS
+        if epoch >= window_start:
+            return epoch - window_start
+        # Over a day late: what came before it is forgotten; a day's gap.
+        return float(RECENT_WINDOW_SECONDS)
+
     def features(
         self,
         *,
@@ -273,11 +298,7 @@ class UserState:
             zscore = (math.log(amount) - self.log_amount_mean) / spread
         else:
             zscore = 0.0
-        seconds_since = (
-            max(epoch - self.last_epoch, 0.0)
-            if self.last_epoch is not None
-            else NO_PREVIOUS_SECONDS
-        )
+        seconds_since = self._seconds_since_previous(epoch, recent_times)
         seconds_since_located = (
             max(epoch - self.last_located_epoch, 0.0)
             if self.last_located_epoch is not None

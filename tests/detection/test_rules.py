@@ -334,6 +334,35 @@ def test_a_late_transaction_is_not_compared_with_a_later_location():
     assert states["u1"].count == 4
 
 
+def test_a_late_transaction_reads_its_gap_as_the_time_ordered_replay_does():
+    """Payments at 0, 240 and 600 minutes applied, one of minute 300 arriving
+    after them reads 60 minutes since the previous payment (minute 240), as
+    training's replay in event order reads it, not 0; one before everything the
+    window keeps reads the gap to the window's start, its lower bound."""
+    store, config = InMemoryStateStore(), scoring_config_defaults()
+    for n, minute in enumerate((0, 240, 600)):
+        transaction_score_batch(
+            [message(f"g{n}", "30.00", minute)], store=store, config=config
+        )
+    state = store.states_get(["u1"])["u1"]
+    epoch = T0.timestamp()
+
+    def gap(minute: float) -> float:
+        return state.features(
+            epoch=epoch + minute * 60, amount=30.0, hour=9, latitude=None,
+            longitude=None, country="", merchant_id="",
+        ).seconds_since_prev  # fmt: skip
+
+    assert gap(300) == 60 * 60
+    assert gap(240) == 0.0
+    assert gap(700) == 100 * 60  # in order: since the last applied
+    # The window reaches back 24 h from minute 600, to minute -840: minute -800
+    # comes before everything kept, so its previous payment is at least 40
+    # minutes back; minute -1000 is older than the window, and reads a day.
+    assert gap(-800) == 40 * 60
+    assert gap(-1000) == 24 * 3600
+
+
 def test_a_city_name_is_looked_up_in_the_message_country():
     """London with country CA is London, Ontario: Toronto then London 1.5 h later
     is a 170 km drive, not impossible travel to England; a name the country has
