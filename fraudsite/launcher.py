@@ -19,8 +19,11 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+
+import environ
 
 from detection.kafka import group_lag, topic_ensure
 from fraudsite.embedded import kafka_broker_resolve, redis_resolve
@@ -46,36 +49,39 @@ def _manage(*args: str, env: dict, capture: bool = False) -> str:
     return result.stdout or ""
 
 
-def _database_probe(env: dict) -> tuple[bool, datetime | None]:
-    """Return (a model is active, the latest event time the simulator streamed)."""
+def _model_active(env: dict) -> bool:
+    """Return whether a model is active (else the first run's bootstrap trains one)."""
     probe = _manage(
         "shell",
         "--verbosity",
         "0",
         "-c",
         "from detection.models import ModelVersion;"
-        "from transactions.models import Transaction;"
-        "latest = Transaction.objects.filter(ingest_source='stream')"
-        ".order_by('-timestamp').values_list('timestamp', flat=True).first();"
-        "print(ModelVersion.objects.filter(is_active=True).exists(),"
-        " latest.isoformat() if latest else '-')",
+        "print(ModelVersion.objects.filter(is_active=True).exists())",
         env=env,
         capture=True,
     )
     # The last line: Django's shell may print a line of its own first.
-    active, latest = probe.strip().splitlines()[-1].split()
-    return active == "True", (None if latest == "-" else datetime.fromisoformat(latest))
+    return probe.strip().splitlines()[-1] == "True"
 
 
-def _simulator_start(latest: datetime | None) -> datetime:
-    """Return where the simulator's clock starts: now, or after the last payment
-    an earlier run streamed if that is later (its clock runs ahead of the wall
-    clock). Starting before it would make every card's next payments arrive
-    "late", before ones already applied, and the travel rule skips those."""
-    now = datetime.now(UTC).replace(microsecond=0)
-    if latest is None or latest < now:
-        return now
-    return latest.replace(microsecond=0) + timedelta(seconds=1)
+def launch_environment(
+    process_env: Mapping[str, str], env_file: Path
+) -> dict[str, str]:
+    """Return the environment `make run` reads and hands its processes.
+
+    The process's own variables first, then a local `.env` for what they leave
+    unset, as the settings read it (django-environ); an empty value (`KEY=`,
+    as in a copied `.env.example`) means unset, so the launcher's defaults (its
+    embedded broker, DEBUG on) apply as they do for the settings' defaults.
+    """
+
+    class _FileEnv(environ.Env):
+        ENVIRON: dict[str, str] = {k: v for k, v in process_env.items() if v != ""}
+
+    if env_file.is_file():
+        _FileEnv.read_env(env_file, overwrite=False)
+    return {key: value for key, value in _FileEnv.ENVIRON.items() if value != ""}
 
 
 def _history_bootstrap(env: dict, *, model_active: bool) -> None:
@@ -194,7 +200,7 @@ def main() -> int:
     # then installs no handler of its own (`kill -INT` did nothing).
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, _interrupt)
-    env = dict(os.environ)
+    env = launch_environment(os.environ, ROOT / ".env")
     env.setdefault("DEBUG", "1")
     env.setdefault("PYTHONUNBUFFERED", "1")
     # The simulator's clock runs ahead of the wall clock (a simulated week in
@@ -230,9 +236,7 @@ def main() -> int:
         )
         _manage("migrate", "--no-input", env=env)
         login = _manage("bootstrap_admin", env=env, capture=True)
-        model_active, latest = _database_probe(env)
-        _history_bootstrap(env, model_active=model_active)
-        simulator_start = _simulator_start(latest)
+        _history_bootstrap(env, model_active=_model_active(env))
         commands = {
             "web": [
                 PYTHON, "manage.py", "runserver", f"127.0.0.1:{port}", "--noreload"
@@ -245,7 +249,9 @@ def main() -> int:
                 "--seed", SIMULATOR_SEED,
                 "--users", env.get("BOOTSTRAP_HISTORY_USERS", "500"),
                 "--chargebacks-after", env.get("SIMULATOR_CHARGEBACK_DELAY", "60"),
-                "--start", simulator_start.isoformat(),
+                # Its clock runs ahead of the wall clock: a second run starts
+                # after the first one's payments, so none arrives "late".
+                "--start", "after-stored",
             ],
             "celery": [
                 PYTHON, "-m", "celery", "-A", "fraudsite", "worker", "--beat",

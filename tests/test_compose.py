@@ -103,3 +103,64 @@ def test_image_leaves_local_secrets_and_data_out():
     }
     assert {".env", "var/", ".venv/", ".git/"} <= ignored
     assert "COPY . ." in (ROOT / "Dockerfile").read_text()
+
+
+def _interpolated(value) -> str:
+    """Return a compose value as Compose fills it with nothing set: the default
+    of `${NAME:-default}`, a stand-in for a required `${NAME:?message}`."""
+    text = str(value)
+    text = re.sub(r"\$\{[A-Z_]+:-([^}]*)\}", r"\1", text)
+    return re.sub(r"\$\{[A-Z_]+:\?[^}]*\}", "x" * 50, text)
+
+
+def test_the_app_environment_passes_the_settings_checks():
+    """The settings load with exactly the environment compose gives the app (a
+    value the settings refuse, such as a bad limit, would stop every container)."""
+    from tests.test_settings import settings_value
+
+    env = {
+        name: _interpolated(value)
+        for name, value in COMPOSE["services"]["web"]["environment"].items()
+    }
+    result = settings_value(
+        "s.DATABASES['default']['ENGINE'], s.TRANSACTION_MAX_FUTURE_SECONDS,"
+        " s.MODEL_LABEL_MATURITY_SECONDS",
+        **env,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["django.db.backends.postgresql", "None", "0.0"]
+
+
+def test_a_local_env_file_reaches_the_containers():
+    """Settings compose does not set (CSRF_TRUSTED_ORIGINS, SITE_URL,
+    METRICS_TOKEN...) come from a .env beside it, when there is one; without
+    one, compose still starts."""
+    for service in APP_SERVICES:
+        env_file = COMPOSE["services"][service]["env_file"]
+        assert env_file == [{"path": ".env", "required": False}]
+
+
+@pytest.mark.parametrize("service", APP_SERVICES)
+def test_command_options_are_ones_the_commands_take(service):
+    """A manage.py command's options parse with the command's own parser (an
+    option renamed in the code, or a bad value, fails here, not in a container)."""
+    from django.core.management import load_command_class
+
+    command = COMPOSE["services"][service]["command"]
+    if command[:2] != ["python", "manage.py"]:
+        return
+    name = command[2]
+    parser = load_command_class(get_commands()[name], name).create_parser(
+        "manage.py", name
+    )
+    parser.parse_args(command[3:])
+
+
+def test_the_simulator_service_carries_on_after_a_restart():
+    """The producer's clock runs ahead of the wall clock: restarted, it starts
+    after what it already sent, and the app accepts its far-ahead dates."""
+    producer = COMPOSE["services"]["producer"]["command"]
+    assert producer[producer.index("--start") + 1] == "after-stored"
+    env = COMPOSE["services"]["producer"]["environment"]
+    assert _interpolated(env["TRANSACTION_MAX_FUTURE_SECONDS"]) == "off"
+    assert _interpolated(env["MODEL_LABEL_MATURITY_SECONDS"]) == "0"

@@ -3,10 +3,12 @@
 import itertools
 import signal
 import threading
+from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 from django.core.management.base import BaseCommand, CommandError
+from django.utils import timezone
 from kafka.errors import KafkaError
 from tqdm import tqdm
 
@@ -19,6 +21,25 @@ from detection.kafka import (
 )
 from detection.simulator import simulate_stream
 from transactions.messages import parse_timestamp
+from transactions.models import Transaction
+
+
+def _start(text: str | None) -> datetime | None:
+    """Return the simulated clock's start for --start (None: now)."""
+    if not text:
+        return None
+    if text != "after-stored":
+        return parse_timestamp(text)
+    now = timezone.now().replace(microsecond=0)
+    latest = (
+        Transaction.objects.filter(ingest_source="stream")
+        .order_by("-timestamp")
+        .values_list("timestamp", flat=True)
+        .first()
+    )
+    if latest is None or latest < now:
+        return now
+    return latest.replace(microsecond=0) + timedelta(seconds=1)
 
 
 class Command(BaseCommand):
@@ -53,7 +74,10 @@ class Command(BaseCommand):
         parser.add_argument(
             "--start",
             help="Simulated start time, ISO 8601 (default: now). Fixing it with "
-            "--seed makes the transaction ids reproducible.",
+            "--seed makes the transaction ids reproducible. 'after-stored': now, "
+            "or just after the latest payment the stream stored when that is "
+            "later (a restarted simulator, whose clock ran ahead of the wall "
+            "clock, would otherwise send every card's payments late).",
         )
         parser.add_argument(
             "--from-file",
@@ -90,9 +114,11 @@ class Command(BaseCommand):
             if options["users"] < 1:
                 raise CommandError("--users must be >= 1.")
             try:
-                start = parse_timestamp(options["start"]) if options["start"] else None
+                start = _start(options["start"])
             except ValueError as exc:
-                raise CommandError(f"--start is not an ISO 8601 time: {exc}") from exc
+                raise CommandError(
+                    f"--start is not an ISO 8601 time or 'after-stored': {exc}"
+                ) from exc
             records = simulate_stream(
                 users=options["users"], seed=options["seed"], start=start
             )
