@@ -35,6 +35,7 @@ from detection.services import (
 from detection.state import UserState
 from fraudsite.permissions import permission_required
 from fraudsite.throttling import AnonThrottle, PredictThrottle
+from transactions.filters import query_params_check
 from transactions.messages import ID_PATH_REGEX
 from transactions.models import Transaction
 from transactions.selectors import transaction_get, user_transactions_recent
@@ -263,6 +264,12 @@ class ListEntryViewSet(viewsets.ModelViewSet):
     filterset_fields = ["kind", "action", "value"]
     pagination_class = None
 
+    def list(self, request, *args, **kwargs):
+        """Return the entries; an unknown (misspelt) filter is a 400, not every
+        entry as if it had matched ("is this card blocked?")."""
+        query_params_check(request, {*self.filterset_fields, "format"})
+        return super().list(request, *args, **kwargs)
+
     # Changes through the API land in the admin's change log beside those made
     # in admin (who, when, old -> new), as every list decision should.
     def perform_create(self, serializer):
@@ -319,3 +326,8 @@ class ModelVersionViewSet(viewsets.ReadOnlyModelViewSet):
     lookup_field = "version"
     lookup_value_regex = ID_PATH_REGEX
     pagination_class = None
+
+    def list(self, request, *args, **kwargs):
+        """Return every version, newest first; it takes no filters, and says so."""
+        query_params_check(request, {"format"})
+        return super().list(request, *args, **kwargs)

@@ -13,6 +13,19 @@ from rest_framework.filters import OrderingFilter
 from transactions.models import Label, Transaction
 
 
+def query_params_check(request, known: set[str]) -> None:
+    """Refuse a query parameter not in `known` with a 400 naming it: a misspelt
+    filter would otherwise answer everything as if it applied."""
+    unknown = sorted(set(request.query_params) - known)
+    if unknown:
+        raise RequestError(
+            {
+                name: [f"Unknown parameter. Known: {', '.join(sorted(known))}."]
+                for name in unknown
+            }
+        )
+
+
 class UtcIsoDateTimeField(IsoDateTimeField):
     """An ISO 8601 date/time that must also exist in UTC (the stored zone)."""
 

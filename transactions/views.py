@@ -8,7 +8,7 @@ from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.core.handlers.asgi import ASGIRequest
 from django.db.models import Prefetch
-from django.http import StreamingHttpResponse
+from django.http import HttpResponse, StreamingHttpResponse
 from django.utils import timezone
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import (
@@ -24,7 +24,11 @@ from rest_framework.response import Response
 
 from detection.services import transaction_label
 from fraudsite.permissions import permission_required
-from transactions.filters import StrictOrderingFilter, TransactionFilter
+from transactions.filters import (
+    StrictOrderingFilter,
+    TransactionFilter,
+    query_params_check,
+)
 from transactions.messages import ID_PATH_REGEX
 from transactions.models import Label, Transaction
 from transactions.pagination import (
@@ -41,15 +45,10 @@ from transactions.serializers import (
 
 def _params_check(request, extra: set[str]) -> None:
     """Refuse a query parameter that is neither a filter, `ordering` nor `extra`."""
-    known = {*TransactionFilter.base_filters, "ordering", *extra}
-    unknown = sorted(set(request.query_params) - known)
-    if unknown:
-        raise ValidationError(
-            {
-                name: [f"Unknown parameter. Known: {', '.join(sorted(known))}."]
-                for name in unknown
-            }
-        )
+    query_params_check(request, {*TransactionFilter.base_filters, "ordering", *extra})
+    count = request.query_params.get("count")
+    if count is not None and count not in ("0", "1", "true", "false"):
+        raise ValidationError({"count": ["Must be 1 (or true) to count, 0 not to."]})
 
 
 # Rows read from the database, and sent, at a time.
@@ -205,8 +204,10 @@ class TransactionViewSet(viewsets.ReadOnlyModelViewSet):
         synchronous stream into one list before sending it), under WSGI as a
         synchronous one.
         """
-        # `format` as on the list: the browsable API's links carry it.
-        _params_check(request, {"format"})
+        # `format` as on the list: the browsable API's links carry it; the
+        # list's paging parameters are taken and ignored (an export holds every
+        # matching row), so a list's address works with /export in it.
+        _params_check(request, {"format", "n", "cursor", "count"})
         queryset = self.filter_queryset(Transaction.objects.with_latest_label())
         maximum = settings.API_EXPORT_MAX_ROWS
         matching = queryset.count()
@@ -241,15 +242,21 @@ class TransactionViewSet(viewsets.ReadOnlyModelViewSet):
             while text := await sync_to_async(chunk)():
                 yield text
 
-        asgi = isinstance(request._request, ASGIRequest)
         stamp = timezone.now().strftime("%Y%m%d-%H%M%S")
+        disposition = f'attachment; filename="transactions-{stamp}.csv"'
+        if request.method == "HEAD":
+            # Headers only: a body after HEAD's headers (the ASGI server sends
+            # a stream as it is) would be read as the next response.
+            return HttpResponse(
+                content_type="text/csv; charset=utf-8",
+                headers={"Content-Disposition": disposition},
+            )
+        asgi = isinstance(request._request, ASGIRequest)
         response = StreamingHttpResponse(
             lines_async() if asgi else lines(),
             content_type="text/csv; charset=utf-8",
         )
-        response["Content-Disposition"] = (
-            f'attachment; filename="transactions-{stamp}.csv"'
-        )
+        response["Content-Disposition"] = disposition
         return response
 
     def filter_queryset(self, queryset):

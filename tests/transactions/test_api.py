@@ -355,13 +355,33 @@ def test_the_review_queue_filters_by_latest_label(api_client, ledger, staff_user
     assert response.status_code == 400 and "label" in response.json()
 
 
-@pytest.mark.parametrize("query", ["labelled=no", "stauts=fraud", "min_amout=5"])
-def test_an_unknown_parameter_is_a_400_naming_it(api_client, ledger, query):
-    """A misspelt filter is refused, not ignored (which would list everything)."""
-    response = api_client.get(f"/api/transactions?{query}")
+@pytest.mark.parametrize(
+    "path, query",
+    [
+        ("/api/transactions", "labelled=no"),
+        ("/api/transactions", "stauts=fraud"),
+        ("/api/transactions", "min_amout=5"),
+        ("/api/lists", "vaule=card-1"),
+        ("/api/models", "active=1"),
+    ],
+)
+def test_an_unknown_parameter_is_a_400_naming_it(api_client, ledger, path, query):
+    """A misspelt filter is refused, not ignored (which would list everything:
+    "is this card blocked?" answered with the whole block list)."""
+    response = api_client.get(f"{path}?{query}")
     assert response.status_code == 400
     (name,) = response.json()
     assert name == query.split("=")[0]
+    assert api_client.get(f"{path}?format=json").status_code == 200
+
+
+def test_count_takes_yes_or_no_and_refuses_anything_else(api_client, ledger):
+    """count=1 counts the matching rows; count=0 does not; count=yes was
+    silently ignored and is a 400 naming it."""
+    assert api_client.get("/api/transactions?count=1").json()["meta"]["matching"] == 30
+    assert api_client.get("/api/transactions?count=0").json()["meta"]["matching"] is None
+    refused = api_client.get("/api/transactions?count=yes")
+    assert refused.status_code == 400 and list(refused.json()) == ["count"]
 
 
 def _csv(response) -> list[list[str]]:
@@ -457,7 +477,30 @@ def test_export_refuses_more_rows_than_its_limit_and_bad_params(
     assert api_client.get("/api/transactions/export", {"user_id": "b"}).status_code == (
         200
     )
-    assert api_client.get("/api/transactions/export", {"n": "5"}).status_code == 400
+    assert api_client.get("/api/transactions/export", {"bogus": "5"}).status_code == (
+        400
+    )
+
+
+def test_export_takes_a_list_address_and_answers_head_without_a_body(
+    api_client, ledger
+):
+    """A list's address with /export in it works: its paging parameters are
+    ignored (an export holds every matching row). HEAD gets the headers alone
+    (a body there is read by a keep-alive client as the next response)."""
+    whole = _csv(api_client.get("/api/transactions/export", {"ordering": "id"}))
+    paged = _csv(
+        api_client.get(
+            "/api/transactions/export", {"ordering": "id", "n": "2", "count": "1"}
+        )
+    )
+    assert paged == whole and len(whole) == 31  # the header and 30 rows
+    head = api_client.head("/api/transactions/export", {"user_id": "b"})
+    assert head.status_code == 200
+    assert head["Content-Type"].startswith("text/csv")
+    assert "attachment" in head["Content-Disposition"]
+    assert head.content == b""
+    assert api_client.head("/api/transactions/export", {"x": "1"}).status_code == 400
 
 
 @pytest.mark.parametrize(
