@@ -19,7 +19,7 @@ from django.db import models
 from django.db.models import Q
 
 from detection.rules import RULE_TYPES, RuleParamsError, rule_params_validate
-from transactions.messages import country_codes, currency_codes
+from transactions.messages import country_codes, currency_codes, id_problem
 
 
 def currency_in_use_validate(value: str) -> None:
@@ -446,6 +446,9 @@ class ListEntry(models.Model):
                 )
         if not self.value:
             raise ValidationError({"value": "Required."})
+        if self.kind == self.Kind.CARD and (problem := id_problem(self.value)):
+            # As the message parser refuses such a user_id: it could never match.
+            raise ValidationError({"value": f"A card is a user_id: {problem}"})
 
 
 class ListsVersion(models.Model):

@@ -132,6 +132,24 @@ def text_encodable(text: str) -> bool:
     return True
 
 
+_CONTROL_RE = re.compile("[\x00-\x1f\x7f-\x9f]")
+# Bidirectional-text controls: an id shown with them can read as another one.
+_BIDI_RE = re.compile("[\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+
+
+def id_problem(value: str) -> str | None:
+    """Return why `value` cannot be an id (transaction_id, user_id, a card on a
+    list), or None: ids are path segments of the API and dashboard URLs, where
+    browsers resolve "." and ".." away, and are shown to analysts as written."""
+    if "/" in value or (value and not value.strip(".")):
+        return "Must not contain '/' or be only dots."
+    if _CONTROL_RE.search(value):
+        return "Control characters (newline, tab...) are not allowed."
+    if _BIDI_RE.search(value):
+        return "Bidirectional-text controls (U+202E...) are not allowed in ids."
+    return None
+
+
 def _text(
     data: dict,
     name: str,
@@ -164,10 +182,11 @@ def _text(
         return ""
     if required and not value:
         errors[name] = ["This field may not be blank."]
-    if slash_free and ("/" in value or (value and not value.strip("."))):
-        # Ids are path segments of the API and dashboard URLs, where browsers
-        # resolve "." and ".." away.
-        errors[name] = ["Must not contain '/' or be only dots."]
+    if _CONTROL_RE.search(value):
+        # A newline or tab in a field splits log lines and CSV cells.
+        errors[name] = ["Control characters (newline, tab...) are not allowed."]
+    elif slash_free and (problem := id_problem(value)):
+        errors[name] = [problem]
     elif value in reserved:
         errors[name] = [f"{value!r} is reserved (an API path); choose another id."]
     return value

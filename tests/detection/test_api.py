@@ -221,6 +221,11 @@ BAD_PAYLOADS = [
     ({"user_id": "a/b", "amount": 5}, "user_id"),
     ({"user_id": "u", "amount": 5, "transaction_id": ".."}, "transaction_id"),
     ({"user_id": ".", "amount": 5}, "user_id"),
+    # Control and bidirectional-text characters: split log lines, spoofed ids.
+    ({"user_id": "u\nv", "amount": 5}, "user_id"),
+    ({"user_id": "u", "amount": 5, "transaction_id": "t\tx"}, "transaction_id"),
+    ({"user_id": "card-\u202eevil", "amount": 5}, "user_id"),
+    ({"user_id": "u", "amount": 5, "merchant_id": "shop\r\n1"}, "merchant_id"),
     # Placeholders and typos: .NET's DateTime.MaxValue, the epoch, year 10000.
     (
         {"user_id": "u", "amount": 5, "timestamp": "9999-12-31T23:59:59.9999999Z"},

@@ -215,6 +215,16 @@ def test_the_api_manages_entries_with_permissions_and_clear_errors(
     assert created.json()["value"] == "FR"
     assert created.json()["created_by"] == "analyst"
 
+    # A card no message could carry (the parser refuses such a user_id) is
+    # refused, not stored to match nothing.
+    for value in ("a/b", "..", "card\u202e1"):
+        never = api_client.post(
+            "/api/lists",
+            {"kind": "card", "value": value, "action": "block", "note": "x"},
+            format="json",
+        )
+        assert never.status_code == 400
+        assert never.json()["value"][0].startswith("A card is a user_id")
     again = api_client.post(
         "/api/lists",
         {"kind": "country", "value": "FR", "action": "allow", "note": "oops"},
