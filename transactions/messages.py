@@ -281,7 +281,9 @@ def _optional_moment(data: dict, name: str, errors: dict) -> datetime | None:
     try:
         moment = parse_timestamp(value)
     except (ValueError, OverflowError, OSError):
-        errors[name] = ["Enter a valid ISO 8601 date/time."]
+        errors[name] = [
+            "Enter a valid ISO 8601 date/time, or epoch seconds as a JSON number."
+        ]
         return None
     if not timestamp_allowed(moment):
         errors[name] = [
