@@ -45,6 +45,11 @@ FEATURE_NAMES: tuple[str, ...] = (
     "channel_novelty",
     "new_category",
 )
+# How a feature vector is stored with its verdict (Transaction.features):
+# little-endian float32, FEATURE_NAMES order. A change to FEATURE_NAMES must
+# clear the stored vectors (a data migration setting them to NULL): retrains
+# fall back to replaying the ledger where vectors are missing.
+FEATURE_DTYPE = "<f4"
 
 
 @dataclass(slots=True)

@@ -19,6 +19,8 @@ from django.utils import timezone
 _PLAIN_TYPES = frozenset(
     {
         "BigIntegerField",
+        # bytes: sqlite3 stores them as a BLOB, psycopg sends them as bytea.
+        "BinaryField",
         "BooleanField",
         "CharField",
         "FloatField",

@@ -115,6 +115,18 @@ class Transaction(models.Model):
         ),
     )
 
+    features = models.BinaryField(
+        null=True,
+        blank=True,
+        editable=False,
+        help_text=(
+            "The model's input as scoring computed it (little-endian float32, "
+            "detection.state.FEATURE_NAMES order): retrains fit these, so the "
+            "model learns exactly what it is later asked. Null for rows stored "
+            "without scoring (seed_transactions) or before this column existed."
+        ),
+    )
+
     objects = TransactionQuerySet.as_manager()
 
     class Meta:

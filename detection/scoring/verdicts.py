@@ -36,7 +36,7 @@ from detection.scoring.features import (
     state_fold,
     transaction_prepare,
 )
-from detection.state import FeatureRow, UserState, UserStateStore
+from detection.state import FEATURE_DTYPE, FeatureRow, UserState, UserStateStore
 from transactions.messages import TransactionMessage
 
 STATUS_LEGIT, STATUS_SUSPICIOUS, STATUS_FRAUD = "legit", "suspicious", "fraud"
@@ -59,6 +59,10 @@ class Verdict:
     row: FeatureRow | None = None
     # The status the rules and model gave, before the block and allow lists.
     rules_status: str = ""
+    # The model's input as computed here (FEATURE_NAMES order, little-endian
+    # float32: what scikit-learn's trees compare anyway), stored with the
+    # verdict so that a retrain fits exactly what scoring saw.
+    vector: bytes | None = None
 
     @property
     def teaches(self) -> bool:
@@ -331,9 +335,9 @@ def _model_explained(
 def _judge(prepared: Sequence[Prepared], config: ScoringConfig) -> list[Verdict]:
     """Return the verdicts of prepared rows: the model once over all, then rules."""
     model_outputs: list[tuple[float, float] | None] = [None] * len(prepared)
-    matrix = None
+    matrix = feature_matrix(prepared)
+    stored = np.ascontiguousarray(matrix, dtype=FEATURE_DTYPE)
     if config.model is not None and prepared:
-        matrix = feature_matrix(prepared)
         scores = config.model.anomaly_scores(matrix)
         percentiles = config.model.percentiles(scores)
         model_outputs = [
@@ -383,7 +387,7 @@ def _judge(prepared: Sequence[Prepared], config: ScoringConfig) -> list[Verdict]
             fired = _learned_named(
                 fired, learned_rule, item.row, learned_added, risk, status, config
             )
-        if matrix is not None and config.model.feature_quantiles is not None:
+        if config.model is not None and config.model.feature_quantiles is not None:
             _model_explained(fired, matrix[index], item.row, config)
         notes = list(item.notes)
         if config.model is None:
@@ -426,6 +430,7 @@ def _judge(prepared: Sequence[Prepared], config: ScoringConfig) -> list[Verdict]
                 notes=notes,
                 row=item.row,
                 rules_status=rules_status,
+                vector=stored[index].tobytes(),
             )
         )
     return verdicts

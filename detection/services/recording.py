@@ -89,6 +89,7 @@ def transaction_row(
         "ingest_source": source,
         # verdicts_score folds a transaction into the profile unless judged fraud.
         "profile_learned": verdict.teaches,
+        "features": verdict.vector,
     }
 
 

@@ -38,7 +38,7 @@ from detection.scoring import (
     scoring_config_from_db,
     transaction_features_batch,
 )
-from detection.state import FEATURE_NAMES, InMemoryStateStore
+from detection.state import FEATURE_DTYPE, FEATURE_NAMES, InMemoryStateStore
 from transactions.messages import SCORING_INPUT_FIELDS, TransactionMessage
 from transactions.models import Transaction
 
@@ -98,8 +98,10 @@ def training_features(
 ) -> TrainingSet:
     """Return the feature matrix to train on, with the labelled rows to judge by.
 
-    The newest `limit` transactions (from `since`) are the training window. They
-    are replayed in event order after up to `warmup` (default: `limit`) older
+    The newest `limit` transactions (from `since`) are the training window.
+    When every one of them has the feature vector its scoring stored, those are
+    the features (`_stored_training_set`). Otherwise they are replayed in event
+    order after up to `warmup` (default: `limit`) older
     ones, which only build up the users' state: live scorers see cards with
     their whole history, and a model fitted on cold-start features would rank
     warm cards wrongly. Transactions an analyst confirmed as fraud (latest label)
@@ -113,6 +115,12 @@ def training_features(
     first replayed payment has no history), as no live payment does. Ground
     truth (is_fraud of a simulated record) is never read.
     """
+    # Newest first, ties in the order they were stored (as they were scored).
+    base = Transaction.objects.with_latest_label().order_by("-timestamp", "-id")
+    window = base if since is None else base.filter(timestamp__gte=since)
+    stored = _stored_training_set(base, window, limit=limit, warmup=warmup)
+    if stored is not None:
+        return stored
     fields = (
         *SCORING_INPUT_FIELDS,
         "id",
@@ -120,9 +128,6 @@ def training_features(
         "latest_label_fraud",
         "profile_learned",
     )
-    # Newest first, ties in the order they were stored (as they were scored).
-    base = Transaction.objects.with_latest_label().order_by("-timestamp", "-id")
-    window = base if since is None else base.filter(timestamp__gte=since)
     train_rows = list(window.values(*fields)[:limit])
     warm_rows = []
     if train_rows:
@@ -171,6 +176,71 @@ def training_features(
         supervised_fraud=confirmed[supervised],
         supervised_timestamps=[
             m.timestamp for m, keep in zip(messages, supervised, strict=True) if keep
+        ],
+    )
+
+
+def _vectors(blobs: Sequence[bytes]) -> np.ndarray:
+    """Return stored feature vectors (Transaction.features) as a float64 matrix."""
+    if not blobs:
+        return np.empty((0, len(FEATURE_NAMES)))
+    packed = np.frombuffer(b"".join(bytes(blob) for blob in blobs), FEATURE_DTYPE)
+    return packed.reshape(len(blobs), len(FEATURE_NAMES)).astype(np.float64)
+
+
+def _stored_training_set(
+    base, window, *, limit: int, warmup: int | None
+) -> TrainingSet | None:
+    """Return the training set from the feature vectors stored with the
+    verdicts, or None when a row of the window has none (stored before they
+    were, or without scoring): then the ledger is replayed.
+
+    Stored vectors are what scoring computed, so the model learns exactly what
+    it is later asked: each card with its whole history, a fraud verdict that
+    an analyst later found legitimate as it looked when scored, a late arrival
+    as it arrived. No warm-up replay is needed; the labelled rows before the
+    window (up to `warmup`, default `limit`) still join the activation gate's
+    labelled set, as the replay's warm-up rows do.
+    """
+    size = len(FEATURE_NAMES) * np.dtype(FEATURE_DTYPE).itemsize
+    fields = ("id", "timestamp", "features", "latest_label_fraud")
+    train_rows = list(window.values_list(*fields)[:limit])
+    if not train_rows or any(
+        row[2] is None or len(row[2]) != size for row in train_rows
+    ):
+        return None
+    oldest_id, oldest_time = train_rows[-1][0], train_rows[-1][1]
+    before = Q(timestamp__lt=oldest_time) | Q(timestamp=oldest_time, id__lt=oldest_id)
+    # The rows a replay would warm up on; their labelled ones with a vector.
+    warm_rows = base.filter(before).values_list(*fields)
+    warm_labelled = [
+        row
+        for row in warm_rows[: limit if warmup is None else warmup]
+        if row[3] is not None and row[2] is not None and len(row[2]) == size
+    ]
+    train_rows.reverse()  # event order
+    warm_labelled.reverse()
+    matrix = _vectors([row[2] for row in train_rows])
+    labels = [row[3] for row in train_rows]
+    confirmed = np.array([label is True for label in labels], dtype=bool)
+    labelled = np.array([label is not None for label in labels], dtype=bool)
+    fit = ~confirmed
+    timestamps = [row[1] for row in train_rows]
+    mature_before = datetime.now(UTC) - timedelta(
+        seconds=settings.MODEL_LABEL_MATURITY_SECONDS
+    )
+    supervised = np.array([t <= mature_before for t in timestamps], dtype=bool)
+    warm_matrix = _vectors([row[2] for row in warm_labelled])
+    warm_fraud = np.array([row[3] is True for row in warm_labelled], dtype=bool)
+    return TrainingSet(
+        matrix=matrix[fit],
+        timestamps=[t for t, keep in zip(timestamps, fit, strict=True) if keep],
+        labelled=np.vstack([warm_matrix, matrix[labelled]]),
+        labelled_fraud=np.concatenate([warm_fraud, confirmed[labelled]]),
+        supervised=matrix[supervised],
+        supervised_fraud=confirmed[supervised],
+        supervised_timestamps=[
+            t for t, keep in zip(timestamps, supervised, strict=True) if keep
         ],
     )
 

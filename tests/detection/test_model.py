@@ -1,7 +1,7 @@
 """Model lifecycle: train from history, store safely, load, score, hot reload."""
 
 import hashlib
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import numpy as np
@@ -74,13 +74,74 @@ def test_confirmed_fraud_is_left_out_of_training(history, staff_user):
     assert model_active_row().sample_count == len(history) - 1
 
 
+def test_training_fits_the_feature_vectors_scoring_stored(history, staff_user):
+    """Each verdict stores the model input its scoring computed; a retrain fits
+    exactly those, whatever the window or the warm-up (cards keep the history
+    they had live), and a fraud verdict later found legitimate keeps the
+    features it was scored with, where a replay would teach its card at the
+    payment's own time."""
+    from detection.services import features_replay, training_features
+    from detection.state import FEATURE_DTYPE, FEATURE_NAMES
+    from transactions.models import Transaction
+    from transactions.services import label_create
+
+    rows = list(Transaction.objects.order_by("timestamp", "id"))
+    stored = np.array(
+        [np.frombuffer(bytes(t.features), FEATURE_DTYPE) for t in rows],
+        dtype=np.float64,
+    )
+    assert stored.shape == (len(history), len(FEATURE_NAMES))
+    window = training_features(limit=500, warmup=0)
+    assert np.array_equal(window.matrix, stored[-500:])
+    assert np.array_equal(
+        training_features(limit=500, warmup=2000).matrix, window.matrix
+    )
+    # Scored in event order, the stored vectors are what a replay computes
+    # (to float32's precision).
+    by_id = dict(zip((t.transaction_id for t in rows), stored, strict=True))
+    learned = {t.transaction_id: t.profile_learned for t in rows}
+    replayed, _ = features_replay(
+        history,
+        rates=scoring_config_from_db(model=None).rates,
+        learns=[learned[m.transaction_id] for m in history],
+    )
+    order = sorted(range(len(history)), key=lambda i: history[i].timestamp)
+    expected = np.array([by_id[history[i].transaction_id] for i in order])
+    assert np.allclose(replayed, expected, rtol=1e-6, atol=1e-5)
+    # A fraud verdict relabelled legitimate: the stored vectors stand (its own
+    # as it was scored, before the label taught the card).
+    last = history[-1]
+    recorded = transaction_batch_score_record(
+        messages=[
+            TransactionMessage(
+                transaction_id="huge-then-legit",
+                user_id=last.user_id,
+                amount=Decimal("90000.00"),
+                timestamp=last.timestamp + timedelta(hours=1),
+            )
+        ],
+        store=OrmStateStore(),
+        config=scoring_config_from_db(model=None),
+        source="test",
+    )
+    assert len(recorded.created) == 1
+    flagged = Transaction.objects.get(transaction_id="huge-then-legit")
+    assert not flagged.profile_learned
+    label_create(transaction=flagged, is_fraud=False, created_by=staff_user)
+    vector = np.frombuffer(bytes(flagged.features), FEATURE_DTYPE)
+    assert np.array_equal(training_features().matrix, np.vstack([stored, vector]))
+
+
 def test_training_replays_older_history_before_its_window(history):
-    """Live scorers see cards with their history: the training window (the newest
-    500) is replayed after older transactions that build the cards' state but are
-    not fitted, so its rows carry the history live rows would."""
+    """Without stored vectors (rows from before they were stored), the training
+    window (the newest 500) is replayed after older transactions that build the
+    cards' state but are not fitted, so its rows carry the history live rows
+    would."""
     from detection.services import training_features
     from detection.state import FEATURE_NAMES
+    from transactions.models import Transaction
 
+    Transaction.objects.update(features=None)
     history_column = FEATURE_NAMES.index("log_history_count")
     cold = training_features(limit=500, warmup=0)
     warm = training_features(limit=500, warmup=2000)
@@ -160,11 +221,15 @@ def test_a_retrain_is_activated_when_labels_are_too_few_or_it_ranks_as_well(
 
 
 def test_a_model_fitted_on_cold_cards_is_not_activated(history, capsys):
-    """`--warmup 0 --limit 300` fits cards with no history: against the newest
-    transactions, featurized with their history as live scoring sees them, it
-    alone would flag over twice what the active model flags
-    (MODEL_ACTIVATION_MAX_FLAG_RISE); it is stored inactive with both figures,
-    and the active model keeps scoring."""
+    """On a ledger without stored feature vectors (replayed), `--warmup 0
+    --limit 300` fits cards with no history: against the newest transactions,
+    featurized with their history as live scoring sees them, it alone would
+    flag over twice what the active model flags (MODEL_ACTIVATION_MAX_FLAG_RISE);
+    it is stored inactive with both figures, and the active model keeps
+    scoring."""
+    from transactions.models import Transaction
+
+    Transaction.objects.update(features=None)
     call_command("retrain_model")
     champion = model_active_row()
     assert champion.evaluation["recent_flag_rate"] <= 0.10
