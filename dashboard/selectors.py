@@ -227,7 +227,8 @@ def place_summary(*, transaction: Transaction) -> PlaceSummary:
             None, None, "", f"no city of that name{where}: travel not checked"
         )
     latitude, longitude, country = found
-    if transaction.country or "," in transaction.location:
+    suffix = transaction.location.rpartition(",")[2].strip().upper()
+    if transaction.country or ("," in transaction.location and suffix == country):
         source = "the city of that name in that country"
     else:
         source = (

@@ -235,7 +235,8 @@ class UserState:
         none in the window, the previous one is older than the window's start,
         and the gap to that start is its lower bound (for a card with more than
         RECENT_MAX_EVENTS payments a day the window is shorter, and this is an
-        estimate); a payment older than the window's start reads a day.
+        estimate); a payment older than the window's start reads a day, and a
+        card's first payment, arriving after its later ones, reads no previous.
         """
         if self.last_epoch is None:
             return NO_PREVIOUS_SECONDS
@@ -244,6 +245,9 @@ class UserState:
         before = bisect.bisect_right(recent_times, epoch)
         if before:
             return epoch - recent_times[before - 1]
+        if self.count <= len(recent_times):
+            # The window holds every payment of the card: none came before.
+            return NO_PREVIOUS_SECONDS
         window_start = self.last_epoch - RECENT_WINDOW_SECONDS
         if epoch >= window_start:
             return epoch - window_start

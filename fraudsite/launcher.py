@@ -65,31 +65,61 @@ def _model_active(env: dict) -> bool:
     return probe.strip().splitlines()[-1] == "True"
 
 
+# What `make run` needs whatever a local `.env` says (an exported variable with
+# a value still wins): development mode, and the simulator's settings.
+LAUNCH_DEFAULTS = {
+    "DEBUG": "1",
+    "PYTHONUNBUFFERED": "1",
+    # The simulator's clock runs ahead of the wall clock (a simulated week in
+    # minutes), which the production default (1 day) would refuse.
+    "TRANSACTION_MAX_FUTURE_SECONDS": "off",
+    # For the same reason, simulated payments are never weeks old by the wall
+    # clock; their chargebacks come SIMULATOR_CHARGEBACK_DELAY after them. The
+    # classifier counts unlabelled ones as legitimate at once (a few frauds
+    # whose chargeback is under way are read as legitimate until the next
+    # retrain).
+    "MODEL_LABEL_MATURITY_SECONDS": "0",
+}
+
+
 def launch_environment(
     process_env: Mapping[str, str], env_file: Path
 ) -> dict[str, str]:
     """Return the environment `make run` reads and hands its processes.
 
-    The process's own variables first, then a local `.env` for what they leave
-    unset, as the settings read it (django-environ); an empty value (`KEY=`,
-    as in a copied `.env.example`) means unset, so the launcher's defaults (its
-    embedded broker, DEBUG on) apply as they do for the settings' defaults.
+    The process's own variables, then a local `.env` for the ones it does not
+    have, as the settings read it (django-environ, existing keys kept); then
+    LAUNCH_DEFAULTS over the file (an old `.env` with DEBUG=0 or the
+    production limits would stop the simulator's pipeline) unless exported
+    with a value. An empty value means unset: the launcher reads it as its
+    default (`_setting`), and its processes' settings as theirs.
     """
 
     class _FileEnv(environ.Env):
-        ENVIRON: dict[str, str] = {k: v for k, v in process_env.items() if v != ""}
+        ENVIRON: dict[str, str] = {}
 
     if env_file.is_file():
         _FileEnv.read_env(env_file, overwrite=False)
-    return {key: value for key, value in _FileEnv.ENVIRON.items() if value != ""}
+    env = {**_FileEnv.ENVIRON, **process_env}
+    for name, value in LAUNCH_DEFAULTS.items():
+        if not process_env.get(name):
+            env[name] = value
+    return env
+
+
+def _setting(env: Mapping[str, str], name: str, default: str) -> str:
+    """Return a variable of the launch environment, empty meaning `default`."""
+    return env.get(name) or default
 
 
 def _history_bootstrap(env: dict, *, model_active: bool) -> None:
     """Load simulated history and train a model when no model exists yet."""
     if model_active:
         return
-    history = Path(env.get("BOOTSTRAP_HISTORY_FILE", ROOT / "var" / "history.jsonl"))
-    users = env.get("BOOTSTRAP_HISTORY_USERS", "500")
+    history = Path(
+        _setting(env, "BOOTSTRAP_HISTORY_FILE", str(ROOT / "var" / "history.jsonl"))
+    )
+    users = _setting(env, "BOOTSTRAP_HISTORY_USERS", "500")
     print("First run: loading 7 days of simulated history and training a model ...")
     # The week before now, of the cards the simulator then streams (same seed
     # and count: SIMULATOR_SEED, BOOTSTRAP_HISTORY_USERS), so live cards arrive
@@ -201,21 +231,11 @@ def main() -> int:
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, _interrupt)
     env = launch_environment(os.environ, ROOT / ".env")
-    env.setdefault("DEBUG", "1")
-    env.setdefault("PYTHONUNBUFFERED", "1")
-    # The simulator's clock runs ahead of the wall clock (a simulated week in
-    # minutes), which the production default (1 day) would refuse.
-    env.setdefault("TRANSACTION_MAX_FUTURE_SECONDS", "off")
-    # For the same reason, simulated payments are never weeks old by the wall
-    # clock; their chargebacks come SIMULATOR_CHARGEBACK_DELAY after them. The
-    # classifier counts unlabelled ones as legitimate at once (a few frauds whose
-    # chargeback is under way are read as legitimate until the next retrain).
-    env.setdefault("MODEL_LABEL_MATURITY_SECONDS", "0")
     processes: list[subprocess.Popen] = []
     commands: dict[str, list[str]] = {}
     redis_server = kafka = None
     broker = topic = None
-    port = env.get("PORT", "8000")
+    port = _setting(env, "PORT", "8000")
     if not port.isdigit() or not 0 < int(port) < 65536:
         logger.error("PORT must be a TCP port number: %r", port)
         return 2
@@ -225,18 +245,19 @@ def main() -> int:
         )
         return 1
     try:
-        redis_url, redis_server = redis_resolve(env.get("REDIS_URL"))
+        redis_url, redis_server = redis_resolve(env.get("REDIS_URL") or None)
         broker, kafka = kafka_broker_resolve(env.get("KAFKA_BROKER") or None)
         env["REDIS_URL"], env["KAFKA_BROKER"] = redis_url, broker
-        topic = env.get("KAFKA_TRANSACTIONS_TOPIC", "transactions")
-        partitions = int(env.get("KAFKA_TOPIC_PARTITIONS", "6"))
+        topic = _setting(env, "KAFKA_TRANSACTIONS_TOPIC", "transactions")
+        partitions = int(_setting(env, "KAFKA_TOPIC_PARTITIONS", "6"))
         topic_ensure(broker, topic, partitions)
         topic_ensure(
-            broker, env.get("KAFKA_CHARGEBACKS_TOPIC", "chargebacks"), partitions
+            broker, _setting(env, "KAFKA_CHARGEBACKS_TOPIC", "chargebacks"), partitions
         )
         _manage("migrate", "--no-input", env=env)
         login = _manage("bootstrap_admin", env=env, capture=True)
         _history_bootstrap(env, model_active=_model_active(env))
+        chargeback_delay = _setting(env, "SIMULATOR_CHARGEBACK_DELAY", "60")
         commands = {
             "web": [
                 PYTHON, "manage.py", "runserver", f"127.0.0.1:{port}", "--noreload"
@@ -245,10 +266,10 @@ def main() -> int:
             "chargebacks": [PYTHON, "manage.py", "consume_chargebacks"],
             "producer": [
                 PYTHON, "manage.py", "produce_transactions",
-                "--rate", env.get("SIMULATOR_RATE", "20"),
+                "--rate", _setting(env, "SIMULATOR_RATE", "20"),
                 "--seed", SIMULATOR_SEED,
-                "--users", env.get("BOOTSTRAP_HISTORY_USERS", "500"),
-                "--chargebacks-after", env.get("SIMULATOR_CHARGEBACK_DELAY", "60"),
+                "--users", _setting(env, "BOOTSTRAP_HISTORY_USERS", "500"),
+                "--chargebacks-after", chargeback_delay,
                 # Its clock runs ahead of the wall clock: a second run starts
                 # after the first one's payments, so none arrives "late".
                 "--start", "after-stored",
@@ -316,7 +337,7 @@ def main() -> int:
             _stop([producer], timeout=10)
         consumer = named.get("consumer")
         if consumer is not None and consumer.poll() is None and broker:
-            group = env.get("KAFKA_CONSUMER_GROUP", "fraud-scorer")
+            group = _setting(env, "KAFKA_CONSUMER_GROUP", "fraud-scorer")
             _drain(broker, group, topic, consumer)
         # Then the chargebacks the simulator sent: after the payments they
         # label, which are all stored by now.
@@ -324,8 +345,8 @@ def main() -> int:
         if chargebacks is not None and chargebacks.poll() is None and broker:
             _drain(
                 broker,
-                env.get("KAFKA_CHARGEBACKS_GROUP", "fraud-labels"),
-                env.get("KAFKA_CHARGEBACKS_TOPIC", "chargebacks"),
+                _setting(env, "KAFKA_CHARGEBACKS_GROUP", "fraud-labels"),
+                _setting(env, "KAFKA_CHARGEBACKS_TOPIC", "chargebacks"),
                 chargebacks,
             )
         _stop(processes, timeout=15)

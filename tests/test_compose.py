@@ -134,10 +134,23 @@ def test_the_app_environment_passes_the_settings_checks():
 def test_a_local_env_file_reaches_the_containers():
     """Settings compose does not set (CSRF_TRUSTED_ORIGINS, SITE_URL,
     METRICS_TOKEN...) come from a .env beside it, when there is one; without
-    one, compose still starts."""
+    one, compose still starts. Every address of the infrastructure is set by
+    compose itself (its `environment` beats the file), so a .env written for
+    `make run` (127.0.0.1) cannot point the containers away from its services."""
+    addresses = {
+        "DATABASE_URL",
+        "KAFKA_BROKER",
+        "REDIS_URL",
+        "CACHE_URL",
+        "CELERY_BROKER_URL",
+        "CELERY_RESULT_BACKEND",
+    }
     for service in APP_SERVICES:
-        env_file = COMPOSE["services"][service]["env_file"]
-        assert env_file == [{"path": ".env", "required": False}]
+        spec = COMPOSE["services"][service]
+        assert spec["env_file"] == [{"path": ".env", "required": False}]
+        assert addresses <= set(spec["environment"])
+        for name in addresses:
+            assert "127.0.0.1" not in spec["environment"][name]
 
 
 @pytest.mark.parametrize("service", APP_SERVICES)

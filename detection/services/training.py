@@ -211,13 +211,18 @@ def _stored_training_set(
         return None
     oldest_id, oldest_time = train_rows[-1][0], train_rows[-1][1]
     before = Q(timestamp__lt=oldest_time) | Q(timestamp=oldest_time, id__lt=oldest_id)
-    # The rows a replay would warm up on; their labelled ones with a vector.
+    # The rows a replay would warm up on: their labelled ones join the gate's
+    # labelled set. One without a vector (stored before vectors were, where
+    # chargebacks for older payments land) sends the whole set to the replay,
+    # which scores them all: the gate must not lose labels after an upgrade.
     warm_rows = base.filter(before).values_list(*fields)
     warm_labelled = [
         row
         for row in warm_rows[: limit if warmup is None else warmup]
-        if row[3] is not None and row[2] is not None and len(row[2]) == size
+        if row[3] is not None
     ]
+    if any(row[2] is None or len(row[2]) != size for row in warm_labelled):
+        return None
     train_rows.reverse()  # event order
     warm_labelled.reverse()
     matrix = _vectors([row[2] for row in train_rows])

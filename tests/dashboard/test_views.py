@@ -199,6 +199,8 @@ def test_detail_shows_verdict_reasons_travel_and_history(client, staff_user, sco
     [
         ({"location": "London"}, 51.51, "GB", "no country given: the most populous"),
         ({"location": "London", "country": "CA"}, 42.98, "CA", "in that country"),
+        ({"location": "London, CA"}, 42.98, "CA", "in that country"),
+        ({"location": "London, Mars"}, None, "", "no city of that name"),
         ({"location": "Qwertyville"}, None, "", "no city of that name: travel not"),
         (
             {"location": "Cafe", "latitude": 48.86, "longitude": 2.35},

@@ -132,6 +132,40 @@ def test_training_fits_the_feature_vectors_scoring_stored(history, staff_user):
     assert np.array_equal(training_features().matrix, np.vstack([stored, vector]))
 
 
+def test_stored_vectors_give_the_training_set_a_full_replay_gives(history, staff_user):
+    """Where nothing differs between live and a replay (labels that teach no
+    card afterwards), the stored vectors give the same training set as a
+    replay of the whole history: the rows fitted, the gate's labelled rows
+    (the warm-up's included) and the classifier's rows. A labelled warm-up row
+    without a vector (stored before vectors were) sends it all to the replay,
+    so the gate keeps every label after an upgrade."""
+    from detection.services import training_features
+    from transactions.models import Transaction
+    from transactions.services import label_create
+
+    rows = list(Transaction.objects.order_by("timestamp", "id"))
+    for row in rows[::97]:
+        label_create(transaction=row, is_fraud=True, created_by=staff_user)
+    for row in [t for t in rows if t.profile_learned][5::89]:
+        label_create(transaction=row, is_fraud=False, created_by=staff_user)
+    stored = training_features(limit=1000, warmup=5000)
+    Transaction.objects.filter(pk=rows[0].pk).update(features=None)
+    upgraded = training_features(limit=1000, warmup=5000)
+    Transaction.objects.update(features=None)
+    replayed = training_features(limit=1000, warmup=5000)
+    assert len(replayed.labelled) > 40 and replayed.labelled_fraud.any()
+    for other in (stored, upgraded):
+        assert other.timestamps == replayed.timestamps
+        assert np.allclose(other.matrix, replayed.matrix, rtol=1e-6, atol=1e-5)
+        assert np.array_equal(other.labelled_fraud, replayed.labelled_fraud)
+        assert np.allclose(other.labelled, replayed.labelled, rtol=1e-6, atol=1e-5)
+        assert np.array_equal(other.supervised_fraud, replayed.supervised_fraud)
+        assert other.supervised_timestamps == replayed.supervised_timestamps
+    # The stored path was taken first (float32 vectors), the replay after.
+    assert not np.array_equal(stored.matrix, replayed.matrix)
+    assert np.array_equal(upgraded.matrix, replayed.matrix)
+
+
 def test_training_replays_older_history_before_its_window(history):
     """Without stored vectors (rows from before they were stored), the training
     window (the newest 500) is replayed after older transactions that build the

@@ -13,7 +13,7 @@ from detection.scoring import (
     scoring_config_defaults,
     transaction_score_batch,
 )
-from detection.state import FeatureRow, InMemoryStateStore
+from detection.state import NO_PREVIOUS_SECONDS, FeatureRow, InMemoryStateStore
 from transactions.messages import TransactionMessage
 
 T0 = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)
@@ -335,12 +335,12 @@ def test_a_late_transaction_is_not_compared_with_a_later_location():
 
 
 def test_a_late_transaction_reads_its_gap_as_the_time_ordered_replay_does():
-    """Payments at 0, 240 and 600 minutes applied, one of minute 300 arriving
+    """Payments at -2000, 0, 240 and 600 minutes applied, one of minute 300 arriving
     after them reads 60 minutes since the previous payment (minute 240), as
     training's replay in event order reads it, not 0; one before everything the
     window keeps reads the gap to the window's start, its lower bound."""
     store, config = InMemoryStateStore(), scoring_config_defaults()
-    for n, minute in enumerate((0, 240, 600)):
+    for n, minute in enumerate((-2000, 0, 240, 600)):
         transaction_score_batch(
             [message(f"g{n}", "30.00", minute)], store=store, config=config
         )
@@ -356,11 +356,21 @@ def test_a_late_transaction_reads_its_gap_as_the_time_ordered_replay_does():
     assert gap(300) == 60 * 60
     assert gap(240) == 0.0
     assert gap(700) == 100 * 60  # in order: since the last applied
-    # The window reaches back 24 h from minute 600, to minute -840: minute -800
-    # comes before everything kept, so its previous payment is at least 40
-    # minutes back; minute -1000 is older than the window, and reads a day.
+    # The window reaches back 24 h from minute 600, to minute -840 (minute
+    # -2000 has left it): minute -800 comes before everything kept, so its
+    # previous payment is at least 40 minutes back; minute -1000 is older than
+    # the window, and reads a day.
     assert gap(-800) == 40 * 60
     assert gap(-1000) == 24 * 3600
+    # A card whose first payment arrives after its later ones: none came
+    # before it, as the replay reads it.
+    fresh = InMemoryStateStore()
+    transaction_score_batch([message("h1", "30.00", 600)], store=fresh, config=config)
+    first = fresh.states_get(["u1"])["u1"].features(
+        epoch=epoch + 300 * 60, amount=30.0, hour=9, latitude=None,
+        longitude=None, country="", merchant_id="",
+    )  # fmt: skip
+    assert first.seconds_since_prev == NO_PREVIOUS_SECONDS
 
 
 def test_a_city_name_is_looked_up_in_the_message_country():
