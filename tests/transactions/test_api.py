@@ -700,3 +700,19 @@ def test_count_gives_the_size_of_what_the_filters_select(
     monkeypatch.setattr("transactions.pagination.MATCHING_COUNT_CAP", 10)
     capped = api_client.get("/api/transactions", {"count": 1}).json()["meta"]
     assert (capped["matching"], capped["matching_capped"]) == (10, True)
+
+
+def test_request_errors_answer_the_same_with_debug_on(api_client, client, settings):
+    """`make run` runs with DEBUG on, where Django's debug pages answered a
+    query of over 1,000 parameters with a bare 500 (the page read the query
+    again) and an unrouted /api/ path with the HTML list of every URL
+    pattern: both answer as with DEBUG off."""
+    settings.DEBUG = True
+    many = "&".join(f"f{i}=1" for i in range(1500))
+    crowded = api_client.get(f"/api/transactions?{many}")
+    assert crowded.status_code == 400
+    assert "exceeded" in crowded.json()["detail"]
+    assert client.get(f"/accounts/login/?{many}").status_code == 400
+    missing = api_client.get("/api/nope/")
+    assert missing.status_code == 404
+    assert missing.json() == {"detail": "Not found."}

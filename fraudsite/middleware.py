@@ -1,0 +1,40 @@
+"""Request errors answered the same with DEBUG on (as `make run` runs) as off."""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.core.exceptions import RequestDataTooBig, TooManyFieldsSent
+from django.http import HttpResponseBadRequest, JsonResponse
+
+
+class RequestErrorsMiddleware:
+    """Answer a query string Django refuses with a 400, and an unrouted /api/
+    path with JSON, whatever DEBUG says.
+
+    With DEBUG off Django does both already. With DEBUG on, its debug page for
+    a query of over DATA_UPLOAD_MAX_NUMBER_FIELDS parameters reads the query
+    again, fails again, and the server answers a bare 500; and an unrouted
+    /api/ path gets the HTML page listing every URL pattern instead of the
+    API's JSON 404 (`fraudsite.urls.not_found`).
+    """
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        api = request.path.startswith("/api/")
+        try:
+            request.GET  # noqa: B018 - parsed here, where a refusal can be answered
+        except (TooManyFieldsSent, RequestDataTooBig) as exc:
+            if api:
+                return JsonResponse({"detail": str(exc)}, status=400)
+            return HttpResponseBadRequest(str(exc), content_type="text/plain")
+        response = self.get_response(request)
+        if (
+            settings.DEBUG
+            and api
+            and response.status_code == 404
+            and response.get("Content-Type", "").startswith("text/html")
+        ):
+            return JsonResponse({"detail": "Not found."}, status=404)
+        return response
