@@ -254,9 +254,13 @@ def test_two_consumers_in_one_group_split_six_partitions(
     for thread in threads:
         thread.start()
     try:
+        # Each join round takes about 3 s on Tansu (it answers a JoinGroup after
+        # session_timeout_ms / 2), and a second member costs the first a round
+        # or two: on a loaded 2-core instance that once took over 20 s.
         wait_for(
             lambda: len(owned[0]) == len(owned[1]) == 3,
             "two consumers to split the partitions",
+            timeout=3 * DEADLINE,
         )
     finally:
         done.set()
