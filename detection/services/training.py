@@ -161,9 +161,7 @@ def training_features(
     # features_replay sorts by event time, stably: its rows stay aligned with `fit`.
     matrix, _ = features_replay(messages, rates=rates, learns=learns)
     timestamps = [m.timestamp for m, keep in zip(messages, fit, strict=True) if keep]
-    mature_before = datetime.now(UTC) - timedelta(
-        seconds=settings.MODEL_LABEL_MATURITY_SECONDS
-    )
+    mature_before = _mature_before()
     supervised = (np.arange(len(rows)) >= len(warm_rows)) & np.array(
         [m.timestamp <= mature_before for m in messages], dtype=bool
     )
@@ -178,6 +176,18 @@ def training_features(
             m.timestamp for m, keep in zip(messages, supervised, strict=True) if keep
         ],
     )
+
+
+def _mature_before() -> datetime:
+    """Return the time before which a payment's label is taken as final: the
+    classifier learns from payments older than MODEL_LABEL_MATURITY_SECONDS."""
+    return datetime.now(UTC) - timedelta(seconds=settings.MODEL_LABEL_MATURITY_SECONDS)
+
+
+def _vector_ok(blob: bytes | None) -> bool:
+    """Return whether a stored feature vector has the current features' size."""
+    size = len(FEATURE_NAMES) * np.dtype(FEATURE_DTYPE).itemsize
+    return blob is not None and len(blob) == size
 
 
 def _vectors(blobs: Sequence[bytes]) -> np.ndarray:
@@ -202,12 +212,9 @@ def _stored_training_set(
     window (up to `warmup`, default `limit`) still join the activation gate's
     labelled set, as the replay's warm-up rows do.
     """
-    size = len(FEATURE_NAMES) * np.dtype(FEATURE_DTYPE).itemsize
     fields = ("id", "timestamp", "features", "latest_label_fraud")
     train_rows = list(window.values_list(*fields)[:limit])
-    if not train_rows or any(
-        row[2] is None or len(row[2]) != size for row in train_rows
-    ):
+    if not train_rows or not all(_vector_ok(row[2]) for row in train_rows):
         return None
     oldest_id, oldest_time = train_rows[-1][0], train_rows[-1][1]
     before = Q(timestamp__lt=oldest_time) | Q(timestamp=oldest_time, id__lt=oldest_id)
@@ -221,7 +228,7 @@ def _stored_training_set(
         for row in warm_rows[: limit if warmup is None else warmup]
         if row[3] is not None
     ]
-    if any(row[2] is None or len(row[2]) != size for row in warm_labelled):
+    if not all(_vector_ok(row[2]) for row in warm_labelled):
         return None
     train_rows.reverse()  # event order
     warm_labelled.reverse()
@@ -231,9 +238,7 @@ def _stored_training_set(
     labelled = np.array([label is not None for label in labels], dtype=bool)
     fit = ~confirmed
     timestamps = [row[1] for row in train_rows]
-    mature_before = datetime.now(UTC) - timedelta(
-        seconds=settings.MODEL_LABEL_MATURITY_SECONDS
-    )
+    mature_before = _mature_before()
     supervised = np.array([t <= mature_before for t in timestamps], dtype=bool)
     warm_matrix = _vectors([row[2] for row in warm_labelled])
     warm_fraud = np.array([row[3] is True for row in warm_labelled], dtype=bool)
