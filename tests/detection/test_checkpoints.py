@@ -10,40 +10,49 @@ from django.db import connection, connections
 
 from detection.checkpoints import (
     SQLITE_AUTOCHECKPOINT_PAGES,
+    SQLITE_CACHE_KIB,
     WRITER_AUTOCHECKPOINT_PAGES,
+    WRITER_CACHE_KIB,
     SqliteCheckpointer,
 )
 
+BUSY_WRITER = (WRITER_AUTOCHECKPOINT_PAGES, -WRITER_CACHE_KIB)
+SQLITE_DEFAULTS = (SQLITE_AUTOCHECKPOINT_PAGES, -SQLITE_CACHE_KIB)
 
-def autocheckpoint(conn) -> int:
+
+def pragmas(conn) -> tuple[int, int]:
+    """Return a connection's (wal_autocheckpoint, cache_size)."""
     with conn.cursor() as cursor:
         cursor.execute("PRAGMA wal_autocheckpoint")
-        return cursor.fetchone()[0]
+        pages = cursor.fetchone()[0]
+        cursor.execute("PRAGMA cache_size")
+        return pages, cursor.fetchone()[0]
 
 
 @pytest.mark.django_db
 def test_the_writer_leaves_checkpoints_to_the_background_thread_while_it_runs():
     """While the checkpointer runs, this process's connections to the file (the
     open one, and those the stream reopens every second) checkpoint only far past
-    SQLite's 1,000 pages; afterwards SQLite's own threshold is back."""
+    SQLite's 1,000 pages, with a page cache that holds a batch; afterwards
+    SQLite's defaults are back."""
     if connection.vendor != "sqlite":
         pytest.skip("SQLite's write-ahead log; this run uses another database")
     connection.ensure_connection()
-    assert autocheckpoint(connection) == SQLITE_AUTOCHECKPOINT_PAGES
+    assert pragmas(connection) == SQLITE_DEFAULTS
     checkpointer = SqliteCheckpointer(str(connection.settings_dict["NAME"])).start()
     reopened = connections.create_connection("default")
     try:
-        assert autocheckpoint(connection) == WRITER_AUTOCHECKPOINT_PAGES
+        assert pragmas(connection) == BUSY_WRITER
         reopened.ensure_connection()
-        assert autocheckpoint(reopened) == WRITER_AUTOCHECKPOINT_PAGES
+        assert pragmas(reopened) == BUSY_WRITER
     finally:
         reopened.close()
         checkpointer.stop()
-    assert autocheckpoint(connection) == SQLITE_AUTOCHECKPOINT_PAGES
+    assert pragmas(connection) == SQLITE_DEFAULTS
     after = connections.create_connection("default")
     try:
         after.ensure_connection()
-        assert autocheckpoint(after) == SQLITE_AUTOCHECKPOINT_PAGES
+        assert pragmas(after) == SQLITE_DEFAULTS
     finally:
         after.close()
 
