@@ -9,7 +9,7 @@ from django.db import transaction
 
 from detection.models import UserProfile
 from detection.state import UserState
-from transactions.bulk import rows_insert
+from transactions.bulk import rows_insert, values_where_in
 
 # Users per IN (...) query: below SQLite's old 999-parameter limit.
 _CHUNK = 900
@@ -116,12 +116,25 @@ class OrmStateStore:
                 ignore_conflicts=True,
             )
         versions = dict.fromkeys(wanted, (0, 0))
+        if not lock:
+            versions.update(
+                (uid, (count, learned))
+                for uid, count, learned in values_where_in(
+                    model=UserProfile,
+                    fields=["user_id", "txn_count", "learned_count"],
+                    key="user_id",
+                    keys=wanted,
+                )
+            )
+            return versions
+        # Row locks, taken in user_id order (two writers never wait on each other
+        # in a cycle): the ORM's select_for_update.
         for start in range(0, len(wanted), _CHUNK):
-            queryset = UserProfile.objects.filter(
-                user_id__in=wanted[start : start + _CHUNK]
-            ).order_by("user_id")
-            if lock:
-                queryset = queryset.select_for_update()
+            queryset = (
+                UserProfile.objects.filter(user_id__in=wanted[start : start + _CHUNK])
+                .order_by("user_id")
+                .select_for_update()
+            )
             versions.update(
                 (uid, (count, learned))
                 for uid, count, learned in queryset.values_list(

@@ -1,4 +1,4 @@
-"""Fast bulk writes of model rows (the stream's hot path)."""
+"""Fast bulk reads and writes of model rows (the stream's hot path)."""
 
 from __future__ import annotations
 
@@ -239,3 +239,46 @@ def rows_insert(
             update_fields=update_fields,
             ignore_conflicts=ignore_conflicts,
         )(rows)
+
+
+# Keys per IN (...) list: below SQLite's old 999-parameter limit.
+_IN_CHUNK = 900
+
+
+def values_where_in(
+    *,
+    model: type[Model],
+    fields: Sequence[str],
+    key: str,
+    keys: Sequence[Any],
+) -> list[tuple]:
+    """Return `fields` of the rows whose `key` is one of `keys`, as tuples.
+
+    What `model.objects.filter(key__in=keys).values_list(*fields)` returns, for
+    plain columns (text, numbers, booleans) whose stored values need no
+    conversion, with the SQL built once per chunk instead of compiled by the ORM:
+    for 500 keys the ORM spent about 3 ms preparing each key and compiling,
+    against 1.3-1.7 ms for the whole query here (2026-11-30). No row order;
+    no row locks (use the ORM's select_for_update for those).
+    """
+    opts = model._meta
+    columns = [opts.get_field(name) for name in (key, *fields)]
+    for field in columns:
+        if field.get_internal_type() not in _PLAIN_TYPES:
+            raise ValueError(f"{field.name} is not a plain column: use the ORM.")
+    using = router.db_for_read(model)
+    quote = connections[using].ops.quote_name
+    select = "SELECT {} FROM {} WHERE {} IN ".format(
+        ", ".join(quote(field.column) for field in columns[1:]),
+        quote(opts.db_table),
+        quote(columns[0].column),
+    )
+    found: list[tuple] = []
+    with connections[using].cursor() as cursor:
+        for start in range(0, len(keys), _IN_CHUNK):
+            chunk = list(keys[start : start + _IN_CHUNK])
+            cursor.execute(
+                select + "({})".format(", ".join(["%s"] * len(chunk))), chunk
+            )
+            found.extend(tuple(row) for row in cursor.fetchall())
+    return found

@@ -7,21 +7,19 @@ from datetime import datetime
 
 from django.db.models import Sum
 
+from transactions.bulk import values_where_in
 from transactions.models import Transaction, VerdictTally
 
 
 def transaction_ids_existing(*, transaction_ids: Iterable[str]) -> set[str]:
     """Return which of these transaction ids are already stored."""
-    ids = list(set(transaction_ids))
-    found: set[str] = set()
-    # Chunked to stay under SQLite's bound-parameter limit.
-    for start in range(0, len(ids), 900):
-        found.update(
-            Transaction.objects.filter(
-                transaction_id__in=ids[start : start + 900]
-            ).values_list("transaction_id", flat=True)
-        )
-    return found
+    rows = values_where_in(
+        model=Transaction,
+        fields=["transaction_id"],
+        key="transaction_id",
+        keys=list(set(transaction_ids)),
+    )
+    return {transaction_id for (transaction_id,) in rows}
 
 
 def transaction_get(*, transaction_id: str) -> Transaction | None:

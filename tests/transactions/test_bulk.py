@@ -11,7 +11,7 @@ import pytest
 from django.db import connection
 
 from detection.models import UserProfile
-from transactions.bulk import json_text, rows_insert
+from transactions.bulk import json_text, rows_insert, values_where_in
 from transactions.models import Transaction
 
 pytestmark = pytest.mark.django_db
@@ -147,3 +147,32 @@ def test_rows_insert_writes_large_batches_whole():
     rows_insert(model=Transaction, rows=ledger)
     stored = Transaction.objects.filter(transaction_id__startswith="many-")
     assert stored.count() == 3000
+
+
+def test_values_where_in_reads_what_the_orm_reads():
+    """The stream's reads by key (stored ids, user versions) return the ORM's
+    rows, across chunks of the IN list, with keys that are not stored."""
+    rows_insert(
+        model=UserProfile,
+        rows=[
+            {"user_id": f"u-{n}", "txn_count": n, "learned_count": n // 2}
+            for n in range(1000)
+        ],
+    )
+    keys = [f"u-{n}" for n in range(0, 2000, 2)]  # 500 stored, 500 not
+    fields = ["user_id", "txn_count", "learned_count"]
+    found = values_where_in(model=UserProfile, fields=fields, key="user_id", keys=keys)
+    expected = UserProfile.objects.filter(user_id__in=keys).values_list(*fields)
+    assert sorted(found) == sorted(expected)
+    assert len(found) == 500
+    assert (
+        values_where_in(model=UserProfile, fields=fields, key="user_id", keys=[]) == []
+    )
+
+
+def test_values_where_in_refuses_columns_that_need_conversion():
+    """JSON, dates and decimals come back from SQL as text: the ORM reads those."""
+    with pytest.raises(ValueError, match="not a plain column"):
+        values_where_in(
+            model=UserProfile, fields=["countries"], key="user_id", keys=["u-1"]
+        )
