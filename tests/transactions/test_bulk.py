@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal
 
 import numpy as np
@@ -176,3 +176,26 @@ def test_values_where_in_refuses_columns_that_need_conversion():
         values_where_in(
             model=UserProfile, fields=["countries"], key="user_id", keys=["u-1"]
         )
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        EVENT,
+        EVENT.replace(microsecond=0),
+        EVENT.replace(fold=1),
+        datetime(1970, 1, 1, tzinfo=UTC),
+        datetime(9998, 12, 31, 23, 59, 59, 999999, tzinfo=UTC),
+        EVENT.astimezone(timezone(timedelta(hours=-5, minutes=-30))),
+        None,
+    ],
+)
+def test_datetime_columns_are_adapted_as_the_backend_adapts_them(value):
+    """The ledger's datetime adapter (with its shortcut for UTC times on SQLite)
+    gives the database value Django's own adaptation gives."""
+    from transactions.bulk import RowsInsert
+
+    insert = RowsInsert(Transaction, using="default")
+    field = Transaction._meta.get_field("timestamp")
+    adapter = insert.adapters[insert.fields.index(field)]
+    assert adapter(value) == connection.ops.adapt_datetimefield_value(value)
