@@ -294,6 +294,15 @@ def model_active_row() -> ModelVersion | None:
     return ModelVersion.objects.filter(is_active=True).first()
 
 
+def model_active_version() -> str | None:
+    """Return the active model's version, or None (without reading its files)."""
+    return (
+        ModelVersion.objects.filter(is_active=True)
+        .values_list("version", flat=True)
+        .first()
+    )
+
+
 def default_training_since(days: float) -> datetime:
     """Return the start of a training window ending now."""
     return datetime.now(UTC) - timedelta(days=days)

@@ -16,7 +16,12 @@ from django.db import DatabaseError
 
 from detection.lists import EMPTY as EMPTY_LISTS
 from detection.lists import Lists
-from detection.registry import LoadedModel, model_active_row, model_load
+from detection.registry import (
+    LoadedModel,
+    model_active_row,
+    model_active_version,
+    model_load,
+)
 from detection.rules import (
     LEARNED_FRAUD,
     RULE_TYPES,
@@ -195,13 +200,15 @@ class ScoringConfigProvider:
         self._loaded_at = 0.0
 
     def _model_current(self) -> LoadedModel | None:
-        row = model_active_row()
-        if row is None:
+        # The version alone first: the full row carries the model files (MBs),
+        # read only when the active version changed.
+        version = model_active_version()
+        if version is None:
             self._model, self._failed_version, self.model_error = None, None, None
-        elif self._model is not None and self._model.version == row.version:
+        elif self._model is not None and self._model.version == version:
             # In use (again, if a version that failed was activated meanwhile).
             self._failed_version, self.model_error = None, None
-        elif row.version != self._failed_version:
+        elif version != self._failed_version and (row := model_active_row()):
             # A version that failed was logged then; it is not tried again.
             try:
                 self._model = model_load(row)

@@ -8,6 +8,8 @@ import numpy as np
 import pytest
 from django.core.management import call_command
 from django.core.management.base import CommandError
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 
 from detection.models import ModelVersion, Rule
 from detection.profiles import OrmStateStore
@@ -454,6 +456,12 @@ def test_running_scorer_picks_up_model_and_rule_changes_without_restart(history)
     assert provider.current().model is None
     call_command("retrain_model")
     assert provider.current().model_version == model_active_row().version
+    # Refreshes read the model files (MBs) only when the active version changed.
+    with CaptureQueriesContext(connection) as queries:
+        assert provider.current().model_version == model_active_row().version
+    model_reads = [q["sql"] for q in queries if "detection_modelversion" in q["sql"]]
+    assert len(model_reads) == 2  # the refresh's version, and the assertion's row
+    assert '"artifact"' not in model_reads[0]
 
     message = TransactionMessage(
         transaction_id="probe",

@@ -1,5 +1,6 @@
 """Every rule fires at its threshold and stays quiet just below it."""
 
+import dataclasses
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
@@ -13,8 +14,9 @@ from detection.scoring import (
     scoring_config_defaults,
     transaction_score_batch,
 )
+from detection.simulator import simulate_transactions
 from detection.state import NO_PREVIOUS_SECONDS, FeatureRow, InMemoryStateStore
-from transactions.messages import TransactionMessage
+from transactions.messages import TransactionMessage, transaction_message_parse
 
 T0 = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)
 
@@ -312,6 +314,47 @@ def test_waves_score_a_burst_within_one_batch_as_one_at_a_time():
         (v.status, v.reason_codes) for v in apart
     ]
     assert states["u1"] == apart_store.states["u1"]
+
+
+def test_simulated_batches_give_one_at_a_time_verdicts_and_states():
+    """Simulated traffic (fraud bursts among it) scored in batches of 250 gives
+    every verdict and card state that scoring one transaction at a time gives,
+    including for cards whose fraud verdict is followed by more of their
+    transactions in the same batch (later waves). The
+    thresholds are lowered so that one rule makes a verdict fraud: by the
+    default ones, rules alone judge almost nothing fraud."""
+    config = dataclasses.replace(
+        scoring_config_defaults(), fraud_threshold=0.4, suspicious_threshold=0.3
+    )
+    messages = sorted(
+        (
+            transaction_message_parse(record)
+            for record in simulate_transactions(users=40, days=6, seed=7)
+        ),
+        key=lambda m: m.timestamp,
+    )
+    batched_store, apart_store = InMemoryStateStore(), InMemoryStateStore()
+    batched, fraud_then_more = [], 0
+    for start in range(0, len(messages), 250):
+        batch = messages[start : start + 250]
+        verdicts, _ = transaction_score_batch(batch, store=batched_store, config=config)
+        batched += verdicts
+        # Cards with a transaction that did not teach, then more in the batch.
+        cards = [m.user_id for m in batch]
+        fraud_then_more += sum(
+            1
+            for n, verdict in enumerate(verdicts)
+            if not verdict.teaches and batch[n].user_id in cards[n + 1 :]
+        )
+    apart = [
+        transaction_score_batch([m], store=apart_store, config=config)[0][0]
+        for m in messages
+    ]
+    assert fraud_then_more > 0
+    assert [(v.status, v.risk_score, v.reasons) for v in batched] == [
+        (v.status, v.risk_score, v.reasons) for v in apart
+    ]
+    assert batched_store.states == apart_store.states
 
 
 def test_a_late_transaction_is_not_compared_with_a_later_location():
