@@ -9,10 +9,7 @@ from django.db import transaction
 
 from detection.models import UserProfile
 from detection.state import UserState
-from transactions.bulk import rows_insert, values_where_in
-
-# Users per IN (...) query: below SQLite's old 999-parameter limit.
-_CHUNK = 900
+from transactions.bulk import IN_CHUNK, rows_insert, values_where_in
 
 _FIELDS = (
     "log_amount_mean",
@@ -129,9 +126,9 @@ class OrmStateStore:
             return versions
         # Row locks, taken in user_id order (two writers never wait on each other
         # in a cycle): the ORM's select_for_update.
-        for start in range(0, len(wanted), _CHUNK):
+        for start in range(0, len(wanted), IN_CHUNK):
             queryset = (
-                UserProfile.objects.filter(user_id__in=wanted[start : start + _CHUNK])
+                UserProfile.objects.filter(user_id__in=wanted[start : start + IN_CHUNK])
                 .order_by("user_id")
                 .select_for_update()
             )
@@ -156,9 +153,9 @@ class OrmStateStore:
                 found[uid] = cached
             elif stored != (0, 0):
                 stale.append(uid)
-        for start in range(0, len(stale), _CHUNK):
+        for start in range(0, len(stale), IN_CHUNK):
             for profile in UserProfile.objects.filter(
-                user_id__in=stale[start : start + _CHUNK]
+                user_id__in=stale[start : start + IN_CHUNK]
             ):
                 state = profile_to_state(profile)
                 found[state.user_id] = state

@@ -252,8 +252,9 @@ def rows_insert(
         )(rows)
 
 
-# Keys per IN (...) list: below SQLite's old 999-parameter limit.
-_IN_CHUNK = 900
+# Keys per IN (...) list, here and in the ORM reads by key elsewhere: below
+# SQLite's old 999-parameter limit.
+IN_CHUNK = 900
 
 
 def values_where_in(
@@ -286,8 +287,8 @@ def values_where_in(
     )
     found: list[tuple] = []
     with connections[using].cursor() as cursor:
-        for start in range(0, len(keys), _IN_CHUNK):
-            chunk = list(keys[start : start + _IN_CHUNK])
+        for start in range(0, len(keys), IN_CHUNK):
+            chunk = list(keys[start : start + IN_CHUNK])
             cursor.execute(
                 select + "({})".format(", ".join(["%s"] * len(chunk))), chunk
             )

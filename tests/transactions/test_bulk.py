@@ -11,7 +11,7 @@ import pytest
 from django.db import connection
 
 from detection.models import UserProfile
-from transactions.bulk import json_text, rows_insert, values_where_in
+from transactions.bulk import RowsInsert, json_text, rows_insert, values_where_in
 from transactions.models import Transaction
 
 pytestmark = pytest.mark.django_db
@@ -193,8 +193,6 @@ def test_values_where_in_refuses_columns_that_need_conversion():
 def test_datetime_columns_are_adapted_as_the_backend_adapts_them(value):
     """The ledger's datetime adapter (with its shortcut for UTC times on SQLite)
     gives the database value Django's own adaptation gives."""
-    from transactions.bulk import RowsInsert
-
     insert = RowsInsert(Transaction, using="default")
     field = Transaction._meta.get_field("timestamp")
     adapter = insert.adapters[insert.fields.index(field)]

@@ -15,7 +15,7 @@ from django.db import transaction
 from tqdm import tqdm
 
 from detection.rules import RULE_TYPES
-from transactions.bulk import rows_insert
+from transactions.bulk import IN_CHUNK, rows_insert
 from transactions.models import Transaction, VerdictTally, reason_codes_text
 from transactions.services import reason_tallies_add
 
@@ -201,9 +201,9 @@ class Command(BaseCommand):
         minutes = sorted(tallies)
         with transaction.atomic():
             existing = {}
-            for start in range(0, len(minutes), 900):
+            for start in range(0, len(minutes), IN_CHUNK):
                 for tally in VerdictTally.objects.filter(
-                    minute__in=minutes[start : start + 900]
+                    minute__in=minutes[start : start + IN_CHUNK]
                 ):
                     existing[tally.minute] = tally
             rows = []
