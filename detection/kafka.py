@@ -19,6 +19,7 @@ from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.errors import KafkaError, KafkaTimeoutError, TopicAlreadyExistsError
+from kafka.net.compat import KafkaNetClient
 
 logger = logging.getLogger(__name__)
 
@@ -36,6 +37,25 @@ CONSUMER_GROUP_TIMEOUTS: dict[str, int] = {
 CONSUMER_FETCH: dict[str, int] = {"fetch_max_wait_ms": 100}
 
 TOPIC_POLL_SECONDS = 0.05
+
+# kafka-python 3 does all network I/O on a background thread and logs a warning
+# ("blocking the event loop ... Other pollers will time out") when one step of it
+# takes longer than its slow_task_threshold_secs, 0.1 s by default, by the wall
+# clock. In our processes the main thread scores or produces and holds the GIL;
+# the I/O thread waits for it after every socket call, up to the 5 ms switch
+# interval each time, and a step of a few dozen calls passes 0.1 s without any
+# loop at fault. Measured (2026-12-01): producing 50,000 records as fast as
+# possible, then consuming them, logged 2 or 3 steps of 122-177 ms with the
+# default switch interval and none at 0.5 ms, in two runs each. 1 s still
+# reports a stall that would put the group session (6 s) at risk.
+NETWORK_SLOW_STEP_SECONDS = 1.0
+
+
+def network_client(**configs) -> KafkaNetClient:
+    """Return kafka-python's network client with our slow-step threshold (above);
+    the `kafka_client` of the stream's consumers and producers."""
+    configs.setdefault("slow_task_threshold_secs", NETWORK_SLOW_STEP_SECONDS)
+    return KafkaNetClient(**configs)
 
 
 def kafka_bootstrap(bootstrap: str | None = None) -> str:
@@ -178,6 +198,7 @@ def producer_create(*, bootstrap: str | None = None, **overrides) -> KafkaProduc
         "linger_ms": 5,
         "batch_size": 256 * 1024,
         "retries": 5,
+        "kafka_client": network_client,
     }
     config.update(overrides)
     return KafkaProducer(**config)
@@ -211,6 +232,7 @@ def consumer_create(
         # (bench_stream p99). Apache Kafka answers as soon as records arrive, so
         # this only makes an idle consumer ask more often.
         "fetch_max_wait_ms": 20,
+        "kafka_client": network_client,
     }
     config.update(overrides)
     return KafkaConsumer(**config)

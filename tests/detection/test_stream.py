@@ -24,7 +24,13 @@ from django.core.management import CommandError, call_command
 from django.db import connection
 from kafka import KafkaConsumer, TopicPartition
 
-from detection.kafka import consumer_create, producer_create, transactions_produce
+from detection.kafka import (
+    NETWORK_SLOW_STEP_SECONDS,
+    consumer_create,
+    network_client,
+    producer_create,
+    transactions_produce,
+)
 from detection.models import AlertDelivery, AlertWebhook, DeadLetter, Rule, UserProfile
 from detection.retrying import StreamDatabaseError
 from detection.scoring import ScoringConfigProvider
@@ -510,6 +516,22 @@ def test_sends_a_broker_never_answers_are_reported_as_failed(tmp_path):
         if producer is not None:
             producer.close(timeout=1)
         broker.stop()
+
+
+def test_stream_clients_warn_of_network_stalls_only_past_a_second(kafka_bootstrap):
+    """The stream's consumers and producers run kafka-python's I/O thread with a
+    1 s slow-step threshold instead of 0.1 s, which GIL waits alone exceed in a
+    process that scores or produces (detection.kafka.NETWORK_SLOW_STEP_SECONDS)."""
+    consumer = consumer_create(bootstrap=kafka_bootstrap, group_id=group_new())
+    producer = producer_create(bootstrap=kafka_bootstrap)
+    try:
+        assert consumer.config["kafka_client"] is network_client
+        assert producer.config["kafka_client"] is network_client
+        threshold = consumer._client._net.config["slow_task_threshold_secs"]
+        assert threshold == NETWORK_SLOW_STEP_SECONDS == 1.0
+    finally:
+        producer.close(timeout=1)
+        consumer.close()
 
 
 def test_a_json_lines_file_is_replayed_bad_lines_included(
