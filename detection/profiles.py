@@ -9,7 +9,7 @@ from django.db import transaction
 
 from detection.models import UserProfile
 from detection.state import UserState
-from transactions.bulk import IN_CHUNK, rows_insert, values_where_in
+from transactions.bulk import key_chunks, rows_insert, values_where_in
 
 _FIELDS = (
     "log_amount_mean",
@@ -126,9 +126,9 @@ class OrmStateStore:
             return versions
         # Row locks, taken in user_id order (two writers never wait on each other
         # in a cycle): the ORM's select_for_update.
-        for start in range(0, len(wanted), IN_CHUNK):
+        for chunk in key_chunks(wanted):
             queryset = (
-                UserProfile.objects.filter(user_id__in=wanted[start : start + IN_CHUNK])
+                UserProfile.objects.filter(user_id__in=chunk)
                 .order_by("user_id")
                 .select_for_update()
             )
@@ -153,10 +153,8 @@ class OrmStateStore:
                 found[uid] = cached
             elif stored != (0, 0):
                 stale.append(uid)
-        for start in range(0, len(stale), IN_CHUNK):
-            for profile in UserProfile.objects.filter(
-                user_id__in=stale[start : start + IN_CHUNK]
-            ):
+        for chunk in key_chunks(stale):
+            for profile in UserProfile.objects.filter(user_id__in=chunk):
                 state = profile_to_state(profile)
                 found[state.user_id] = state
                 if self.use_cache:

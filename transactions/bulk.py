@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 from django.conf import settings
@@ -256,6 +256,14 @@ def rows_insert(
 # SQLite's old 999-parameter limit.
 IN_CHUNK = 900
 
+_K = TypeVar("_K")
+
+
+def key_chunks(keys: Sequence[_K]) -> Iterator[list[_K]]:
+    """Yield `keys` in lists of at most IN_CHUNK, one `IN (...)` list each."""
+    for start in range(0, len(keys), IN_CHUNK):
+        yield list(keys[start : start + IN_CHUNK])
+
 
 def values_where_in(
     *,
@@ -287,8 +295,7 @@ def values_where_in(
     )
     found: list[tuple] = []
     with connections[using].cursor() as cursor:
-        for start in range(0, len(keys), IN_CHUNK):
-            chunk = list(keys[start : start + IN_CHUNK])
+        for chunk in key_chunks(keys):
             cursor.execute(
                 select + "({})".format(", ".join(["%s"] * len(chunk))), chunk
             )

@@ -85,6 +85,23 @@ def test_a_current_cached_state_is_used_without_reloading(django_assert_num_quer
     assert states["shared-user"].count == 1
 
 
+def test_more_users_than_one_in_list_are_read_in_full():
+    """Given 2,000 stored users (more than one IN list, IN_CHUNK keys, holds),
+    a store without them cached reads every user's state, and a new user among
+    them starts empty."""
+    users = [f"many-{n:04d}" for n in range(2000)]
+    transaction_batch_score_record(
+        messages=[message(n, user_id=uid) for n, uid in enumerate(users)],
+        store=OrmStateStore(use_cache=False),
+        config=scoring_config_from_db(model=None),
+        source="test",
+    )
+    states = OrmStateStore().states_get([*users, "new-user"])
+    assert len(states) == 2001
+    assert all(states[uid].count == 1 for uid in users)
+    assert states["new-user"].count == 0
+
+
 def test_a_deleted_profile_is_not_resurrected_from_the_cache():
     """Given a cached user whose profile row was deleted, the state starts over."""
     store = OrmStateStore()

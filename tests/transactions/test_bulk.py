@@ -11,7 +11,14 @@ import pytest
 from django.db import connection
 
 from detection.models import UserProfile
-from transactions.bulk import RowsInsert, json_text, rows_insert, values_where_in
+from transactions.bulk import (
+    IN_CHUNK,
+    RowsInsert,
+    json_text,
+    key_chunks,
+    rows_insert,
+    values_where_in,
+)
 from transactions.models import Transaction
 
 pytestmark = pytest.mark.django_db
@@ -168,6 +175,15 @@ def test_values_where_in_reads_what_the_orm_reads():
     assert (
         values_where_in(model=UserProfile, fields=fields, key="user_id", keys=[]) == []
     )
+
+
+def test_key_chunks_split_keys_into_in_lists_of_at_most_in_chunk():
+    """Every key once, in order, no list over IN_CHUNK, none for no keys."""
+    keys = list(range(2 * IN_CHUNK + 1))
+    chunks = list(key_chunks(keys))
+    assert [len(chunk) for chunk in chunks] == [IN_CHUNK, IN_CHUNK, 1]
+    assert [key for chunk in chunks for key in chunk] == keys
+    assert list(key_chunks([])) == []
 
 
 def test_values_where_in_refuses_columns_that_need_conversion():

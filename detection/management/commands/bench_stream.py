@@ -46,7 +46,7 @@ from detection.scoring import ScoringConfigProvider
 from detection.services import model_retrain, transaction_batch_score_record
 from detection.simulator import simulate_transactions
 from fraudsite import embedded
-from transactions.bulk import IN_CHUNK
+from transactions.bulk import key_chunks
 from transactions.messages import transaction_message_parse
 from transactions.models import Label, Transaction
 
@@ -426,11 +426,11 @@ class Command(BaseCommand):
         """Return (received_at, scored_at) of the stored records, by scored_at."""
         ids = [r["transaction_id"] for r in records]
         rows: list[tuple] = []
-        for start in range(0, len(ids), IN_CHUNK):
+        for chunk in key_chunks(ids):
             rows.extend(
-                Transaction.objects.filter(
-                    transaction_id__in=ids[start : start + IN_CHUNK]
-                ).values_list("received_at", "scored_at")
+                Transaction.objects.filter(transaction_id__in=chunk).values_list(
+                    "received_at", "scored_at"
+                )
             )
         if len(rows) != len(ids):
             raise CommandError(f"Only {len(rows)} of {len(ids)} records were stored.")

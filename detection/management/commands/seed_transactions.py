@@ -15,7 +15,7 @@ from django.db import transaction
 from tqdm import tqdm
 
 from detection.rules import RULE_TYPES
-from transactions.bulk import IN_CHUNK, rows_insert
+from transactions.bulk import key_chunks, rows_insert
 from transactions.models import Transaction, VerdictTally, reason_codes_text
 from transactions.services import reason_tallies_add
 
@@ -201,10 +201,8 @@ class Command(BaseCommand):
         minutes = sorted(tallies)
         with transaction.atomic():
             existing = {}
-            for start in range(0, len(minutes), IN_CHUNK):
-                for tally in VerdictTally.objects.filter(
-                    minute__in=minutes[start : start + IN_CHUNK]
-                ):
+            for chunk in key_chunks(minutes):
+                for tally in VerdictTally.objects.filter(minute__in=chunk):
                     existing[tally.minute] = tally
             rows = []
             for minute in minutes:
