@@ -7,7 +7,8 @@ from django.db import transaction
 from detection.events import labels_announce
 from detection.profiles import OrmStateStore
 from detection.scoring import scoring_config_from_db, state_learn_later
-from transactions.messages import SCORING_INPUT_FIELDS, TransactionMessage
+from detection.services.training import message_as_scored
+from transactions.messages import SCORING_INPUT_FIELDS
 from transactions.models import Label, Transaction
 from transactions.services import label_create
 
@@ -59,8 +60,11 @@ def transaction_label(
         if teach:
             store = OrmStateStore(use_cache=False)
             state = store.states_get({record.user_id})[record.user_id]
-            message = TransactionMessage(
-                **{name: getattr(record, name) for name in SCORING_INPUT_FIELDS}
+            message = message_as_scored(
+                {
+                    name: getattr(record, name)
+                    for name in (*SCORING_INPUT_FIELDS, "amount_base")
+                }
             )
             rates = scoring_config_from_db(model=None).rates
             state_learn_later(state, message, rates=rates)

@@ -93,6 +93,25 @@ class TrainingSet:
     supervised_timestamps: list[datetime] | None = None
 
 
+def message_as_scored(stored: Mapping[str, object]) -> TransactionMessage:
+    """Return a stored transaction's message, from its SCORING_INPUT_FIELDS and
+    `amount_base`, with the amount as it was compared when scored.
+
+    That is `amount_base` (converted at that day's rate), not the amount to be
+    converted again at today's rates: a rate edited or removed since must not
+    change what a retrain or a label teaches. Except where it was stored as
+    0.00 (under half a cent in the base currency: 0.01 MXN or 50 IDR, card
+    testing; a profile cannot learn a zero amount, whose log it takes) or not
+    at all: that amount is converted at today's rate.
+    """
+    fields = dict(stored)
+    amount_base = fields.pop("amount_base")
+    if amount_base:
+        fields["amount"] = Decimal(str(amount_base))
+        fields["currency"] = settings.BASE_CURRENCY
+    return TransactionMessage(**fields)
+
+
 def training_features(
     *, since: datetime | None = None, limit: int = 200_000, warmup: int | None = None
 ) -> TrainingSet:
@@ -142,13 +161,6 @@ def training_features(
     rows = [*reversed(warm_rows), *reversed(train_rows)]  # event order
     for row in rows:
         del row["id"]
-        # Amounts as they were compared when scored (amount_base, converted at
-        # that day's rate), not converted again at today's rates: a rate edited
-        # or removed since must not change what training sees.
-        amount_base = row.pop("amount_base")
-        if amount_base is not None:
-            row["amount"] = Decimal(str(amount_base))
-            row["currency"] = settings.BASE_CURRENCY
     labels = [row.pop("latest_label_fraud") for row in rows]
     # As live: a transaction judged fraud did not teach its card's profile,
     # unless an analyst found it legitimate since (`transaction_label`).
@@ -156,7 +168,7 @@ def training_features(
     labelled = np.array([label is not None for label in labels], dtype=bool)
     confirmed = np.array([label is True for label in labels], dtype=bool)
     fit = (np.arange(len(rows)) >= len(warm_rows)) & ~confirmed
-    messages = [TransactionMessage(**row) for row in rows]
+    messages = [message_as_scored(row) for row in rows]
     rates = scoring_config_from_db(model=None).rates
     # features_replay sorts by event time, stably: its rows stay aligned with `fit`.
     matrix, _ = features_replay(messages, rates=rates, learns=learns)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -138,3 +139,41 @@ def test_a_fraud_verdict_the_profile_already_learned_is_not_taught_again(
     profile = UserProfile.objects.get(user_id="traveller")
     assert (profile.txn_count, profile.learned_count) == (11, 10)
     assert profile.last_location == "New York"
+
+
+def test_a_label_teaches_the_amount_as_it_was_scored_whatever_the_rate_now(
+    stream_store, staff_user
+):
+    """Given a 900 EUR purchase in Lagos judged fraud and the EUR rate edited
+    since, marking it legitimate teaches the profile the amount in the base
+    currency it was compared at (stored with the verdict), as a retrain
+    replays it, not 900 EUR converted at today's rate."""
+    from detection.models import ExchangeRate
+
+    message = transaction_message_parse(
+        {
+            "transaction_id": "lagos-eur",
+            "user_id": "traveller",
+            "amount": "900.00",
+            "currency": "EUR",
+            "timestamp": (START + timedelta(minutes=5)).isoformat(),
+            "merchant_id": "m-lagos-eur",
+            "location": "Lagos",
+            "country": "NG",
+        }
+    )
+    transaction_batch_score_record(
+        messages=[message],
+        store=stream_store,
+        config=scoring_config_from_db(model=None),
+        source="test",
+    )
+    stored = Transaction.objects.get(transaction_id="lagos-eur")
+    assert stored.status == Transaction.Status.FRAUD and not stored.profile_learned
+    before = UserProfile.objects.get(user_id="traveller").log_amount_mean
+    ExchangeRate.objects.filter(currency="EUR").update(units_per_base=0.01)
+    transaction_label(record=stored, is_fraud=False, created_by=staff_user)
+    profile = UserProfile.objects.get(user_id="traveller")
+    assert profile.learned_count == 11
+    expected = before + (math.log(stored.amount_base) - before) / 11
+    assert math.isclose(profile.log_amount_mean, expected, rel_tol=1e-9)

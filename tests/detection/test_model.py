@@ -548,3 +548,39 @@ def test_training_replays_amounts_as_they_were_scored_whatever_the_rates_now():
     assert np.array_equal(training_features().matrix, before)
     ExchangeRate.objects.filter(currency="EUR").delete()
     assert np.array_equal(training_features().matrix, before)
+
+
+def test_a_payment_stored_as_zero_in_the_base_currency_is_replayed(history):
+    """Given a 0.01 MXN payment (card testing), whose amount in the base
+    currency is stored rounded to 0.00, and rows without stored vectors (which
+    send training to the replay), a retrain replays it at today's rate and
+    activates a model."""
+    from detection.services import training_features
+    from transactions.models import Transaction
+
+    last = max(m.timestamp for m in history)
+    tiny = transaction_message_parse(
+        {
+            "transaction_id": "card-test-1",
+            "user_id": "card-testing",
+            "amount": "0.01",
+            "currency": "MXN",
+            "timestamp": (last + timedelta(minutes=1)).isoformat(),
+        }
+    )
+    transaction_batch_score_record(
+        messages=[tiny],
+        store=OrmStateStore(),
+        config=scoring_config_from_db(model=None),
+        source="test",
+    )
+    assert Transaction.objects.get(transaction_id="card-test-1").amount_base == 0.0
+    Transaction.objects.update(features=None)
+    replayed = training_features()
+    amount_column = FEATURE_NAMES.index("log_amount")
+    assert np.isfinite(replayed.matrix).all()
+    # The newest row fitted, at today's rate (0.01 MXN is about 0.0005 USD).
+    assert replayed.timestamps[-1] == tiny.timestamp
+    assert 0.0 < replayed.matrix[-1, amount_column] < np.log1p(0.001)
+    call_command("retrain_model")
+    assert model_active_row() is not None
