@@ -344,7 +344,7 @@ class UserProfileAdmin(ReadOnlyAdmin):
         "home_location",
         "updated_at",
     )
-    search_fields = ("=user_id",)
+    search_fields = ("user_id__exact",)
     show_full_result_count = False
 
 
@@ -501,7 +501,7 @@ class AlertDeliveryAdmin(admin.ModelAdmin):
         "delivered_at",
     )
     list_filter = ("state", "webhook")
-    search_fields = ("=transaction_id",)
+    search_fields = ("transaction_id__exact",)
     readonly_fields = [f.name for f in AlertDelivery._meta.fields]
     actions = ["retry_now"]
     show_full_result_count = False

@@ -74,8 +74,10 @@ class TransactionAdmin(admin.ModelAdmin):
         "label_latest",
     )
     list_filter = ("status", RuleFiredFilter, "channel", "timestamp")
-    # Exact-match search keeps the unique and (user_id, timestamp) indexes usable.
-    search_fields = ("=transaction_id", "=user_id")
+    # Exact-match search (an id as written) keeps the unique and (user_id,
+    # timestamp) indexes usable. Not "=field": admin makes that iexact, a LIKE
+    # on SQLite and UPPER() on PostgreSQL, which scan the ledger.
+    search_fields = ("transaction_id__exact", "user_id__exact")
     # Counting millions of rows per page view would dominate the page time.
     show_full_result_count = False
     list_per_page = 50
@@ -183,9 +185,9 @@ class LabelAdmin(admin.ModelAdmin):
         "reference",
     )
     list_filter = ("source", "is_fraud", "created_at")
-    # Exact matches keep the unique indexes (transaction_id; source + reference)
-    # usable at scale.
-    search_fields = ("=transaction__transaction_id", "=reference")
+    # Exact matches, as written: a transaction id or a chargeback reference.
+    # Labels are a small share of the ledger; the search scans them.
+    search_fields = ("transaction__transaction_id__exact", "reference__exact")
     list_select_related = ("transaction", "created_by")
     raw_id_fields = ("transaction",)
     # The reference is the chargeback feed's idempotency key (detection.chargebacks);

@@ -4,6 +4,8 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 
 from detection.models import Rule
 from detection.profiles import OrmStateStore
@@ -76,6 +78,43 @@ def test_search_by_user(client_staff, impossible_trip):
     """Search finds transactions by user id."""
     page = client_staff.get("/admin/transactions/transaction/", {"q": "traveller"})
     assert "t-syd" in page.content.decode()
+
+
+@pytest.mark.parametrize(
+    ("url", "table"),
+    [
+        ("/admin/transactions/transaction/", "transactions_transaction"),
+        ("/admin/detection/userprofile/", "detection_userprofile"),
+        ("/admin/detection/alertdelivery/", "detection_alertdelivery"),
+    ],
+)
+def test_id_searches_are_exact_and_read_by_index(
+    client_staff, impossible_trip, url, table
+):
+    """Searching an id compares it as written (no LIKE, no UPPER(): admin's
+    "=field" is iexact), so the lookup is an index search, not a scan of a
+    table of millions (checked in SQLite's query plan)."""
+    with CaptureQueriesContext(connection) as queries:
+        page = client_staff.get(url, {"q": "t-syd-search"})
+    assert page.status_code == 200
+    searched = [q["sql"] for q in queries if "t-syd-search" in q["sql"]]
+    assert searched
+    for sql in searched:
+        assert "LIKE" not in sql and "UPPER(" not in sql
+        if connection.vendor == "sqlite":
+            with connection.cursor() as cursor:
+                cursor.execute("EXPLAIN QUERY PLAN " + sql)
+                plan = [row[-1] for row in cursor.fetchall()]
+            assert not any(step.startswith(f"SCAN {table}") for step in plan), plan
+
+
+def test_search_by_transaction_id_is_exact(client_staff, impossible_trip):
+    """An id finds its transaction, and a part of one finds nothing."""
+    found = client_staff.get("/admin/transactions/transaction/", {"q": "t-syd"})
+    assert "t-syd" in found.content.decode()
+    assert "t-lon" not in found.content.decode()
+    part = client_staff.get("/admin/transactions/transaction/", {"q": "t-sy"})
+    assert "t-syd" not in part.content.decode()
 
 
 @pytest.mark.parametrize(
