@@ -235,6 +235,11 @@ class ModelVersionAdmin(ReadOnlyAdmin):
     # sidebar's width pushed the decision column out of view.
     actions = ["activate"]
 
+    def get_queryset(self, request):
+        """Leave the model files (a few MB a version) unread: no page shows
+        them; Activate reads the one it verifies."""
+        return super().get_queryset(request).defer("artifact", "classifier_artifact")
+
     @admin.action(
         description="Activate: score with the selected version (roll back/forward)",
         permissions=["activate"],
