@@ -378,7 +378,12 @@ class AlertDelivery(models.Model):
         ordering = ["-created_at"]
         verbose_name_plural = "alert deliveries"
         indexes = [
-            models.Index(fields=["state", "next_attempt_at"], name="alert_delivery_due")
+            models.Index(
+                fields=["state", "next_attempt_at"], name="alert_delivery_due"
+            ),
+            # The admin's counts per webhook and state, and its newest-first list.
+            models.Index(fields=["webhook", "state"], name="alert_delivery_webhook"),
+            models.Index(fields=["-created_at"], name="alert_delivery_recent"),
         ]
 
     def __str__(self) -> str:

@@ -491,3 +491,82 @@ def test_admin_refuses_cloud_metadata_addresses(admin_client, url):
     assert page.status_code == 200
     assert "link-local or cloud metadata address" in page.content.decode()
     assert not AlertWebhook.objects.exists()
+
+
+def test_webhook_list_counts_pending_and_failed_by_index(admin_client):
+    """Each webhook's pending and failed deliveries are counted (delivered
+    ones are not), without a scan of the deliveries (SQLite's query plan)."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    busy = AlertWebhook.objects.create(name="busy", url="https://busy.test/hook")
+    quiet = AlertWebhook.objects.create(name="quiet", url="https://quiet.test/hook")
+    AlertWebhook.objects.create(name="idle", url="https://idle.test/hook")
+    now = timezone.now()
+    states = [(busy, "pending")] * 2 + [(busy, "failed")] + [(busy, "delivered")] * 3
+    AlertDelivery.objects.bulk_create(
+        AlertDelivery(
+            webhook=webhook,
+            transaction_id=f"t-{n}",
+            payload={},
+            state=state,
+            next_attempt_at=now,
+            created_at=now,
+        )
+        for n, (webhook, state) in enumerate([*states, (quiet, "pending")])
+    )
+    with CaptureQueriesContext(connection) as queries:
+        listing = admin_client.get("/admin/detection/alertwebhook/")
+    assert listing.status_code == 200
+    counts = {
+        webhook.name: (webhook.pending_count, webhook.failed_count)
+        for webhook in listing.context["cl"].result_list
+    }
+    assert counts == {"busy": (2, 1), "quiet": (1, 0), "idle": (0, 0)}
+    if connection.vendor == "sqlite":
+        counting = [q["sql"] for q in queries if "detection_alertdelivery" in q["sql"]]
+        assert counting
+        for sql in counting:
+            with connection.cursor() as cursor:
+                cursor.execute("EXPLAIN QUERY PLAN " + sql)
+                plan = [row[-1] for row in cursor.fetchall()]
+            # Each count reads only its (webhook, state) range of the index,
+            # not every delivery the webhook ever had.
+            steps = [s for s in plan if "alertdelivery" in s or " U0 " in s]
+            assert steps and all(
+                "INDEX alert_delivery_webhook (webhook_id=? AND state=?)" in step
+                for step in steps
+            ), plan
+
+
+def test_delivery_list_reads_newest_first_by_index(admin_client):
+    """The deliveries list (newest first; deliveries are never deleted) reads
+    its page from the created_at index instead of sorting every delivery."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    if connection.vendor != "sqlite":
+        pytest.skip("SQLite's query plan")
+    webhook = AlertWebhook.objects.create(name="w", url="https://w.test/hook")
+    now = timezone.now()
+    AlertDelivery.objects.bulk_create(
+        AlertDelivery(
+            webhook=webhook,
+            transaction_id=f"t-{n}",
+            payload={},
+            next_attempt_at=now,
+            created_at=now - timedelta(minutes=n),
+        )
+        for n in range(3)
+    )
+    with CaptureQueriesContext(connection) as queries:
+        listing = admin_client.get("/admin/detection/alertdelivery/")
+    assert listing.status_code == 200
+    ordered = 'ORDER BY "detection_alertdelivery"'
+    page = [q["sql"] for q in queries if ordered in q["sql"]]
+    assert page
+    with connection.cursor() as cursor:
+        cursor.execute("EXPLAIN QUERY PLAN " + page[0])
+        plan = [row[-1] for row in cursor.fetchall()]
+    assert not any("TEMP B-TREE FOR ORDER BY" in step for step in plan), plan
+    assert any("alert_delivery_recent" in step for step in plan), plan

@@ -358,7 +358,7 @@ def test_admin_rolls_back_to_an_earlier_version_that_loads(history, client, staf
         with CaptureQueriesContext(connection) as queries:
             assert client.get(page_url).status_code == 200
         reads = [q["sql"] for q in queries if "detection_modelversion" in q["sql"]]
-        assert reads and not any("artifact\"" in sql for sql in reads)
+        assert reads and not any('artifact"' in sql for sql in reads)
     page = client.post(
         url, {"action": "activate", "_selected_action": [first.pk]}, follow=True
     )
