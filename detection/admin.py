@@ -388,6 +388,11 @@ class DeadLetterAdmin(ReadOnlyAdmin):
     exclude = ("raw_value",)
     actions = ["redrive", "dismiss"]
 
+    def get_queryset(self, request):
+        """Leave the raw records (up to the broker's message size each) unread:
+        the pages show `raw_preview`; the redrive reads them, in one query."""
+        return super().get_queryset(request).defer("raw_value")
+
     @admin.display(description="Record (start)")
     def payload(self, obj):
         """Return the start of the raw record: its ids, when it is JSON at all."""
@@ -401,7 +406,7 @@ class DeadLetterAdmin(ReadOnlyAdmin):
     def redrive(self, request, queryset):
         """Decode the selected letters again and score those valid now."""
         report = dead_letters_redrive(
-            letters=list(queryset.filter(resolved_at__isnull=True)),
+            letters=list(queryset.filter(resolved_at__isnull=True).defer(None)),
             config=scoring_config_current(),
         )
         self.message_user(

@@ -110,6 +110,32 @@ def test_admin_action_redrives_the_selected_letters(client, staff_user):
     assert Transaction.objects.filter(transaction_id="rd-admin").exists()
 
 
+def test_admin_reads_raw_records_only_to_redrive_them(client, staff_user):
+    """The list leaves the raw records (up to a broker's message size each)
+    unread; the redrive of three letters reads theirs in one query."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    targets = [letter(message(f"rd-raw-{n}"), 30 + n) for n in range(3)]
+    client.force_login(staff_user)
+    with CaptureQueriesContext(connection) as queries:
+        assert client.get("/admin/detection/deadletter/").status_code == 200
+    reads = [q["sql"] for q in queries if "detection_deadletter" in q["sql"]]
+    assert reads and not any("raw_value" in sql for sql in reads)
+    with CaptureQueriesContext(connection) as queries:
+        client.post(
+            "/admin/detection/deadletter/",
+            {"action": "redrive", "_selected_action": [t.id for t in targets]},
+        )
+    raw_reads = [
+        q["sql"]
+        for q in queries
+        if q["sql"].startswith("SELECT") and "raw_value" in q["sql"]
+    ]
+    assert len(raw_reads) == 1
+    assert Transaction.objects.filter(transaction_id__startswith="rd-raw-").count() == 3
+
+
 def test_redrive_keeps_the_live_limit_on_future_timestamps(settings):
     """With TRANSACTION_MAX_FUTURE_SECONDS set, a letter dated beyond it stays a
     dead letter on redrive, as the stream would have refused it."""
