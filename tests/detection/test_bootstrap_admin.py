@@ -7,6 +7,7 @@ from io import StringIO
 import pytest
 from django.contrib.auth import get_user_model
 from django.core.management import call_command
+from django.core.management.base import CommandError
 
 from detection.management.commands import bootstrap_admin
 
@@ -15,9 +16,18 @@ pytestmark = pytest.mark.django_db
 
 @pytest.fixture
 def kept_at(tmp_path, monkeypatch):
-    path = tmp_path / "db.sqlite3.admin-password"
-    monkeypatch.setattr(bootstrap_admin, "password_file", lambda: path)
-    return path
+    monkeypatch.setattr(
+        bootstrap_admin.settings, "DATABASES", {"default": _sqlite(tmp_path)}
+    )
+    return tmp_path / "db.sqlite3.admin-password"
+
+
+def _sqlite(tmp_path) -> dict:
+    """The database settings password_file reads (the test database stays)."""
+    return {
+        "ENGINE": "django.db.backends.sqlite3",
+        "NAME": str(tmp_path / "db.sqlite3"),
+    }
 
 
 def _run(*args) -> tuple[str, str]:
@@ -63,3 +73,34 @@ def test_reset_makes_a_new_password(kept_at):
     assert "Reset password of admin user" in text
     assert second != first and _signs_in(second) and not _signs_in(first)
     assert kept_at.read_text().strip() == second
+
+
+def test_another_login_keeps_its_own_password_and_leaves_admins(kept_at):
+    """A second login (`--username`) gets its own file: the admin password
+    `make run` prints stays the admin's, and is still recognised as kept."""
+    _, admin_password = _run()
+    text, other = _run("--username", "analyst")
+    assert "Created admin user 'analyst'" in text
+    assert kept_at.read_text().strip() == admin_password
+    kept_other = kept_at.with_name("db.sqlite3.admin-password-analyst")
+    assert kept_other.read_text().strip() == other
+    text, again = _run()
+    assert "Kept admin user 'admin'" in text and again == admin_password
+    assert _signs_in(admin_password)
+
+
+@pytest.mark.parametrize(
+    ("username", "message"),
+    [
+        ("", "This field cannot be blank."),
+        ("   ", "This field cannot be blank."),
+        ("no spaces", "Enter a valid username"),
+        ("x" * 151, "at most 150 characters"),
+    ],
+)
+def test_a_blank_or_invalid_username_is_refused(kept_at, username, message):
+    """Nothing is created and no password file is written."""
+    with pytest.raises(CommandError, match=message):
+        _run("--username", username)
+    assert not get_user_model().objects.exists()
+    assert not list(kept_at.parent.glob("*password*"))

@@ -6,20 +6,25 @@ from pathlib import Path
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
-from django.core.management.base import BaseCommand
+from django.core.exceptions import ValidationError
+from django.core.management.base import BaseCommand, CommandError
 
 
-def password_file() -> Path:
-    """Return where the generated password is kept (owner-readable only).
+def password_file(username: str = "admin") -> Path:
+    """Return where a login's generated password is kept (owner-readable only).
 
-    Beside the SQLite file (one per database), or under var/ for a server
-    database; `make clean` removes neither the database nor this file.
+    Beside the SQLite file (one per database and login), or under var/ for a
+    server database; `make clean` removes neither the database nor this file.
+    The `admin` login's file has no name in it (as before other logins could be
+    made): `make run` prints the password it holds.
     """
+    login = "" if username == "admin" else f"-{username}"
     database = settings.DATABASES["default"]
     if database["ENGINE"].endswith("sqlite3"):
         path = Path(database["NAME"])
-        return path.with_name(path.name + ".admin-password")
-    return settings.VAR_DIR / f"admin-password-{database.get('NAME') or 'default'}"
+        return path.with_name(f"{path.name}.admin-password{login}")
+    name = database.get("NAME") or "default"
+    return settings.VAR_DIR / f"admin-password-{name}{login}"
 
 
 class Command(BaseCommand):
@@ -37,11 +42,19 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args, **options):
-        user, created = get_user_model().objects.get_or_create(
-            username=options["username"],
+        model = get_user_model()
+        try:
+            # Blank, too long or with characters a login may not have.
+            username = model._meta.get_field(model.USERNAME_FIELD).clean(
+                options["username"].strip(), None
+            )
+        except ValidationError as error:
+            raise CommandError(f"--username: {' '.join(error.messages)}") from None
+        user, created = model.objects.get_or_create(
+            username=username,
             defaults={"is_staff": True, "is_superuser": True},
         )
-        path = password_file()
+        path = password_file(username)
         kept = path.read_text().strip() if path.exists() else ""
         if not created and not options["reset"]:
             if kept and user.check_password(kept):
