@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shlex
 import signal
 import socket
 import subprocess
@@ -80,6 +81,26 @@ LAUNCH_DEFAULTS = {
     # retrain).
     "MODEL_LABEL_MATURITY_SECONDS": "0",
 }
+
+
+# What another shell needs to act on a running `make run` (manage.py commands
+# beside its pipeline: a second consumer, a backfill, a redrive).
+SHELL_SETTINGS = (
+    "DEBUG",
+    "KAFKA_BROKER",
+    "REDIS_URL",
+    "TRANSACTION_MAX_FUTURE_SECONDS",
+    "MODEL_LABEL_MATURITY_SECONDS",
+)
+
+
+def shell_exports(env: Mapping[str, str]) -> str:
+    """Return the `export` line that gives another shell the settings `make run`
+    gave its processes (`env`): without them a consumer started there would
+    dead-letter the simulator's payments, dated ahead of the wall clock."""
+    return "export " + " ".join(
+        f"{name}={shlex.quote(env[name])}" for name in SHELL_SETTINGS if env.get(name)
+    )
 
 
 def launch_environment(
@@ -310,6 +331,8 @@ def main() -> int:
             f"  Metrics    http://127.0.0.1:{port}/metrics  (signed in as staff)\n"
             f"  Login      admin / {password}\n"
             f"  Kafka {broker}   Redis {redis_url}\n"
+            "  Another shell (manage.py commands on this pipeline):\n"
+            f"    {shell_exports(env)}\n"
             "  Ctrl-C stops everything.\n" + "=" * 64 + "\n",
             flush=True,
         )

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from fraudsite.launcher import _setting, launch_environment
+import shlex
+
+from fraudsite.launcher import _setting, launch_environment, shell_exports
 
 
 def test_a_local_env_file_fills_what_the_environment_leaves_unset(tmp_path):
@@ -60,3 +62,23 @@ def test_without_an_env_file_the_environment_is_taken_as_it_is(tmp_path):
     env = launch_environment({"REDIS_URL": "redis://h:1/0"}, tmp_path / "none")
     assert env["REDIS_URL"] == "redis://h:1/0"
     assert env["DEBUG"] == "1"
+
+
+def test_the_banner_gives_another_shell_the_pipelines_settings(tmp_path):
+    """The `export` line `make run` prints carries its broker, Redis and the
+    simulator's limits (a consumer started without them dead-letters the
+    simulator's payments as dated ahead), quoted for a shell; unset ones are
+    left out."""
+    env = launch_environment({}, tmp_path / "none")
+    env["MODEL_LABEL_MATURITY_SECONDS"] = ""
+    env["KAFKA_BROKER"] = "127.0.0.1:40123"
+    env["REDIS_URL"] = "redis://127.0.0.1:6390/0?name=a b"
+    line = shell_exports(env)
+    words = shlex.split(line)
+    assert words[0] == "export"
+    assert dict(word.split("=", 1) for word in words[1:]) == {
+        "DEBUG": "1",
+        "KAFKA_BROKER": "127.0.0.1:40123",
+        "REDIS_URL": "redis://127.0.0.1:6390/0?name=a b",
+        "TRANSACTION_MAX_FUTURE_SECONDS": "off",
+    }

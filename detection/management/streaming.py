@@ -46,6 +46,9 @@ def consumer_clients(options: dict, **consumer_options):
     CommandError."""
     if options["max_messages"] is not None and options["max_messages"] < 1:
         raise CommandError("--max-messages must be >= 1.")
+    idle = options["stop_when_idle"]
+    if idle is not None and not 0 <= idle < float("inf"):
+        raise CommandError("--stop-when-idle must be a number of seconds >= 0.")
     try:
         kafka_topic_ensure(topic=options["topic"])
         consumer = consumer_create(group_id=options["group"], **consumer_options)

@@ -632,3 +632,12 @@ def test_a_restarted_simulator_starts_after_the_payments_it_already_sent(
     assert ahead < first < ahead + timedelta(days=1)
     with pytest.raises(CommandError, match="after-stored"):
         call_command("produce_transactions", "--start", "soon", stdout=StringIO())
+
+
+@pytest.mark.parametrize("command", ["consume_transactions", "consume_chargebacks"])
+@pytest.mark.parametrize("idle", ["-1", "nan", "inf"])
+def test_a_negative_or_odd_idle_time_is_refused(command, idle):
+    """`--stop-when-idle -1` was taken ("idle for -1.0 s"): now a clear error,
+    before any Kafka connection."""
+    with pytest.raises(CommandError, match="--stop-when-idle must be"):
+        call_command(command, "--stop-when-idle", idle, stdout=StringIO())

@@ -91,6 +91,11 @@ def test_launcher_serves_admin_and_api_then_stops_everything(tmp_path, redis_url
             time.sleep(0.5)
         assert password, "no login printed"
         assert password not in ("admin", "password") and len(password) >= 12
+        # What another shell exports to act on this pipeline.
+        exports = re.search(r"^ +export (.+)$", Path(log.name).read_text(), re.M)
+        assert exports, "no export line printed"
+        assert "TRANSACTION_MAX_FUTURE_SECONDS=off" in exports.group(1)
+        assert re.search(r"KAFKA_BROKER=127\.0\.0\.1:\d+", exports.group(1))
         children = _children(process)
         commands = " ".join(" ".join(child.cmdline()) for child in children)
         for started in (
