@@ -3,19 +3,24 @@
 from __future__ import annotations
 
 from django.conf import settings
-from django.core.exceptions import RequestDataTooBig, TooManyFieldsSent
+from django.core.exceptions import (
+    DisallowedHost,
+    RequestDataTooBig,
+    TooManyFieldsSent,
+)
 from django.http import HttpResponseBadRequest, JsonResponse
 
 
 class RequestErrorsMiddleware:
-    """Answer a query string Django refuses with a 400, and an unrouted /api/
-    path with JSON, whatever DEBUG says.
+    """Answer a query string Django refuses, or a Host not in ALLOWED_HOSTS,
+    with a 400, and an unrouted /api/ path with JSON, whatever DEBUG says.
 
-    With DEBUG off Django does both already. With DEBUG on, its debug page for
-    a query of over DATA_UPLOAD_MAX_NUMBER_FIELDS parameters reads the query
-    again, fails again, and the server answers a bare 500; and an unrouted
-    /api/ path gets the HTML page listing every URL pattern instead of the
-    API's JSON 404 (`fraudsite.urls.not_found`).
+    With DEBUG off Django does all three already. With DEBUG on, its debug page
+    for a query of over DATA_UPLOAD_MAX_NUMBER_FIELDS parameters reads the
+    query again, fails again, and the server answers a bare 500; a foreign Host
+    gets the debug page, with a traceback and the settings' names; and an
+    unrouted /api/ path gets the HTML page listing every URL pattern instead of
+    the API's JSON 404 (`fraudsite.urls.not_found`).
     """
 
     def __init__(self, get_response):
@@ -24,8 +29,10 @@ class RequestErrorsMiddleware:
     def __call__(self, request):
         api = request.path.startswith("/api/")
         try:
-            request.GET  # noqa: B018 - parsed here, where a refusal can be answered
-        except (TooManyFieldsSent, RequestDataTooBig) as exc:
+            # Checked and parsed here, where a refusal can be answered plainly.
+            request.get_host()
+            request.GET  # noqa: B018
+        except (TooManyFieldsSent, RequestDataTooBig, DisallowedHost) as exc:
             if api:
                 return JsonResponse({"detail": str(exc)}, status=400)
             return HttpResponseBadRequest(str(exc), content_type="text/plain")

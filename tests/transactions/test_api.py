@@ -716,3 +716,9 @@ def test_request_errors_answer_the_same_with_debug_on(api_client, client, settin
     missing = api_client.get("/api/nope/")
     assert missing.status_code == 404
     assert missing.json() == {"detail": "Not found."}
+    # A Host not allowed: a plain 400, not the debug page's traceback.
+    for path in ("/api/", "/accounts/login/"):
+        foreign = client.get(path, headers={"host": "evil.example"})
+        assert foreign.status_code == 400
+        assert b"Traceback" not in foreign.content
+        assert b"evil.example" in foreign.content
