@@ -189,6 +189,36 @@ def test_a_merchant_filter_takes_that_merchants_new_verdicts_live(
     expect(page.locator(f'tr[data-id="{other.transaction_id}"]')).to_have_count(0)
 
 
+@pytest.mark.parametrize("query", ["min_amount=abc", "since=garbage"])
+def test_a_filter_the_api_refuses_is_shown_and_takes_no_live_rows(
+    logged_in_page, score, channel_layer_redis, query
+):
+    """Given an address with a filter the API refuses (a hand-edited link), the
+    table says why instead of staying blank, and pushed verdicts (which the
+    bad filter cannot be checked against) do not fill it as if unfiltered."""
+    score(message(user_id="old"))
+    page = logged_in_page
+    page.goto(f"/transactions/?{query}")
+    error = page.locator("#txn-rows td.error")
+    field = query.split("=")[0]
+    expect(error).to_contain_text(f"Could not load: {field}")
+    expect(page.locator("#live-status .live-text")).to_have_text("Connected")
+    page.mouse.move(5, 5)
+    created = score(message(user_id="n1"))
+    result = publish_verdicts(created, channel_layer=channel_layer_redis)
+    assert result["verdicts"]
+    # Another page on the same push gets the row: this one kept its error.
+    other = page.context.new_page()
+    other.goto("/transactions/")
+    expect(other.locator("#txn-rows tr[data-id]")).to_have_count(2)
+    publish_verdicts(score(message(user_id="n2")), channel_layer=channel_layer_redis)
+    expect(other.locator("#txn-rows tr[data-id]")).to_have_count(3)
+    other.close()
+    expect(error).to_contain_text(f"Could not load: {field}")
+    expect(_rows(page)).to_have_count(0)
+    expect(page.locator("#match-count")).to_have_text("")
+
+
 def _unsaved_verdicts(batch: int, size: int) -> list[dict]:
     now = datetime.now(UTC)
     return [

@@ -45,6 +45,10 @@
     // Rows the filters select (meta.matching), and whether that was capped.
     matching: null,
     matchingCapped: false,
+    // The last load was refused (a filter the API rejects, from a hand-edited
+    // address): its error stays in the table and live rows stay out, since
+    // the filter they would be checked against is not one.
+    failed: false,
   };
 
   function renderMatchCount() {
@@ -263,6 +267,7 @@
   }
 
   Live.on("batch", function (event) {
+    if (state.failed) return;
     const matching = (event.verdicts || []).filter(matches);
     const unfiltered = Object.keys(state.filters).length === 0;
     // Without filters the event's counts are exact; with filters only the
@@ -336,10 +341,15 @@
       state.pendingCount = 0;
       state.reloadOnResume = false;
       state.incoming = [];
+      state.failed = false;
       renderRows(body.items);
     } catch (error) {
       if (ticket !== state.loading) return;
-      tbody.replaceChildren(Dash.el("tr", { class: "empty" }, [Dash.el("td", { colspan: "10", class: "error", text: "Could not load: " + Dash.errorText(error) })]));
+      state.failed = true;
+      state.incoming = [];
+      state.matching = null;
+      renderMatchCount();
+      tbody.replaceChildren(Dash.el("tr", { class: "empty" }, [Dash.el("td", { colspan: "10", class: "error", role: "alert", text: "Could not load: " + Dash.errorText(error) })]));
     } finally {
       if (ticket === state.loading) wrap.removeAttribute("aria-busy");
       renderToolbar();
