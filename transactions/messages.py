@@ -184,8 +184,12 @@ def _text(
     if len(value) > max_length:
         errors[name] = [f"Ensure this field has no more than {max_length} characters."]
         return ""
-    if required and not value:
+    if not value and (required or slash_free):
+        # An id sent as spaces is a client's mistake, not "no id": the API
+        # would make one up, and a retry would store the payment twice. (An
+        # empty one is "not sent": the browsable API's form posts "".)
         errors[name] = ["This field may not be blank."]
+        return ""
     if _CONTROL_RE.search(value):
         # A newline or tab in a field splits log lines and CSV cells.
         errors[name] = ["Control characters (newline, tab...) are not allowed."]

@@ -160,9 +160,14 @@ def _found_only_later():
 
 
 def test_predict_generates_an_id_when_absent(api_client):
-    """The API may generate the transaction_id."""
+    """The API may generate the transaction_id: when it is left out, or empty
+    (the browsable API's form posts its empty fields as "")."""
     payload = {k: v for k, v in GOOD.items() if k != "transaction_id"}
     response = api_client.post("/api/predict", payload, format="json")
+    assert response.status_code == 201
+    assert response.json()["transaction_id"].startswith("api-")
+    empty = {**payload, "transaction_id": ""}
+    response = api_client.post("/api/predict", empty, format="json")
     assert response.status_code == 201
     assert response.json()["transaction_id"].startswith("api-")
 
@@ -220,6 +225,9 @@ BAD_PAYLOADS = [
     ({"user_id": "u", "amount": 5, "transaction_id": "2026/11/29-1"}, "transaction_id"),
     ({"user_id": "a/b", "amount": 5}, "user_id"),
     ({"user_id": "u", "amount": 5, "transaction_id": ".."}, "transaction_id"),
+    # Spaces are no id (the API would make one up, and a retry store twice).
+    ({"user_id": "u", "amount": 5, "transaction_id": "   "}, "transaction_id"),
+    ({"user_id": " ", "amount": 5}, "user_id"),
     ({"user_id": ".", "amount": 5}, "user_id"),
     # Control and bidirectional-text characters: split log lines, spoofed ids.
     ({"user_id": "u\nv", "amount": 5}, "user_id"),
