@@ -39,6 +39,7 @@ from detection.scoring import (
 )
 from detection.services import features_replay
 from detection.state import FEATURE_NAMES, InMemoryStateStore
+from transactions.cells import cell_unquote
 from transactions.messages import (
     MessageError,
     TransactionMessage,
@@ -102,7 +103,12 @@ def _records(path: Path) -> Iterator[tuple[int, str, dict | None, str | None]]:
                 if not text_encodable(values):
                     yield number, _printable(text), None, NOT_UTF8
                     continue
-                clean = {k: v for k, v in row.items() if k is not None and v != ""}
+                # The export's quoting (a leading apostrophe) taken off.
+                clean = {
+                    k: cell_unquote(v) if isinstance(v, str) else v
+                    for k, v in row.items()
+                    if k is not None and v != ""
+                }
                 # The dashboard's CSV export carries the analysts' and
                 # chargebacks' verdict as latest_label: ground truth here.
                 label = clean.get("latest_label")

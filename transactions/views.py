@@ -24,6 +24,7 @@ from rest_framework.response import Response
 
 from detection.services import transaction_label
 from fraudsite.permissions import permission_required
+from transactions.cells import cell_quote
 from transactions.filters import (
     StrictOrderingFilter,
     TransactionFilter,
@@ -78,8 +79,6 @@ EXPORT_COLUMNS = (
     "scored_at",
     "latest_label",
 )
-# Cells a spreadsheet would evaluate as a formula (CSV injection).
-_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
 
 class _Echo:
@@ -98,9 +97,8 @@ def _export_cells(row: tuple) -> list:
         elif isinstance(value, list):  # notes
             value = "; ".join(str(item) for item in value)
         if isinstance(value, str):
-            value = value.strip()  # reason_codes are stored space-delimited
-            if value.startswith(_FORMULA_START):
-                value = "'" + value
+            # reason_codes are stored space-delimited.
+            value = cell_quote(value.strip())
         cells.append(value)
     cells.append("" if label_fraud is None else ("fraud" if label_fraud else "legit"))
     return cells
@@ -196,8 +194,9 @@ class TransactionViewSet(viewsets.ReadOnlyModelViewSet):
         The same filters and ordering as the list, every matching row (up to
         API_EXPORT_MAX_ROWS; more is a 400 asking for narrower filters), with
         the rule codes that fired and the latest label. Text cells that a
-        spreadsheet would run as a formula (=, +, -, @) are quoted with a
-        leading apostrophe. Rows are read from the database and sent in chunks
+        spreadsheet would run as a formula (=, +, -, @), or that start with an
+        apostrophe, get a leading apostrophe (`transactions.cells`; the
+        backtest takes it off again). Rows are read from the database and sent in chunks
         of EXPORT_CHUNK_ROWS, so an export never sits whole in memory: under ASGI
         (daphne, runserver) as an asynchronous stream, each chunk read on the
         thread Django runs this view on (Django would otherwise collect a

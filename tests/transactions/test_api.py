@@ -473,6 +473,38 @@ def test_export_quotes_cells_a_spreadsheet_would_run(api_client):
     assert row[header.index("user_id")] == "'@card"
 
 
+def test_the_export_reads_back_in_the_backtest_as_stored(api_client, tmp_path):
+    """The backtest reads an export as it is: the ids and merchants quoted
+    against spreadsheets (and those that start with the quote itself) come
+    back as they were stored."""
+    from detection.backtest import backtest_read
+
+    ids = ["-neg", "=sum", "+1", "@at", "'quoted", "''two", "plain"]
+    transaction_batch_score_record(
+        messages=[
+            TransactionMessage(
+                transaction_id=tid,
+                user_id="@card",
+                amount=Decimal("10.00"),
+                timestamp=T0 + timedelta(minutes=n),
+                merchant_id=f"{tid}-shop",
+            )
+            for n, tid in enumerate(ids)
+        ],
+        store=OrmStateStore(),
+        config=scoring_config_from_db(model=None),
+        source="test",
+    )
+    response = api_client.get("/api/transactions/export", {"ordering": "id"})
+    exported = tmp_path / "export.csv"
+    exported.write_bytes(b"".join(response.streaming_content))
+    messages, rejected = backtest_read(exported)
+    assert rejected == []
+    assert [m.transaction_id for m in messages] == ids
+    assert [m.merchant_id for m in messages] == [f"{tid}-shop" for tid in ids]
+    assert {m.user_id for m in messages} == {"@card"}
+
+
 def test_export_refuses_more_rows_than_its_limit_and_bad_params(
     api_client, ledger, settings
 ):
