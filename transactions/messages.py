@@ -1,6 +1,6 @@
 """The transaction message: validate one Kafka value, API payload or file line.
 
-This is the single definition of the message schema (see ARCHITECTURE.md). The stream
+This is the single definition of the message schema (README, Stream). The stream
 consumer calls it directly because DRF serializers cost hundreds of microseconds per
 record; the API serializers delegate to it, so every entry point accepts and refuses
 exactly the same messages.
