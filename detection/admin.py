@@ -522,6 +522,7 @@ class AlertDeliveryAdmin(admin.ModelAdmin):
         "state",
         "attempts",
         "last_status_code",
+        "error_brief",
         "next_attempt_at",
         "delivered_at",
     )
@@ -530,6 +531,23 @@ class AlertDeliveryAdmin(admin.ModelAdmin):
     readonly_fields = [f.name for f in AlertDelivery._meta.fields]
     actions = ["retry_now"]
     show_full_result_count = False
+
+    @admin.display(description="last error")
+    def error_brief(self, obj):
+        """Return the start of the last error (the delivery's page has it whole)."""
+        return Truncator(obj.last_error).chars(80) or "-"
+
+    def change_view(self, request, object_id, form_url="", extra_context=None):
+        """A record, not a form: every field is read-only, so no Save buttons
+        (the change permission is for the Send now action)."""
+        extra_context = {
+            **(extra_context or {}),
+            "title": "Alert delivery",
+            "show_save": False,
+            "show_save_and_continue": False,
+            "show_save_and_add_another": False,
+        }
+        return super().change_view(request, object_id, form_url, extra_context)
 
     def has_add_permission(self, request):
         return False

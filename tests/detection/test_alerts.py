@@ -540,8 +540,9 @@ def test_webhook_list_counts_pending_and_failed_by_index(admin_client):
 
 
 def test_delivery_list_reads_newest_first_by_index(admin_client):
-    """The deliveries list (newest first; deliveries are never deleted) reads
-    its page from the created_at index instead of sorting every delivery."""
+    """The deliveries list (newest first; a month of them, and every failed
+    one, are kept) reads its page from the created_at index instead of sorting
+    every delivery."""
     from django.db import connection
     from django.test.utils import CaptureQueriesContext
 
@@ -570,3 +571,27 @@ def test_delivery_list_reads_newest_first_by_index(admin_client):
         plan = [row[-1] for row in cursor.fetchall()]
     assert not any("TEMP B-TREE FOR ORDER BY" in step for step in plan), plan
     assert any("alert_delivery_recent" in step for step in plan), plan
+
+
+def test_delivery_pages_show_the_error_and_offer_no_save(admin_client):
+    """The list shows each delivery's last error; a delivery's page is a
+    record (every field read-only), without Save buttons."""
+    webhook = AlertWebhook.objects.create(name="w", url="https://w.test/hook")
+    delivery = AlertDelivery.objects.create(
+        webhook=webhook,
+        transaction_id="t-err",
+        payload={},
+        state="failed",
+        attempts=8,
+        last_status_code=503,
+        last_error="HTTP 503 from the receiver: Service Unavailable",
+        next_attempt_at=timezone.now(),
+        created_at=timezone.now(),
+    )
+    listing = admin_client.get("/admin/detection/alertdelivery/").content.decode()
+    assert "HTTP 503 from the receiver: Service Unavailable" in listing
+    page = admin_client.get(f"/admin/detection/alertdelivery/{delivery.pk}/change/")
+    html = page.content.decode()
+    assert page.status_code == 200
+    assert "<h1>Alert delivery</h1>" in html
+    assert 'name="_save"' not in html and 'name="_continue"' not in html
