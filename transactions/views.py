@@ -8,7 +8,7 @@ from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.core.handlers.asgi import ASGIRequest
 from django.db.models import Prefetch
-from django.http import HttpResponse, StreamingHttpResponse
+from django.http import StreamingHttpResponse
 from django.utils import timezone
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import (
@@ -243,18 +243,21 @@ class TransactionViewSet(viewsets.ReadOnlyModelViewSet):
 
         stamp = timezone.now().strftime("%Y%m%d-%H%M%S")
         disposition = f'attachment; filename="transactions-{stamp}.csv"'
-        if request.method == "HEAD":
-            # Headers only: a body after HEAD's headers (the ASGI server sends
-            # a stream as it is) would be read as the next response.
-            return HttpResponse(
-                content_type="text/csv; charset=utf-8",
-                headers={"Content-Disposition": disposition},
-            )
+
+        async def nothing_async():
+            return
+            yield
+
         asgi = isinstance(request._request, ASGIRequest)
-        response = StreamingHttpResponse(
-            lines_async() if asgi else lines(),
-            content_type="text/csv; charset=utf-8",
-        )
+        if request.method == "HEAD":
+            # A GET's headers (streamed: no Content-Length, where an empty
+            # response would say 0) and no body: a body after HEAD's headers
+            # (the ASGI server sends a stream as it is) would be read as the
+            # next response.
+            body = nothing_async() if asgi else iter(())
+        else:
+            body = lines_async() if asgi else lines()
+        response = StreamingHttpResponse(body, content_type="text/csv; charset=utf-8")
         response["Content-Disposition"] = disposition
         return response
 
