@@ -16,9 +16,17 @@ def main() -> None:
 
         drain_signal_remember()
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "fraudsite.settings")
+    from django.core.exceptions import ImproperlyConfigured
     from django.core.management import execute_from_command_line
 
-    execute_from_command_line(sys.argv)
+    try:
+        execute_from_command_line(sys.argv)
+    except ImproperlyConfigured as error:
+        if "--traceback" in sys.argv:
+            raise
+        # A setting missing or wrong (the settings say which and how to fix
+        # it): its message, not forty lines of import traceback above it.
+        sys.exit(f"Configuration error: {error}")
 
 
 if __name__ == "__main__":

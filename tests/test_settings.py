@@ -51,6 +51,30 @@ def test_secret_key_is_required_without_debug():
     assert "SECRET_KEY must be set" in result.stderr
 
 
+def test_a_command_without_settings_says_what_is_missing_in_one_line():
+    """`manage.py` without DEBUG or SECRET_KEY: the settings' message, and no
+    traceback above it (unless asked for with --traceback); exit status 1."""
+    clean = {
+        key: value
+        for key, value in os.environ.items()
+        if key not in {"DEBUG", "SECRET_KEY", "DJANGO_SETTINGS_MODULE"}
+    }
+    for extra, traceback in (([], False), (["--traceback"], True)):
+        result = subprocess.run(
+            [sys.executable, "manage.py", "check", *extra],
+            cwd=ROOT,
+            env=clean,
+            capture_output=True,
+            text=True,
+        )
+        assert result.returncode == 1
+        assert "SECRET_KEY must be set when DEBUG is off" in result.stderr
+        assert ("Traceback" in result.stderr) is traceback
+        if not traceback:
+            assert result.stderr.startswith("Configuration error: SECRET_KEY")
+            assert len(result.stderr.strip().splitlines()) == 1
+
+
 def test_debug_is_off_by_default():
     """DEBUG is off unless set."""
     result = settings_value("s.DEBUG", SECRET_KEY="x" * 50)
