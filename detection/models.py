@@ -286,6 +286,17 @@ class DeadLetter(models.Model):
                 name="dead_letter_record",
             ),
         ]
+        indexes = [
+            # The letters waiting for someone: counted on every overview load
+            # and metrics scrape, listed by the admin's "Unresolved" filter and
+            # the redrive, without reading the resolved ones (a producer bug
+            # can leave millions, redriven or dismissed since).
+            models.Index(
+                fields=["id"],
+                condition=Q(resolved_at__isnull=True),
+                name="dead_letter_unresolved",
+            ),
+        ]
         # Redrive scores letters into the ledger: more than viewing them, and the
         # admin offers no other change to a letter.
         permissions = [("redrive_deadletter", "Can redrive dead letters")]

@@ -223,3 +223,26 @@ def test_a_letter_no_fix_will_make_valid_can_be_dismissed(client, django_user_mo
     assert garbage.resolution == "Dismissed by letters-viewer: not to be scored."
     assert dead_letters_unresolved_count() == 0
     assert bytes(garbage.raw_value) == b"{not json"
+
+
+def test_waiting_letters_are_read_by_their_own_index():
+    """The overview's count of unresolved letters, and the redrive's and the
+    admin's reads of them, use the partial index of unresolved letters
+    instead of reading every letter ever kept (SQLite's query plan)."""
+    from django.db import connection
+
+    from dashboard.selectors import dead_letters_unresolved_count
+
+    if connection.vendor != "sqlite":
+        pytest.skip("SQLite's query plan")
+    letter(message("rd-wait"), 40)
+    done = letter(message("rd-done"), 41)
+    DeadLetter.objects.filter(pk=done.pk).update(resolved_at=RECEIVED)
+    assert dead_letters_unresolved_count() == 1
+    waiting = DeadLetter.objects.filter(resolved_at__isnull=True)
+    for queryset in (waiting.values("id"), waiting.order_by("id").values("id")):
+        sql, params = queryset.query.sql_with_params()
+        with connection.cursor() as cursor:
+            cursor.execute("EXPLAIN QUERY PLAN " + sql, params)
+            plan = [row[-1] for row in cursor.fetchall()]
+        assert any("INDEX dead_letter_unresolved" in step for step in plan), plan
