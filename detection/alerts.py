@@ -25,6 +25,7 @@ import hashlib
 import hmac
 import json
 import logging
+import math
 import threading
 import time
 from collections import Counter
@@ -162,7 +163,8 @@ def alert_signature_verify(
     if abs(time.time() - timestamp) > tolerance_seconds:
         return False
     expected = alert_signature(secret, timestamp, body).split("v1=", 1)[1]
-    return hmac.compare_digest(expected, given)
+    # As bytes: compare_digest refuses str with non-ASCII characters.
+    return hmac.compare_digest(expected.encode(), given.encode())
 
 
 def answer_deadline_seconds() -> float:
@@ -241,8 +243,17 @@ def _body_drop(response: requests.Response, deadline: float) -> None:
 
 
 def _retry_delay(attempts: int) -> timedelta:
-    seconds = settings.WEBHOOK_RETRY_BASE_SECONDS * 2 ** (attempts - 1)
+    # The exponent capped: past it the delay is RETRY_MAX_SECONDS anyway, and
+    # 2.0 ** 1024 overflows (a high WEBHOOK_MAX_ATTEMPTS gets there).
+    doubling = 2 ** min(attempts - 1, 64)
+    seconds = settings.WEBHOOK_RETRY_BASE_SECONDS * doubling
     return timedelta(seconds=min(seconds, RETRY_MAX_SECONDS))
+
+
+def _receiver_down(code: int | None) -> bool:
+    """Return whether a failed POST says the receiver is down or overloaded
+    (no answer, 5xx, 429), rather than refusing that one payload (other 4xx)."""
+    return code is None or code >= 500 or code == 429
 
 
 _local = threading.local()
@@ -264,7 +275,13 @@ def _post(delivery: AlertDelivery) -> tuple[int | None, str]:
 
 
 def _record(delivery: AlertDelivery, code: int | None, error: str) -> str:
-    """Store one attempt's outcome; return the delivery's state after it."""
+    """Store one attempt's outcome; return the delivery's state after it.
+
+    Only while the claim is this run's (`next_attempt_at` as the claim set it,
+    still pending): a run whose claim ran out, or whose webhook was deleted
+    meanwhile, overwrites nothing another run recorded ("superseded").
+    """
+    claimed_until = delivery.next_attempt_at
     now = timezone.now()
     delivery.attempts += 1
     delivery.last_status_code = code
@@ -283,16 +300,26 @@ def _record(delivery: AlertDelivery, code: int | None, error: str) -> str:
         )
     else:
         delivery.next_attempt_at = now + _retry_delay(delivery.attempts)
-    delivery.save(
-        update_fields=[
-            "attempts",
-            "last_status_code",
-            "last_error",
-            "state",
-            "delivered_at",
-            "next_attempt_at",
-        ]
+    recorded = AlertDelivery.objects.filter(
+        pk=delivery.pk,
+        state=AlertDelivery.State.PENDING,
+        next_attempt_at=claimed_until,
+    ).update(
+        attempts=delivery.attempts,
+        last_status_code=delivery.last_status_code,
+        last_error=delivery.last_error,
+        state=delivery.state,
+        delivered_at=delivery.delivered_at,
+        next_attempt_at=delivery.next_attempt_at,
     )
+    if not recorded:
+        logger.warning(
+            "webhook %s: the claim on %s ran out before its answer was recorded "
+            "(another run has it; receivers deduplicate on the event id)",
+            delivery.webhook.name,
+            delivery.transaction_id,
+        )
+        return "superseded"
     return delivery.state
 
 
@@ -312,7 +339,11 @@ def _claim(limit: int) -> list[AlertDelivery]:
         .order_by("next_attempt_at")
         .values_list("pk", "next_attempt_at")[:limit]
     )
-    hold = timedelta(seconds=2 * settings.WEBHOOK_TIMEOUT_SECONDS + 60)
+    # Held for as long as a whole batch can take (a round of first POSTs, then
+    # the rest, WEBHOOK_SEND_CONCURRENCY at a time, each up to its answer
+    # deadline), so that no other run claims one still waiting to be sent.
+    rounds = 1 + math.ceil(limit / settings.WEBHOOK_SEND_CONCURRENCY)
+    hold = timedelta(seconds=rounds * answer_deadline_seconds() + 60)
     mine = [
         pk
         for pk, due_at in due
@@ -343,12 +374,13 @@ def alert_deliveries_send(
     WEBHOOK_SEND_CONCURRENCY threads at once, until none is due or the run has
     spent `budget_seconds` (the beat interval): a busy stream's hundreds of
     alerts a second go out as fast as receivers answer. Per webhook and batch,
-    one delivery goes first: when it fails, the webhook's others are handed
-    back for its next retry time ("deferred", no attempt counted), so a dead or
-    hanging receiver costs one timeout per run, not one per alert, and never
-    holds up the other webhooks. Deliveries of a deactivated webhook wait, and
-    go out if it is activated again. Delivered ones older than
-    WEBHOOK_RETENTION_DAYS are deleted.
+    one delivery goes first: when the receiver does not answer, or answers
+    5xx or 429, the webhook's others are handed back for its next retry time
+    ("deferred", no attempt counted), so a dead or hanging receiver costs one
+    timeout per run, not one per alert, and never holds up the other webhooks.
+    A 4xx refuses that payload alone: the others are sent. Deliveries of a
+    deactivated webhook wait, and go out if it is activated again. Delivered
+    ones older than WEBHOOK_RETENTION_DAYS are deleted.
     """
     limit = limit or settings.WEBHOOK_SEND_BATCH
     if budget_seconds is None:
@@ -375,7 +407,7 @@ def alert_deliveries_send(
                 code, error = _answer_within(future, answer_seconds)
                 state = _record(first, code, error)
                 outcomes[state] += 1
-                if error and others:
+                if error and others and _receiver_down(code):
                     _release(others, first.next_attempt_at)
                     outcomes["deferred"] += len(others)
                 else:

@@ -41,6 +41,8 @@ class Receiver:
     def __init__(self) -> None:
         self.requests: list[tuple[dict, bytes]] = []
         self.status = 200
+        # Transactions whose alert this receiver refuses (422), whatever status.
+        self.refused: set[str] = set()
         self.location = ""
         self.delay = 0.0  # seconds each answer takes
         self.answer = b"ok"
@@ -61,7 +63,9 @@ class Receiver:
                     time.sleep(receiver.delay)  # a slow receiver, not a sync wait
                 with receiver._lock:
                     receiver.in_flight -= 1
-                self.send_response(receiver.status)
+                data = json.loads(body).get("data", {})
+                refused = data.get("transaction_id") in receiver.refused
+                self.send_response(422 if refused else receiver.status)
                 if receiver.location:
                     self.send_header("Location", receiver.location)
                 self.send_header("Content-Length", str(len(receiver.answer)))
@@ -379,6 +383,52 @@ def test_a_hanging_receiver_costs_one_timeout_and_holds_up_no_one(receiver):
         assert "ReadTimeout" in slow.get(attempts=1).last_error
     finally:
         hanging.close()
+
+
+def test_a_payload_the_receiver_refuses_holds_up_none_of_the_others(receiver):
+    """A 4xx is that payload's (a receiver's validation), not the receiver
+    down: whichever delivery goes first, the webhook's others are sent in the
+    same run, and only the refused one waits for a retry."""
+    AlertWebhook.objects.create(name="cases", url=receiver.url)
+    _flagged(4)
+    oldest = AlertDelivery.objects.order_by("created_at", "pk").first()
+    receiver.refused = {oldest.transaction_id}
+    assert alert_deliveries_send(budget_seconds=60) == {"delivered": 3, "pending": 1}
+    refused = AlertDelivery.objects.get(pk=oldest.pk)
+    assert (refused.attempts, refused.last_error) == (1, "HTTP 422")
+    assert len(receiver.requests) == 4
+
+
+def test_an_answer_after_the_claim_ran_out_overwrites_nothing(receiver):
+    """A run whose claim ran out (another run claimed the delivery since) or
+    whose webhook was deleted meanwhile records nothing: the other run's
+    outcome stands, and the run goes on."""
+    from detection.alerts import _claim, _record
+
+    webhook = AlertWebhook.objects.create(name="cases", url=receiver.url)
+    _flagged(2)
+    first, second = _claim(10)
+    later = timezone.now() + timedelta(minutes=5)
+    AlertDelivery.objects.filter(pk=first.pk).update(next_attempt_at=later)
+    assert _record(first, None, "ConnectionError: gone") == "superseded"
+    first.refresh_from_db()
+    assert (first.attempts, first.last_error, first.next_attempt_at) == (0, "", later)
+    AlertWebhook.objects.filter(pk=webhook.pk).delete()
+    assert _record(second, 200, "") == "superseded"
+
+
+def test_retry_delays_and_signature_checks_survive_odd_inputs(settings):
+    """A very high attempt count waits the longest delay (2.0 ** 1024
+    overflowed), and a signature header with non-ASCII text is refused, not
+    an error."""
+    from detection.alerts import RETRY_MAX_SECONDS, _retry_delay
+
+    settings.WEBHOOK_RETRY_BASE_SECONDS = 30
+    assert _retry_delay(1) == timedelta(seconds=30)
+    assert _retry_delay(5000) == timedelta(seconds=RETRY_MAX_SECONDS)
+    body = b'{"id":"x"}'
+    header = alert_signature("s3cret", int(time.time()), body) + "\u00e9"
+    assert alert_signature_verify("s3cret", header, body) is False
 
 
 class TricklingReceiver:
