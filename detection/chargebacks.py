@@ -86,9 +86,21 @@ def chargeback_reference(
         if message.reported_at is not None:
             reported = message.reported_at.astimezone(UTC)
             reference += f"|{reported:%Y-%m-%dT%H:%M:%S.%fZ}"
-        return reference
+        return _reference_fitted(reference)
     digest = hashlib.sha256(value).hexdigest()[:16]
-    return f"{topic}:{partition}:{offset}#{digest}"
+    return _reference_fitted(f"{topic}:{partition}:{offset}#{digest}")
+
+
+def _reference_fitted(reference: str) -> str:
+    """Return `reference` as `Label.reference` can hold it: as it is, or, when
+    longer (a 64-character dispute id and transaction id with a report time,
+    a long topic name), its start and a digest of the whole. PostgreSQL
+    refused the longer text, and the consumer retried that batch for ever."""
+    limit = Label._meta.get_field("reference").max_length
+    if len(reference) <= limit:
+        return reference
+    digest = hashlib.sha256(reference.encode()).hexdigest()[:32]
+    return f"{reference[: limit - len(digest) - 1]}#{digest}"
 
 
 LABELLED = "labelled"

@@ -271,3 +271,44 @@ def test_a_disputes_closing_is_a_new_label_and_its_id_is_per_payment(
     latest = Label.objects.filter(transaction__transaction_id="t-cb-a").latest_first()
     assert [label.is_fraud for label in latest] == [False, True]
     assert Label.objects.filter(transaction__transaction_id="t-cb-b").count() == 1
+
+
+def test_a_reference_longer_than_its_column_is_stored_as_its_start_and_digest():
+    """A 64-character dispute id and transaction id with a report time make a
+    163-character reference; PostgreSQL refused it (the column holds 160) and
+    the consumer retried the batch for ever. It is stored, and stays distinct
+    per outcome and report time; short references are kept as they are."""
+    from datetime import UTC, datetime
+
+    from detection.chargebacks import chargeback_reference, chargebacks_apply
+    from transactions.messages import ChargebackMessage
+
+    long_id = "t" * 64
+    _stored(long_id)
+    limit = Label._meta.get_field("reference").max_length
+
+    def report(is_fraud: bool, day: int) -> ChargebackMessage:
+        return ChargebackMessage(
+            transaction_id=long_id,
+            is_fraud=is_fraud,
+            dispute_id="D" * 64,
+            reported_at=datetime(2026, 11, day, 9, tzinfo=UTC),
+        )
+
+    reports = [report(True, 1), report(False, 10), report(True, 20)]
+    references = [
+        chargeback_reference(r, topic="cb", partition=0, offset=n, value=b"")
+        for n, r in enumerate(reports)
+    ]
+    assert all(len(reference) <= limit for reference in references)
+    assert len(set(references)) == 3
+    assert references[0].startswith("D" * 64 + "|" + long_id)
+    result = chargebacks_apply(reports=list(zip(reports, references, strict=True)))
+    assert result.labelled == 3
+    again = chargebacks_apply(reports=list(zip(reports, references, strict=True)))
+    assert again.already_stored == 3
+    short = ChargebackMessage(transaction_id="t-1", dispute_id="D-1")
+    assert (
+        chargeback_reference(short, topic="cb", partition=0, offset=1, value=b"")
+        == "D-1|t-1|fraud"
+    )
