@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import logging
 import time
 
 from channels.db import database_sync_to_async
+from channels.exceptions import StopConsumer
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
+from django.db import DatabaseError
 
 from dashboard.selectors import session_signed_in
 from detection.events import LABELS_EVENT_TYPE, VERDICTS_EVENT_TYPE, VERDICTS_GROUP
@@ -16,6 +19,9 @@ from detection.events import LABELS_EVENT_TYPE, VERDICTS_EVENT_TYPE, VERDICTS_GR
 SESSION_RECHECK_SECONDS = 15.0
 # Close code the page reads as "signed out" (4000-4999 are the application's).
 CLOSE_SIGNED_OUT = 4401
+# WebSocket's "internal error": the page reconnects, and reloads what it shows.
+CLOSE_SERVER_ERROR = 1011
+logger = logging.getLogger(__name__)
 
 
 class VerdictsConsumer(AsyncJsonWebsocketConsumer):
@@ -27,6 +33,29 @@ class VerdictsConsumer(AsyncJsonWebsocketConsumer):
     """
 
     groups: list = []
+
+    async def dispatch(self, message):
+        """Leave the verdicts group when a handler fails: Channels does not
+        call `disconnect` then, and the group would keep the dead channel (and
+        buffer events for it) until the group expires, a day later."""
+        try:
+            await super().dispatch(message)
+        except StopConsumer:
+            raise
+        except Exception:
+            await self.channel_layer.group_discard(VERDICTS_GROUP, self.channel_name)
+            raise
+
+    async def receive(self, text_data=None, bytes_data=None, **kwargs):
+        """Take the page's JSON messages; ignore binary frames and text that is
+        not JSON (not the page's), instead of failing the socket."""
+        if text_data is None:
+            return
+        try:
+            content = await self.decode_json(text_data)
+        except ValueError:
+            return
+        await self.receive_json(content, **kwargs)
 
     async def connect(self):
         """Accept logged-in users only, then join the verdicts group."""
@@ -45,10 +74,17 @@ class VerdictsConsumer(AsyncJsonWebsocketConsumer):
             return True
         self._checked_at = time.monotonic()
         session = self.scope.get("session")
-        still = await database_sync_to_async(session_signed_in)(
-            session_key=session.session_key if session else None,
-            user_id=self.scope["user"].pk,
-        )
+        try:
+            still = await database_sync_to_async(session_signed_in)(
+                session_key=session.session_key if session else None,
+                user_id=self.scope["user"].pk,
+            )
+        except DatabaseError as exc:
+            # Not known to be signed in: close; the page reconnects when the
+            # database answers again (its sign-in is checked then).
+            logger.warning("websocket: session check failed, closing: %s", exc)
+            await self.close(code=CLOSE_SERVER_ERROR)
+            return False
         if not still:
             await self.close(code=CLOSE_SIGNED_OUT)
         return still

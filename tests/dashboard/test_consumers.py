@@ -206,3 +206,97 @@ def test_a_password_change_or_deactivation_stops_the_feed(
 
     closed = _closes_after(cookie, revoke_access, monkeypatch)
     assert closed == {"type": "websocket.close", "code": consumers.CLOSE_SIGNED_OUT}
+
+
+async def _members(layer) -> int:
+    """Return how many channels the verdicts group holds in Redis."""
+    from detection.events import VERDICTS_GROUP
+
+    key = layer._group_key(VERDICTS_GROUP)
+    async with layer.connection(layer.consistent_hash(VERDICTS_GROUP)) as redis:
+        return await redis.zcard(key)
+
+
+def _group_size(layer) -> int:
+    return async_to_sync(_members)(layer)
+
+
+def test_frames_that_are_not_the_pages_are_ignored(
+    client, staff_user, channel_layer_redis
+):
+    """Binary frames and text that is not JSON failed the socket (and left it
+    in the group for a day): they are ignored, and a ping is still answered."""
+    cookie = _session_cookie(client, staff_user)
+
+    async def scenario():
+        communicator = WebsocketCommunicator(
+            _application(), WS_PATH, headers=_headers(cookie)
+        )
+        connected, _ = await communicator.connect(timeout=RECEIVE_TIMEOUT)
+        assert connected
+        await communicator.send_to(text_data="not json")
+        await communicator.send_to(bytes_data=b"\x00\x01")
+        await communicator.send_json_to({"type": "ping"})
+        reply = await communicator.receive_json_from(timeout=RECEIVE_TIMEOUT)
+        await communicator.disconnect()
+        return reply
+
+    before = _group_size(channel_layer_redis)
+    assert async_to_sync(scenario)() == {"type": "pong"}
+    assert _group_size(channel_layer_redis) == before
+
+
+def test_a_failing_socket_leaves_the_group(
+    client, staff_user, channel_layer_redis, monkeypatch
+):
+    """A handler that fails (here the session check's database) takes the
+    socket out of the verdicts group; a database error in the session check
+    closes the socket as a server error, which the page reconnects from."""
+    from django.db import OperationalError
+
+    from dashboard import consumers
+
+    cookie = _session_cookie(client, staff_user)
+    before = _group_size(channel_layer_redis)
+
+    def broken(**kwargs):
+        raise OperationalError("database is locked")
+
+    monkeypatch.setattr(consumers, "SESSION_RECHECK_SECONDS", 0.0)
+    monkeypatch.setattr(consumers, "session_signed_in", broken)
+
+    async def closed_on_error():
+        communicator = WebsocketCommunicator(
+            _application(), WS_PATH, headers=_headers(cookie)
+        )
+        connected, _ = await communicator.connect(timeout=RECEIVE_TIMEOUT)
+        assert connected
+        await communicator.send_json_to({"type": "ping"})
+        closed = await communicator.receive_output(RECEIVE_TIMEOUT)
+        await communicator.disconnect()
+        return closed
+
+    assert async_to_sync(closed_on_error)() == {
+        "type": "websocket.close",
+        "code": consumers.CLOSE_SERVER_ERROR,
+    }
+    assert _group_size(channel_layer_redis) == before
+
+    def crash(self, content, **kwargs):
+        raise RuntimeError("a bug in a handler")
+
+    monkeypatch.setattr(consumers.VerdictsConsumer, "receive_json", crash)
+
+    async def crashed():
+        communicator = WebsocketCommunicator(
+            _application(), WS_PATH, headers=_headers(cookie)
+        )
+        connected, _ = await communicator.connect(timeout=RECEIVE_TIMEOUT)
+        assert connected
+        assert await _members(channel_layer_redis) == before + 1
+        await communicator.send_json_to({"type": "ping"})
+        with pytest.raises(RuntimeError, match="a bug in a handler"):
+            await communicator.receive_output(RECEIVE_TIMEOUT)
+
+    async_to_sync(crashed)()
+    assert _group_size(channel_layer_redis) == before
