@@ -35,6 +35,17 @@ class _Env(environ.Env):
             var, cast=cast, default=default, parse_default=parse_default
         )
 
+    def list(self, var, cast=None, default=environ.Env.NOTSET):
+        """Return a comma-separated list with its items stripped and empty
+        ones dropped: "a.example, www.a.example" is two hosts (django-environ
+        kept " www.a.example", which matches no request)."""
+        items = super().list(var, cast=cast, default=default)
+        return [
+            item.strip() if isinstance(item, str) else item
+            for item in items
+            if not isinstance(item, str) or item.strip()
+        ]
+
 
 env = _Env()
 # A local `.env` is read when present, so developers need not export variables.
@@ -374,10 +385,22 @@ CELERY_TASK_DEFAULT_QUEUE = env.str("CELERY_TASK_DEFAULT_QUEUE", default="celery
 CELERY_TIMEZONE = TIME_ZONE
 # Beat's state file lives with the other runtime files, not in the project root.
 CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
+MODEL_RETRAIN_INTERVAL_SECONDS = env.float(
+    "MODEL_RETRAIN_INTERVAL_SECONDS", default=24 * 3600
+)
+if not MODEL_RETRAIN_INTERVAL_SECONDS > 0:
+    # 0 made beat queue retrains back to back.
+    raise ImproperlyConfigured(
+        "MODEL_RETRAIN_INTERVAL_SECONDS must be above 0 (86400: daily); got "
+        f"{MODEL_RETRAIN_INTERVAL_SECONDS!r}."
+    )
 CELERY_BEAT_SCHEDULE = {
     "retrain-model-daily": {
         "task": "detection.tasks.model_retrain_task",
-        "schedule": env.float("MODEL_RETRAIN_INTERVAL_SECONDS", default=24 * 3600),
+        "schedule": MODEL_RETRAIN_INTERVAL_SECONDS,
+        # A retrain still queued when the next is due is dropped: after a
+        # worker's downtime, one retrain runs, not a day's backlog at once.
+        "options": {"expires": MODEL_RETRAIN_INTERVAL_SECONDS},
     },
     "send-alert-webhooks": {
         "task": "detection.tasks.alerts_send_task",
@@ -451,6 +474,14 @@ API_TRANSACTIONS_MAX_PAGE_SIZE = env.int("API_TRANSACTIONS_MAX_PAGE_SIZE", defau
 # Most rows one CSV export (GET /api/transactions/export) may hold.
 API_EXPORT_MAX_ROWS = env.int("API_EXPORT_MAX_ROWS", default=100_000)
 
+# Any case ("info" too); a level logging does not know stops start-up with a
+# message instead of "Unable to configure root logger".
+LOG_LEVEL = env.str("LOG_LEVEL", default="INFO").strip().upper()
+if LOG_LEVEL not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
+    raise ImproperlyConfigured(
+        "LOG_LEVEL must be one of DEBUG, INFO, WARNING, ERROR, CRITICAL; "
+        f"got {LOG_LEVEL!r}."
+    )
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
@@ -458,7 +489,7 @@ LOGGING = {
         "plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}
     },
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
-    "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
+    "root": {"handlers": ["console"], "level": LOG_LEVEL},
     "loggers": {"kafka": {"level": "WARNING"}},
 }
 

@@ -177,3 +177,32 @@ def test_the_simulator_service_carries_on_after_a_restart():
     env = COMPOSE["services"]["producer"]["environment"]
     assert _interpolated(env["TRANSACTION_MAX_FUTURE_SECONDS"]) == "off"
     assert _interpolated(env["MODEL_LABEL_MATURITY_SECONDS"]) == "0"
+
+
+def test_beats_schedule_outlives_its_container():
+    """Beat keeps when each task last ran in CELERY_BEAT_SCHEDULE_FILENAME: on
+    a volume, so that a redeploy does not restart the daily retrain's
+    countdown (deploys more often than daily would never retrain)."""
+    from tests.test_settings import settings_value
+
+    result = settings_value("s.CELERY_BEAT_SCHEDULE_FILENAME", DEBUG="1")
+    schedule = Path(result.stdout.strip())
+    in_image = Path("/app") / schedule.relative_to(ROOT)
+    beat = COMPOSE["services"]["celery-beat"]
+    mounted = [
+        Path(volume.split(":")[1])
+        for volume in beat.get("volumes", [])
+        if volume.split(":")[0] in COMPOSE["volumes"]
+    ]
+    assert any(in_image.is_relative_to(target) for target in mounted), mounted
+
+
+@pytest.mark.parametrize("value", ["0", "-5"])
+def test_a_retrain_interval_of_zero_or_less_is_refused(value):
+    from tests.test_settings import settings_value
+
+    result = settings_value(
+        "s.CELERY_BEAT_SCHEDULE", DEBUG="1", MODEL_RETRAIN_INTERVAL_SECONDS=value
+    )
+    assert result.returncode != 0
+    assert "MODEL_RETRAIN_INTERVAL_SECONDS must be above 0" in result.stderr

@@ -75,6 +75,25 @@ def test_a_command_without_settings_says_what_is_missing_in_one_line():
             assert len(result.stderr.strip().splitlines()) == 1
 
 
+def test_lists_and_the_log_level_take_what_people_write():
+    """Hosts and origins written with spaces after the commas are each host
+    (" www.a.example" matched no request); LOG_LEVEL takes any case, and an
+    unknown level is a clear error."""
+    hosts = settings_value(
+        "s.ALLOWED_HOSTS, s.CSRF_TRUSTED_ORIGINS",
+        DEBUG="1",
+        ALLOWED_HOSTS="a.example, www.a.example,",
+        CSRF_TRUSTED_ORIGINS=" https://a.example , https://www.a.example",
+    )
+    assert hosts.stdout.strip() == (
+        "['a.example', 'www.a.example'] ['https://a.example', 'https://www.a.example']"
+    ), hosts.stderr
+    level = settings_value("s.LOGGING['root']['level']", DEBUG="1", LOG_LEVEL="info")
+    assert level.stdout.strip() == "INFO"
+    loud = settings_value("s.LOG_LEVEL", DEBUG="1", LOG_LEVEL="loud")
+    assert loud.returncode != 0 and "LOG_LEVEL must be one of" in loud.stderr
+
+
 def test_debug_is_off_by_default():
     """DEBUG is off unless set."""
     result = settings_value("s.DEBUG", SECRET_KEY="x" * 50)
