@@ -145,6 +145,10 @@ def challenger_decision(
     }
 
 
+# `replacing` of an activation that replaces whatever is active.
+ANY_ACTIVE = object()
+
+
 def model_version_create(
     *,
     forest: IsolationForest,
@@ -156,9 +160,11 @@ def model_version_create(
     activate: bool = True,
     evaluation: dict | None = None,
     classifier: FraudClassifier | None = None,
+    replacing: object = ANY_ACTIVE,
 ) -> ModelVersion:
     """Store a trained forest (and classifier) as a new ModelVersion, activating
-    it if asked."""
+    it if asked, and if `replacing` (the version it was judged against, None
+    for none) is still the active one; else it is stored inactive, saying so."""
     artifact = sio.dumps(forest)
     classifier_artifact = b"" if classifier is None else sio.dumps(classifier.model)
     now = datetime.now(UTC)
@@ -190,28 +196,57 @@ def model_version_create(
             classifier_info={} if classifier is None else classifier.info,
         )
         if activate:
-            model_version_activate(version=row.version)
+            try:
+                model_version_activate(version=row.version, replacing=replacing)
+            except ActiveModelChanged as exc:
+                row.evaluation = {
+                    **row.evaluation,
+                    "activate": False,
+                    "reason": f"not activated: {exc}",
+                }
+                row.save(update_fields=["evaluation"])
     logger.info("stored model %s (%d samples)", row.version, sample_count)
     return row
+
+
+class ActiveModelChanged(RuntimeError):
+    """Raise when the active version is no longer the one a new version was
+    judged against (an admin's rollback, another retrain, meanwhile)."""
 
 
 # Any fixed number: the PostgreSQL advisory lock that activations take turns on.
 _ACTIVATION_LOCK = 0x46524D56
 
 
-def model_version_activate(*, version: str) -> ModelVersion:
+def model_version_activate(
+    *, version: str, replacing: object = ANY_ACTIVE
+) -> ModelVersion:
     """Make this version the active one (running scorers pick it up on refresh).
 
     Two activations at once (the scheduled retrain and a manual one) take turns:
     SQLite's write transactions already do; on PostgreSQL a transaction-scoped
     advisory lock does, else both could clear the old active row and the second
-    would break the one-active constraint and lose its model.
+    would break the one-active constraint and lose its model. With
+    `replacing` (a version, or None for no model), raise ActiveModelChanged
+    unless that is still the active one: a retrain judged against it must not
+    undo a rollback made while it trained.
     """
     with transaction.atomic():
         connection = transaction.get_connection()
         if connection.vendor == "postgresql":
             with connection.cursor() as cursor:
                 cursor.execute("SELECT pg_advisory_xact_lock(%s)", [_ACTIVATION_LOCK])
+        if replacing is not ANY_ACTIVE:
+            current = (
+                ModelVersion.objects.filter(is_active=True)
+                .values_list("version", flat=True)
+                .first()
+            )
+            if current != replacing:
+                raise ActiveModelChanged(
+                    f"{current or 'no model'} became active while this version "
+                    f"was judged against {replacing or 'no model'}"
+                )
         ModelVersion.objects.filter(is_active=True).update(is_active=False)
         ModelVersion.objects.filter(version=version).update(is_active=True)
         return ModelVersion.objects.get(version=version)

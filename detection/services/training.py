@@ -22,6 +22,7 @@ from detection.classifier import (
 from detection.explain import feature_quantiles
 from detection.forest import PackedForest
 from detection.registry import (
+    ANY_ACTIVE,
     QUANTILE_GRID,
     LoadedModel,
     ModelIntegrityError,
@@ -564,12 +565,17 @@ def model_retrain(
         trained_until=max(data.timestamps),
         activate=evaluation["activate"],
         evaluation=evaluation,
+        # Judged against `active`: not activated over another version made
+        # active meanwhile (a rollback in admin), unless forced.
+        replacing=(
+            ANY_ACTIVE if force else (active.version if active is not None else None)
+        ),
     )
-    if not evaluation["activate"]:
+    if not row.evaluation["activate"]:
         logger.warning(
             "model %s stored but not activated (%s kept): %s",
             row.version,
             active.version if active is not None else "no model",
-            evaluation["reason"],
+            row.evaluation["reason"],
         )
     return row.version

@@ -590,3 +590,34 @@ def test_a_payment_stored_as_zero_in_the_base_currency_is_replayed(history):
     assert 0.0 < replayed.matrix[-1, amount_column] < np.log1p(0.001)
     call_command("retrain_model")
     assert model_active_row() is not None
+
+
+def test_a_rollback_during_a_retrain_is_not_undone_by_it(history, monkeypatch):
+    """Given an admin's rollback to an earlier version while a retrain runs
+    (after the retrain read the active version it judges against), the new
+    version is stored inactive, saying why, and the rollback stands; a
+    forced retrain still activates."""
+    from detection.registry import model_version_activate
+    from detection.services import training
+
+    call_command("retrain_model")
+    first = model_active_row()
+    call_command("retrain_model")
+    second = model_active_row()
+    judged = training.challenger_decision
+
+    def rollback_meanwhile(**kwargs):
+        model_version_activate(version=first.version)
+        return judged(**kwargs)
+
+    monkeypatch.setattr(training, "challenger_decision", rollback_meanwhile)
+    third = training.model_retrain()
+    assert model_active_row().version == first.version
+    stored = ModelVersion.objects.get(version=third)
+    assert not stored.is_active and stored.evaluation["activate"] is False
+    assert stored.evaluation["reason"] == (
+        f"not activated: {first.version} became active while this version was "
+        f"judged against {second.version}"
+    )
+    forced = training.model_retrain(force=True)
+    assert model_active_row().version == forced
