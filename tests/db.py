@@ -22,3 +22,10 @@ def subprocess_database_url() -> str:
         port = settings["PORT"] or 5432
         return f"postgres://{credentials}@{host}:{port}/{settings['NAME']}"
     raise NotImplementedError(f"no URL for {connection.vendor}")
+
+
+def sqlite_plan(sql: str, params=()) -> list[str]:
+    """Return the steps of SQLite's query plan for `sql` (each step's detail)."""
+    with connection.cursor() as cursor:
+        cursor.execute("EXPLAIN QUERY PLAN " + sql, params)
+        return [row[-1] for row in cursor.fetchall()]

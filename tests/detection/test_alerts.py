@@ -27,6 +27,7 @@ from detection.profiles import OrmStateStore
 from detection.scoring import scoring_config_from_db
 from detection.services import transaction_batch_score_record
 from detection.tasks import alerts_send_task
+from tests.db import sqlite_plan
 from transactions.messages import TransactionMessage
 from transactions.models import Transaction
 
@@ -577,9 +578,7 @@ def test_webhook_list_counts_pending_and_failed_by_index(admin_client):
         counting = [q["sql"] for q in queries if "detection_alertdelivery" in q["sql"]]
         assert counting
         for sql in counting:
-            with connection.cursor() as cursor:
-                cursor.execute("EXPLAIN QUERY PLAN " + sql)
-                plan = [row[-1] for row in cursor.fetchall()]
+            plan = sqlite_plan(sql)
             # Each count reads only its (webhook, state) range of the index,
             # not every delivery the webhook ever had.
             steps = [s for s in plan if "alertdelivery" in s or " U0 " in s]
@@ -616,9 +615,7 @@ def test_delivery_list_reads_newest_first_by_index(admin_client):
     ordered = 'ORDER BY "detection_alertdelivery"'
     page = [q["sql"] for q in queries if ordered in q["sql"]]
     assert page
-    with connection.cursor() as cursor:
-        cursor.execute("EXPLAIN QUERY PLAN " + page[0])
-        plan = [row[-1] for row in cursor.fetchall()]
+    plan = sqlite_plan(page[0])
     assert not any("TEMP B-TREE FOR ORDER BY" in step for step in plan), plan
     assert any("alert_delivery_recent" in step for step in plan), plan
 

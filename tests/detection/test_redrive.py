@@ -11,6 +11,7 @@ from django.core.management import call_command
 from django.core.management.base import CommandError
 
 from detection.models import DeadLetter, UserProfile
+from tests.db import sqlite_plan
 from transactions.models import Transaction
 
 pytestmark = pytest.mark.django_db
@@ -242,7 +243,5 @@ def test_waiting_letters_are_read_by_their_own_index():
     waiting = DeadLetter.objects.filter(resolved_at__isnull=True)
     for queryset in (waiting.values("id"), waiting.order_by("id").values("id")):
         sql, params = queryset.query.sql_with_params()
-        with connection.cursor() as cursor:
-            cursor.execute("EXPLAIN QUERY PLAN " + sql, params)
-            plan = [row[-1] for row in cursor.fetchall()]
+        plan = sqlite_plan(sql, params)
         assert any("INDEX dead_letter_unresolved" in step for step in plan), plan

@@ -11,6 +11,7 @@ from detection.models import Rule
 from detection.profiles import OrmStateStore
 from detection.scoring import scoring_config_from_db
 from detection.services import transaction_batch_score_record
+from tests.db import sqlite_plan
 from transactions.messages import TransactionMessage
 
 pytestmark = pytest.mark.django_db
@@ -102,9 +103,7 @@ def test_id_searches_are_exact_and_read_by_index(
     for sql in searched:
         assert "LIKE" not in sql and "UPPER(" not in sql
         if connection.vendor == "sqlite":
-            with connection.cursor() as cursor:
-                cursor.execute("EXPLAIN QUERY PLAN " + sql)
-                plan = [row[-1] for row in cursor.fetchall()]
+            plan = sqlite_plan(sql)
             assert not any(step.startswith(f"SCAN {table}") for step in plan), plan
 
 
