@@ -105,13 +105,20 @@ def _reference_fitted(reference: str) -> str:
 
 LABELLED = "labelled"
 ALREADY_STORED = "already stored"
+# A dispute's stage older (by reported_at) than one of its stages already
+# applied: arriving late (a redrive, a feed out of order), it must not become
+# the payment's latest label. Not a dead letter; no label.
+SUPERSEDED = "superseded by a later stage of its dispute"
+# The outcomes that leave nothing to do.
+SETTLED = (LABELLED, ALREADY_STORED, SUPERSEDED)
 
 
 @dataclass
 class ChargebackReport:
     """What storing a batch of chargebacks did, report by report."""
 
-    # Per report: LABELLED, ALREADY_STORED, or why it cannot be applied.
+    # Per report: LABELLED, ALREADY_STORED, SUPERSEDED, or why it cannot be
+    # applied.
     outcomes: list[str] = field(default_factory=list)
 
     @property
@@ -125,12 +132,17 @@ class ChargebackReport:
         return self.outcomes.count(ALREADY_STORED)
 
     @property
+    def superseded(self) -> int:
+        """Return how many reports were older stages of a dispute applied since."""
+        return self.outcomes.count(SUPERSEDED)
+
+    @property
     def unapplied(self) -> list[tuple[int, str]]:
         """Return (index, error) of the reports that cannot be applied."""
         return [
             (index, outcome)
             for index, outcome in enumerate(self.outcomes)
-            if outcome not in (LABELLED, ALREADY_STORED)
+            if outcome not in SETTLED
         ]
 
 
@@ -165,6 +177,8 @@ def chargebacks_apply(
                 "labels a payment the stream has scored. Redrive this letter once "
                 "it is stored."
             )
+        elif _stage_superseded(record, message):
+            result.outcomes.append(SUPERSEDED)
         else:
             seen.add(reference)
             label = transaction_label(
@@ -174,6 +188,7 @@ def chargebacks_apply(
                 note=message.label_note(),
                 reference=reference,
                 announce=False,
+                reported_at=message.reported_at,
             )
             labels.append(label)
             result.outcomes.append(LABELLED)
@@ -181,6 +196,21 @@ def chargebacks_apply(
         # One event for the batch, once it is committed.
         transaction.on_commit(lambda: labels_announce(labels))
     return result
+
+
+def _stage_superseded(record: Transaction, message: ChargebackMessage) -> bool:
+    """Return whether a later stage of this report's dispute (by reported_at)
+    already labels the payment: the opening of a dispute redriven after its
+    closing must not make "fraud" the latest label again."""
+    if not message.dispute_id or message.reported_at is None:
+        return False
+    return Label.objects.filter(
+        transaction=record,
+        source=Label.Source.CHARGEBACK,
+        # The reference starts with the dispute id (see chargeback_reference).
+        reference__startswith=f"{message.dispute_id}|",
+        reported_at__gt=message.reported_at,
+    ).exists()
 
 
 class ChargebackStream(TransactionStream):
@@ -239,7 +269,7 @@ class ChargebackStream(TransactionStream):
         report = self.report
         report.records += len(records)
         report.created += result.labelled
-        report.duplicates += result.already_stored
+        report.duplicates += result.already_stored + result.superseded
         report.dead_letters += len(letters)
         report.batches += 1
         self._last_activity = time.monotonic()
@@ -281,7 +311,7 @@ def chargebacks_redrive(*, letters: Sequence[DeadLetter]) -> ChargebackReport:
     resolved_at = datetime.now(UTC)
     for index, letter in enumerate(letters):
         outcome = outcomes[index]
-        if outcome in (LABELLED, ALREADY_STORED):
+        if outcome in SETTLED:
             letter.resolved_at = resolved_at
             letter.resolution = f"Chargeback {outcome}."
         else:

@@ -49,7 +49,15 @@ class LabelInline(admin.TabularInline):
     """The label history of a transaction, newest first (read only here)."""
 
     model = Label
-    fields = ("is_fraud", "source", "note", "reference", "created_by", "created_at")
+    fields = (
+        "is_fraud",
+        "source",
+        "note",
+        "reference",
+        "created_by",
+        "created_at",
+        "reported_at",
+    )
     readonly_fields = fields
     extra = 0
     can_delete = False
@@ -193,7 +201,7 @@ class LabelAdmin(admin.ModelAdmin):
     # The reference is the chargeback feed's idempotency key (detection.chargebacks);
     # the source is "analyst" for every label made here: chargebacks come from the
     # feed, and one typed in would count as the card network's word.
-    readonly_fields = ("source", "created_by", "created_at", "reference")
+    readonly_fields = ("source", "created_by", "created_at", "reference", "reported_at")
     show_full_result_count = False
 
     def has_change_permission(self, request, obj=None):

@@ -243,6 +243,14 @@ class Label(models.Model):
         related_name="+",
     )
     created_at = models.DateTimeField(default=timezone.now)
+    reported_at = models.DateTimeField(
+        null=True,
+        blank=True,
+        help_text=(
+            "When the network issued the report (chargebacks that say so): a "
+            "dispute's stages apply in this order, whatever order they arrive in."
+        ),
+    )
 
     objects = LabelQuerySet.as_manager()
 

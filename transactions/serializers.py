@@ -17,7 +17,15 @@ class LabelSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = Label
-        fields = ["is_fraud", "source", "note", "reference", "created_by", "created_at"]
+        fields = [
+            "is_fraud",
+            "source",
+            "note",
+            "reference",
+            "created_by",
+            "created_at",
+            "reported_at",
+        ]
         read_only_fields = fields
 
 

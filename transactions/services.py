@@ -58,6 +58,7 @@ def label_create(
     note: str = "",
     reference: str = "",
     created_by=None,
+    reported_at=None,
 ) -> Label:
     """Record a label on a transaction and return it.
 
@@ -73,6 +74,7 @@ def label_create(
             note=note.strip(),
             reference=reference,
             created_by=created_by,
+            reported_at=reported_at,
         )
 
 

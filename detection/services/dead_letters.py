@@ -71,7 +71,12 @@ def dead_letters_redrive(
     row with the new error in `resolution`. Nothing is deleted, and resolved letters
     are skipped, so a redrive may run again.
     """
-    from detection.chargebacks import ALREADY_STORED, LABELLED, chargebacks_redrive
+    from detection.chargebacks import (
+        ALREADY_STORED,
+        LABELLED,
+        SUPERSEDED,
+        chargebacks_redrive,
+    )
 
     report = RedriveReport()
     pending = [letter for letter in letters if letter.resolved_at is None]
@@ -127,7 +132,7 @@ def dead_letters_redrive(
             for outcome in chargebacks_redrive(letters=chargebacks).outcomes:
                 if outcome == LABELLED:
                     report.labelled += 1
-                elif outcome == ALREADY_STORED:
+                elif outcome in (ALREADY_STORED, SUPERSEDED):
                     report.already_stored += 1
                 elif outcome.startswith("Still invalid"):
                     report.still_invalid += 1

@@ -22,6 +22,7 @@ def transaction_label(
     reference: str = "",
     created_by=None,
     announce: bool = True,
+    reported_at=None,
 ) -> Label:
     """Record a label on a stored transaction (latest wins) and return it.
 
@@ -56,6 +57,7 @@ def transaction_label(
             note=note,
             reference=reference,
             created_by=created_by,
+            reported_at=reported_at,
         )
         if teach:
             store = OrmStateStore(use_cache=False)

@@ -313,3 +313,63 @@ def test_a_reference_longer_than_its_column_is_stored_as_its_start_and_digest():
         chargeback_reference(short, topic="cb", partition=0, offset=1, value=b"")
         == "D-1|t-1|fraud"
     )
+
+
+def test_a_disputes_stage_arriving_after_a_later_one_does_not_become_latest():
+    """Given a dispute's closing (not fraud, reported on the 10th) applied,
+    its opening (fraud, reported on the 1st) arriving after it, in a batch or
+    redriven from the dead letters, labels nothing and is settled: the latest
+    label stays the closing. A later stage (fraud again, the 20th) still
+    applies."""
+    from datetime import UTC, datetime
+
+    from detection.chargebacks import (
+        SUPERSEDED,
+        chargeback_reference,
+        chargebacks_apply,
+        chargebacks_redrive,
+    )
+    from transactions.messages import ChargebackMessage
+
+    record = _stored("t-cb-late")
+
+    def report(is_fraud: bool, day: int):
+        message = ChargebackMessage(
+            transaction_id="t-cb-late",
+            is_fraud=is_fraud,
+            dispute_id="D-late",
+            reported_at=datetime(2026, 11, day, 9, tzinfo=UTC),
+        )
+        reference = chargeback_reference(
+            message, topic="cb", partition=0, offset=day, value=b""
+        )
+        return message, reference
+
+    assert chargebacks_apply(reports=[report(False, 10)]).labelled == 1
+    late = chargebacks_apply(reports=[report(True, 1)])
+    assert late.outcomes == [SUPERSEDED] and late.unapplied == []
+    latest = Label.objects.filter(transaction=record).latest_first()
+    assert [label.is_fraud for label in latest] == [False]
+    assert latest[0].reported_at == datetime(2026, 11, 10, 9, tzinfo=UTC)
+
+    letter = DeadLetter.objects.create(
+        raw_value=json.dumps(
+            {
+                "transaction_id": "t-cb-late",
+                "dispute_id": "D-late",
+                "reported_at": "2026-11-01T09:00:00Z",
+            }
+        ).encode(),
+        error="No stored transaction 't-cb-late'",
+        topic="chargebacks",
+        partition=0,
+        offset=1,
+    )
+    redriven = chargebacks_redrive(letters=[letter])
+    assert redriven.outcomes == [SUPERSEDED]
+    assert letter.resolved_at is not None
+    assert Label.objects.filter(transaction=record).count() == 1
+
+    assert chargebacks_apply(reports=[report(True, 20)]).labelled == 1
+    latest = Label.objects.filter(transaction=record).latest_first()
+    assert [label.is_fraud for label in latest] == [True, False]
