@@ -8,7 +8,7 @@ from django.utils.html import format_html, format_html_join
 from detection.lists import LIST_ALLOW_CODE, LIST_BLOCK_CODE
 from detection.rules import RULE_TYPES
 from detection.services import transaction_label
-from transactions.models import Label, Transaction, VerdictTally
+from transactions.models import LABEL_SHOWN_FIELDS, Label, Transaction, VerdictTally
 
 # Every rule the scorer knows, and the block and allow lists.
 RULE_CODES = (*RULE_TYPES, LIST_BLOCK_CODE, LIST_ALLOW_CODE)
@@ -49,15 +49,7 @@ class LabelInline(admin.TabularInline):
     """The label history of a transaction, newest first (read only here)."""
 
     model = Label
-    fields = (
-        "is_fraud",
-        "source",
-        "note",
-        "reference",
-        "created_by",
-        "created_at",
-        "reported_at",
-    )
+    fields = LABEL_SHOWN_FIELDS
     readonly_fields = fields
     extra = 0
     can_delete = False

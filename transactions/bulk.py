@@ -259,10 +259,10 @@ IN_CHUNK = 900
 _K = TypeVar("_K")
 
 
-def key_chunks(keys: Sequence[_K]) -> Iterator[list[_K]]:
-    """Yield `keys` in lists of at most IN_CHUNK, one `IN (...)` list each."""
+def key_chunks(keys: Sequence[_K]) -> Iterator[Sequence[_K]]:
+    """Yield `keys` in slices of at most IN_CHUNK, one `IN (...)` list each."""
     for start in range(0, len(keys), IN_CHUNK):
-        yield list(keys[start : start + IN_CHUNK])
+        yield keys[start : start + IN_CHUNK]
 
 
 def values_where_in(

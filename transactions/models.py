@@ -208,6 +208,18 @@ class LabelQuerySet(models.QuerySet):
         return self.order_by("-created_at", "-id")
 
 
+# A label as analysts read it (the API's and the admin's label history).
+LABEL_SHOWN_FIELDS = (
+    "is_fraud",
+    "source",
+    "note",
+    "reference",
+    "created_by",
+    "created_at",
+    "reported_at",
+)
+
+
 class Label(models.Model):
     """Ground truth about one transaction, given after the fact.
 

@@ -5,7 +5,7 @@ from rest_framework import serializers
 from rest_framework.fields import empty
 
 from transactions.messages import SCORING_INPUT_FIELDS
-from transactions.models import Label, Transaction
+from transactions.models import LABEL_SHOWN_FIELDS, Label, Transaction
 
 
 class LabelSerializer(serializers.ModelSerializer):
@@ -17,15 +17,7 @@ class LabelSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = Label
-        fields = [
-            "is_fraud",
-            "source",
-            "note",
-            "reference",
-            "created_by",
-            "created_at",
-            "reported_at",
-        ]
+        fields = list(LABEL_SHOWN_FIELDS)
         read_only_fields = fields
 
 

@@ -29,6 +29,16 @@ def _headers(cookie: str | None = None) -> list[tuple[bytes, bytes]]:
     return headers
 
 
+async def _opened(cookie: str) -> WebsocketCommunicator:
+    """Return a socket connected with this session cookie (asserted)."""
+    communicator = WebsocketCommunicator(
+        _application(), WS_PATH, headers=_headers(cookie)
+    )
+    connected, _ = await communicator.connect(timeout=RECEIVE_TIMEOUT)
+    assert connected
+    return communicator
+
+
 def _session_cookie(client, user) -> str:
     client.force_login(user)
     name = settings.SESSION_COOKIE_NAME
@@ -107,11 +117,7 @@ def test_logged_in_client_receives_scored_verdicts(
     cookie = _session_cookie(client, staff_user)
 
     async def scenario():
-        communicator = WebsocketCommunicator(
-            _application(), WS_PATH, headers=_headers(cookie)
-        )
-        connected, _ = await communicator.connect(timeout=RECEIVE_TIMEOUT)
-        assert connected
+        communicator = await _opened(cookie)
         created = await sync_to_async(score)(
             message(user_id="ws-user", amount="25.00"),
             message(user_id="ws-user", amount="15000.00"),
@@ -137,11 +143,7 @@ def test_ping_is_answered(client, staff_user, channel_layer_redis):
     cookie = _session_cookie(client, staff_user)
 
     async def scenario():
-        communicator = WebsocketCommunicator(
-            _application(), WS_PATH, headers=_headers(cookie)
-        )
-        connected, _ = await communicator.connect(timeout=RECEIVE_TIMEOUT)
-        assert connected
+        communicator = await _opened(cookie)
         await communicator.send_json_to({"type": "ping"})
         reply = await communicator.receive_json_from(timeout=RECEIVE_TIMEOUT)
         await communicator.disconnect()
@@ -158,11 +160,7 @@ def _closes_after(cookie: str, revoke, monkeypatch) -> dict:
     monkeypatch.setattr(consumers, "SESSION_RECHECK_SECONDS", 0.0)
 
     async def scenario():
-        communicator = WebsocketCommunicator(
-            _application(), WS_PATH, headers=_headers(cookie)
-        )
-        connected, _ = await communicator.connect(timeout=RECEIVE_TIMEOUT)
-        assert connected
+        communicator = await _opened(cookie)
         await communicator.send_json_to({"type": "ping"})
         assert await communicator.receive_json_from(RECEIVE_TIMEOUT) == {"type": "pong"}
         await sync_to_async(revoke)()
@@ -229,11 +227,7 @@ def test_frames_that_are_not_the_pages_are_ignored(
     cookie = _session_cookie(client, staff_user)
 
     async def scenario():
-        communicator = WebsocketCommunicator(
-            _application(), WS_PATH, headers=_headers(cookie)
-        )
-        connected, _ = await communicator.connect(timeout=RECEIVE_TIMEOUT)
-        assert connected
+        communicator = await _opened(cookie)
         await communicator.send_to(text_data="not json")
         await communicator.send_to(bytes_data=b"\x00\x01")
         await communicator.send_json_to({"type": "ping"})
@@ -266,11 +260,7 @@ def test_a_failing_socket_leaves_the_group(
     monkeypatch.setattr(consumers, "session_signed_in", broken)
 
     async def closed_on_error():
-        communicator = WebsocketCommunicator(
-            _application(), WS_PATH, headers=_headers(cookie)
-        )
-        connected, _ = await communicator.connect(timeout=RECEIVE_TIMEOUT)
-        assert connected
+        communicator = await _opened(cookie)
         await communicator.send_json_to({"type": "ping"})
         closed = await communicator.receive_output(RECEIVE_TIMEOUT)
         await communicator.disconnect()
@@ -288,11 +278,7 @@ def test_a_failing_socket_leaves_the_group(
     monkeypatch.setattr(consumers.VerdictsConsumer, "receive_json", crash)
 
     async def crashed():
-        communicator = WebsocketCommunicator(
-            _application(), WS_PATH, headers=_headers(cookie)
-        )
-        connected, _ = await communicator.connect(timeout=RECEIVE_TIMEOUT)
-        assert connected
+        communicator = await _opened(cookie)
         assert await _members(channel_layer_redis) == before + 1
         await communicator.send_json_to({"type": "ping"})
         with pytest.raises(RuntimeError, match="a bug in a handler"):

@@ -544,6 +544,22 @@ def test_admin_refuses_cloud_metadata_addresses(admin_client, url):
     assert not AlertWebhook.objects.exists()
 
 
+def _deliveries(pairs, *, minutes_apart: int = 0) -> None:
+    """Store a delivery per (webhook, state), each `minutes_apart` older."""
+    now = timezone.now()
+    AlertDelivery.objects.bulk_create(
+        AlertDelivery(
+            webhook=webhook,
+            transaction_id=f"t-{n}",
+            payload={},
+            state=state,
+            next_attempt_at=now,
+            created_at=now - timedelta(minutes=n * minutes_apart),
+        )
+        for n, (webhook, state) in enumerate(pairs)
+    )
+
+
 def test_webhook_list_counts_pending_and_failed_by_index(admin_client):
     """Each webhook's pending and failed deliveries are counted (delivered
     ones are not), without a scan of the deliveries (SQLite's query plan)."""
@@ -553,19 +569,8 @@ def test_webhook_list_counts_pending_and_failed_by_index(admin_client):
     busy = AlertWebhook.objects.create(name="busy", url="https://busy.test/hook")
     quiet = AlertWebhook.objects.create(name="quiet", url="https://quiet.test/hook")
     AlertWebhook.objects.create(name="idle", url="https://idle.test/hook")
-    now = timezone.now()
     states = [(busy, "pending")] * 2 + [(busy, "failed")] + [(busy, "delivered")] * 3
-    AlertDelivery.objects.bulk_create(
-        AlertDelivery(
-            webhook=webhook,
-            transaction_id=f"t-{n}",
-            payload={},
-            state=state,
-            next_attempt_at=now,
-            created_at=now,
-        )
-        for n, (webhook, state) in enumerate([*states, (quiet, "pending")])
-    )
+    _deliveries([*states, (quiet, "pending")])
     with CaptureQueriesContext(connection) as queries:
         listing = admin_client.get("/admin/detection/alertwebhook/")
     assert listing.status_code == 200
@@ -598,17 +603,7 @@ def test_delivery_list_reads_newest_first_by_index(admin_client):
     if connection.vendor != "sqlite":
         pytest.skip("SQLite's query plan")
     webhook = AlertWebhook.objects.create(name="w", url="https://w.test/hook")
-    now = timezone.now()
-    AlertDelivery.objects.bulk_create(
-        AlertDelivery(
-            webhook=webhook,
-            transaction_id=f"t-{n}",
-            payload={},
-            next_attempt_at=now,
-            created_at=now - timedelta(minutes=n),
-        )
-        for n in range(3)
-    )
+    _deliveries([(webhook, "pending")] * 3, minutes_apart=1)
     with CaptureQueriesContext(connection) as queries:
         listing = admin_client.get("/admin/detection/alertdelivery/")
     assert listing.status_code == 200

@@ -20,12 +20,21 @@ pytestmark = pytest.mark.django_db
 START = datetime(2026, 5, 4, 9, 0, tzinfo=UTC)
 
 
-def _record(store, tid: str, minutes: int, amount: str, location: str, country: str):
+def _record(
+    store,
+    tid: str,
+    minutes: int,
+    amount: str,
+    location: str,
+    country: str,
+    currency: str = "USD",
+):
     message = transaction_message_parse(
         {
             "transaction_id": tid,
             "user_id": "traveller",
             "amount": amount,
+            "currency": currency,
             "timestamp": (START + timedelta(minutes=minutes)).isoformat(),
             "merchant_id": f"m-{tid}",
             "location": location,
@@ -150,25 +159,7 @@ def test_a_label_teaches_the_amount_as_it_was_scored_whatever_the_rate_now(
     replays it, not 900 EUR converted at today's rate."""
     from detection.models import ExchangeRate
 
-    message = transaction_message_parse(
-        {
-            "transaction_id": "lagos-eur",
-            "user_id": "traveller",
-            "amount": "900.00",
-            "currency": "EUR",
-            "timestamp": (START + timedelta(minutes=5)).isoformat(),
-            "merchant_id": "m-lagos-eur",
-            "location": "Lagos",
-            "country": "NG",
-        }
-    )
-    transaction_batch_score_record(
-        messages=[message],
-        store=stream_store,
-        config=scoring_config_from_db(model=None),
-        source="test",
-    )
-    stored = Transaction.objects.get(transaction_id="lagos-eur")
+    stored = _record(stream_store, "lagos-eur", 5, "900.00", "Lagos", "NG", "EUR")
     assert stored.status == Transaction.Status.FRAUD and not stored.profile_learned
     before = UserProfile.objects.get(user_id="traveller").log_amount_mean
     ExchangeRate.objects.filter(currency="EUR").update(units_per_base=0.01)
