@@ -3,15 +3,21 @@
 A webhook there would send alerts, and the admin's test event would probe, where
 an instance's credentials live. Private and loopback addresses stay allowed: a
 risk team's case system is often on its own network. Checked when a webhook is
-saved (its URL's host as written) and before every POST (each address the host
-resolves to, so a DNS name pointing at a metadata address is caught too; a name
-that changes its answer between that check and the connection is not).
+saved (its URL's host as written), and on every connection a POST opens: the
+address the socket actually reached is checked before a byte is sent
+(`webhook_session`), so a DNS name pointing at a metadata address is caught, also
+one that changes its answer between a check and the connection (DNS rebinding).
 """
 
 from __future__ import annotations
 
 import ipaddress
 import socket
+
+import requests
+from requests.adapters import HTTPAdapter
+from urllib3.connection import HTTPConnection, HTTPSConnection
+from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 
 # Metadata services outside the link-local ranges, and names that reach them.
 METADATA_ADDRESSES = frozenset(
@@ -57,21 +63,72 @@ def host_refusal(host: str) -> str:
     return ""
 
 
-def resolved_refusal(host: str, port: int) -> str:
-    """Return why `host` may not be POSTed to, counting every address it
-    resolves to, or "" (a name that does not resolve is left to the POST)."""
-    refusal = host_refusal(host)
-    if refusal:
-        return refusal
+class AddressRefused(Exception):
+    """A webhook connection reached a forbidden address; str() says which.
+
+    Not an OSError, so that urllib3 neither retries nor wraps it: the POST
+    fails at once with this reason (the pool closes the socket)."""
+
+
+def peer_refusal(host: str, sock: socket.socket) -> str:
+    """Return why a connected socket's peer may not be POSTed to, or ""."""
+    peer = sock.getpeername()[0]
     try:
-        answers = socket.getaddrinfo(host, port, proto=socket.IPPROTO_TCP)
-    except (OSError, UnicodeError):
+        address = ipaddress.ip_address(str(peer).split("%", 1)[0])
+    except ValueError:
         return ""
-    for *_rest, sockaddr in answers:
-        try:
-            address = ipaddress.ip_address(str(sockaddr[0]).split("%", 1)[0])
-        except ValueError:
-            continue
-        if address_forbidden(address):
-            return f"{host} resolves to {address}, a link-local or metadata address."
+    if address_forbidden(address):
+        return f"{host} resolves to {address}, a link-local or metadata address."
     return ""
+
+
+class _CheckedPeer:
+    """Check the address each new connection reached, before TLS or a request.
+
+    Checking the socket, not a DNS answer read beforehand, leaves no window for a
+    name that answers differently the second time. Through a proxy (HTTPS_PROXY)
+    the peer is the proxy, and the proxy's own egress rules apply.
+    """
+
+    def _new_conn(self) -> socket.socket:
+        sock = super()._new_conn()  # type: ignore[misc]
+        refusal = peer_refusal(self.host, sock)  # type: ignore[attr-defined]
+        if refusal:
+            sock.close()
+            raise AddressRefused(refusal)
+        return sock
+
+
+class _CheckedHTTPConnection(_CheckedPeer, HTTPConnection):
+    pass
+
+
+class _CheckedHTTPSConnection(_CheckedPeer, HTTPSConnection):
+    pass
+
+
+class _CheckedHTTPPool(HTTPConnectionPool):
+    ConnectionCls = _CheckedHTTPConnection
+
+
+class _CheckedHTTPSPool(HTTPSConnectionPool):
+    ConnectionCls = _CheckedHTTPSConnection
+
+
+class _CheckedAdapter(HTTPAdapter):
+    def init_poolmanager(self, *args, **kwargs) -> None:
+        super().init_poolmanager(*args, **kwargs)
+        self.poolmanager.pool_classes_by_scheme = {
+            "http": _CheckedHTTPPool,
+            "https": _CheckedHTTPSPool,
+        }
+
+
+def webhook_session() -> requests.Session:
+    """Return an HTTP session whose connections refuse metadata addresses
+    (raising AddressRefused), however the host's name resolved."""
+    session = requests.Session()
+    adapter = _CheckedAdapter()
+    session.mount("http://", adapter)
+    session.mount("https://", adapter)
+    return session

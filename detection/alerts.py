@@ -40,7 +40,7 @@ from django.conf import settings
 from django.core.serializers.json import DjangoJSONEncoder
 from django.utils import timezone
 
-from detection.addresses import resolved_refusal
+from detection.addresses import AddressRefused, host_refusal, webhook_session
 from detection.models import AlertDelivery, AlertWebhook
 
 logger = logging.getLogger(__name__)
@@ -183,24 +183,17 @@ def _answer_within(future: Future, seconds: float) -> tuple[int | None, str]:
         return None, f"No complete answer within {seconds:g} s."
 
 
-def _port(url: str) -> int:
-    parts = urlsplit(url)
-    try:
-        return parts.port or (443 if parts.scheme == "https" else 80)
-    except ValueError:
-        return 0
-
-
 def alert_post(
     session: requests.Session, webhook: AlertWebhook, body: bytes, event_id: str
 ) -> tuple[int | None, str]:
     """POST one body; return (HTTP status or None, error text or "").
 
-    Refused before connecting when the host resolves to a metadata address
-    (detection.addresses). The receiver's answer body is never kept nor shown,
-    only its status: it could carry what an internal service answered.
+    Refused when the URL's host is a metadata address as written, or when a
+    connection reaches one (`webhook_session`, detection.addresses). The
+    receiver's answer body is never kept nor shown, only its status: it could
+    carry what an internal service answered.
     """
-    refusal = resolved_refusal(urlsplit(webhook.url).hostname or "", _port(webhook.url))
+    refusal = host_refusal(urlsplit(webhook.url).hostname or "")
     if refusal:
         return None, f"Refused: {refusal}"
     started = time.monotonic()
@@ -225,6 +218,8 @@ def alert_post(
         )
         with response:
             _body_drop(response, started + answer_deadline_seconds())
+    except AddressRefused as exc:
+        return None, f"Refused: {exc}"
     except requests.RequestException as exc:
         return None, f"{type(exc).__name__}: {exc}"[:2000]
     if 200 <= response.status_code < 300:
@@ -263,7 +258,7 @@ def _session() -> requests.Session:
     """Return this sender thread's HTTP session (kept-alive connections)."""
     session = getattr(_local, "session", None)
     if session is None:
-        session = _local.session = requests.Session()
+        session = _local.session = webhook_session()
     return session
 
 
@@ -449,7 +444,7 @@ def alert_test_send(webhook: AlertWebhook) -> tuple[int | None, str]:
     body = json.dumps(event, separators=(",", ":"), sort_keys=True).encode()
 
     def post() -> tuple[int | None, str]:
-        with requests.Session() as session:
+        with webhook_session() as session:
             return alert_post(session, webhook, body, event["id"])
 
     pool = ThreadPoolExecutor(1)

@@ -17,6 +17,7 @@ import pytest
 from django.test import override_settings
 from django.utils import timezone
 
+from detection import addresses
 from detection.alerts import (
     alert_deliveries_send,
     alert_signature,
@@ -495,6 +496,34 @@ def test_a_webhook_stored_with_a_metadata_address_is_refused_when_sending(
     assert alert_deliveries_send() == {"pending": 1}
     error = AlertDelivery.objects.get().last_error
     assert error.startswith("Refused: ") and "metadata" in error
+
+
+@pytest.mark.parametrize("scheme", ["http", "https"])
+def test_a_name_that_reaches_a_metadata_address_is_refused_at_the_connection(
+    receiver, monkeypatch, scheme
+):
+    """The address a connection reached is checked, not a DNS answer read
+    beforehand: a name that answers a safe address to a first lookup and a
+    metadata one to the connection's own (DNS rebinding) gets nothing. Here
+    "localhost" reaches 127.0.0.1, which the test declares forbidden; over
+    HTTPS the refusal comes before the TLS handshake."""
+    forbidden = addresses.address_forbidden
+    monkeypatch.setattr(
+        addresses,
+        "address_forbidden",
+        lambda address: str(address) == "127.0.0.1" or forbidden(address),
+    )
+    AlertWebhook.objects.create(
+        name="rebound",
+        url=receiver.url.replace("http://127.0.0.1", f"{scheme}://localhost"),
+    )
+    _flagged(1)
+    assert alert_deliveries_send() == {"pending": 1}
+    error = AlertDelivery.objects.get().last_error
+    assert error == (
+        "Refused: localhost resolves to 127.0.0.1, a link-local or metadata address."
+    )
+    assert receiver.requests == []
 
 
 def test_delivered_alerts_are_deleted_after_the_retention(receiver):
