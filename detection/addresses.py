@@ -3,10 +3,11 @@
 A webhook there would send alerts, and the admin's test event would probe, where
 an instance's credentials live. Private and loopback addresses stay allowed: a
 risk team's case system is often on its own network. Checked when a webhook is
-saved (its URL's host as written), and on every connection a POST opens: the
-address the socket actually reached is checked before a byte is sent
-(`webhook_session`), so a DNS name pointing at a metadata address is caught, also
-one that changes its answer between a check and the connection (DNS rebinding).
+saved (its URL's host as written), before every POST (each address the host
+resolves to, for a clear refusal without connecting), and on every connection the
+POST opens: the address the socket actually reached is checked before a byte is
+sent (`webhook_session`), so a name that changes its answer between that lookup
+and the connection (DNS rebinding) is caught too.
 """
 
 from __future__ import annotations
@@ -60,6 +61,26 @@ def host_refusal(host: str) -> str:
         return ""
     if address_forbidden(address):
         return f"{host} is a link-local or cloud metadata address."
+    return ""
+
+
+def resolved_refusal(host: str, port: int) -> str:
+    """Return why `host` may not be POSTed to, counting every address it
+    resolves to, or "" (a name that does not resolve is left to the POST)."""
+    refusal = host_refusal(host)
+    if refusal:
+        return refusal
+    try:
+        answers = socket.getaddrinfo(host, port, proto=socket.IPPROTO_TCP)
+    except (OSError, UnicodeError):
+        return ""
+    for *_rest, sockaddr in answers:
+        try:
+            address = ipaddress.ip_address(str(sockaddr[0]).split("%", 1)[0])
+        except ValueError:
+            continue
+        if address_forbidden(address):
+            return f"{host} resolves to {address}, a link-local or metadata address."
     return ""
 
 

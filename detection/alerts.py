@@ -40,7 +40,7 @@ from django.conf import settings
 from django.core.serializers.json import DjangoJSONEncoder
 from django.utils import timezone
 
-from detection.addresses import AddressRefused, host_refusal, webhook_session
+from detection.addresses import AddressRefused, resolved_refusal, webhook_session
 from detection.models import AlertDelivery, AlertWebhook
 
 logger = logging.getLogger(__name__)
@@ -183,17 +183,25 @@ def _answer_within(future: Future, seconds: float) -> tuple[int | None, str]:
         return None, f"No complete answer within {seconds:g} s."
 
 
+def _port(url: str) -> int:
+    parts = urlsplit(url)
+    try:
+        return parts.port or (443 if parts.scheme == "https" else 80)
+    except ValueError:
+        return 0
+
+
 def alert_post(
     session: requests.Session, webhook: AlertWebhook, body: bytes, event_id: str
 ) -> tuple[int | None, str]:
     """POST one body; return (HTTP status or None, error text or "").
 
-    Refused when the URL's host is a metadata address as written, or when a
+    Refused when the URL's host resolves to a metadata address, or when a
     connection reaches one (`webhook_session`, detection.addresses). The
     receiver's answer body is never kept nor shown, only its status: it could
     carry what an internal service answered.
     """
-    refusal = host_refusal(urlsplit(webhook.url).hostname or "")
+    refusal = resolved_refusal(urlsplit(webhook.url).hostname or "", _port(webhook.url))
     if refusal:
         return None, f"Refused: {refusal}"
     started = time.monotonic()

@@ -17,7 +17,7 @@ import pytest
 from django.test import override_settings
 from django.utils import timezone
 
-from detection import addresses
+from detection import addresses, alerts
 from detection.alerts import (
     alert_deliveries_send,
     alert_signature,
@@ -508,6 +508,9 @@ def test_a_name_that_reaches_a_metadata_address_is_refused_at_the_connection(
     "localhost" reaches 127.0.0.1, which the test declares forbidden; over
     HTTPS the refusal comes before the TLS handshake."""
     forbidden = addresses.address_forbidden
+    # The lookup before the POST got a safe answer...
+    monkeypatch.setattr(alerts, "resolved_refusal", lambda host, port: "")
+    # ...and the connection's own reaches an address declared forbidden.
     monkeypatch.setattr(
         addresses,
         "address_forbidden",
