@@ -170,6 +170,41 @@ def group_lag(bootstrap: str, group: str, topic: str) -> int | None:
         client.close()
 
 
+def topic_last_values(
+    topic: str, *, bootstrap: str | None = None, timeout_seconds: float = 10.0
+) -> list[bytes]:
+    """Return the value of the last record of each partition of `topic` that
+    holds one (not through a group: nothing is committed or disturbed).
+
+    A partition that does not answer within `timeout_seconds` is left out.
+    """
+    consumer = KafkaConsumer(
+        bootstrap_servers=kafka_bootstrap(bootstrap),
+        enable_auto_commit=False,
+        kafka_client=network_client,
+    )
+    try:
+        partitions = consumer.partitions_for_topic(topic) or set()
+        tps = [TopicPartition(topic, p) for p in sorted(partitions)]
+        firsts, ends = consumer.beginning_offsets(tps), consumer.end_offsets(tps)
+        last = {tp: ends[tp] - 1 for tp in tps if ends[tp] > firsts[tp]}
+        if not last:
+            return []
+        consumer.assign(list(last))
+        for tp, offset in last.items():
+            consumer.seek(tp, offset)
+        values: dict[TopicPartition, bytes] = {}
+        deadline = time.monotonic() + timeout_seconds
+        while len(values) < len(last) and time.monotonic() < deadline:
+            for tp, records in consumer.poll(timeout_ms=200).items():
+                for record in records:
+                    if record.offset >= last[tp] and record.value is not None:
+                        values[tp] = record.value
+        return list(values.values())
+    finally:
+        consumer.close()
+
+
 def kafka_topic_ensure(
     *, bootstrap: str | None = None, topic: str, partitions: int | None = None
 ) -> None:

@@ -31,6 +31,7 @@ from detection.kafka import (
     producer_create,
     transactions_produce,
 )
+from detection.management.commands import produce_transactions
 from detection.models import AlertDelivery, AlertWebhook, DeadLetter, Rule, UserProfile
 from detection.retrying import StreamDatabaseError
 from detection.scoring import ScoringConfigProvider
@@ -632,6 +633,48 @@ def test_a_restarted_simulator_starts_after_the_payments_it_already_sent(
     assert ahead < first < ahead + timedelta(days=1)
     with pytest.raises(CommandError, match="after-stored"):
         call_command("produce_transactions", "--start", "soon", stdout=StringIO())
+
+
+def test_a_restarted_simulator_starts_after_the_payments_still_on_the_topic(
+    kafka_bootstrap, kafka_topic, settings
+):
+    """Payments sent but not consumed yet count too: a simulator restarted
+    before the consumer caught up carries on after the last record of each
+    partition, not from an older stored payment. A record that is no message
+    (bad JSON, no time) is no clock to follow."""
+    settings.KAFKA_BROKER = kafka_bootstrap
+    ahead = datetime.now(UTC).replace(microsecond=0) + timedelta(days=3)
+    transaction_stored("sim-stored", timestamp=ahead, ingest_source="stream")
+    waiting = {
+        "transaction_id": "sim-waiting",
+        "user_id": "u-waiting",
+        "amount": "12.00",
+        "timestamp": (ahead + timedelta(days=5)).isoformat(),
+    }
+    # The waiting payment last: the last record of its partition, whichever.
+    produce(
+        kafka_bootstrap,
+        kafka_topic,
+        [b"not json", {"transaction_id": "no-time", "user_id": "u2"}, waiting],
+    )
+    call_command(
+        "produce_transactions",
+        "--topic", kafka_topic, "--count", "20", "--seed", "3", "--users", "5",
+        "--start", "after-stored",
+        stdout=StringIO(),
+    )  # fmt: skip
+    values = dead_letter_topic_read(kafka_bootstrap, kafka_topic, 23)
+    ours = (b"not json", b"sim-waiting", b"no-time")
+    sent = [json.loads(v) for v in values if not any(m in v for m in ours)]
+    assert len(sent) == 20
+    first = min(datetime.fromisoformat(m["timestamp"]) for m in sent)
+    assert ahead + timedelta(days=5) < first < ahead + timedelta(days=6)
+    assert (
+        produce_transactions._times(
+            [b"not json", b'{"user_id": "u2"}', b'{"timestamp": "soon"}', b"[]"]
+        )
+        == []
+    )
 
 
 @pytest.mark.parametrize("command", ["consume_transactions", "consume_chargebacks"])

@@ -1,6 +1,7 @@
 """Stream simulated (or recorded) transactions to the Kafka transactions topic."""
 
 import itertools
+import json
 import signal
 import threading
 from datetime import datetime, timedelta
@@ -17,6 +18,7 @@ from detection.kafka import (
     kafka_topic_ensure,
     producer_create,
     records_from_file,
+    topic_last_values,
     transactions_produce,
 )
 from detection.simulator import simulate_stream
@@ -24,22 +26,42 @@ from transactions.messages import parse_timestamp
 from transactions.models import Transaction
 
 
-def _start(text: str | None) -> datetime | None:
-    """Return the simulated clock's start for --start (None: now)."""
+def _start(text: str | None, topic: str) -> datetime | None:
+    """Return the simulated clock's start for --start (None: now).
+
+    'after-stored' counts the payments the stream stored and those still waiting
+    on `topic` (the last record of each partition), so that a simulator restarted
+    before the consumer caught up does not go back in time either.
+    """
     if not text:
         return None
     if text != "after-stored":
         return parse_timestamp(text)
     now = timezone.now().replace(microsecond=0)
-    latest = (
+    stored = (
         Transaction.objects.filter(ingest_source="stream")
         .order_by("-timestamp")
         .values_list("timestamp", flat=True)
         .first()
     )
+    latest = max(
+        [moment for moment in [stored, *_times(topic_last_values(topic))] if moment],
+        default=None,
+    )
     if latest is None or latest < now:
         return now
     return latest.replace(microsecond=0) + timedelta(seconds=1)
+
+
+def _times(values: list[bytes]) -> list[datetime]:
+    """Return the event times of the messages among `values` that have one."""
+    times = []
+    for value in values:
+        try:
+            times.append(parse_timestamp(json.loads(value)["timestamp"]))
+        except (ValueError, TypeError, KeyError, OverflowError, OSError):
+            continue  # not a message the consumer would score: no clock to follow
+    return times
 
 
 class Command(BaseCommand):
@@ -75,8 +97,8 @@ class Command(BaseCommand):
             "--start",
             help="Simulated start time, ISO 8601 (default: now). Fixing it with "
             "--seed makes the transaction ids reproducible. 'after-stored': now, "
-            "or just after the latest payment the stream stored when that is "
-            "later (a restarted simulator, whose clock ran ahead of the wall "
+            "or just after the latest payment the stream stored or still on the "
+            "topic when that is later (a restarted simulator, whose clock ran ahead of the wall "
             "clock, would otherwise send every card's payments late).",
         )
         parser.add_argument(
@@ -113,17 +135,23 @@ class Command(BaseCommand):
         else:
             if options["users"] < 1:
                 raise CommandError("--users must be >= 1.")
-            try:
-                start = _start(options["start"])
-            except ValueError as exc:
-                raise CommandError(
-                    f"--start is not an ISO 8601 time or 'after-stored': {exc}"
-                ) from exc
-            records = simulate_stream(
-                users=options["users"], seed=options["seed"], start=start
-            )
+            if options["start"] not in (None, "", "after-stored"):
+                try:
+                    parse_timestamp(options["start"])
+                except ValueError as exc:
+                    raise CommandError(
+                        f"--start is not an ISO 8601 time or 'after-stored': {exc}"
+                    ) from exc
         try:
             kafka_topic_ensure(topic=options["topic"])
+            if not options["from_file"]:
+                # After the topic exists: reading a missing one would have the
+                # broker create it with its own partition count.
+                records = simulate_stream(
+                    users=options["users"],
+                    seed=options["seed"],
+                    start=_start(options["start"], options["topic"]),
+                )
             chargebacks = None
             producer = producer_create()
             if delay is not None:
