@@ -31,6 +31,7 @@ from detection.registry import model_active_row, model_load, model_version_activ
 from detection.rules import LEARNED_FRAUD, MODEL_ANOMALY, RULE_TYPES
 from detection.scoring import scoring_config_current
 from detection.services import dead_letters_redrive
+from fraudsite.admin_paging import LargeTableAdmin
 
 
 class ChangeValuesAdmin(admin.ModelAdmin):
@@ -342,7 +343,7 @@ class ModelVersionAdmin(ReadOnlyAdmin):
 
 
 @admin.register(UserProfile)
-class UserProfileAdmin(ReadOnlyAdmin):
+class UserProfileAdmin(LargeTableAdmin, ReadOnlyAdmin):
     list_display = (
         "user_id",
         "txn_count",
@@ -351,7 +352,6 @@ class UserProfileAdmin(ReadOnlyAdmin):
         "updated_at",
     )
     search_fields = ("user_id__exact",)
-    show_full_result_count = False
 
 
 class DeadLetterResolvedFilter(admin.SimpleListFilter):
@@ -370,7 +370,7 @@ class DeadLetterResolvedFilter(admin.SimpleListFilter):
 
 
 @admin.register(DeadLetter)
-class DeadLetterAdmin(ReadOnlyAdmin):
+class DeadLetterAdmin(LargeTableAdmin, ReadOnlyAdmin):
     list_display = (
         "id",
         "topic",
@@ -512,7 +512,7 @@ class AlertWebhookAdmin(admin.ModelAdmin):
 
 
 @admin.register(AlertDelivery)
-class AlertDeliveryAdmin(admin.ModelAdmin):
+class AlertDeliveryAdmin(LargeTableAdmin):
     """Every queued alert and how sending it went; failed ones can be retried."""
 
     list_display = (
@@ -530,7 +530,6 @@ class AlertDeliveryAdmin(admin.ModelAdmin):
     search_fields = ("transaction_id__exact",)
     readonly_fields = [f.name for f in AlertDelivery._meta.fields]
     actions = ["retry_now"]
-    show_full_result_count = False
 
     @admin.display(description="last error")
     def error_brief(self, obj):
@@ -576,7 +575,7 @@ class AlertDeliveryAdmin(admin.ModelAdmin):
 
 
 @admin.register(LogEntry)
-class AdminChangeLogAdmin(ReadOnlyAdmin):
+class AdminChangeLogAdmin(LargeTableAdmin, ReadOnlyAdmin):
     """Every change made in the admin, with its author and time: the audit log of
     rules, thresholds, rates, webhooks, labels and users. Read-only."""
 

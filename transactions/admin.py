@@ -8,6 +8,7 @@ from django.utils.html import format_html, format_html_join
 from detection.lists import LIST_ALLOW_CODE, LIST_BLOCK_CODE
 from detection.rules import RULE_TYPES
 from detection.services import transaction_label
+from fraudsite.admin_paging import LargeTableAdmin
 from transactions.models import LABEL_SHOWN_FIELDS, Label, Transaction, VerdictTally
 
 # Every rule the scorer knows, and the block and allow lists.
@@ -59,7 +60,7 @@ class LabelInline(admin.TabularInline):
 
 
 @admin.register(Transaction)
-class TransactionAdmin(admin.ModelAdmin):
+class TransactionAdmin(LargeTableAdmin):
     inlines = (LabelInline,)
     list_display = (
         "transaction_id",
@@ -78,8 +79,6 @@ class TransactionAdmin(admin.ModelAdmin):
     # timestamp) indexes usable. Not "=field": admin makes that iexact, a LIKE
     # on SQLite and UPPER() on PostgreSQL, which scan the ledger.
     search_fields = ("transaction_id__exact", "user_id__exact")
-    # Counting millions of rows per page view would dominate the page time.
-    show_full_result_count = False
     list_per_page = 50
     readonly_fields = VERDICT_FIELDS
     fieldsets = (
@@ -158,7 +157,7 @@ class TransactionAdmin(admin.ModelAdmin):
 
 
 @admin.register(VerdictTally)
-class VerdictTallyAdmin(admin.ModelAdmin):
+class VerdictTallyAdmin(LargeTableAdmin):
     list_display = ("minute", "total", "legit", "suspicious", "fraud")
     readonly_fields = ("minute", "total", "legit", "suspicious", "fraud")
 
@@ -174,7 +173,7 @@ class VerdictTallyAdmin(admin.ModelAdmin):
 
 
 @admin.register(Label)
-class LabelAdmin(admin.ModelAdmin):
+class LabelAdmin(LargeTableAdmin):
     list_display = (
         "transaction",
         "is_fraud",
@@ -194,7 +193,6 @@ class LabelAdmin(admin.ModelAdmin):
     # the source is "analyst" for every label made here: chargebacks come from the
     # feed, and one typed in would count as the card network's word.
     readonly_fields = ("source", "created_by", "created_at", "reference", "reported_at")
-    show_full_result_count = False
 
     def has_change_permission(self, request, obj=None):
         # Labels are appended, never edited or deleted: a correction is a new

@@ -364,3 +364,87 @@ def test_a_plausible_exchange_rate_is_stored(client_staff):
     )
     assert page.status_code == 302
     assert ExchangeRate.objects.get(currency="IRR").units_per_base == 7.1e-6
+
+
+@pytest.fixture
+def count_cap_3(monkeypatch):
+    """Cap the large tables' changelist counts at 3 rows, 2 rows a page."""
+    from detection.admin import DeadLetterAdmin
+    from fraudsite.admin_paging import CappedCountPaginator
+    from transactions.admin import TransactionAdmin
+
+    monkeypatch.setattr(CappedCountPaginator, "count_cap", 3)
+    for model_admin in (TransactionAdmin, DeadLetterAdmin):
+        monkeypatch.setattr(model_admin, "list_per_page", 2)
+
+
+@pytest.mark.parametrize(
+    ("rows", "shown"),
+    [(2, "2 transactions"), (3, "3 transactions"), (4, "3+ transactions")],
+)
+def test_the_ledger_list_counts_its_matches_up_to_a_cap(
+    client_staff, count_cap_3, rows, shown
+):
+    """The transaction list counts the rows a filter matches only up to the cap
+    (a LIMIT in the count: a filter matching a million rows costs as much as one
+    matching the cap) and says "3+" beyond it; it never counts the whole table
+    (show_full_result_count) or each filter's choices (facets, asked for here)."""
+    from tests.ledger import transaction_stored
+
+    for n in range(rows):
+        transaction_stored(f"t-cap-{n}")
+    transaction_stored("t-cap-legit", reason_codes="", reasons=[])
+    with CaptureQueriesContext(connection) as queries:
+        page = client_staff.get(
+            "/admin/transactions/transaction/",
+            {"rule": "huge_amount", "q": "u-1", "_facets": ""},
+        )
+    html = page.content.decode()
+    assert page.status_code == 200
+    assert f"\n{shown}\n" in html  # the paginator's line
+    assert f"{shown.split()[0]} results" in html  # beside the search box
+    counts = [
+        q["sql"]
+        for q in queries
+        if "COUNT(" in q["sql"].upper() and "transactions_transaction" in q["sql"]
+    ]
+    assert counts
+    for sql in counts:
+        assert "LIMIT 4" in sql and "ORDER BY" not in sql, sql
+
+
+def test_select_all_says_how_many_at_least(client_staff, count_cap_3):
+    """With more dead letters than the cap, the actions bar offers to select
+    "all 3+", not a number it did not count."""
+    from detection.models import DeadLetter
+
+    for offset in range(5):
+        DeadLetter.objects.create(
+            raw_value=b"{", error="bad JSON", topic="transactions", offset=offset
+        )
+    html = client_staff.get("/admin/detection/deadletter/").content.decode()
+    assert "Select all 3+ dead letters" in html
+    assert "All 3+ selected" in html
+    assert "\n3+ dead letters\n" in html
+
+
+@pytest.mark.parametrize(
+    "model",
+    [
+        "transactions.Transaction",
+        "transactions.Label",
+        "transactions.VerdictTally",
+        "detection.UserProfile",
+        "detection.DeadLetter",
+        "detection.AlertDelivery",
+        "admin.LogEntry",
+    ],
+)
+def test_tables_that_grow_without_bound_have_capped_lists(model):
+    """Every admin list over a table that only grows counts up to the cap."""
+    from django.apps import apps
+    from django.contrib import admin
+
+    from fraudsite.admin_paging import LargeTableAdmin
+
+    assert isinstance(admin.site._registry[apps.get_model(model)], LargeTableAdmin)
