@@ -9,6 +9,8 @@ from django.contrib import admin
 from django.core.paginator import Paginator
 from django.utils.functional import cached_property
 
+from transactions.pagination import MATCHING_COUNT_CAP
+
 
 class CountAtLeast(int):
     """A count that stopped at its cap: compares and pages as the cap, and
@@ -35,13 +37,14 @@ class CappedCountPaginator(Paginator):
     pages go up to the cap: filters, search and ordering still apply to every
     page, and rows beyond the cap are reached by narrowing the filter or search
     (or by date), or by reversing the order. 10,000 rows are 200 pages of 50;
-    the dashboard's count stops at 10,000 too.
+    the API's `count=1` stops at 10,000 too.
 
     Keep the cap above the admin's `list_max_show_all` (200): a capped count
     below it would offer "Show all", which lists every matching row.
     """
 
-    count_cap = 10_000
+    # The API's `count=1` stops at the same number.
+    count_cap = MATCHING_COUNT_CAP
 
     @cached_property
     def count(self) -> int:
