@@ -641,6 +641,40 @@ def test_an_outage_while_isolating_a_refused_record_is_retried(
     assert bad not in verdicts_snapshot()
 
 
+def test_an_id_stored_meanwhile_by_another_writer_is_not_a_refused_record(
+    kafka_bootstrap, kafka_topic, monkeypatch
+):
+    """Given a record whose id another writer stores, for another card, between
+    the batch's scoring and its insert, the database refuses the insert
+    (IntegrityError) although nothing is wrong with the record's values: tried
+    once more, the record is found stored, and is a dead letter for reusing an id
+    (what it is), not one saying the database refused it."""
+    from detection.profiles import OrmStateStore
+    from detection.services import recording
+
+    [payment] = simulated(1, seed=53, users=1)
+    produce(kafka_bootstrap, kafka_topic, [payment])
+    store, real_score, scorings = OrmStateStore(), recording.transaction_batch_score, []
+
+    def score_then_another_writer(**kwargs):
+        result = real_score(**kwargs)
+        scorings.append(result)
+        if len(scorings) == 1:
+            transaction_stored(payment["transaction_id"], user_id="another-card")
+        return result
+
+    monkeypatch.setattr(recording, "transaction_batch_score", score_then_another_writer)
+    report = stream_run(
+        kafka_bootstrap, kafka_topic, store=store, retry_limit=2,
+        retry_backoff_seconds=0.01,
+    )  # fmt: skip
+
+    assert len(scorings) >= 2
+    assert (report.records, report.created, report.dead_letters) == (1, 0, 1)
+    error = DeadLetter.objects.get().error
+    assert "ids must not be reused" in error and "refused" not in error
+
+
 def test_sends_a_broker_never_answers_are_reported_as_failed(tmp_path):
     """Given a broker that goes away after the first records, the produce run
     reports the later ones as failed, with the error (kafka-python's flush only
