@@ -40,6 +40,7 @@ from detection.records import (
     record_json_load,
     record_received_at,
 )
+from detection.retrying import REFUSED
 from detection.services import transaction_label
 from detection.stream import TransactionStream
 from transactions.messages import (
@@ -226,6 +227,61 @@ class ChargebackStream(TransactionStream):
     created_word = "labelled"
     duplicate_word = "already labelled"
 
+    def reports_store(
+        self,
+        reports: Sequence[tuple[ChargebackMessage, str]],
+        positions: Sequence,
+        letters: Sequence[DeadLetter],
+        *,
+        refused_once: bool = False,
+    ) -> tuple[ChargebackReport, list[DeadLetter]]:
+        """Apply the reports and store the dead letters in one transaction,
+        retrying outages; return the result and the reports' new dead letters.
+
+        A refusal (REFUSED) is isolated as the transaction stream's is
+        (`TransactionStream.batch_store_retrying`): the reports are stored in
+        halves, in order, until the one to blame is alone; refused alone twice
+        (the second attempt finds a reference another writer stored meanwhile),
+        it becomes a dead letter with the refusal, and the rest is labelled.
+        """
+
+        def store(refusal: Exception | None = None):
+            with transaction.atomic():
+                if refusal is None:
+                    result = chargebacks_apply(reports=reports)
+                else:
+                    error = f"database refused the record: {refusal}"
+                    result = ChargebackReport(outcomes=[error] * len(reports))
+                unapplied = [
+                    dead_letter_build(positions[index][0], error, positions[index][1])
+                    for index, error in result.unapplied
+                ]
+                dead_letters_store([*letters, *unapplied])
+            return result, unapplied
+
+        try:
+            return self._retrying(store, refused=REFUSED)
+        except REFUSED as exc:
+            if len(reports) <= 1:
+                if not refused_once:
+                    return self.reports_store(
+                        reports, positions, letters, refused_once=True
+                    )
+                refusal = exc
+                logger.warning("the database refused a chargeback: %s", refusal)
+                # Dead letters refused too are a fault of ours: retried, then
+                # the stream stops loudly.
+                return self._retrying(lambda: store(refusal))
+            middle = len(reports) // 2
+            first, first_letters = self.reports_store(
+                reports[:middle], positions[:middle], letters
+            )
+            second, second_letters = self.reports_store(
+                reports[middle:], positions[middle:], []
+            )
+            outcomes = [*first.outcomes, *second.outcomes]
+            return ChargebackReport(outcomes), [*first_letters, *second_letters]
+
     def batch_process(self, records: Sequence) -> ChargebackReport:
         """Decode, label and commit one batch of chargeback records."""
         reports: list[tuple[ChargebackMessage, str]] = []
@@ -248,20 +304,10 @@ class ChargebackStream(TransactionStream):
             reports.append((message, reference))
             positions.append((record, received_at))
 
-        def store() -> tuple[ChargebackReport, list[DeadLetter]]:
-            with transaction.atomic():
-                result = chargebacks_apply(reports=reports)
-                unapplied = [
-                    dead_letter_build(positions[index][0], error, positions[index][1])
-                    for index, error in result.unapplied
-                ]
-                dead_letters_store([*letters, *unapplied])
-            return result, unapplied
-
-        result, unapplied = self._retrying(store)
+        result, unapplied = self.reports_store(reports, positions, letters)
         if unapplied:
             logger.warning(
-                "%d chargebacks name transactions that are not stored", len(unapplied)
+                "%d chargebacks cannot be applied: dead letters now", len(unapplied)
             )
         letters = [*letters, *unapplied]
         self.dead_letters_forward(letters)

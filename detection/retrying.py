@@ -12,13 +12,19 @@ import threading
 from collections.abc import Callable
 from typing import TypeVar
 
-from django.db import DatabaseError, connection
+from django.db import DatabaseError, DataError, IntegrityError, connection
 
 _T = TypeVar("_T")
 logger = logging.getLogger(__name__)
 
 RETRY_BACKOFF_SECONDS = 0.2
 RETRY_BACKOFF_MAX_SECONDS = 5.0
+# Errors that name what was written, not the database's health: a value a column
+# refuses (DataError: too long, out of range) or a constraint the validation
+# missed (IntegrityError). An outage (OperationalError, InterfaceError, ...) is
+# retried; these would fail the same way every time, so the stream isolates the
+# records they come from instead (TransactionStream.batch_store_retrying).
+REFUSED: tuple[type[DatabaseError], ...] = (DataError, IntegrityError)
 
 
 class StreamDatabaseError(RuntimeError):
@@ -36,18 +42,23 @@ def database_retrying(
     backoff_seconds: float,
     shutdown: threading.Event,
     on_error: Callable[[], None],
+    refused: tuple[type[DatabaseError], ...] = (),
 ) -> _T:
     """Return what `attempt_once` returns, retrying its database errors.
 
     The waits double from `backoff_seconds` up to RETRY_BACKOFF_MAX_SECONDS;
     after `limit` retries, raise StreamDatabaseError. `on_error` runs after each
     failure (counting it, dropping caches); a `shutdown` during a wait raises
-    BatchAbandoned. A broken connection is replaced on the next query.
+    BatchAbandoned. A broken connection is replaced on the next query. Errors of
+    the `refused` classes are raised at once: the database refusing what it was
+    given (REFUSED) would refuse it again, whatever the wait.
     """
     attempt = 0
     while True:
         try:
             return attempt_once()
+        except refused:
+            raise
         except DatabaseError as exc:
             attempt += 1
             on_error()

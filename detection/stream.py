@@ -36,6 +36,7 @@ from detection.records import (
     records_decode,
 )
 from detection.retrying import (
+    REFUSED,
     RETRY_BACKOFF_SECONDS,
     BatchAbandoned,
     database_retrying,
@@ -250,17 +251,92 @@ class TransactionStream:
 
     def batch_store_retrying(
         self, messages: Sequence[TransactionMessage], letters: Sequence[DeadLetter]
-    ) -> RecordedBatch:
-        """Store a batch, retrying database errors with exponential backoff.
+    ) -> tuple[RecordedBatch, list[DeadLetter]]:
+        """Store a batch, retrying database errors with exponential backoff; return
+        what was recorded and the dead letters of the records the database refused.
 
         Offsets are not committed while this retries, so giving up loses nothing:
-        the batch is redelivered to whoever consumes the partition next.
+        the batch is redelivered to whoever consumes the partition next. A refusal
+        (REFUSED: a value a column cannot hold, a constraint the validation
+        missed) is no outage: retried, it would stop the stream on that batch for
+        ever. The batch is stored in halves instead, in order (each through
+        `batch_store`, one transaction, so every user's state stays sequential),
+        halving what is refused again, until the record to blame is alone; a
+        record refused alone becomes a dead letter and the rest is scored.
         """
-        return self._retrying(lambda: self.batch_store(messages, letters))
+        try:
+            recorded = self._retrying(
+                lambda: self.batch_store(messages, letters), refused=REFUSED
+            )
+        except REFUSED as exc:
+            if len(messages) <= 1:
+                return self.refused_store(messages, letters)
+            middle = len(messages) // 2
+            logger.info(
+                "the database refused a batch of %d records, storing it in halves "
+                "to find the one to blame: %s",
+                len(messages),
+                exc,
+            )
+            first, first_refused = self.batch_store_retrying(messages[:middle], letters)
+            second, second_refused = self.batch_store_retrying(messages[middle:], [])
+            recorded = RecordedBatch(
+                created=[*first.created, *second.created],
+                duplicates=[*first.duplicates, *second.duplicates],
+                states=[*first.states, *second.states],
+                rescored=first.rescored or second.rescored,
+            )
+            return recorded, [*first_refused, *second_refused]
+        return recorded, []
 
-    def _retrying(self, attempt_once: Callable[[], _T]) -> _T:
+    def refused_store(
+        self, messages: Sequence[TransactionMessage], letters: Sequence[DeadLetter]
+    ) -> tuple[RecordedBatch, list[DeadLetter]]:
+        """Store a part of at most one record that the database refused: tried
+        once more, then its record becomes a dead letter, with the refusal.
+
+        The second attempt reads the stored ids afresh: an id another writer
+        stored meanwhile (IntegrityError) is then found stored, and the record is
+        a duplicate, not a dead letter. Dead letters the database refuses too are
+        a fault of ours, not of the input: retried, then the stream stops loudly.
+        """
+        try:
+            recorded = self._retrying(
+                lambda: self.batch_store(messages, letters), refused=REFUSED
+            )
+            return recorded, []
+        except REFUSED as exc:
+            refusal = exc
+        refused = [
+            dead_letter_build(
+                message.record,
+                f"database refused the record: {refusal}",
+                message.received_at,
+            )
+            for message in messages
+        ]
+        for message in messages:
+            logger.warning(
+                "the database refused transaction %r, a dead letter now: %s",
+                message.transaction_id,
+                refusal,
+            )
+
+        def store() -> None:
+            with transaction.atomic():
+                dead_letters_store([*letters, *refused])
+
+        self._retrying(store)
+        return RecordedBatch(created=[], duplicates=[], states=[]), refused
+
+    def _retrying(
+        self,
+        attempt_once: Callable[[], _T],
+        refused: tuple[type[Exception], ...] = (),
+    ) -> _T:
         """Run a database step, retrying its errors with exponential backoff (see
-        batch_store_retrying); reading the rules for a batch is one such step."""
+        batch_store_retrying); reading the rules for a batch is one such step.
+        Errors of the `refused` classes are raised at once (database_retrying)."""
 
         def failed() -> None:
             self.report.db_retries += 1
@@ -274,6 +350,7 @@ class TransactionStream:
             backoff_seconds=self.retry_backoff_seconds,
             shutdown=self.shutdown,
             on_error=failed,
+            refused=refused,
         )
 
     def id_conflicts_store(
@@ -351,7 +428,8 @@ class TransactionStream:
         """Decode, score, store and commit one micro-batch; push its verdicts."""
         currencies = self._retrying(lambda: self.config_provider.current().currencies)
         messages, letters = records_decode(records, currencies=currencies)
-        recorded = self.batch_store_retrying(messages, letters)
+        recorded, refused = self.batch_store_retrying(messages, letters)
+        letters = [*letters, *refused]
         conflicts = 0
         if recorded.duplicates:
             # A database step like storing: its errors are retried too.

@@ -143,6 +143,57 @@ def test_chargebacks_label_once_and_bad_reports_become_dead_letters(
     assert resolved.resolution == "Chargeback labelled."
 
 
+def test_a_report_the_database_refuses_is_a_dead_letter_not_a_halt(
+    kafka_bootstrap, kafka_topic, monkeypatch
+):
+    """Given a batch of chargebacks in which the database refuses one report's
+    label (a DataError: the same every time), the consumer does not retry it
+    until it gives up: that report becomes a dead letter with the refusal and
+    its position, the others label their payments, and the offsets are
+    committed (the same group reads nothing again)."""
+    from django.db import DataError
+
+    from detection import chargebacks
+
+    ids = [f"t-cb-r{n}" for n in range(5)]
+    for transaction_id in ids:
+        _stored(transaction_id)
+    _send(
+        kafka_bootstrap,
+        kafka_topic,
+        [json.dumps({"transaction_id": t}).encode() for t in ids],
+    )
+    real, refused = chargebacks.transaction_label, []
+
+    def refusing(*, record, **kwargs):
+        if record.transaction_id == "t-cb-r3":
+            refused.append(record.transaction_id)
+            raise DataError("value too long for type varchar(64)")
+        return real(record=record, **kwargs)
+
+    monkeypatch.setattr(chargebacks, "transaction_label", refusing)
+    group = group_new()
+    consumer = consumer_create(bootstrap=kafka_bootstrap, group_id=group)
+    stream = ChargebackStream(
+        consumer=consumer, topic=kafka_topic, retry_limit=2, retry_backoff_seconds=0.01
+    )
+    result = stream.run(stop_when_idle=IDLE)
+
+    assert refused
+    assert (result.records, result.created, result.dead_letters) == (5, 4, 1)
+    assert result.db_retries == 0
+    assert set(
+        Label.objects.values_list("transaction__transaction_id", flat=True)
+    ) == set(ids) - {"t-cb-r3"}
+    letter = DeadLetter.objects.get()
+    assert json.loads(bytes(letter.raw_value)) == {"transaction_id": "t-cb-r3"}
+    assert letter.error == (
+        "database refused the record: value too long for type varchar(64)"
+    )
+    assert letter.topic == kafka_topic and letter.offset is not None
+    assert _run(kafka_bootstrap, kafka_topic, group=group).records == 0
+
+
 def test_a_reopened_dispute_labels_at_every_stage_and_replays_label_nothing(
     kafka_bootstrap, kafka_topic
 ):

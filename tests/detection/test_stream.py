@@ -14,6 +14,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from io import StringIO
@@ -485,6 +486,194 @@ def test_database_errors_are_retried_without_committing_offsets(
     assert Transaction.objects.count() == len(records)
     offsets = committed_offsets(kafka_bootstrap, later, kafka_topic)
     assert sum(offset or 0 for offset in offsets.values()) == len(records)
+
+
+def record_at(bootstrap: str, topic: str, partition: int, offset: int) -> bytes:
+    """Return the value of the record at this position of the topic."""
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap)
+    try:
+        tp = TopicPartition(topic, partition)
+        consumer.assign([tp])
+        consumer.seek(tp, offset)
+        found = wait_until(
+            lambda: consumer.poll(timeout_ms=200).get(tp), timeout=DEADLINE,
+            what=f"the record at {topic}[{partition}]@{offset}",
+        )  # fmt: skip
+        return found[0].value
+    finally:
+        consumer.close()
+
+
+@contextmanager
+def ledger_refusing(how: str, transaction_id: str, monkeypatch):
+    """Make the database refuse the ledger row of one transaction id, the way a
+    value a column cannot hold would: with a SQLite trigger (RAISE(ABORT) is an
+    IntegrityError in Django's backend), or a DataError from the row insert of
+    the score-and-record service (what PostgreSQL raises for a string too long
+    for its varchar). Yield the list of errors raised."""
+    from django.db import DataError, IntegrityError
+
+    from detection.services import recording
+
+    raised: list[Exception] = []
+    if how == "data error":
+        real = recording.transactions_record
+
+        def refusing(*, rows):
+            if any(row["transaction_id"] == transaction_id for row in rows):
+                raised.append(DataError("value too long for type varchar(64)"))
+                raise raised[-1]
+            return real(rows=rows)
+
+        monkeypatch.setattr(recording, "transactions_record", refusing)
+        yield raised
+        return
+    if connection.vendor != "sqlite":
+        pytest.skip("a SQLite trigger")
+    table = Transaction._meta.db_table
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f'CREATE TRIGGER stream_test_refuse BEFORE INSERT ON "{table}" '
+            f"WHEN NEW.transaction_id = '{transaction_id}' "
+            "BEGIN SELECT RAISE(ABORT, 'refused by a test trigger'); END"
+        )
+    real = recording.transactions_record
+
+    def watching(*, rows):
+        try:
+            return real(rows=rows)
+        except IntegrityError as exc:
+            raised.append(exc)
+            raise
+
+    monkeypatch.setattr(recording, "transactions_record", watching)
+    try:
+        yield raised
+    finally:
+        with connection.cursor() as cursor:
+            cursor.execute("DROP TRIGGER IF EXISTS stream_test_refuse")
+
+
+@pytest.mark.parametrize("how", ["trigger", "data error"])
+def test_a_record_the_database_refuses_is_a_dead_letter_not_a_halt(
+    kafka_bootstrap, kafka_topic_factory, monkeypatch, how
+):
+    """Given a batch in which the database refuses one record's row (a value a
+    column cannot hold, a constraint the validation missed: the same error
+    every time), the stream does not retry it like an outage and stop for ever:
+    it stores the batch in halves, in order, until the record is alone; that
+    record becomes a dead letter with the refusal, its raw value and position
+    (and is copied to the dead-letter topic), every other record is scored,
+    each user's state holds exactly those, and the offsets are committed."""
+    topic, dead_topic = kafka_topic_factory(), kafka_topic_factory()
+    good = simulated(60, seed=43, users=6)
+    bad = good[37]["transaction_id"]
+    produce(kafka_bootstrap, topic, good)
+    group = group_new()
+
+    with ledger_refusing(how, bad, monkeypatch) as raised:
+        report = stream_run(
+            kafka_bootstrap, topic, group=group, retry_limit=2,
+            retry_backoff_seconds=0.01,
+            dead_letter_producer=producer_create(bootstrap=kafka_bootstrap),
+            dead_letter_topic=dead_topic,
+        )  # fmt: skip
+
+    assert raised, "the database refused nothing"
+    names = {type(exc).__name__ for exc in raised}
+    assert names == {"IntegrityError" if how == "trigger" else "DataError"}
+    assert (report.records, report.created, report.dead_letters) == (60, 59, 1)
+    # A refusal is not an outage: nothing was retried with backoff.
+    assert report.db_retries == 0
+    stored = verdicts_snapshot()
+    assert set(stored) == {m["transaction_id"] for m in good} - {bad}
+    assert all(
+        status in {"legit", "suspicious", "fraud"} for status, *_ in stored.values()
+    )
+    assert sum(UserProfile.objects.values_list("txn_count", flat=True)) == 59
+    letter = DeadLetter.objects.get()
+    assert json.loads(bytes(letter.raw_value))["transaction_id"] == bad
+    assert letter.error.startswith("database refused the record: ")
+    assert ("refused by a test trigger" if how == "trigger" else "too long") in (
+        letter.error
+    )
+    assert letter.topic == topic and letter.received_at is not None
+    assert record_at(kafka_bootstrap, topic, letter.partition, letter.offset) == (
+        bytes(letter.raw_value)
+    )
+    assert dead_letter_topic_read(kafka_bootstrap, dead_topic, 1) == [
+        bytes(letter.raw_value)
+    ]
+    offsets = committed_offsets(kafka_bootstrap, group, topic)
+    assert sum(offset or 0 for offset in offsets.values()) == 60
+
+
+def test_an_outage_while_isolating_a_refused_record_is_retried(
+    kafka_bootstrap, kafka_topic, monkeypatch
+):
+    """Given a batch with a record the database refuses, an outage while the
+    batch is stored in parts (OperationalError) is retried with backoff like
+    any other, and the outcome is the same: one dead letter, the rest scored."""
+    from django.db import OperationalError
+
+    from detection.services import recording
+
+    good = simulated(30, seed=47, users=5)
+    bad = good[11]["transaction_id"]
+    produce(kafka_bootstrap, kafka_topic, good)
+    with ledger_refusing("data error", bad, monkeypatch) as raised:
+        refusing, outages = recording.transactions_record, []
+
+        def failing_once_after_a_refusal(*, rows):
+            if raised and not outages:
+                outages.append(1)
+                raise OperationalError("server closed the connection unexpectedly")
+            return refusing(rows=rows)
+
+        monkeypatch.setattr(
+            recording, "transactions_record", failing_once_after_a_refusal
+        )
+        report = stream_run(
+            kafka_bootstrap, kafka_topic, retry_limit=2, retry_backoff_seconds=0.01
+        )
+    assert outages and report.db_retries == 1
+    assert (report.records, report.created, report.dead_letters) == (30, 29, 1)
+    assert "too long" in DeadLetter.objects.get().error
+    assert bad not in verdicts_snapshot()
+
+
+def test_an_id_stored_meanwhile_by_another_writer_is_not_a_refused_record(
+    kafka_bootstrap, kafka_topic, monkeypatch
+):
+    """Given a record whose id another writer stores, for another card, between
+    the batch's scoring and its insert, the database refuses the insert
+    (IntegrityError) although nothing is wrong with the record's values: tried
+    once more, the record is found stored, and is a dead letter for reusing an id
+    (what it is), not one saying the database refused it."""
+    from detection.profiles import OrmStateStore
+    from detection.services import recording
+
+    [payment] = simulated(1, seed=53, users=1)
+    produce(kafka_bootstrap, kafka_topic, [payment])
+    store, real_score, scorings = OrmStateStore(), recording.transaction_batch_score, []
+
+    def score_then_another_writer(**kwargs):
+        result = real_score(**kwargs)
+        scorings.append(result)
+        if len(scorings) == 1:
+            transaction_stored(payment["transaction_id"], user_id="another-card")
+        return result
+
+    monkeypatch.setattr(recording, "transaction_batch_score", score_then_another_writer)
+    report = stream_run(
+        kafka_bootstrap, kafka_topic, store=store, retry_limit=2,
+        retry_backoff_seconds=0.01,
+    )  # fmt: skip
+
+    assert len(scorings) >= 2
+    assert (report.records, report.created, report.dead_letters) == (1, 0, 1)
+    error = DeadLetter.objects.get().error
+    assert "ids must not be reused" in error and "refused" not in error
 
 
 def test_sends_a_broker_never_answers_are_reported_as_failed(tmp_path):
