@@ -98,8 +98,9 @@ class Command(BaseCommand):
             help="Simulated start time, ISO 8601 (default: now). Fixing it with "
             "--seed makes the transaction ids reproducible. 'after-stored': now, "
             "or just after the latest payment the stream stored or still on the "
-            "topic when that is later (a restarted simulator, whose clock ran ahead of the wall "
-            "clock, would otherwise send every card's payments late).",
+            "topic when that is later (a restarted simulator, whose clock ran "
+            "ahead of the wall clock, would otherwise send every card's payments "
+            "late).",
         )
         parser.add_argument(
             "--from-file",
