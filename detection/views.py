@@ -9,6 +9,8 @@ from datetime import UTC, datetime
 from django.conf import settings
 from django.contrib.admin.models import ADDITION, CHANGE, DELETION, LogEntry
 from django.db import IntegrityError, connection
+from django.db.models import Q
+from django_filters import rest_framework as filters
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import status, viewsets
 from rest_framework.permissions import AllowAny, DjangoModelPermissions, IsAuthenticated
@@ -246,6 +248,23 @@ def _shown(value) -> str:
     return repr(value)
 
 
+class ListEntryFilter(filters.FilterSet):
+    """The lists' filters; `value` is read as an entry's value is written
+    (spaces trimmed; a country in capitals), so "is ng blocked?" finds NG."""
+
+    value = filters.CharFilter(method="value_filter")
+
+    class Meta:
+        model = ListEntry
+        fields = ["kind", "action", "value"]
+
+    def value_filter(self, queryset, name, value):
+        value = value.strip()
+        return queryset.filter(
+            Q(value=value) | Q(kind=ListEntry.Kind.COUNTRY, value=value.upper())
+        )
+
+
 class ListEntryViewSet(viewsets.ModelViewSet):
     """The block and allow lists: cards, merchants and countries.
 
@@ -261,13 +280,13 @@ class ListEntryViewSet(viewsets.ModelViewSet):
     queryset = ListEntry.objects.select_related("created_by")
     serializer_class = ListEntrySerializer
     permission_classes = [IsAuthenticated, DjangoModelPermissions]
-    filterset_fields = ["kind", "action", "value"]
+    filterset_class = ListEntryFilter
     pagination_class = None
 
     def list(self, request, *args, **kwargs):
         """Return the entries; an unknown (misspelt) filter is a 400, not every
         entry as if it had matched ("is this card blocked?")."""
-        query_params_check(request, {*self.filterset_fields, "format"})
+        query_params_check(request, {*ListEntryFilter.base_filters, "format"})
         return super().list(request, *args, **kwargs)
 
     # Changes through the API land in the admin's change log beside those made

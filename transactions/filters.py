@@ -171,7 +171,20 @@ class StrictOrderingFilter(OrderingFilter):
         ]
 
     def remove_invalid_fields(self, queryset, fields, view, request):
-        """Return the valid fields; raise ValidationError naming the allowed ones."""
+        """Return the valid fields; raise ValidationError naming the allowed ones.
+
+        One column only: the keyset pages sort by it, then by id (a second
+        column would be dropped without a word, `TransactionCursorPagination`).
+        """
+        if len([field for field in fields if field]) > 1:
+            raise RequestError(
+                {
+                    "ordering": [
+                        "Sort by one column (ties keep the newest first); "
+                        f"got {len(fields)}: {','.join(fields)}."
+                    ]
+                }
+            )
         valid = super().remove_invalid_fields(queryset, fields, view, request)
         if len(valid) != len([field for field in fields if field]):
             allowed = [

@@ -80,8 +80,8 @@ class TransactionCursorPagination(CursorPagination):
 
     def get_ordering(self, request, queryset, view):
         """Return the requested column with `id` after it, so equal values keep
-        one order from page to page. Only the first column requested counts
-        (the id is unique: nothing after it could matter)."""
+        one order from page to page (StrictOrderingFilter refuses a second
+        column with a 400)."""
         first = super().get_ordering(request, queryset, view)[0]
         if first.lstrip("-") == "id":
             return (first,)

@@ -211,13 +211,12 @@ class TransactionViewSet(viewsets.ReadOnlyModelViewSet):
         maximum = settings.API_EXPORT_MAX_ROWS
         matching = queryset.count()
         if matching > maximum:
+            # `detail` a string, as in every other error that has one.
             raise ValidationError(
                 {
-                    "detail": [
-                        f"{matching:,} transactions match; an export holds at most "
-                        f"{maximum:,} (API_EXPORT_MAX_ROWS). Narrow the filters, "
-                        "e.g. scored_since/scored_until or since/until."
-                    ]
+                    "detail": f"{matching:,} transactions match; an export holds at "
+                    f"most {maximum:,} (API_EXPORT_MAX_ROWS). Narrow the filters, "
+                    "e.g. scored_since/scored_until or since/until."
                 }
             )
         rows = queryset.values_list(
@@ -323,6 +322,7 @@ class TransactionViewSet(viewsets.ReadOnlyModelViewSet):
     )
     def labels(self, request, transaction_id=None):
         """Return every label of the transaction, newest first (who, when, why)."""
+        query_params_check(request, {"format"})
         transaction = self.get_object()
         labels = (
             Label.objects.filter(transaction=transaction)

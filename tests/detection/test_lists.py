@@ -258,6 +258,12 @@ def test_the_api_manages_entries_with_permissions_and_clear_errors(
     )
     assert "in the future" in past.json()["expires_at"][0]
     assert [e["value"] for e in api_client.get("/api/lists").json()] == ["FR"]
+    # Asked as it would be written: " fr " is FR, the entry stored.
+    for asked in ("fr", " fr ", "FR"):
+        found = api_client.get("/api/lists", {"kind": "country", "value": asked})
+        assert [e["value"] for e in found.json()] == ["FR"], asked
+    assert api_client.get("/api/lists", {"value": "fr"}).json()[0]["value"] == "FR"
+    assert api_client.get("/api/lists", {"value": "DE"}).json() == []
 
     viewer = django_user_model.objects.create_user(username="viewer")
     client = APIClient()

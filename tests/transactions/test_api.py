@@ -289,14 +289,15 @@ def test_previous_pages_walk_back_to_the_start(api_client, ledger, ordering):
     )
 
 
-def test_only_the_first_ordering_column_counts(api_client, ledger):
-    """`ordering=-id,amount` is newest first (the id is unique), not by amount."""
-    body = api_client.get("/api/transactions?n=3&ordering=-id,amount").json()
-    assert [item["transaction_id"] for item in body["items"]] == [
-        "b-huge",
-        "a-28",
-        "a-27",
-    ]
+def test_a_second_ordering_column_is_refused(api_client, ledger):
+    """Pages sort by one column, then by id: `ordering=status,amount` was
+    answered sorted by status alone, the amount dropped without a word."""
+    refused = api_client.get("/api/transactions?n=3&ordering=status,amount")
+    assert refused.status_code == 400
+    assert "one column" in refused.json()["ordering"][0]
+    export = api_client.get("/api/transactions/export?ordering=-id,amount")
+    assert export.status_code == 400
+    assert api_client.get("/api/transactions?ordering=-amount").status_code == 200
 
 
 def test_amounts_sort_and_filter_in_the_base_currency(api_client):
@@ -517,7 +518,7 @@ def test_export_refuses_more_rows_than_its_limit_and_bad_params(
     settings.API_EXPORT_MAX_ROWS = 10
     refused = api_client.get("/api/transactions/export")
     assert refused.status_code == 400
-    assert "30 transactions match" in str(refused.json())
+    assert refused.json()["detail"].startswith("30 transactions match")
     assert api_client.get("/api/transactions/export", {"user_id": "b"}).status_code == (
         200
     )
@@ -608,13 +609,13 @@ def test_label_history_is_readable_newest_first(api_client, ledger):
         (True, "chargeback"),
     ]
     assert api_client.get("/api/transactions/nope/labels").status_code == 404
-    # The list's filters do not apply here (they made it a 404 before).
-    assert (
-        api_client.get(
-            "/api/transactions/b-huge/labels", {"status": "legit"}
-        ).status_code
-        == 200
-    )
+    # The list's filters do not apply here: a 400 naming the parameter, not
+    # the history as if filtered.
+    filtered = api_client.get("/api/transactions/b-huge/labels", {"status": "legit"})
+    assert filtered.status_code == 400
+    assert "Unknown parameter" in filtered.json()["status"][0]
+    as_json = api_client.get("/api/transactions/b-huge/labels?format=json")
+    assert as_json.status_code == 200
 
 
 def test_merchant_and_country_filters(api_client):
