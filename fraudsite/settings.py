@@ -258,7 +258,9 @@ STREAM_PROGRESS_LOG_SECONDS = env.float("STREAM_PROGRESS_LOG_SECONDS", default=1
 # after they arrive (a producer's wrong clock, a typo'd year): trusted, such a date
 # would carry the card's state with it and turn its travel checks off until then.
 # `off`: no limit (`make run` sets it, as its simulator runs ahead of the clock).
-_max_future = env.str("TRANSACTION_MAX_FUTURE_SECONDS", default="86400").strip()
+# 5 minutes: clocks a few minutes apart pass; a payment may blind its card's
+# travel check for no longer than that (a day let one do it for a day).
+_max_future = env.str("TRANSACTION_MAX_FUTURE_SECONDS", default="300").strip()
 try:
     TRANSACTION_MAX_FUTURE_SECONDS = (
         None if _max_future.lower() == "off" else float(_max_future)

@@ -188,7 +188,7 @@ def test_an_empty_value_means_the_default():
         "True",
         "True",
         "django.db.backends.sqlite3",
-        "86400.0",
+        "300.0",
         "200/s",
     ]
 

@@ -61,7 +61,7 @@ def test_a_replayed_dead_letter_is_stored_once_but_a_new_one_at_its_position_too
 
 
 def test_a_transaction_dated_too_far_ahead_is_a_dead_letter_when_limited(settings):
-    """With TRANSACTION_MAX_FUTURE_SECONDS (1 day by default), a record dated
+    """With TRANSACTION_MAX_FUTURE_SECONDS (5 minutes by default), a record dated
     beyond it is a dead letter naming the timestamp; switched off, any time is
     taken."""
     from datetime import UTC, datetime, timedelta
