@@ -40,7 +40,10 @@ ID_PATH_REGEX = "[^/\x00]+"
 # Ids that are list-level API paths (/api/transactions/export): a transaction so
 # named could not be read back.
 RESERVED_IDS = frozenset({"export"})
-MAX_AMOUNT = Decimal("1000000000")
+# In the payment's own currency, where 1,000,000,000 IDR is about 60,000 USD: a
+# large payment that most needs scoring. 10^12 with cents is 15 digits, what
+# the ledger's column holds and a double (SQLite's storage) keeps exactly.
+MAX_AMOUNT = Decimal("1000000000000")
 # Event times outside these are a producer's placeholder or a typo (.NET's
 # DateTime.MaxValue is 9999-12-31, epoch 0 is 1970): refused, since date arithmetic
 # near year 9999 overflows and such a time would move the card's windows with it.

@@ -59,7 +59,8 @@ class Transaction(models.Model):
 
     transaction_id = models.CharField(max_length=64, unique=True)
     user_id = models.CharField(max_length=64)
-    amount = models.DecimalField(max_digits=12, decimal_places=2)
+    # Up to transactions.messages.MAX_AMOUNT (10^12), with cents.
+    amount = models.DecimalField(max_digits=15, decimal_places=2)
     # The amount in BASE_CURRENCY at the rate it was scored with: what the rules
     # compared, and what the list sorts and filters by, so that 1,000,000 IDR
     # (about 60 USD) does not rank above 4,000 USD.

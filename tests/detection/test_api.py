@@ -247,6 +247,7 @@ BAD_PAYLOADS = [
     ({"user_id": "u", "amount": "\uff11\uff12"}, "amount"),
     ({"user_id": "u", "amount": "1e3"}, "amount"),
     ({"user_id": "u", "amount": 0.30000000000000004}, "amount"),
+    ({"user_id": "u", "amount": "1000000000000.01"}, "amount"),
 ]
 
 
@@ -270,6 +271,10 @@ def test_bad_payloads_get_400_with_field_errors(api_client, path, payload, field
         ("+7", "7.00"),
         (".5", "0.50"),
         (1e-2, "0.01"),
+        # Large in a currency of small units (2e9 IDR is about 120,000 USD).
+        ("2000000000", "2000000000.00"),
+        ("999999999999.99", "999999999999.99"),
+        (1e12, "1000000000000.00"),
     ],
 )
 def test_amounts_with_trailing_zeros_or_float_spelling_are_accepted(
@@ -281,6 +286,8 @@ def test_amounts_with_trailing_zeros_or_float_spelling_are_accepted(
     )
     assert response.status_code == 201, response.content
     assert response.json()["amount"] == stored
+    # As stored, to the cent.
+    assert str(Transaction.objects.get().amount) == stored
 
 
 @pytest.mark.parametrize("body", ["[1, 2]", '"text"', "{not json", '{"amount": NaN}'])
