@@ -430,6 +430,9 @@ REST_FRAMEWORK = {
     ],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
+    "DEFAULT_CONTENT_NEGOTIATION_CLASS": (
+        "fraudsite.negotiation.StrictContentNegotiation"
+    ),
     # Clients are told apart by REMOTE_ADDR, or behind this many proxies by the
     # X-Forwarded-For entry the nearest of them added; never by what a client sends.
     "NUM_PROXIES": env.int("NUM_PROXIES", default=0),

@@ -763,3 +763,14 @@ def test_request_errors_answer_the_same_with_debug_on(api_client, client, settin
         assert foreign.status_code == 400
         assert b"Traceback" not in foreign.content
         assert b"evil.example" in foreign.content
+
+
+@pytest.mark.parametrize(
+    "path", ["/api/transactions", "/api/transactions/export", "/api/lists"]
+)
+def test_an_unknown_format_is_a_400_naming_the_known_ones(api_client, path):
+    """`?format=csv` was a 404 "Not found.", as if the address were wrong."""
+    response = api_client.get(path, {"format": "csv"})
+    assert response.status_code == 400
+    assert response.json() == {"format": ["Unknown format 'csv'. Known: json, api."]}
+    assert api_client.get(path, {"format": "json"}).status_code == 200
