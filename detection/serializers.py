@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import math
 import uuid
 from decimal import Decimal
 
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.utils import timezone
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from detection.models import ListEntry, ModelVersion
+from detection.models import DecisionThresholds, ListEntry, ModelVersion, Rule
 from detection.records import timestamp_not_after
+from detection.rules import RULE_TYPES
 from detection.scoring import scoring_config_current
 from transactions.messages import (
     MAX_AMOUNT,
@@ -140,6 +143,96 @@ class WhatIfVerdictSerializer(VerdictSerializer):
 
     features = serializers.DictField()
     history = HistorySerializer()
+
+
+class RuleParamSerializer(serializers.Serializer):
+    """What one rule parameter means, its inclusive range and its default."""
+
+    help = serializers.CharField()
+    minimum = serializers.FloatField()
+    maximum = serializers.FloatField()
+    default = serializers.FloatField()
+    whole_number = serializers.BooleanField()
+
+
+class RuleSerializer(serializers.ModelSerializer):
+    """A rule's settings; its logic is in the code, which `code` names.
+
+    Validated as admin validates them (`Rule.clean`): a weight in 0..1, every
+    parameter known, a number in its range. On PATCH the `params` given are
+    merged into the current ones; on PUT they replace them, and keys left out
+    take their defaults.
+    """
+
+    params_schema = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Rule
+        fields = [
+            "code",
+            "name",
+            "description",
+            "enabled",
+            "weight",
+            "params",
+            "params_schema",
+            "updated_at",
+        ]
+        read_only_fields = ["code", "updated_at"]
+
+    @extend_schema_field(serializers.DictField(child=RuleParamSerializer()))
+    def get_params_schema(self, rule: Rule) -> dict:
+        rule_type = RULE_TYPES.get(rule.code)
+        if rule_type is None:
+            return {}
+        return {
+            key: {
+                "help": spec.help,
+                "minimum": spec.minimum,
+                "maximum": spec.maximum,
+                "default": spec.default,
+                "whole_number": spec.kind is int,
+            }
+            for key, spec in rule_type.params.items()
+        }
+
+    def validate(self, attrs):
+        rule = self.instance
+        params = attrs.get("params", rule.params)
+        if "params" in attrs and self.partial and isinstance(params, dict):
+            params = {**rule.params, **params}
+        probe = Rule(
+            code=rule.code, weight=attrs.get("weight", rule.weight), params=params
+        )
+        try:
+            probe.clean()
+        except DjangoValidationError as exc:
+            raise serializers.ValidationError(exc.message_dict) from exc
+        if "params" in attrs:
+            attrs["params"] = probe.params
+        return attrs
+
+
+class DecisionThresholdsSerializer(serializers.ModelSerializer):
+    """The risk cut-offs: `suspicious` from the first, `fraud` from the second."""
+
+    class Meta:
+        model = DecisionThresholds
+        fields = ["suspicious", "fraud", "updated_at"]
+        read_only_fields = ["updated_at"]
+
+    def validate(self, attrs):
+        current = self.instance
+        suspicious = attrs.get("suspicious", getattr(current, "suspicious", None))
+        fraud = attrs.get("fraud", getattr(current, "fraud", None))
+        finite = all(
+            value is not None and math.isfinite(value) for value in (suspicious, fraud)
+        )
+        if not (finite and 0 < suspicious < fraud <= 1):
+            raise serializers.ValidationError(
+                {"non_field_errors": ["Need 0 < suspicious < fraud <= 1."]}
+            )
+        return attrs
 
 
 class ListEntrySerializer(serializers.ModelSerializer):

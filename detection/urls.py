@@ -7,10 +7,12 @@ accept both spellings instead of relying on APPEND_SLASH.
 from django.urls import re_path
 
 from detection.views import (
+    DecisionThresholdsView,
     HealthView,
     ListEntryViewSet,
     ModelVersionViewSet,
     PredictView,
+    RuleViewSet,
     ValidateTransactionView,
 )
 from transactions.urls import OptionalSlashRouter
@@ -18,10 +20,12 @@ from transactions.urls import OptionalSlashRouter
 router = OptionalSlashRouter()
 router.register("lists", ListEntryViewSet, basename="list-entry")
 router.register("models", ModelVersionViewSet, basename="model-version")
+router.register("rules", RuleViewSet, basename="rule")
 
 urlpatterns = [
     re_path(r"^$", HealthView.as_view(), name="api-health"),
     re_path(r"^predict/?$", PredictView.as_view(), name="api-predict"),
+    re_path(r"^thresholds/?$", DecisionThresholdsView.as_view(), name="api-thresholds"),
     re_path(
         r"^validate-transaction/?$",
         ValidateTransactionView.as_view(),

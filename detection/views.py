@@ -12,18 +12,20 @@ from django.db import IntegrityError, connection
 from django.db.models import Q
 from django_filters import rest_framework as filters
 from drf_spectacular.utils import OpenApiResponse, extend_schema
-from rest_framework import status, viewsets
+from rest_framework import generics, mixins, status, viewsets
 from rest_framework.permissions import AllowAny, DjangoModelPermissions, IsAuthenticated
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from detection.events import VerdictsPublisher
-from detection.models import ListEntry, ModelVersion
+from detection.models import DecisionThresholds, ListEntry, ModelVersion, Rule
 from detection.profiles import OrmStateStore
 from detection.scoring import scoring_config_current, scoring_provider
 from detection.serializers import (
+    DecisionThresholdsSerializer,
     ListEntrySerializer,
     ModelVersionSerializer,
+    RuleSerializer,
     TransactionMessageSerializer,
     VerdictSerializer,
     WhatIfSerializer,
@@ -265,7 +267,39 @@ class ListEntryFilter(filters.FilterSet):
         )
 
 
-class ListEntryViewSet(viewsets.ModelViewSet):
+class ChangeLogged:
+    """API changes land in the admin's change log beside those made in admin
+    (who, when, old -> new), as every decision about scoring should."""
+
+    def perform_update(self, serializer):
+        before = {f: getattr(serializer.instance, f) for f in serializer.validated_data}
+        saved = serializer.save()
+        changes = [
+            f"{name}: {_shown(before[name])} \u2192 {_shown(getattr(saved, name))}"
+            for name in before
+            if before[name] != getattr(saved, name)
+        ]
+        self._log(saved, CHANGE, f"Changed {self._through()}: " + "; ".join(changes))
+
+    def _through(self) -> str:
+        """Return where the change was made, for the log: the dashboard's
+        buttons (which say so in a header) or the API. Wording only: who made
+        it is the authenticated user either way."""
+        if self.request.headers.get("X-Fraudsite-Client") == "dashboard":
+            return "in the dashboard"
+        return "through the API"
+
+    def _log(self, saved, flag: int, message: str) -> None:
+        LogEntry.objects.log_actions(
+            user_id=self.request.user.pk,
+            queryset=type(saved).objects.filter(pk=saved.pk),
+            action_flag=flag,
+            change_message=message,
+            single_object=True,
+        )
+
+
+class ListEntryViewSet(ChangeLogged, viewsets.ModelViewSet):
     """The block and allow lists: cards, merchants and countries.
 
     Reading is open to every signed-in user; adding, changing and removing
@@ -289,8 +323,6 @@ class ListEntryViewSet(viewsets.ModelViewSet):
         query_params_check(request, {*ListEntryFilter.base_filters, "format"})
         return super().list(request, *args, **kwargs)
 
-    # Changes through the API land in the admin's change log beside those made
-    # in admin (who, when, old -> new), as every list decision should.
     def perform_create(self, serializer):
         expired = getattr(serializer, "replaces", None)
         if expired is not None:
@@ -299,36 +331,67 @@ class ListEntryViewSet(viewsets.ModelViewSet):
         entry = serializer.save(created_by=self.request.user)
         self._log(entry, ADDITION, f"Added {self._through()}.")
 
-    def perform_update(self, serializer):
-        before = {f: getattr(serializer.instance, f) for f in serializer.validated_data}
-        entry = serializer.save()
-        changes = [
-            f"{name}: {_shown(before[name])} \u2192 {_shown(getattr(entry, name))}"
-            for name in before
-            if before[name] != getattr(entry, name)
-        ]
-        self._log(entry, CHANGE, f"Changed {self._through()}: " + "; ".join(changes))
-
     def perform_destroy(self, instance):
         self._log(instance, DELETION, f"Deleted {self._through()}.")
         instance.delete()
 
-    def _through(self) -> str:
-        """Return where the change was made, for the log: the dashboard's
-        buttons (which say so in a header) or the API. Wording only: who made
-        it is the authenticated user either way."""
-        if self.request.headers.get("X-Fraudsite-Client") == "dashboard":
-            return "in the dashboard"
-        return "through the API"
 
-    def _log(self, entry: ListEntry, flag: int, message: str) -> None:
-        LogEntry.objects.log_actions(
-            user_id=self.request.user.pk,
-            queryset=ListEntry.objects.filter(pk=entry.pk),
-            action_flag=flag,
-            change_message=message,
-            single_object=True,
-        )
+class RuleViewSet(
+    ChangeLogged,
+    mixins.ListModelMixin,
+    mixins.RetrieveModelMixin,
+    mixins.UpdateModelMixin,
+    viewsets.GenericViewSet,
+):
+    """The detection rules: weight, parameters (with their meaning and range in
+    `params_schema`) and whether each is enabled.
+
+    Reading is open to every signed-in user; changing a rule takes the "change
+    rule" permission (Risk admin). Rules are not added or deleted: each is code,
+    and `enabled` switches one off keeping its tuned parameters. Changes are in
+    the admin's change log and reach scorers within
+    DETECTION_CONFIG_REFRESH_SECONDS.
+    """
+
+    queryset = Rule.objects.all()
+    serializer_class = RuleSerializer
+    permission_classes = [IsAuthenticated, DjangoModelPermissions]
+    lookup_field = "code"
+    filter_backends: list = []
+    pagination_class = None
+
+    def get_view_name(self):
+        """Return the browsable API's title for these pages."""
+        return "Detection rules"
+
+    def list(self, request, *args, **kwargs):
+        """Return every rule; a query parameter is a 400 (there are no filters)."""
+        query_params_check(request, {"format"})
+        return super().list(request, *args, **kwargs)
+
+
+class DecisionThresholdsView(ChangeLogged, generics.RetrieveUpdateAPIView):
+    """The risk cut-offs: `suspicious` from the first, `fraud` from the second.
+
+    Reading is open to every signed-in user; changing them takes the "change
+    decision thresholds" permission (Risk admin), is in the admin's change log
+    and reaches scorers within DETECTION_CONFIG_REFRESH_SECONDS.
+    """
+
+    queryset = DecisionThresholds.objects.all()
+    serializer_class = DecisionThresholdsSerializer
+    permission_classes = [IsAuthenticated, DjangoModelPermissions]
+
+    def get_view_name(self):
+        """Return the browsable API's title for this page."""
+        return "Decision thresholds"
+
+    def get_object(self):
+        """Return the one row (made with the defaults scoring uses if missing)."""
+        query_params_check(self.request, {"format"})
+        thresholds, _ = DecisionThresholds.objects.get_or_create(pk=1)
+        self.check_object_permissions(self.request, thresholds)
+        return thresholds
 
 
 class ModelVersionViewSet(viewsets.ReadOnlyModelViewSet):
