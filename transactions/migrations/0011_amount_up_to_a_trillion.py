@@ -4,15 +4,14 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('transactions', '0010_label_reported_at'),
+        ("transactions", "0010_label_reported_at"),
     ]
 
     operations = [
         migrations.AlterField(
-            model_name='transaction',
-            name='amount',
+            model_name="transaction",
+            name="amount",
             field=models.DecimalField(decimal_places=2, max_digits=15),
         ),
     ]
