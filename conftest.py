@@ -68,12 +68,16 @@ def anon_client():
 
 @pytest.fixture
 def viewer_client(django_user_model):
-    """Return a DRF client signed in as a user with no model permissions."""
+    """Return a DRF client signed in as a Viewer: reads, writes nothing."""
+    from django.contrib.auth.models import Group
     from rest_framework.test import APIClient
+
+    from detection.roles import ROLE_VIEWER
 
     viewer = django_user_model.objects.create_user(
         username="viewer", password="correct-horse-battery"
     )
+    viewer.groups.add(Group.objects.get(name=ROLE_VIEWER))
     client = APIClient()
     client.force_authenticate(viewer)
     client.user = viewer

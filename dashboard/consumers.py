@@ -12,6 +12,7 @@ from django.db import DatabaseError
 
 from dashboard.selectors import session_signed_in
 from detection.events import LABELS_EVENT_TYPE, VERDICTS_EVENT_TYPE, VERDICTS_GROUP
+from fraudsite.permissions import READ_PERMISSION
 
 # How often an open socket checks that its session still signs in an active user
 # (the page pings every 15 s): signing out, or an admin deactivating the user,
@@ -58,9 +59,14 @@ class VerdictsConsumer(AsyncJsonWebsocketConsumer):
         await self.receive_json(content, **kwargs)
 
     async def connect(self):
-        """Accept logged-in users only, then join the verdicts group."""
+        """Accept signed-in readers only (READ_PERMISSION), then join the
+        verdicts group."""
         user = self.scope.get("user")
-        if user is None or not user.is_authenticated:
+        if (
+            user is None
+            or not user.is_authenticated
+            or not await database_sync_to_async(user.has_perm)(READ_PERMISSION)
+        ):
             # Closing before accept refuses the handshake (HTTP 403).
             await self.close()
             return

@@ -5,7 +5,7 @@ from __future__ import annotations
 from urllib.parse import urlencode
 
 from django.conf import settings
-from django.contrib.auth.decorators import login_required
+from django.contrib.auth.decorators import login_required, permission_required
 from django.http import Http404, JsonResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
@@ -19,6 +19,7 @@ from dashboard.selectors import (
     rule_performance,
     transaction_detail_context,
 )
+from fraudsite.permissions import READ_PERMISSION
 from transactions.models import Transaction
 from transactions.selectors import (
     card_has_transactions,
@@ -27,12 +28,20 @@ from transactions.selectors import (
 )
 
 
+def reader_required(view):
+    """Sign in first, then hold READ_PERMISSION (a 403 page otherwise: a
+    gateway's Scoring client login reads nothing)."""
+    return login_required(
+        permission_required(READ_PERMISSION, raise_exception=True)(view)
+    )
+
+
 def _rules_window(request) -> str:
     window = request.GET.get("rules", "24h")
     return window if window in RULE_WINDOWS else "24h"
 
 
-@login_required
+@reader_required
 @require_GET
 def overview(request):
     """Render totals, the status donut, the per-minute chart, live status and
@@ -49,7 +58,7 @@ def overview(request):
     )
 
 
-@login_required
+@reader_required
 @require_GET
 def overview_rules(request):
     """Render the rule performance panel alone (overview.js reloads it as labels
@@ -64,14 +73,14 @@ def overview_rules(request):
     )
 
 
-@login_required
+@reader_required
 @require_GET
 def overview_data(request):
     """Return the overview figures as JSON (the page catches up after reconnects)."""
     return JsonResponse(overview_summary())
 
 
-@login_required
+@reader_required
 @require_GET
 def transaction_list(request):
     """Render the live transactions table, its filters and the validation panel."""
@@ -88,7 +97,7 @@ def _list_context() -> dict:
     }
 
 
-@login_required
+@reader_required
 @require_GET
 def transaction_detail(request, transaction_id: str):
     """Render one verdict with its reasons, the user's context and the labels."""
@@ -107,7 +116,7 @@ def transaction_detail(request, transaction_id: str):
     )
 
 
-@login_required
+@reader_required
 @require_GET
 def transaction_find(request):
     """Open the transaction whose id was typed in the header's search box.

@@ -13,7 +13,7 @@ from django.db.models import Q
 from django_filters import rest_framework as filters
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import generics, mixins, status, viewsets
-from rest_framework.permissions import AllowAny, DjangoModelPermissions, IsAuthenticated
+from rest_framework.permissions import AllowAny, DjangoModelPermissions
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
@@ -37,7 +37,7 @@ from detection.services import (
     transaction_what_if,
 )
 from detection.state import UserState
-from fraudsite.permissions import permission_required
+from fraudsite.permissions import CanRead, permission_required
 from fraudsite.throttling import AnonThrottle, PredictThrottle
 from transactions.filters import query_params_check
 from transactions.messages import ID_PATH_REGEX
@@ -313,7 +313,7 @@ class ListEntryViewSet(ChangeLogged, viewsets.ModelViewSet):
 
     queryset = ListEntry.objects.select_related("created_by")
     serializer_class = ListEntrySerializer
-    permission_classes = [IsAuthenticated, DjangoModelPermissions]
+    permission_classes = [CanRead, DjangoModelPermissions]
     filterset_class = ListEntryFilter
     pagination_class = None
 
@@ -355,7 +355,7 @@ class RuleViewSet(
 
     queryset = Rule.objects.all()
     serializer_class = RuleSerializer
-    permission_classes = [IsAuthenticated, DjangoModelPermissions]
+    permission_classes = [CanRead, DjangoModelPermissions]
     lookup_field = "code"
     filter_backends: list = []
     pagination_class = None
@@ -380,7 +380,7 @@ class DecisionThresholdsView(ChangeLogged, generics.RetrieveUpdateAPIView):
 
     queryset = DecisionThresholds.objects.all()
     serializer_class = DecisionThresholdsSerializer
-    permission_classes = [IsAuthenticated, DjangoModelPermissions]
+    permission_classes = [CanRead, DjangoModelPermissions]
 
     def get_view_name(self):
         """Return the browsable API's title for this page."""
@@ -404,7 +404,7 @@ class ModelVersionViewSet(viewsets.ReadOnlyModelViewSet):
 
     queryset = ModelVersion.objects.defer("artifact", "classifier_artifact")
     serializer_class = ModelVersionSerializer
-    permission_classes = [IsAuthenticated]
+    permission_classes = [CanRead]
     lookup_field = "version"
     lookup_value_regex = ID_PATH_REGEX
     pagination_class = None

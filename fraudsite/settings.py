@@ -422,7 +422,7 @@ REST_FRAMEWORK = {
         "rest_framework.authentication.TokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
-    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_PERMISSION_CLASSES": ["fraudsite.permissions.CanRead"],
     "DEFAULT_PARSER_CLASSES": [
         "fraudsite.parsers.BoundedJSONParser",
         "fraudsite.parsers.BoundedFormParser",

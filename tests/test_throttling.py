@@ -7,6 +7,7 @@ import uuid
 
 import pytest
 from django.conf import settings
+from django.contrib.auth.models import Permission
 from django.test import override_settings
 from rest_framework.test import APIClient
 
@@ -30,8 +31,11 @@ def fresh_cache(redis_url):
 
 
 def _client_for(django_user_model, name: str) -> APIClient:
+    """Return a client signed in as a new user who may read the ledger."""
+    user = django_user_model.objects.create_user(username=name)
+    user.user_permissions.add(Permission.objects.get(codename="view_transaction"))
     client = APIClient()
-    client.force_authenticate(django_user_model.objects.create_user(username=name))
+    client.force_authenticate(user)
     return client
 
 

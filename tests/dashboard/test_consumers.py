@@ -62,6 +62,22 @@ def test_anonymous_connection_is_refused(channel_layer_redis):
     assert _connects(_headers()) is False
 
 
+def test_a_user_who_may_not_read_is_refused(
+    client, django_user_model, channel_layer_redis
+):
+    """A signed-in user without the read permission (a gateway's Scoring client
+    login) gets no live verdicts; the same user made a Viewer does."""
+    from django.contrib.auth.models import Group
+
+    from detection.roles import ROLE_SCORING_CLIENT, ROLE_VIEWER
+
+    gateway = django_user_model.objects.create_user(username="gateway")
+    gateway.groups.add(Group.objects.get(name=ROLE_SCORING_CLIENT))
+    assert _connects(_headers(_session_cookie(client, gateway))) is False
+    gateway.groups.add(Group.objects.get(name=ROLE_VIEWER))
+    assert _connects(_headers(_session_cookie(client, gateway))) is True
+
+
 def test_foreign_origin_is_refused(client, staff_user, channel_layer_redis):
     """Given a logged-in session, a page on another origin still cannot connect."""
     cookie = _session_cookie(client, staff_user)

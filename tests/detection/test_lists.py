@@ -266,6 +266,7 @@ def test_the_api_manages_entries_with_permissions_and_clear_errors(
     assert api_client.get("/api/lists", {"value": "DE"}).json() == []
 
     viewer = django_user_model.objects.create_user(username="viewer")
+    viewer.user_permissions.add(Permission.objects.get(codename="view_transaction"))
     client = APIClient()
     client.force_authenticate(viewer)
     assert client.get("/api/lists").status_code == 200

@@ -184,3 +184,42 @@ def test_a_scoring_client_records_payments_and_nothing_else(django_user_model):
     assert Transaction.objects.filter(transaction_id="t-gw-1").exists()
     label = api.post("/api/transactions/t-gw-1/label", {"is_fraud": True})
     assert label.status_code == 403
+
+
+@pytest.mark.parametrize("role", [ROLE_SCORING_CLIENT, None])
+def test_only_roles_that_read_can_read(django_user_model, client, role):
+    """A gateway's token records payments and reads nothing (a leaked one
+    exposes no one's payments): no list, verdict, export, model, rule or
+    what-if, and no dashboard page; neither does a user in no group. A
+    Viewer reads all of them."""
+    transaction_stored("t-read-1")
+    user = django_user_model.objects.create_user(username="someone")
+    if role is not None:
+        user.groups.add(Group.objects.get(name=role))
+    api = _api(user)
+    reads = [
+        "/api/transactions",
+        "/api/transactions/t-read-1",
+        "/api/transactions/t-read-1/labels",
+        "/api/transactions/export",
+        "/api/models",
+        "/api/rules",
+        "/api/thresholds",
+        "/api/lists",
+    ]
+    for path in reads:
+        refused = api.get(path)
+        assert refused.status_code == 403, path
+        assert "Viewer" in refused.json()["detail"], path
+    payment = {"user_id": "u-1", "amount": "5.00"}
+    what_if = api.post("/api/validate-transaction", payment, format="json")
+    assert what_if.status_code == 403
+    client.force_login(user)
+    for page in ("/", "/transactions/", "/transactions/t-read-1/"):
+        assert client.get(page).status_code == 403, page
+
+    user.groups.add(Group.objects.get(name=ROLE_VIEWER))
+    api = _api(type(user).objects.get(pk=user.pk))
+    for path in reads:
+        assert api.get(path).status_code == 200, path
+    assert client.get("/transactions/t-read-1/").status_code == 200
