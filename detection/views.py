@@ -37,7 +37,7 @@ from detection.services import (
     transaction_what_if,
 )
 from detection.state import UserState
-from fraudsite.permissions import CanRead, permission_required
+from fraudsite.permissions import READ_PERMISSION, CanRead, permission_required
 from fraudsite.throttling import AnonThrottle, PredictThrottle
 from transactions.filters import query_params_check
 from transactions.messages import ID_PATH_REGEX
@@ -170,7 +170,10 @@ class PredictView(APIView):
                     return Response(body, status=status.HTTP_201_CREATED)
                 # Lost a race with another writer of the same id: return theirs.
                 stored = transaction_get(transaction_id=message.transaction_id)
-        (conflict,) = transaction_id_conflicts([message])
+        # The stored payment's values only for those who may read it.
+        (conflict,) = transaction_id_conflicts(
+            [message], reveal=request.user.has_perm(READ_PERMISSION)
+        )
         if conflict:
             return Response(
                 {"transaction_id": [conflict]}, status=status.HTTP_409_CONFLICT

@@ -219,7 +219,7 @@ PAYMENT_IDENTITY = ("user_id", "amount", "currency")
 
 
 def transaction_id_conflicts(
-    messages: Sequence[TransactionMessage],
+    messages: Sequence[TransactionMessage], *, reveal: bool = True
 ) -> list[str | None]:
     """Return, for each message, why it reuses a stored id for another payment.
 
@@ -228,7 +228,9 @@ def transaction_id_conflicts(
     the same payment is fine and changes nothing, but the same id on another
     card, amount or currency is a different payment that was not scored. The
     stream makes it a dead letter and the API a 409, instead of answering with
-    the stored payment's verdict.
+    the stored payment's verdict. With `reveal` False the reason names the
+    fields that differ without the stored payment's values (for a caller who
+    may not read the ledger: an id is no key to others' payments).
     """
     wanted = {m.transaction_id for m in messages}
     stored = {
@@ -250,9 +252,11 @@ def transaction_id_conflicts(
             continue
         theirs = ", ".join(f"{name} {row[name]}" for name in differ)
         ours = ", ".join(f"{name} {getattr(message, name)}" for name in differ)
+        what = (
+            f"{theirs}; this one: {ours}" if reveal else f"another {', '.join(differ)}"
+        )
         conflicts.append(
             f"transaction_id {message.transaction_id!r} is already stored for "
-            f"another payment ({theirs}; this one: {ours}); ids must not be "
-            "reused. Not scored."
+            f"another payment ({what}); ids must not be reused. Not scored."
         )
     return conflicts

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from decimal import Decimal
+
 import pytest
 from django.contrib.auth.models import Group, Permission
 from django.urls import reverse
@@ -184,6 +186,20 @@ def test_a_scoring_client_records_payments_and_nothing_else(django_user_model):
     assert Transaction.objects.filter(transaction_id="t-gw-1").exists()
     label = api.post("/api/transactions/t-gw-1/label", {"is_fraud": True})
     assert label.status_code == 403
+
+
+def test_a_scoring_client_is_not_told_another_payments_values(django_user_model):
+    """An id reused for another payment is a 409 naming what differs; to a
+    gateway that may not read the ledger, without the stored payment's card
+    and amount (an id is no key to someone else's payment)."""
+    transaction_stored("t-taken", user_id="u-victim", amount=Decimal("987.65"))
+    gateway = _member(django_user_model, ROLE_SCORING_CLIENT, staff=False)
+    payment = {"transaction_id": "t-taken", "user_id": "u-9", "amount": "12.50"}
+    response = _api(gateway).post("/api/predict", payment, format="json")
+    assert response.status_code == 409
+    (error,) = response.json()["transaction_id"]
+    assert "another user_id, amount" in error
+    assert "u-victim" not in error and "987.65" not in error
 
 
 @pytest.mark.parametrize("role", [ROLE_SCORING_CLIENT, None])
