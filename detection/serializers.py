@@ -22,6 +22,7 @@ from transactions.messages import (
     transaction_message_parse,
 )
 from transactions.models import Transaction
+from transactions.serializers import ReasonSerializer
 
 
 class TransactionMessageSerializer(serializers.Serializer):
@@ -94,16 +95,6 @@ class WhatIfSerializer(TransactionMessageSerializer):
     """A hypothetical transaction: {user_id, amount, location?, ...}."""
 
     id_prefix = "what-if"
-
-
-class ReasonSerializer(serializers.Serializer):
-    """One rule that fired, with the values that made it fire."""
-
-    code = serializers.CharField()
-    label = serializers.CharField()
-    weight = serializers.FloatField()
-    detail = serializers.CharField()
-    values = serializers.DictField()
 
 
 class VerdictSerializer(serializers.Serializer):
