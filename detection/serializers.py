@@ -70,6 +70,12 @@ class TimestampField(serializers.DateTimeField):
     """An event time as the message schema takes it: ISO 8601 or epoch seconds."""
 
 
+class TransactionIdConflictSerializer(serializers.Serializer):
+    """The 409 of predict: the transaction_id is stored for another payment."""
+
+    transaction_id = serializers.ListField(child=serializers.CharField())
+
+
 class TransactionMessageSerializer(serializers.Serializer):
     """A transaction in the message schema.
 
