@@ -25,6 +25,57 @@ from transactions.messages import (
     transaction_message_parse,
 )
 from transactions.models import Transaction
+from transactions.serializers import ReasonSerializer
+
+# A plain decimal string as `transaction_message_parse` reads it (spaces around
+# it trimmed), with at most two decimals that are not zeros ("12.500" is 12.50).
+AMOUNT_STRING_PATTERN = r"^\s*\+?(\d+(\.\d{0,2}0*)?|\.\d{1,2}0*)\s*$"
+
+
+@extend_schema_field(
+    {
+        "oneOf": [
+            {
+                "type": "string",
+                "format": "decimal",
+                "pattern": AMOUNT_STRING_PATTERN,
+                "example": "25.00",
+            },
+            {
+                "type": "number",
+                "minimum": 0.01,
+                "maximum": float(MAX_AMOUNT),
+                "example": 25.0,
+            },
+        ]
+    }
+)
+class AmountField(serializers.DecimalField):
+    """An amount as the message schema takes it: a decimal string or a number."""
+
+
+@extend_schema_field(
+    {
+        "oneOf": [
+            {"type": "string", "format": "date-time"},
+            {
+                "type": "number",
+                "description": "Epoch seconds.",
+                "minimum": TIMESTAMP_MIN.timestamp(),
+                "maximum": TIMESTAMP_MAX.timestamp(),
+                "exclusiveMaximum": True,
+            },
+        ]
+    }
+)
+class TimestampField(serializers.DateTimeField):
+    """An event time as the message schema takes it: ISO 8601 or epoch seconds."""
+
+
+class TransactionIdConflictSerializer(serializers.Serializer):
+    """The 409 of predict: the transaction_id is stored for another payment."""
+
+    transaction_id = serializers.ListField(child=serializers.CharField())
 
 
 class TransactionMessageSerializer(serializers.Serializer):
@@ -39,17 +90,19 @@ class TransactionMessageSerializer(serializers.Serializer):
         max_length=MAX_ID_LENGTH, required=False, help_text="Generated when absent."
     )
     user_id = serializers.CharField(max_length=MAX_ID_LENGTH)
-    amount = serializers.DecimalField(
+    amount = AmountField(
         max_digits=12,
         decimal_places=2,
-        # A number in the schema, with its bounds (strings are accepted too).
         coerce_to_string=False,
         min_value=Decimal("0.01"),
         max_value=MAX_AMOUNT,
-        help_text="> 0, whole cents: a JSON number or a plain decimal string.",
+        help_text=(
+            f"> 0 and at most {MAX_AMOUNT}, whole cents: a plain decimal string "
+            '("25.00") or a JSON number.'
+        ),
     )
     currency = serializers.CharField(max_length=3, required=False, default="USD")
-    timestamp = serializers.DateTimeField(
+    timestamp = TimestampField(
         required=False,
         help_text=(
             f"ISO 8601 or epoch seconds, from {TIMESTAMP_MIN:%Y-%m-%d} and before "
@@ -99,21 +152,11 @@ class WhatIfSerializer(TransactionMessageSerializer):
     id_prefix = "what-if"
 
 
-class ReasonSerializer(serializers.Serializer):
-    """One rule that fired, with the values that made it fire."""
-
-    code = serializers.CharField()
-    label = serializers.CharField()
-    weight = serializers.FloatField()
-    detail = serializers.CharField()
-    values = serializers.DictField()
-
-
 class VerdictSerializer(serializers.Serializer):
     """The verdict's fields, at the top level of the response."""
 
     transaction_id = serializers.CharField()
-    status = serializers.CharField()
+    status = serializers.ChoiceField(choices=Transaction.Status.choices)
     risk_score = serializers.FloatField()
     reasons = ReasonSerializer(many=True)
     model_score = serializers.FloatField(allow_null=True)

@@ -11,7 +11,7 @@ from django.contrib.admin.models import ADDITION, CHANGE, DELETION, LogEntry
 from django.db import IntegrityError, connection
 from django.db.models import Q
 from django_filters import rest_framework as filters
-from drf_spectacular.utils import OpenApiResponse, extend_schema
+from drf_spectacular.utils import OpenApiResponse, extend_schema_view
 from rest_framework import generics, mixins, status, viewsets
 from rest_framework.permissions import AllowAny, DjangoModelPermissions
 from rest_framework.response import Response
@@ -26,6 +26,7 @@ from detection.serializers import (
     ListEntrySerializer,
     ModelVersionSerializer,
     RuleSerializer,
+    TransactionIdConflictSerializer,
     TransactionMessageSerializer,
     VerdictSerializer,
     WhatIfSerializer,
@@ -37,6 +38,11 @@ from detection.services import (
     transaction_what_if,
 )
 from detection.state import UserState
+from fraudsite.openapi import (
+    SIGNED_IN_WRITE,
+    api_operation,
+    request_body,
+)
 from fraudsite.permissions import READ_PERMISSION, CanRead, permission_required
 from fraudsite.throttling import AnonThrottle, PredictThrottle
 from transactions.filters import query_params_check
@@ -74,7 +80,8 @@ class HealthView(APIView):
     permission_classes = [AllowAny]
     authentication_classes: list = []
 
-    @extend_schema(responses={200: dict, 503: dict})
+    # Without credentials: only the per-address request limit applies.
+    @api_operation(responses={200: dict, 503: dict}, errors=[429])
     def get(self, request):
         """Return {"status", "database", "model_version"}; 503 when the DB is down."""
         try:
@@ -127,18 +134,23 @@ class PredictView(APIView):
 
     permission_classes = permission_required("transactions.add_transaction")
 
-    @extend_schema(
-        request=TransactionMessageSerializer,
+    @api_operation(
+        request=request_body(TransactionMessageSerializer),
         responses={
             201: TransactionSerializer,
             200: TransactionSerializer,
-            400: OpenApiResponse(description="Field errors, by field."),
-            403: OpenApiResponse(description="Needs 'add transaction'."),
             409: OpenApiResponse(
+                TransactionIdConflictSerializer,
                 description="The transaction_id is stored for another payment "
-                "(user_id, amount or currency differ); nothing was scored."
+                "(user_id, amount or currency differ); nothing was scored.",
             ),
-            413: OpenApiResponse(description="Body over the upload limit."),
+        },
+        errors=SIGNED_IN_WRITE,
+        error_descriptions={
+            403: "Needs the 'add transaction' permission (or, signed in by "
+            "session, the CSRF token).",
+            429: "Over API_THROTTLE_PREDICT_RATE (off by default); Retry-After "
+            "says in how many seconds to try again.",
         },
     )
     def post(self, request):
@@ -219,13 +231,11 @@ def _history(state: UserState, features: dict) -> dict:
 class ValidateTransactionView(APIView):
     """Score a hypothetical transaction against the user's history; store nothing."""
 
-    @extend_schema(
-        request=WhatIfSerializer,
-        responses={
-            200: WhatIfVerdictSerializer,
-            400: OpenApiResponse(description="Field errors, by field."),
-            413: OpenApiResponse(description="Body over the upload limit."),
-        },
+    @api_operation(
+        request=request_body(WhatIfSerializer),
+        responses={200: WhatIfVerdictSerializer},
+        errors=SIGNED_IN_WRITE,
+        error_descriptions={403: "Signed in by session, without the CSRF token."},
     )
     def post(self, request):
         """Return the what-if verdict and the user's history context."""
@@ -302,6 +312,46 @@ class ChangeLogged:
         )
 
 
+_LIST_ENTRY_NOT_FOUND = {404: "No list entry has this id."}
+_LIST_ENTRY_WRITE = {
+    403: "Needs the list entry permission of the change (add, change or delete; "
+    "or, signed in by session, the CSRF token)."
+}
+
+
+@extend_schema_view(
+    list=api_operation(
+        responses={200: ListEntrySerializer(many=True)},
+        error_descriptions={400: "An unknown filter, or a bad value of one, named."},
+    ),
+    create=api_operation(
+        request=request_body(ListEntrySerializer),
+        responses={201: ListEntrySerializer},
+        errors=SIGNED_IN_WRITE,
+        error_descriptions=_LIST_ENTRY_WRITE,
+    ),
+    retrieve=api_operation(
+        responses={200: ListEntrySerializer},
+        error_descriptions=_LIST_ENTRY_NOT_FOUND,
+    ),
+    update=api_operation(
+        request=request_body(ListEntrySerializer),
+        responses={200: ListEntrySerializer},
+        errors=SIGNED_IN_WRITE,
+        error_descriptions={**_LIST_ENTRY_WRITE, **_LIST_ENTRY_NOT_FOUND},
+    ),
+    partial_update=api_operation(
+        request=request_body(ListEntrySerializer(partial=True)),
+        responses={200: ListEntrySerializer},
+        errors=SIGNED_IN_WRITE,
+        error_descriptions={**_LIST_ENTRY_WRITE, **_LIST_ENTRY_NOT_FOUND},
+    ),
+    destroy=api_operation(
+        responses={204: None},
+        errors=(401, 403, 429),
+        error_descriptions={**_LIST_ENTRY_WRITE, **_LIST_ENTRY_NOT_FOUND},
+    ),
+)
 class ListEntryViewSet(ChangeLogged, viewsets.ModelViewSet):
     """The block and allow lists: cards, merchants and countries.
 
@@ -339,6 +389,31 @@ class ListEntryViewSet(ChangeLogged, viewsets.ModelViewSet):
         instance.delete()
 
 
+_RULE_NOT_FOUND = {404: "No rule has this code."}
+_RULE_WRITE = {403: 'Needs "Can change rule" (Risk admin).'}
+
+
+@extend_schema_view(
+    list=api_operation(
+        responses={200: RuleSerializer(many=True)},
+        error_descriptions={400: "A query parameter: this list has no filters."},
+    ),
+    retrieve=api_operation(
+        responses={200: RuleSerializer}, error_descriptions=_RULE_NOT_FOUND
+    ),
+    update=api_operation(
+        request=request_body(RuleSerializer),
+        responses={200: RuleSerializer},
+        errors=SIGNED_IN_WRITE,
+        error_descriptions={**_RULE_WRITE, **_RULE_NOT_FOUND},
+    ),
+    partial_update=api_operation(
+        request=request_body(RuleSerializer(partial=True)),
+        responses={200: RuleSerializer},
+        errors=SIGNED_IN_WRITE,
+        error_descriptions={**_RULE_WRITE, **_RULE_NOT_FOUND},
+    ),
+)
 class RuleViewSet(
     ChangeLogged,
     mixins.ListModelMixin,
@@ -373,6 +448,24 @@ class RuleViewSet(
         return super().list(request, *args, **kwargs)
 
 
+_THRESHOLDS_WRITE = {403: 'Needs "Can change decision thresholds" (Risk admin).'}
+
+
+@extend_schema_view(
+    get=api_operation(responses={200: DecisionThresholdsSerializer}),
+    put=api_operation(
+        request=request_body(DecisionThresholdsSerializer),
+        responses={200: DecisionThresholdsSerializer},
+        errors=SIGNED_IN_WRITE,
+        error_descriptions=_THRESHOLDS_WRITE,
+    ),
+    patch=api_operation(
+        request=request_body(DecisionThresholdsSerializer(partial=True)),
+        responses={200: DecisionThresholdsSerializer},
+        errors=SIGNED_IN_WRITE,
+        error_descriptions=_THRESHOLDS_WRITE,
+    ),
+)
 class DecisionThresholdsView(ChangeLogged, generics.RetrieveUpdateAPIView):
     """The risk cut-offs: `suspicious` from the first, `fraud` from the second.
 
@@ -397,6 +490,16 @@ class DecisionThresholdsView(ChangeLogged, generics.RetrieveUpdateAPIView):
         return thresholds
 
 
+@extend_schema_view(
+    list=api_operation(
+        responses={200: ModelVersionSerializer(many=True)},
+        error_descriptions={400: "It takes no parameters; one given is named."},
+    ),
+    retrieve=api_operation(
+        responses={200: ModelVersionSerializer},
+        error_descriptions={404: "No model version has this name."},
+    ),
+)
 class ModelVersionViewSet(viewsets.ReadOnlyModelViewSet):
     """The stored model versions, newest first: training window, the retrain's
     activation decision and figures, and what its classifier learned from.

@@ -170,6 +170,25 @@ class StrictOrderingFilter(OrderingFilter):
             for name in ordering
         ]
 
+    def get_schema_operation_parameters(self, view):
+        """Describe `ordering` with the columns it accepts (and their `-`)."""
+        names = [name for name, _label in self.get_valid_fields(None, view)]
+        aliased = ", ".join(
+            f"`{alias}` sorts by {column}" for alias, column in self.aliases.items()
+        )
+        (parameter,) = super().get_schema_operation_parameters(view)
+        parameter["description"] = (
+            "The column to sort by, ascending, or descending with a leading `-` "
+            f"(default {view.ordering[0]}: newest first). One column only: a "
+            f"second (`amount,id`) is a 400; the list's pages break ties newest "
+            f"first. {aliased} (the amount in the base currency)."
+        )
+        parameter["schema"] = {
+            "type": "string",
+            "enum": [variant for name in names for variant in (name, f"-{name}")],
+        }
+        return [parameter]
+
     def remove_invalid_fields(self, queryset, fields, view, request):
         """Return the valid fields; raise ValidationError naming the allowed ones.
 

@@ -198,10 +198,51 @@ class TransactionCursorPagination(CursorPagination):
 
     def get_paginated_response_schema(self, schema):
         """Describe the {items, meta} envelope in the OpenAPI schema."""
+        count = {"type": "integer", "minimum": 0}
+        link = {"type": "string", "format": "uri", "nullable": True}
+        by_status = {
+            "type": "object",
+            "description": "Stored verdicts by status (all of them, not filtered).",
+            "properties": dict.fromkeys(Transaction.Status.values, count),
+            "required": list(Transaction.Status.values),
+        }
+        meta = {
+            "type": "object",
+            "description": "About the page and the ledger.",
+            "properties": {
+                "total": {
+                    **count,
+                    "description": "Stored verdicts (all of them, not filtered).",
+                },
+                "by_status": by_status,
+                "flagged": {**count, "description": "Suspicious and fraud verdicts."},
+                "flagged_rate": {
+                    "type": "number",
+                    "minimum": 0,
+                    "maximum": 1,
+                    "description": "flagged / total (0 when there are none).",
+                },
+                "count": {**count, "description": "Items on this page."},
+                "matching": {
+                    **count,
+                    "nullable": True,
+                    "description": "With count=1: the rows the filters select, "
+                    f"up to {MATCHING_COUNT_CAP:,}; else null.",
+                },
+                "matching_capped": {
+                    "type": "boolean",
+                    "description": "Whether more rows than `matching` match.",
+                },
+                "next": {**link, "description": "The next page, or null at the end."},
+                "previous": {
+                    **link,
+                    "description": "The page before, or null on the first.",
+                },
+            },
+        }
+        meta["required"] = list(meta["properties"])
         return {
             "type": "object",
-            "properties": {
-                "items": schema,
-                "meta": {"type": "object", "additionalProperties": True},
-            },
+            "properties": {"items": schema, "meta": meta},
+            "required": ["items", "meta"],
         }

@@ -43,6 +43,30 @@ class LabelCreateSerializer(serializers.Serializer):
     )
 
 
+class ReasonSerializer(serializers.Serializer):
+    """One rule that fired, with the values that made it fire."""
+
+    code = serializers.CharField(
+        help_text="The rule's code (the `rule` filter of the transactions list)."
+    )
+    label = serializers.CharField(help_text="The rule's name.")
+    weight = serializers.FloatField(help_text="The rule's weight in the risk.")
+    detail = serializers.CharField(help_text="Why it fired, in words.")
+    values = serializers.DictField(
+        help_text="The figures it fired on, by name (amounts in the base currency)."
+    )
+
+
+@extend_schema_field(ReasonSerializer(many=True))
+class ReasonsField(serializers.JSONField):
+    """The stored reasons as they are (a list of Reason objects)."""
+
+
+@extend_schema_field(serializers.ListField(child=serializers.CharField()))
+class NotesField(serializers.JSONField):
+    """The stored notes as they are (a list of strings)."""
+
+
 class TransactionSerializer(serializers.ModelSerializer):
     """A stored transaction with its verdict at the top level.
 
@@ -56,6 +80,13 @@ class TransactionSerializer(serializers.ModelSerializer):
     # schema's enum would leave out "" (no channel given).
     channel = serializers.ChoiceField(
         choices=Transaction.Channel.choices, allow_blank=True, read_only=True
+    )
+    # Stored JSON, shown as it is; declared for their types in the schema.
+    reasons = ReasonsField(
+        read_only=True, help_text=Transaction._meta.get_field("reasons").help_text
+    )
+    notes = NotesField(
+        read_only=True, help_text=Transaction._meta.get_field("notes").help_text
     )
 
     class Meta:

@@ -14,7 +14,6 @@ from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import (
     OpenApiParameter,
     OpenApiResponse,
-    extend_schema,
     extend_schema_view,
 )
 from rest_framework import status, viewsets
@@ -23,6 +22,7 @@ from rest_framework.exceptions import ValidationError
 from rest_framework.response import Response
 
 from detection.services import transaction_label
+from fraudsite.openapi import SIGNED_IN, SIGNED_IN_WRITE, api_operation, request_body
 from fraudsite.permissions import permission_required
 from transactions.cells import cell_quote
 from transactions.filters import (
@@ -104,8 +104,18 @@ def _export_cells(row: tuple) -> list:
     return cells
 
 
+# The list's own errors, beside SIGNED_IN's.
+_LIST_ERRORS = {
+    400: "A bad filter, ordering or page size, or an unknown parameter, named.",
+    404: "A cursor that is not valid (altered, or made for another ordering).",
+}
+_NOT_FOUND = {404: "No transaction has this transaction_id."}
+
+
 @extend_schema_view(
-    list=extend_schema(
+    list=api_operation(
+        errors=SIGNED_IN,
+        error_descriptions=_LIST_ERRORS,
         parameters=[
             OpenApiParameter(
                 "n",
@@ -125,14 +135,12 @@ def _export_cells(row: tuple) -> list:
                 ),
             ),
         ],
-        responses={
-            200: TransactionSerializer(many=True),
-            400: OpenApiResponse(
-                description="A bad filter, ordering or page size, named."
-            ),
-        },
+        responses={200: TransactionSerializer(many=True)},
     ),
-    retrieve=extend_schema(
+    retrieve=api_operation(
+        responses={200: TransactionSerializer},
+        errors=SIGNED_IN,
+        error_descriptions=_NOT_FOUND,
         description=(
             "One stored verdict by its transaction id: the payment, status, risk, "
             "reasons with their values, notes and labels (newest first)."
@@ -174,7 +182,7 @@ class TransactionViewSet(viewsets.ReadOnlyModelViewSet):
         _params_check(request, {"n", "cursor", "format", "count"})
         return super().list(request, *args, **kwargs)
 
-    @extend_schema(
+    @api_operation(
         # The list's filters and ordering, discovered from its filter backends.
         filters=True,
         responses={
@@ -182,9 +190,11 @@ class TransactionViewSet(viewsets.ReadOnlyModelViewSet):
                 OpenApiTypes.STR,
                 description=f"One line per transaction: {', '.join(EXPORT_COLUMNS)}.",
             ),
-            400: OpenApiResponse(
-                description="A bad filter, or more rows than API_EXPORT_MAX_ROWS."
-            ),
+        },
+        errors=SIGNED_IN,
+        error_descriptions={
+            400: "A bad filter or ordering, an unknown parameter, or more rows "
+            "than API_EXPORT_MAX_ROWS (`detail`)."
         },
     )
     @action(detail=False, methods=["get"], url_path="export")
@@ -278,12 +288,14 @@ class TransactionViewSet(viewsets.ReadOnlyModelViewSet):
             )
         )
 
-    @extend_schema(
-        request=LabelCreateSerializer,
-        responses={
-            201: LabelSerializer,
-            400: OpenApiResponse(description="Field errors, by field."),
-            403: OpenApiResponse(description="Needs 'add label'."),
+    @api_operation(
+        request=request_body(LabelCreateSerializer),
+        responses={201: LabelSerializer},
+        errors=SIGNED_IN_WRITE,
+        error_descriptions={
+            **_NOT_FOUND,
+            403: "Needs the 'add label' permission (or, signed in by session, "
+            "the CSRF token).",
         },
     )
     @action(
@@ -312,7 +324,12 @@ class TransactionViewSet(viewsets.ReadOnlyModelViewSet):
         )
         return Response(LabelSerializer(label).data, status=status.HTTP_201_CREATED)
 
-    @extend_schema(responses={200: LabelSerializer(many=True)}, filters=False)
+    @api_operation(
+        responses={200: LabelSerializer(many=True)},
+        errors=SIGNED_IN,
+        error_descriptions={**_NOT_FOUND, 400: "An unknown query parameter, named."},
+        filters=False,
+    )
     @action(
         detail=True,
         methods=["get"],
