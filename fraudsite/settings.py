@@ -107,6 +107,8 @@ MIDDLEWARE = [
     "fraudsite.middleware.RequestErrorsMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
+    # Before anything reads the body (CSRF reads the form): DRF needs its length.
+    "fraudsite.middleware.ChunkedBodyLengthMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
