@@ -107,6 +107,8 @@ MIDDLEWARE = [
     "fraudsite.middleware.RequestErrorsMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
+    # Before anything reads the body (CSRF reads the form): DRF needs its length.
+    "fraudsite.middleware.ChunkedBodyLengthMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -440,7 +442,8 @@ REST_FRAMEWORK = {
         "fraudsite.throttling.UserThrottle",
         "fraudsite.throttling.AnonThrottle",
     ],
-    "EXCEPTION_HANDLER": "rest_framework.views.exception_handler",
+    # DRF's, but a call that fails authentication counts against the "anon" limit.
+    "EXCEPTION_HANDLER": "fraudsite.throttling.exception_handler",
 }
 SPECTACULAR_SETTINGS = {
     "TITLE": "Fraudsite API",
@@ -455,7 +458,8 @@ SPECTACULAR_SETTINGS = {
 # Request limits (DRF rate syntax: "N/s", "N/min", "N/hour", "N/day"; `off`: none).
 # Over the limit, the API answers 429 with Retry-After. Per signed-in user: generous
 # for a dashboard or a gateway calling /api/predict; per address for calls without
-# credentials (health, schema). Counts are kept in the cache below.
+# valid credentials (health, schema, and 401s: a bad token or none where one is
+# needed, see fraudsite.throttling.exception_handler). Counts are kept in the cache.
 API_THROTTLE_RATES = {
     scope: None if rate.strip().lower() == "off" else rate.strip()
     for scope, rate in (

@@ -4,6 +4,10 @@ The counts live in the default cache (Redis, shared by every web process), so a
 limit holds across workers. Throttling guards the database from a runaway script;
 it must never be the thing that stops scoring: when the cache cannot be reached
 the request is let through and the outage logged (at most once a minute).
+
+DRF checks credentials and permissions before throttles, so a call with a bad
+token, or none where one is needed, would get its 401 however often it came:
+`exception_handler` counts it against the per-address limit first.
 """
 
 from __future__ import annotations
@@ -12,11 +16,13 @@ import logging
 import time
 
 from django.conf import settings
+from rest_framework.exceptions import AuthenticationFailed, NotAuthenticated, Throttled
 from rest_framework.throttling import (
     AnonRateThrottle,
     BaseThrottle,
     UserRateThrottle,
 )
+from rest_framework.views import exception_handler as drf_exception_handler
 
 logger = logging.getLogger(__name__)
 
@@ -63,6 +69,10 @@ class UserThrottle(_SettingsRateMixin, UserRateThrottle):
 class AnonThrottle(_SettingsRateMixin, AnonRateThrottle):
     """Requests per client address without credentials, scope "anon"."""
 
+    def allow_request(self, request, view):
+        request._anon_throttle_counted = True  # once per request, not again on a 401
+        return super().allow_request(request, view)
+
 
 class PredictThrottle(_SettingsRateMixin, UserRateThrottle):
     """POST /api/predict per signed-in user, scope "predict" (off by default: a
@@ -70,3 +80,22 @@ class PredictThrottle(_SettingsRateMixin, UserRateThrottle):
     general per-user limit; set API_THROTTLE_PREDICT_RATE to cap it)."""
 
     scope = "predict"
+
+
+def exception_handler(exc, context):
+    """DRF's exception handler, but a call that fails authentication (a bad token,
+    no credentials where they are needed) is first counted against the view's
+    per-address anonymous limit: over it, the answer is DRF's 429 with
+    Retry-After instead of the 401."""
+    view, request = context.get("view"), context.get("request")
+    if (
+        isinstance(exc, NotAuthenticated | AuthenticationFailed)
+        and view is not None
+        and request is not None
+        and not getattr(request, "_anon_throttle_counted", False)
+    ):
+        throttles = [t for t in view.get_throttles() if isinstance(t, AnonThrottle)]
+        waits = [t.wait() for t in throttles if not t.allow_request(request, view)]
+        if waits:
+            exc = Throttled(max((w for w in waits if w is not None), default=None))
+    return drf_exception_handler(exc, context)

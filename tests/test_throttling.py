@@ -1,6 +1,7 @@
 """API request limits: 429 with Retry-After per user and per address; the limits'
 counts live in Redis (the real one), and an unreachable cache never blocks the API."""
 
+import base64
 import logging
 import socket
 import uuid
@@ -9,7 +10,11 @@ import pytest
 from django.conf import settings
 from django.contrib.auth.models import Permission
 from django.test import override_settings
-from rest_framework.test import APIClient
+from rest_framework.authtoken.models import Token
+from rest_framework.exceptions import NotAuthenticated
+from rest_framework.permissions import AllowAny
+from rest_framework.test import APIClient, APIRequestFactory
+from rest_framework.views import APIView
 
 from tests.test_settings import settings_value
 
@@ -59,6 +64,66 @@ def test_calls_without_credentials_are_limited_per_address(fresh_cache):
     with override_settings(API_THROTTLE_RATES={"user": None, "anon": "2/min"}):
         codes = [client.get("/api/").status_code for _ in range(3)]
     assert codes == [200, 200, 429]
+
+
+def test_calls_that_fail_authentication_are_limited_per_address(
+    fresh_cache, staff_user
+):
+    """DRF refuses bad credentials before its throttles run; they count against
+    the per-address limit all the same (a bad token, a Basic header, none), with
+    calls that need none: over it, 429 with Retry-After instead of 401. A good
+    token from that address is not held to it."""
+    basic = base64.b64encode(b"analyst:wrong-password").decode()
+    good = APIClient()
+    good.credentials(
+        HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=staff_user)}"
+    )
+
+    def call(path: str, authorization: str | None = None):
+        client = APIClient()
+        if authorization:
+            client.credentials(HTTP_AUTHORIZATION=authorization)
+        if path == "/api/predict":
+            return client.post(path, {"user_id": "u", "amount": "5"}, format="json")
+        return client.get(path)
+
+    with override_settings(API_THROTTLE_RATES={"user": None, "anon": "4/min"}):
+        codes = [
+            call("/api/").status_code,
+            call("/api/transactions", "Token deadbeef1").status_code,
+            call("/api/transactions", f"Basic {basic}").status_code,
+            call("/api/predict").status_code,
+        ]
+        assert codes == [200, 401, 401, 401]
+        for response in (
+            call("/api/transactions", "Token deadbeef2"),
+            call("/api/predict", "Token deadbeef3"),
+            call("/api/transactions"),
+        ):
+            assert response.status_code == 429, response.content
+            assert 0 < int(response["Retry-After"]) <= 60
+        assert good.get("/api/transactions").status_code == 200
+        predicted = good.post(
+            "/api/predict", {"user_id": "u", "amount": "5"}, format="json"
+        )
+        assert predicted.status_code == 201, predicted.content
+
+
+class _RefusesAfterThrottles(APIView):
+    """Lets anyone past its checks (throttles included), then answers 401."""
+
+    permission_classes = [AllowAny]
+
+    def get(self, request):
+        raise NotAuthenticated
+
+
+def test_a_401_after_the_throttles_ran_is_counted_once(fresh_cache):
+    view = _RefusesAfterThrottles.as_view()
+    factory = APIRequestFactory()
+    with override_settings(API_THROTTLE_RATES={"user": None, "anon": "2/min"}):
+        codes = [view(factory.get("/refuses")).status_code for _ in range(3)]
+    assert codes == [401, 401, 429]
 
 
 def test_a_forwarded_for_header_does_not_make_a_new_client(fresh_cache):
