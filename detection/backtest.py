@@ -38,14 +38,17 @@ from detection.scoring import (
     transaction_score_batch,
 )
 from detection.services import features_replay
+from detection.services.training import message_as_scored
 from detection.state import FEATURE_NAMES, InMemoryStateStore
 from transactions.cells import cell_unquote
 from transactions.messages import (
+    SCORING_INPUT_FIELDS,
     MessageError,
     TransactionMessage,
     text_encodable,
     transaction_message_parse,
 )
+from transactions.models import Transaction
 
 BATCH_SIZE = 1000
 
@@ -468,3 +471,23 @@ def verdict_line(verdict: Verdict) -> str:
         },
         separators=(",", ":"),
     )
+
+
+def ledger_messages(*, since: datetime, until: datetime) -> list[TransactionMessage]:
+    """Return the stored transactions with event times in [since, until), in
+    event order, for a backtest: each as it was scored (amounts as compared:
+    `message_as_scored`), with its latest label as `is_fraud` (None: not
+    labelled), the ground truth a CSV export gives `manage.py backtest`."""
+    rows = (
+        Transaction.objects.filter(timestamp__gte=since, timestamp__lt=until)
+        .with_latest_label()
+        .order_by("timestamp", "id")
+        .values(*SCORING_INPUT_FIELDS, "amount_base", "latest_label_fraud")
+    )
+    messages = []
+    for row in rows.iterator(chunk_size=2000):
+        label = row.pop("latest_label_fraud")
+        message = message_as_scored(row)
+        message.is_fraud = label
+        messages.append(message)
+    return messages

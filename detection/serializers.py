@@ -278,6 +278,67 @@ class DecisionThresholdsSerializer(serializers.ModelSerializer):
         return attrs
 
 
+class BacktestRequestSerializer(serializers.Serializer):
+    """A backtest of the stored ledger: what to replay, where training stops,
+    and optionally a draft rule set to compare with the live one."""
+
+    since = serializers.DateTimeField(
+        help_text="Event time from which stored transactions are replayed."
+    )
+    train_until = serializers.DateTimeField(
+        help_text="The model is trained on what is before it; the rest is scored."
+    )
+    until = serializers.DateTimeField(
+        required=False, help_text="Event time the replay stops before (default: now)."
+    )
+    draft = serializers.JSONField(
+        required=False,
+        help_text='Changes to the live rules and thresholds: {"rules": {"amount_spike"'
+        ': {"weight": 0.3}}, "thresholds": {"suspicious": 0.45}}, checked as admin '
+        "checks them.",
+    )
+    label_maturity_days = serializers.FloatField(
+        required=False,
+        default=0.0,
+        min_value=0.0,
+        help_text="The classifier learns only from labels this old at train_until.",
+    )
+
+    def validate(self, attrs):
+        attrs.setdefault("until", timezone.now())
+        if not attrs["since"] < attrs["train_until"] < attrs["until"]:
+            raise serializers.ValidationError(
+                {"train_until": ["Need since < train_until < until."]}
+            )
+        return attrs
+
+
+class BacktestMetricsSerializer(serializers.Serializer):
+    """One rule set's figures over the scored part (precision and the rest over
+    the labelled rows; absent without labels)."""
+
+    scored = serializers.IntegerField()
+    by_status = serializers.DictField(child=serializers.IntegerField())
+    rule_hits = serializers.DictField(child=serializers.IntegerField())
+    labelled = serializers.IntegerField(required=False)
+    fraud = serializers.IntegerField(required=False)
+    precision = serializers.FloatField(required=False, allow_null=True)
+    recall = serializers.FloatField(required=False, allow_null=True)
+    average_precision = serializers.FloatField(required=False)
+    roc_auc = serializers.FloatField(required=False)
+
+
+class BacktestResultSerializer(serializers.Serializer):
+    """What a backtest trained on and the figures of each rule set."""
+
+    replayed = serializers.IntegerField()
+    trained_on = serializers.IntegerField()
+    model_version = serializers.CharField(allow_blank=True)
+    classifier = serializers.CharField(allow_blank=True)
+    live = BacktestMetricsSerializer()
+    draft = BacktestMetricsSerializer(allow_null=True)
+
+
 class ListEntrySerializer(serializers.ModelSerializer):
     """A block or allow list entry; the value is normalised as the model does."""
 

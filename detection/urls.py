@@ -7,6 +7,7 @@ accept both spellings instead of relying on APPEND_SLASH.
 from django.urls import re_path
 
 from detection.views import (
+    BacktestView,
     DecisionThresholdsView,
     HealthView,
     ListEntryViewSet,
@@ -25,6 +26,7 @@ router.register("rules", RuleViewSet, basename="rule")
 urlpatterns = [
     re_path(r"^$", HealthView.as_view(), name="api-health"),
     re_path(r"^predict/?$", PredictView.as_view(), name="api-predict"),
+    re_path(r"^backtest/?$", BacktestView.as_view(), name="api-backtest"),
     re_path(r"^thresholds/?$", DecisionThresholdsView.as_view(), name="api-thresholds"),
     re_path(
         r"^validate-transaction/?$",

@@ -13,15 +13,23 @@ from django.db.models import Q
 from django_filters import rest_framework as filters
 from drf_spectacular.utils import OpenApiResponse, extend_schema_view
 from rest_framework import generics, mixins, status, viewsets
+from rest_framework.exceptions import ValidationError
 from rest_framework.permissions import AllowAny, DjangoModelPermissions
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from detection.backtest import DraftError, backtest_run, draft_config, ledger_messages
 from detection.events import VerdictsPublisher
 from detection.models import DecisionThresholds, ListEntry, ModelVersion, Rule
 from detection.profiles import OrmStateStore
-from detection.scoring import scoring_config_current, scoring_provider
+from detection.scoring import (
+    scoring_config_current,
+    scoring_config_from_db,
+    scoring_provider,
+)
 from detection.serializers import (
+    BacktestRequestSerializer,
+    BacktestResultSerializer,
     DecisionThresholdsSerializer,
     ListEntrySerializer,
     ModelVersionSerializer,
@@ -191,6 +199,86 @@ class PredictView(APIView):
                 {"transaction_id": [conflict]}, status=status.HTTP_409_CONFLICT
             )
         return Response(TransactionSerializer(stored).data, status=status.HTTP_200_OK)
+
+
+class BacktestView(APIView):
+    """Replay stored transactions with isolated state: train a model on those
+    before `train_until`, score the rest with the live rules and thresholds
+    and, with a `draft`, with the draft's too (same model, same card states),
+    and answer both sets of figures. Nothing live changes.
+
+    As `manage.py backtest --compare`, over the ledger instead of a file: the
+    ground truth is each transaction's latest label; merchant_fraud and the
+    lists are left out (today's knowledge of the past). At most
+    API_BACKTEST_MAX_ROWS transactions; the answer comes when it is done.
+    """
+
+    def get_view_name(self):
+        """Return the browsable API's title for this page."""
+        return "Backtest"
+
+    @api_operation(
+        request=request_body(BacktestRequestSerializer),
+        responses={200: BacktestResultSerializer},
+        errors=(400, 401, 403, 413, 429),
+        error_descriptions={
+            400: "A bad field or draft (named), more than API_BACKTEST_MAX_ROWS "
+            "transactions, or nothing to train on or to score."
+        },
+    )
+    def post(self, request):
+        """Backtest the live rule set, and a draft of it, on stored transactions."""
+        params = BacktestRequestSerializer(data=request.data)
+        params.is_valid(raise_exception=True)
+        since, until = params.validated_data["since"], params.validated_data["until"]
+        train_until = params.validated_data["train_until"]
+        config = scoring_config_from_db(model=None)
+        draft = None
+        if "draft" in params.validated_data:
+            try:
+                draft = draft_config(params.validated_data["draft"], live=config)
+            except DraftError as exc:
+                raise ValidationError({"draft": [str(exc)]}) from exc
+        matching = Transaction.objects.filter(
+            timestamp__gte=since, timestamp__lt=until
+        ).count()
+        maximum = settings.API_BACKTEST_MAX_ROWS
+        if matching > maximum:
+            raise ValidationError(
+                {
+                    "detail": f"{matching:,} transactions are between since and "
+                    f"until; a backtest replays at most {maximum:,} "
+                    "(API_BACKTEST_MAX_ROWS). Narrow the window."
+                }
+            )
+        messages = ledger_messages(since=since, until=until)
+        if not any(m.timestamp < train_until for m in messages) or not any(
+            m.timestamp >= train_until for m in messages
+        ):
+            raise ValidationError(
+                {
+                    "train_until": [
+                        "Stored transactions are needed on both sides of it: "
+                        "before (to train) and after (to score)."
+                    ]
+                }
+            )
+        result = backtest_run(
+            messages,
+            train_until=train_until,
+            config=config,
+            draft=draft,
+            label_maturity_seconds=params.validated_data["label_maturity_days"] * 86400,
+        )
+        body = {
+            "replayed": len(messages),
+            "trained_on": result.trained_on,
+            "model_version": result.model_version,
+            "classifier": result.classifier,
+            "live": result.metrics,
+            "draft": result.draft_metrics,
+        }
+        return Response(BacktestResultSerializer(body).data)
 
 
 def _history(state: UserState, features: dict) -> dict:

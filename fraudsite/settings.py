@@ -482,6 +482,8 @@ METRICS_TOKEN = env.str("METRICS_TOKEN", default="")
 API_TRANSACTIONS_MAX_PAGE_SIZE = env.int("API_TRANSACTIONS_MAX_PAGE_SIZE", default=500)
 # Most rows one CSV export (GET /api/transactions/export) may hold.
 API_EXPORT_MAX_ROWS = env.int("API_EXPORT_MAX_ROWS", default=100_000)
+# Most stored transactions one POST /api/backtest replays (it answers when done).
+API_BACKTEST_MAX_ROWS = env.int("API_BACKTEST_MAX_ROWS", default=50_000)
 
 # Any case ("info" too); a level logging does not know stops start-up with a
 # message instead of "Unable to configure root logger".
