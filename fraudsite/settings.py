@@ -443,7 +443,7 @@ REST_FRAMEWORK = {
         "fraudsite.throttling.AnonThrottle",
     ],
     # DRF's, but a call that fails authentication counts against the "anon" limit.
-    "EXCEPTION_HANDLER": "fraudsite.throttling.exception_handler",
+    "EXCEPTION_HANDLER": "fraudsite.exceptions.exception_handler",
 }
 SPECTACULAR_SETTINGS = {
     "TITLE": "Fraudsite API",
@@ -459,7 +459,7 @@ SPECTACULAR_SETTINGS = {
 # Over the limit, the API answers 429 with Retry-After. Per signed-in user: generous
 # for a dashboard or a gateway calling /api/predict; per address for calls without
 # valid credentials (health, schema, and 401s: a bad token or none where one is
-# needed, see fraudsite.throttling.exception_handler). Counts are kept in the cache.
+# needed, see fraudsite.exceptions.exception_handler). Counts are kept in the cache.
 API_THROTTLE_RATES = {
     scope: None if rate.strip().lower() == "off" else rate.strip()
     for scope, rate in (

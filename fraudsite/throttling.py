@@ -7,7 +7,8 @@ the request is let through and the outage logged (at most once a minute).
 
 DRF checks credentials and permissions before throttles, so a call with a bad
 token, or none where one is needed, would get its 401 however often it came:
-`exception_handler` counts it against the per-address limit first.
+`fraudsite.exceptions.exception_handler` counts it against the per-address
+limit first.
 """
 
 from __future__ import annotations
@@ -16,13 +17,11 @@ import logging
 import time
 
 from django.conf import settings
-from rest_framework.exceptions import AuthenticationFailed, NotAuthenticated, Throttled
 from rest_framework.throttling import (
     AnonRateThrottle,
     BaseThrottle,
     UserRateThrottle,
 )
-from rest_framework.views import exception_handler as drf_exception_handler
 
 logger = logging.getLogger(__name__)
 
@@ -80,22 +79,3 @@ class PredictThrottle(_SettingsRateMixin, UserRateThrottle):
     general per-user limit; set API_THROTTLE_PREDICT_RATE to cap it)."""
 
     scope = "predict"
-
-
-def exception_handler(exc, context):
-    """DRF's exception handler, but a call that fails authentication (a bad token,
-    no credentials where they are needed) is first counted against the view's
-    per-address anonymous limit: over it, the answer is DRF's 429 with
-    Retry-After instead of the 401."""
-    view, request = context.get("view"), context.get("request")
-    if (
-        isinstance(exc, NotAuthenticated | AuthenticationFailed)
-        and view is not None
-        and request is not None
-        and not getattr(request, "_anon_throttle_counted", False)
-    ):
-        throttles = [t for t in view.get_throttles() if isinstance(t, AnonThrottle)]
-        waits = [t.wait() for t in throttles if not t.allow_request(request, view)]
-        if waits:
-            exc = Throttled(max((w for w in waits if w is not None), default=None))
-    return drf_exception_handler(exc, context)

@@ -199,3 +199,30 @@ def test_rates_are_read_from_the_environment():
     assert result.stdout.strip() == (
         "{'user': '5000/hour', 'anon': '20/s', 'predict': None}"
     )
+
+
+def test_the_throttles_import_before_drf_views():
+    """django-axes imports fraudsite.throttling (the client address) before any
+    DRF view, as a sign-in does in a fresh process (`make bench`'s
+    bench_dashboard): that import must not need DRF's views, whose import reads
+    the throttle classes from this module."""
+    import os
+    import subprocess
+    import sys
+
+    script = (
+        "import django; django.setup(); import fraudsite.throttling; "
+        "from rest_framework.views import APIView; print(APIView.throttle_classes)"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={
+            **os.environ,
+            "DJANGO_SETTINGS_MODULE": "fraudsite.settings",
+        },
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "UserThrottle" in result.stdout

@@ -377,3 +377,11 @@ def test_the_overview_points_at_unresolved_dead_letters(client, staff_user):
     link = "/admin/detection/deadletter/?resolved=no"
     assert link in page
     assert client.get(link).status_code == 200
+
+
+def test_the_dashboard_benchmark_reads_its_pages(capsys):
+    """bench_dashboard's user reads the pages it times (a 403 would stop it)."""
+    from django.core.management import call_command
+
+    call_command("bench_dashboard", "--repeat", "1")
+    assert "Stored transactions" in capsys.readouterr().out

@@ -6,10 +6,12 @@ import statistics
 import time
 
 from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Permission
 from django.core.management.base import BaseCommand, CommandError
 from django.test import Client
 from django.test.utils import override_settings
 
+from fraudsite.permissions import READ_PERMISSION
 from transactions.selectors import verdict_totals
 
 # (label, path, held to the budget): what an analyst's browser asks for when
@@ -51,6 +53,11 @@ class Command(BaseCommand):
         self.stdout.write(f"Stored transactions (from tallies): {total:,}")
         user_model = get_user_model()
         user = user_model.objects.create_user(username=BENCH_USERNAME, is_staff=True)
+        # The pages take the read permission, as for any analyst (a Viewer's).
+        app_label, codename = READ_PERMISSION.split(".")
+        user.user_permissions.add(
+            Permission.objects.get(content_type__app_label=app_label, codename=codename)
+        )
         over_budget = []
         try:
             # The test client's host is "testserver"; allow it for this run only.
