@@ -170,11 +170,11 @@ def group_lag(bootstrap: str, group: str, topic: str) -> int | None:
         client.close()
 
 
-def topic_last_values(
+def topic_last_records(
     topic: str, *, bootstrap: str | None = None, timeout_seconds: float = 10.0
-) -> list[bytes]:
-    """Return the value of the last record of each partition of `topic` that
-    holds one (not through a group: nothing is committed or disturbed).
+) -> list:
+    """Return the last record of each partition of `topic` that holds one (not
+    through a group: nothing is committed or disturbed).
 
     A partition that does not answer within `timeout_seconds` is left out.
     """
@@ -193,14 +193,14 @@ def topic_last_values(
         consumer.assign(list(last))
         for tp, offset in last.items():
             consumer.seek(tp, offset)
-        values: dict[TopicPartition, bytes] = {}
+        found: dict[TopicPartition, object] = {}
         deadline = time.monotonic() + timeout_seconds
-        while len(values) < len(last) and time.monotonic() < deadline:
+        while len(found) < len(last) and time.monotonic() < deadline:
             for tp, records in consumer.poll(timeout_ms=200).items():
                 for record in records:
-                    if record.offset >= last[tp] and record.value is not None:
-                        values[tp] = record.value
-        return list(values.values())
+                    if record.offset >= last[tp]:
+                        found[tp] = record
+        return list(found.values())
     finally:
         consumer.close()
 

@@ -32,7 +32,6 @@ from detection.kafka import (
     producer_create,
     transactions_produce,
 )
-from detection.management.commands import produce_transactions
 from detection.models import AlertDelivery, AlertWebhook, DeadLetter, Rule, UserProfile
 from detection.retrying import StreamDatabaseError
 from detection.scoring import ScoringConfigProvider
@@ -824,14 +823,31 @@ def test_a_restarted_simulator_starts_after_the_payments_it_already_sent(
         call_command("produce_transactions", "--start", "soon", stdout=StringIO())
 
 
+def _after_stored_first(topic: str, bootstrap: str, already: int) -> datetime:
+    """Run the simulator (seed 3) with `--start after-stored` for 20 payments
+    on a topic holding `already` records; return the event time of the first
+    it sent (read back from the topic)."""
+    call_command(
+        "produce_transactions",
+        "--topic", topic, "--count", "20", "--seed", "3", "--users", "5",
+        "--start", "after-stored",
+        stdout=StringIO(),
+    )  # fmt: skip
+    values = dead_letter_topic_read(bootstrap, topic, already + 20)
+    sent = [json.loads(v) for v in values if b'"transaction_id":"st-3-' in v]
+    assert len(sent) == 20
+    return min(datetime.fromisoformat(m["timestamp"]) for m in sent)
+
+
 def test_a_restarted_simulator_starts_after_the_payments_still_on_the_topic(
     kafka_bootstrap, kafka_topic, settings
 ):
     """Payments sent but not consumed yet count too: a simulator restarted
     before the consumer caught up carries on after the last record of each
-    partition, not from an older stored payment. A record that is no message
-    (bad JSON, no time) is no clock to follow."""
+    partition, not from an older stored payment (the simulator runs ahead of
+    the clock, with TRANSACTION_MAX_FUTURE_SECONDS off, as make run sets it)."""
     settings.KAFKA_BROKER = kafka_bootstrap
+    settings.TRANSACTION_MAX_FUTURE_SECONDS = None
     ahead = datetime.now(UTC).replace(microsecond=0) + timedelta(days=3)
     transaction_stored("sim-stored", timestamp=ahead, ingest_source="stream")
     waiting = {
@@ -846,24 +862,27 @@ def test_a_restarted_simulator_starts_after_the_payments_still_on_the_topic(
         kafka_topic,
         [b"not json", {"transaction_id": "no-time", "user_id": "u2"}, waiting],
     )
-    call_command(
-        "produce_transactions",
-        "--topic", kafka_topic, "--count", "20", "--seed", "3", "--users", "5",
-        "--start", "after-stored",
-        stdout=StringIO(),
-    )  # fmt: skip
-    values = dead_letter_topic_read(kafka_bootstrap, kafka_topic, 23)
-    ours = (b"not json", b"sim-waiting", b"no-time")
-    sent = [json.loads(v) for v in values if not any(m in v for m in ours)]
-    assert len(sent) == 20
-    first = min(datetime.fromisoformat(m["timestamp"]) for m in sent)
+    first = _after_stored_first(kafka_topic, kafka_bootstrap, 3)
     assert ahead + timedelta(days=5) < first < ahead + timedelta(days=6)
-    assert (
-        produce_transactions._times(
-            [b"not json", b'{"user_id": "u2"}', b'{"timestamp": "soon"}', b"[]"]
-        )
-        == []
-    )
+
+
+def test_a_restarted_simulator_follows_no_record_the_consumer_would_refuse(
+    kafka_bootstrap, kafka_topic, settings
+):
+    """A record the consumer makes a dead letter (dated 2150, or further ahead
+    than TRANSACTION_MAX_FUTURE_SECONDS) is no clock to follow: followed, every
+    simulated payment after it would be a dead letter too. The simulator
+    starts now."""
+    settings.KAFKA_BROKER = kafka_bootstrap
+    settings.TRANSACTION_MAX_FUTURE_SECONDS = 300
+    now = datetime.now(UTC)
+    refused = [
+        {"transaction_id": "far", "user_id": "u1", "amount": "5", "timestamp": when}
+        for when in ("2150-01-01T00:00:00Z", (now + timedelta(days=2)).isoformat())
+    ]
+    produce(kafka_bootstrap, kafka_topic, refused)
+    first = _after_stored_first(kafka_topic, kafka_bootstrap, 2)
+    assert now - timedelta(minutes=1) < first < now + timedelta(days=1)
 
 
 @pytest.mark.parametrize("command", ["consume_transactions", "consume_chargebacks"])

@@ -1,7 +1,6 @@
 """Stream simulated (or recorded) transactions to the Kafka transactions topic."""
 
 import itertools
-import json
 import signal
 import threading
 from datetime import datetime, timedelta
@@ -18,25 +17,27 @@ from detection.kafka import (
     kafka_topic_ensure,
     producer_create,
     records_from_file,
-    topic_last_values,
+    topic_last_records,
     transactions_produce,
 )
+from detection.records import record_decode
 from detection.simulator import simulate_stream
-from transactions.messages import parse_timestamp
+from transactions.messages import TransactionMessage, parse_timestamp
 from transactions.models import Transaction
 
+# --start after-stored: decided once the topic can be read (`_start`).
+AFTER_STORED = object()
 
-def _start(text: str | None, topic: str) -> datetime | None:
-    """Return the simulated clock's start for --start (None: now).
 
-    'after-stored' counts the payments the stream stored and those still waiting
-    on `topic` (the last record of each partition), so that a simulator restarted
+def _start(start, topic: str) -> datetime | None:
+    """Return the simulated clock's start: `start` as given, or None (now), or
+    for `AFTER_STORED` just after the latest payment the
+    stream stored or that still waits on `topic` (the last record of each
+    partition), when that is later than now, so that a simulator restarted
     before the consumer caught up does not go back in time either.
     """
-    if not text:
-        return None
-    if text != "after-stored":
-        return parse_timestamp(text)
+    if start is not AFTER_STORED:
+        return start
     now = timezone.now().replace(microsecond=0)
     stored = (
         Transaction.objects.filter(ingest_source="stream")
@@ -44,24 +45,25 @@ def _start(text: str | None, topic: str) -> datetime | None:
         .values_list("timestamp", flat=True)
         .first()
     )
-    latest = max(
-        [moment for moment in [stored, *_times(topic_last_values(topic))] if moment],
-        default=None,
-    )
+    waiting = _times(topic_last_records(topic))
+    latest = max([moment for moment in [stored, *waiting] if moment], default=None)
     if latest is None or latest < now:
         return now
     return latest.replace(microsecond=0) + timedelta(seconds=1)
 
 
-def _times(values: list[bytes]) -> list[datetime]:
-    """Return the event times of the messages among `values` that have one."""
-    times = []
-    for value in values:
-        try:
-            times.append(parse_timestamp(json.loads(value)["timestamp"]))
-        except (ValueError, TypeError, KeyError, OverflowError, OSError):
-            continue  # not a message the consumer would score: no clock to follow
-    return times
+def _times(records) -> list[datetime]:
+    """Return the event times of the records the consumer would score.
+
+    Decoded as the consumer decodes (`record_decode`): a record that would be a
+    dead letter (not JSON, dated 2150 or past TRANSACTION_MAX_FUTURE_SECONDS)
+    is no clock to follow, or every simulated payment after it would be one too.
+    """
+    return [
+        decoded.timestamp
+        for decoded in map(record_decode, records)
+        if isinstance(decoded, TransactionMessage)
+    ]
 
 
 class Command(BaseCommand):
@@ -136,13 +138,16 @@ class Command(BaseCommand):
         else:
             if options["users"] < 1:
                 raise CommandError("--users must be >= 1.")
-            if options["start"] not in (None, "", "after-stored"):
-                try:
-                    parse_timestamp(options["start"])
-                except ValueError as exc:
-                    raise CommandError(
-                        f"--start is not an ISO 8601 time or 'after-stored': {exc}"
-                    ) from exc
+        start = None
+        if options["start"] == "after-stored":
+            start = AFTER_STORED
+        elif options["start"] and not options["from_file"]:
+            try:
+                start = parse_timestamp(options["start"])
+            except (ValueError, OverflowError) as exc:
+                raise CommandError(
+                    f"--start is not an ISO 8601 time or 'after-stored': {exc}"
+                ) from exc
         try:
             kafka_topic_ensure(topic=options["topic"])
             if not options["from_file"]:
@@ -151,7 +156,7 @@ class Command(BaseCommand):
                 records = simulate_stream(
                     users=options["users"],
                     seed=options["seed"],
-                    start=_start(options["start"], options["topic"]),
+                    start=_start(start, options["topic"]),
                 )
             chargebacks = None
             producer = producer_create()
