@@ -75,7 +75,8 @@ class VerdictsConsumer(AsyncJsonWebsocketConsumer):
         await self.accept()
 
     async def _signed_in(self) -> bool:
-        """Return False, and close, once the session no longer signs the user in."""
+        """Return False, and close, once the session no longer signs the user in
+        as a reader (signed out, deactivated, or the role that reads taken)."""
         if time.monotonic() - self._checked_at < SESSION_RECHECK_SECONDS:
             return True
         self._checked_at = time.monotonic()
@@ -84,6 +85,7 @@ class VerdictsConsumer(AsyncJsonWebsocketConsumer):
             still = await database_sync_to_async(session_signed_in)(
                 session_key=session.session_key if session else None,
                 user_id=self.scope["user"].pk,
+                permission=READ_PERMISSION,
             )
         except DatabaseError as exc:
             # Not known to be signed in: close; the page reconnects when the

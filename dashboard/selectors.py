@@ -348,13 +348,16 @@ def transaction_detail_context(*, transaction: Transaction) -> dict:
     }
 
 
-def session_signed_in(*, session_key: str | None, user_id) -> bool:
+def session_signed_in(
+    *, session_key: str | None, user_id, permission: str | None = None
+) -> bool:
     """Return whether this session still signs in this user, as a page request
-    would find it.
+    would find it, holding `permission` if one is named.
 
     False once the user signed out (the session is flushed), the session expired,
-    an admin deactivated the account, or the password changed (Django's session
-    hash no longer matches, and the session is flushed, as on a page request).
+    an admin deactivated the account, the password changed (Django's session
+    hash no longer matches, and the session is flushed, as on a page request),
+    or the user lost the permission (a role taken away).
     """
     from importlib import import_module
     from types import SimpleNamespace
@@ -367,4 +370,6 @@ def session_signed_in(*, session_key: str | None, user_id) -> bool:
     engine = import_module(settings.SESSION_ENGINE)
     session = engine.SessionStore(session_key=session_key)
     user = get_user(SimpleNamespace(session=session))
-    return user.is_authenticated and str(user.pk) == str(user_id)
+    if not (user.is_authenticated and str(user.pk) == str(user_id)):
+        return False
+    return permission is None or user.has_perm(permission)

@@ -201,6 +201,24 @@ def test_signing_out_stops_the_feed(
     assert closed == {"type": "websocket.close", "code": consumers.CLOSE_SIGNED_OUT}
 
 
+def test_losing_the_role_that_reads_stops_the_feed(
+    client, django_user_model, channel_layer_redis, monkeypatch
+):
+    """A Viewer whose role is taken away gets no more verdicts: the open
+    socket closes at its next check, as on signing out."""
+    from django.contrib.auth.models import Group
+
+    from dashboard import consumers
+    from detection.roles import ROLE_VIEWER
+
+    viewer = django_user_model.objects.create_user(username="was-viewer")
+    group = Group.objects.get(name=ROLE_VIEWER)
+    viewer.groups.add(group)
+    cookie = _session_cookie(client, viewer)
+    closed = _closes_after(cookie, lambda: viewer.groups.remove(group), monkeypatch)
+    assert closed == {"type": "websocket.close", "code": consumers.CLOSE_SIGNED_OUT}
+
+
 @pytest.mark.parametrize("revoke", ["password", "deactivate"])
 def test_a_password_change_or_deactivation_stops_the_feed(
     client, staff_user, channel_layer_redis, monkeypatch, revoke
