@@ -190,15 +190,19 @@ class PredictView(APIView):
                     return Response(body, status=status.HTTP_201_CREATED)
                 # Lost a race with another writer of the same id: return theirs.
                 stored = transaction_get(transaction_id=message.transaction_id)
-        # The stored payment's values only for those who may read it.
-        (conflict,) = transaction_id_conflicts(
-            [message], reveal=request.user.has_perm(READ_PERMISSION)
-        )
+        # What is stored is shown to those who may read the ledger; a gateway
+        # (Scoring client) learns no more than a first answer told it.
+        reader = request.user.has_perm(READ_PERMISSION)
+        (conflict,) = transaction_id_conflicts([message], reveal=reader)
         if conflict:
             return Response(
                 {"transaction_id": [conflict]}, status=status.HTTP_409_CONFLICT
             )
-        return Response(TransactionSerializer(stored).data, status=status.HTTP_200_OK)
+        body = TransactionSerializer(stored).data
+        if not reader:
+            # The analysts' label came after the verdict the 201 gave.
+            body["label"] = None
+        return Response(body, status=status.HTTP_200_OK)
 
 
 class BacktestView(APIView):

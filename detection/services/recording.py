@@ -228,9 +228,10 @@ def transaction_id_conflicts(
     the same payment is fine and changes nothing, but the same id on another
     card, amount or currency is a different payment that was not scored. The
     stream makes it a dead letter and the API a 409, instead of answering with
-    the stored payment's verdict. With `reveal` False the reason names the
-    fields that differ without the stored payment's values (for a caller who
-    may not read the ledger: an id is no key to others' payments).
+    the stored payment's verdict. With `reveal` False the reason says neither
+    which fields differ nor the stored payment's values (for a caller who may
+    not read the ledger: one field at a time, an id would confirm another
+    card's amount, then its card).
     """
     wanted = {m.transaction_id for m in messages}
     stored = {
@@ -252,11 +253,9 @@ def transaction_id_conflicts(
             continue
         theirs = ", ".join(f"{name} {row[name]}" for name in differ)
         ours = ", ".join(f"{name} {getattr(message, name)}" for name in differ)
-        what = (
-            f"{theirs}; this one: {ours}" if reveal else f"another {', '.join(differ)}"
-        )
+        what = f" ({theirs}; this one: {ours})" if reveal else ""
         conflicts.append(
             f"transaction_id {message.transaction_id!r} is already stored for "
-            f"another payment ({what}); ids must not be reused. Not scored."
+            f"another payment{what}; ids must not be reused. Not scored."
         )
     return conflicts

@@ -188,18 +188,35 @@ def test_a_scoring_client_records_payments_and_nothing_else(django_user_model):
     assert label.status_code == 403
 
 
-def test_a_scoring_client_is_not_told_another_payments_values(django_user_model):
-    """An id reused for another payment is a 409 naming what differs; to a
-    gateway that may not read the ledger, without the stored payment's card
-    and amount (an id is no key to someone else's payment)."""
-    transaction_stored("t-taken", user_id="u-victim", amount=Decimal("987.65"))
-    gateway = _member(django_user_model, ROLE_SCORING_CLIENT, staff=False)
-    payment = {"transaction_id": "t-taken", "user_id": "u-9", "amount": "12.50"}
-    response = _api(gateway).post("/api/predict", payment, format="json")
-    assert response.status_code == 409
-    (error,) = response.json()["transaction_id"]
-    assert "another user_id, amount" in error
-    assert "u-victim" not in error and "987.65" not in error
+def test_a_scoring_client_is_not_told_another_payments_values(
+    django_user_model, api_client
+):
+    """An id reused for another payment is a 409; to a gateway that may not
+    read the ledger, without the stored payment's card and amount, nor which
+    of them differs (one at a time, that would confirm each). A replay of the
+    same payment answers the verdict without the analysts' label since."""
+    from detection.services import transaction_label
+
+    stored = transaction_stored("t-taken", user_id="u-victim", amount=Decimal("987.65"))
+    transaction_label(record=stored, is_fraud=True, note="called the cardholder")
+    api = _api(_member(django_user_model, ROLE_SCORING_CLIENT, staff=False))
+    for guess in ({"user_id": "u-9", "amount": "987.65"}, {"user_id": "u-victim"}):
+        payment = {"transaction_id": "t-taken", "amount": "1.00", **guess}
+        response = api.post("/api/predict", payment, format="json")
+        assert response.status_code == 409
+        (error,) = response.json()["transaction_id"]
+        assert error == (
+            "transaction_id 't-taken' is already stored for another payment; "
+            "ids must not be reused. Not scored."
+        )
+    same = {"transaction_id": "t-taken", "user_id": "u-victim", "amount": "987.65"}
+    replay = api.post("/api/predict", same, format="json")
+    assert replay.status_code == 200
+    assert replay.json()["status"] == "fraud" and replay.json()["label"] is None
+    # One who may read is told what differs.
+    told = api_client.post("/api/predict", {**same, "amount": "1.00"}, format="json")
+    assert "u-victim" not in told.json()["transaction_id"][0]
+    assert "amount 987.65; this one: amount 1.00" in told.json()["transaction_id"][0]
 
 
 @pytest.mark.parametrize("role", [ROLE_SCORING_CLIENT, None])
