@@ -7,8 +7,9 @@ are brought up to date after every `migrate`: a role gains the permissions liste
 here that it lacks. Permissions an admin added to a group by hand are kept, so a
 deployment can widen a role; to narrow one, copy it to a group of your own.
 
-Reading the dashboard and the API is open to every signed-in user whatever their
-groups; these permissions govern writing, and what the admin shows.
+Reading the dashboard and the API takes "Can view transaction"
+(fraudsite.permissions.READ_PERMISSION), which every role but Scoring client
+holds; the other permissions govern writing, and what the admin shows.
 """
 
 from __future__ import annotations

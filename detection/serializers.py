@@ -91,7 +91,7 @@ class TransactionMessageSerializer(serializers.Serializer):
     )
     user_id = serializers.CharField(max_length=MAX_ID_LENGTH)
     amount = AmountField(
-        max_digits=12,
+        max_digits=15,
         decimal_places=2,
         coerce_to_string=False,
         min_value=Decimal("0.01"),

@@ -89,7 +89,7 @@ class HealthView(APIView):
     authentication_classes: list = []
 
     # Without credentials: only the per-address request limit applies.
-    @api_operation(responses={200: dict, 503: dict}, errors=[429])
+    @api_operation(responses={200: dict, 503: dict}, errors=[400, 429])
     def get(self, request):
         """Return {"status", "database", "model_version"}; 503 when the DB is down."""
         try:
@@ -384,7 +384,9 @@ class ChangeLogged:
             for name in before
             if before[name] != getattr(saved, name)
         ]
-        self._log(saved, CHANGE, f"Changed {self._through()}: " + "; ".join(changes))
+        if changes:  # a PATCH that changes nothing is no change to audit
+            message = f"Changed {self._through()}: " + "; ".join(changes)
+            self._log(saved, CHANGE, message)
 
     def _through(self) -> str:
         """Return where the change was made, for the log: the dashboard's
@@ -440,14 +442,14 @@ _LIST_ENTRY_WRITE = {
     ),
     destroy=api_operation(
         responses={204: None},
-        errors=(401, 403, 429),
+        errors=(400, 401, 403, 429),
         error_descriptions={**_LIST_ENTRY_WRITE, **_LIST_ENTRY_NOT_FOUND},
     ),
 )
 class ListEntryViewSet(ChangeLogged, viewsets.ModelViewSet):
     """The block and allow lists: cards, merchants and countries.
 
-    Reading is open to every signed-in user; adding, changing and removing
+    Reading takes a role that reads (Viewer and up); adding, changing and removing
     entries take the "list entry" model permissions (admin: Users or Groups).
     Scorers apply a change within DETECTION_CONFIG_REFRESH_SECONDS.
     """
@@ -516,7 +518,7 @@ class RuleViewSet(
     """The detection rules: weight, parameters (with their meaning and range in
     `params_schema`) and whether each is enabled.
 
-    Reading is open to every signed-in user; changing a rule takes the "change
+    Reading takes a role that reads (Viewer and up); changing a rule takes the "change
     rule" permission (Risk admin). Rules are not added or deleted: each is code,
     and `enabled` switches one off keeping its tuned parameters. Changes are in
     the admin's change log and reach scorers within
@@ -561,7 +563,7 @@ _THRESHOLDS_WRITE = {403: 'Needs "Can change decision thresholds" (Risk admin).'
 class DecisionThresholdsView(ChangeLogged, generics.RetrieveUpdateAPIView):
     """The risk cut-offs: `suspicious` from the first, `fraud` from the second.
 
-    Reading is open to every signed-in user; changing them takes the "change
+    Reading takes a role that reads (Viewer and up); changing them takes the "change
     decision thresholds" permission (Risk admin), is in the admin's change log
     and reaches scorers within DETECTION_CONFIG_REFRESH_SECONDS.
     """
@@ -596,7 +598,7 @@ class ModelVersionViewSet(viewsets.ReadOnlyModelViewSet):
     """The stored model versions, newest first: training window, the retrain's
     activation decision and figures, and what its classifier learned from.
 
-    Read-only and open to every signed-in user; activating a version is the
+    Read-only, for every role that reads; activating a version is the
     admin's "Activate" action (the "change model version" permission).
     """
 

@@ -8,8 +8,10 @@ generated client knows each status it must handle and the body that comes with i
   could not be read or a refusal of the request as a whole);
 - 401, 403, 404, 413, 429: `Error`, `{"detail": "..."}` (DRF's shape).
 
-DRF checks credentials, then permissions, then request limits: a call without
-credentials is a 401 before any limit applies.
+DRF checks credentials, then permissions, then request limits; a call that
+fails its sign-in is counted against the per-address limit too, and over it is
+a 429 (fraudsite.exceptions). Every operation may answer 400: an unknown
+`?format=` (fraudsite.negotiation), or a query parameter it does not take.
 """
 
 from __future__ import annotations
@@ -56,7 +58,10 @@ class FieldErrorsExtension(OpenApiSerializerExtension):
 
 
 ERROR_DESCRIPTIONS = {
-    400: "Refused input, each field named with its reasons.",
+    400: (
+        "Refused input, each field named with its reasons (a `format` or a query "
+        "parameter this does not take too)."
+    ),
     401: (
         "No credentials, or ones that are not valid (an unknown token, an expired "
         "session); `WWW-Authenticate: Token` says how to sign in."
@@ -75,8 +80,9 @@ ERROR_DESCRIPTIONS = {
 }
 
 # What an operation for signed-in users may answer besides its own responses
-# (403: reading takes a role that reads; a Scoring client's token has none).
-SIGNED_IN = (401, 403, 429)
+# (400: a `format` or parameter it does not take; 403: reading takes a role
+# that reads, which a Scoring client's token has not).
+SIGNED_IN = (400, 401, 403, 429)
 # ... and one that writes: also refused input, a body too large, no permission.
 SIGNED_IN_WRITE = (400, 401, 403, 413, 429)
 

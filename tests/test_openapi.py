@@ -146,13 +146,15 @@ def test_list_meta_documents_the_fields_it_returns(schema, api_client):
 
 
 def test_error_responses_are_documented(schema, anon_client, viewer_client):
-    """401 and 429 on every operation that needs credentials, 404 where the path
-    has an id, 403 on every write, each with its body; predict's 409 body."""
+    """400 on every operation (an unknown `?format=` is one), 401, 403 and 429
+    on every one that needs credentials (reading takes a role too), 404 where
+    the path has an id, each with its body; predict's 409 body."""
     for path, method, operation in _operations(schema):
         responses = operation["responses"]
         where = f"{method.upper()} {path}"
+        assert "400" in responses, where
         if operation.get("security") != [{}]:
-            assert {"401", "429"} <= set(responses), where
+            assert {"401", "403", "429"} <= set(responses), where
         if "{" in path:
             assert "404" in responses, where
         if method in ("post", "put", "patch", "delete"):
@@ -167,6 +169,9 @@ def test_error_responses_are_documented(schema, anon_client, viewer_client):
     assert response.status_code == 401 and set(response.json()) == {"detail"}
     response = viewer_client.post("/api/predict", PAYMENT, format="json")
     assert response.status_code == 403 and set(response.json()) == {"detail"}
+    for path in ("/api/thresholds?x=1", "/api/rules/amount_spike?format=xml"):
+        assert viewer_client.get(path).status_code == 400, path
+    assert anon_client.get("/api/?format=xml").status_code == 400
 
     conflict = schema["paths"]["/api/predict/"]["post"]["responses"]["409"]
     body = _ref(schema, conflict["content"]["application/json"]["schema"])

@@ -405,7 +405,7 @@ def test_recording_takes_the_add_transaction_permission(viewer_client):
     """Predict writes to the ledger and moves the card's profile: a signed-in user
     without "Can add transaction" gets a 403 that names it, and nothing is stored;
     once an admin grants it, the same request records the transaction. Reading
-    and what-if scoring stay open to every signed-in user."""
+    and what-if scoring stay open to a Viewer."""
     from django.contrib.auth.models import Permission
 
     refused = viewer_client.post("/api/predict", GOOD, format="json")

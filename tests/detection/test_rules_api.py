@@ -56,6 +56,10 @@ def test_a_risk_admin_tunes_a_rule_and_scoring_takes_it_up(django_user_model):
     log = LogEntry.objects.get(object_repr="geo_velocity")
     assert log.change_message.startswith("Changed through the API: ")
     assert "max_speed_kmh" in log.change_message and "0.5" in log.change_message
+    # A PATCH that changes nothing is no entry in the log.
+    same = api.patch("/api/rules/geo_velocity", {"weight": 0.5}, format="json")
+    assert same.status_code == 200
+    assert LogEntry.objects.filter(object_repr="geo_velocity").count() == 1
 
     assert (
         api.patch("/api/rules/geo_velocity", {"enabled": False}, format="json").json()[
