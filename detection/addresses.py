@@ -64,6 +64,18 @@ def host_refusal(host: str) -> str:
     return ""
 
 
+def _reached_refusal(host: str, sockaddr: tuple) -> str:
+    """Return why `host`, found at a socket address (getaddrinfo's, or a
+    socket's peer), may not be POSTed to, or ""."""
+    try:
+        address = ipaddress.ip_address(str(sockaddr[0]).split("%", 1)[0])
+    except ValueError:
+        return ""
+    if address_forbidden(address):
+        return f"{host} resolves to {address}, a link-local or metadata address."
+    return ""
+
+
 def resolved_refusal(host: str, port: int) -> str:
     """Return why `host` may not be POSTed to, counting every address it
     resolves to, or "" (a name that does not resolve is left to the POST)."""
@@ -74,14 +86,10 @@ def resolved_refusal(host: str, port: int) -> str:
         answers = socket.getaddrinfo(host, port, proto=socket.IPPROTO_TCP)
     except (OSError, UnicodeError):
         return ""
-    for *_rest, sockaddr in answers:
-        try:
-            address = ipaddress.ip_address(str(sockaddr[0]).split("%", 1)[0])
-        except ValueError:
-            continue
-        if address_forbidden(address):
-            return f"{host} resolves to {address}, a link-local or metadata address."
-    return ""
+    return next(
+        (r for *_rest, sockaddr in answers if (r := _reached_refusal(host, sockaddr))),
+        "",
+    )
 
 
 class AddressRefused(Exception):
@@ -93,14 +101,7 @@ class AddressRefused(Exception):
 
 def peer_refusal(host: str, sock: socket.socket) -> str:
     """Return why a connected socket's peer may not be POSTed to, or ""."""
-    peer = sock.getpeername()[0]
-    try:
-        address = ipaddress.ip_address(str(peer).split("%", 1)[0])
-    except ValueError:
-        return ""
-    if address_forbidden(address):
-        return f"{host} resolves to {address}, a link-local or metadata address."
-    return ""
+    return _reached_refusal(host, sock.getpeername())
 
 
 class _CheckedPeer:

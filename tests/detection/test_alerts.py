@@ -669,3 +669,20 @@ def test_delivery_pages_show_the_error_and_offer_no_save(admin_client):
     assert page.status_code == 200
     assert "<h1>Alert delivery</h1>" in html
     assert 'name="_save"' not in html and 'name="_continue"' not in html
+
+
+def test_a_name_that_resolves_to_a_metadata_address_is_refused_before_connecting(
+    monkeypatch,
+):
+    """The lookup before each POST: a name with any answer in a metadata range
+    (here the second of two) is refused without connecting."""
+    answers = [
+        (addresses.socket.AF_INET, 1, 6, "", ("192.0.2.10", 80)),
+        (addresses.socket.AF_INET6, 1, 6, "", ("fe80::1%eth0", 80, 0, 2)),
+    ]
+    monkeypatch.setattr(addresses.socket, "getaddrinfo", lambda *a, **k: answers)
+    assert addresses.resolved_refusal("hooks.example", 80) == (
+        "hooks.example resolves to fe80::1, a link-local or metadata address."
+    )
+    monkeypatch.setattr(addresses.socket, "getaddrinfo", lambda *a, **k: answers[:1])
+    assert addresses.resolved_refusal("hooks.example", 80) == ""
