@@ -40,7 +40,7 @@ from detection.records import (
     record_json_load,
     record_received_at,
 )
-from detection.retrying import REFUSED
+from detection.retrying import REFUSED, refusals_isolated
 from detection.services import transaction_label
 from detection.stream import TransactionStream
 from transactions.messages import (
@@ -232,55 +232,48 @@ class ChargebackStream(TransactionStream):
         reports: Sequence[tuple[ChargebackMessage, str]],
         positions: Sequence,
         letters: Sequence[DeadLetter],
-        *,
-        refused_once: bool = False,
     ) -> tuple[ChargebackReport, list[DeadLetter]]:
         """Apply the reports and store the dead letters in one transaction,
         retrying outages; return the result and the reports' new dead letters.
 
         A refusal (REFUSED) is isolated as the transaction stream's is
-        (`TransactionStream.batch_store_retrying`): the reports are stored in
-        halves, in order, until the one to blame is alone; refused alone twice
-        (the second attempt finds a reference another writer stored meanwhile),
-        it becomes a dead letter with the refusal, and the rest is labelled.
+        (`refusals_isolated`): the reports are stored in halves, in order, and
+        one refused alone becomes a dead letter with the refusal, while the rest
+        is labelled. The decoding's dead letters go with the first part.
         """
 
-        def store(refusal: Exception | None = None):
+        def store(start: int, stop: int, refusal: Exception | None = None):
+            first = letters if start == 0 else []
             with transaction.atomic():
                 if refusal is None:
-                    result = chargebacks_apply(reports=reports)
+                    result = chargebacks_apply(reports=reports[start:stop])
                 else:
                     error = f"database refused the record: {refusal}"
-                    result = ChargebackReport(outcomes=[error] * len(reports))
+                    result = ChargebackReport(outcomes=[error] * (stop - start))
                 unapplied = [
-                    dead_letter_build(positions[index][0], error, positions[index][1])
+                    dead_letter_build(
+                        positions[start + index][0], error, positions[start + index][1]
+                    )
                     for index, error in result.unapplied
                 ]
-                dead_letters_store([*letters, *unapplied])
+                dead_letters_store([*first, *unapplied])
             return result, unapplied
 
-        try:
-            return self._retrying(store, refused=REFUSED)
-        except REFUSED as exc:
-            if len(reports) <= 1:
-                if not refused_once:
-                    return self.reports_store(
-                        reports, positions, letters, refused_once=True
-                    )
-                refusal = exc
-                logger.warning("the database refused a chargeback: %s", refusal)
-                # Dead letters refused too are a fault of ours: retried, then
-                # the stream stops loudly.
-                return self._retrying(lambda: store(refusal))
-            middle = len(reports) // 2
-            first, first_letters = self.reports_store(
-                reports[:middle], positions[:middle], letters
-            )
-            second, second_letters = self.reports_store(
-                reports[middle:], positions[middle:], []
-            )
-            outcomes = [*first.outcomes, *second.outcomes]
-            return ChargebackReport(outcomes), [*first_letters, *second_letters]
+        def attempt(start: int, stop: int):
+            return self._retrying(lambda: store(start, stop), refused=REFUSED)
+
+        def refused(start: int, stop: int, refusal: Exception):
+            logger.warning("the database refused a chargeback: %s", refusal)
+            # Dead letters refused too are a fault of ours: retried, then the
+            # stream stops loudly.
+            return self._retrying(lambda: store(start, stop, refusal))
+
+        def combine(first, second):
+            (one, one_letters), (two, two_letters) = first, second
+            outcomes = [*one.outcomes, *two.outcomes]
+            return ChargebackReport(outcomes), [*one_letters, *two_letters]
+
+        return refusals_isolated(len(reports), attempt, refused, combine)
 
     def batch_process(self, records: Sequence) -> ChargebackReport:
         """Decode, label and commit one batch of chargeback records."""

@@ -79,3 +79,43 @@ def database_retrying(
             )
             if shutdown.wait(delay):
                 raise BatchAbandoned from exc
+
+
+def refusals_isolated(
+    count: int,
+    attempt: Callable[[int, int], _T],
+    refused: Callable[[int, int, Exception], _T],
+    combine: Callable[[_T, _T], _T],
+) -> _T:
+    """Store items [0, count) through `attempt(start, stop)`, isolating refusals.
+
+    `attempt` stores items[start:stop] in one transaction, retrying outages,
+    and raises the REFUSED errors (`database_retrying(refused=REFUSED)`). When
+    the database refuses a part, its halves are stored in order, each its own
+    transaction (a card's state stays sequential), halving what is refused
+    again until the item to blame is alone. An item refused alone is tried once
+    more (the attempt sees what other writers stored meanwhile, an id taken
+    since), then `refused(start, stop, error)` makes it a dead letter. `combine`
+    joins two halves' results, in order. The stream and the chargeback consumer
+    both store through this.
+    """
+
+    def part(start: int, stop: int) -> _T:
+        try:
+            return attempt(start, stop)
+        except REFUSED as exc:
+            if stop - start <= 1:
+                try:
+                    return attempt(start, stop)
+                except REFUSED as again:
+                    return refused(start, stop, again)
+            logger.info(
+                "the database refused %d records, storing them in halves to find "
+                "the one to blame: %s",
+                stop - start,
+                exc,
+            )
+            middle = (start + stop) // 2
+            return combine(part(start, middle), part(middle, stop))
+
+    return part(0, count)

@@ -40,6 +40,7 @@ from detection.retrying import (
     RETRY_BACKOFF_SECONDS,
     BatchAbandoned,
     database_retrying,
+    refusals_isolated,
 )
 from detection.scoring import ScoringConfigProvider
 from detection.services import (
@@ -259,75 +260,55 @@ class TransactionStream:
         the batch is redelivered to whoever consumes the partition next. A refusal
         (REFUSED: a value a column cannot hold, a constraint the validation
         missed) is no outage: retried, it would stop the stream on that batch for
-        ever. The batch is stored in halves instead, in order (each through
-        `batch_store`, one transaction, so every user's state stays sequential),
-        halving what is refused again, until the record to blame is alone; a
-        record refused alone becomes a dead letter and the rest is scored.
+        ever. The batch is stored in halves instead (`refusals_isolated`, each
+        half through `batch_store`), and a record refused alone becomes a dead
+        letter while the rest is scored. The decoding's dead letters go with the
+        first part. Dead letters the database refuses too are a fault of ours,
+        not of the input: retried, then the stream stops loudly.
         """
-        try:
-            recorded = self._retrying(
-                lambda: self.batch_store(messages, letters), refused=REFUSED
-            )
-        except REFUSED as exc:
-            if len(messages) <= 1:
-                return self.refused_store(messages, letters)
-            middle = len(messages) // 2
-            logger.info(
-                "the database refused a batch of %d records, storing it in halves "
-                "to find the one to blame: %s",
-                len(messages),
-                exc,
-            )
-            first, first_refused = self.batch_store_retrying(messages[:middle], letters)
-            second, second_refused = self.batch_store_retrying(messages[middle:], [])
-            recorded = RecordedBatch(
-                created=[*first.created, *second.created],
-                duplicates=[*first.duplicates, *second.duplicates],
-                states=[*first.states, *second.states],
-                rescored=first.rescored or second.rescored,
-            )
-            return recorded, [*first_refused, *second_refused]
-        return recorded, []
 
-    def refused_store(
-        self, messages: Sequence[TransactionMessage], letters: Sequence[DeadLetter]
-    ) -> tuple[RecordedBatch, list[DeadLetter]]:
-        """Store a part of at most one record that the database refused: tried
-        once more, then its record becomes a dead letter, with the refusal.
-
-        The second attempt reads the stored ids afresh: an id another writer
-        stored meanwhile (IntegrityError) is then found stored, and the record is
-        a duplicate, not a dead letter. Dead letters the database refuses too are
-        a fault of ours, not of the input: retried, then the stream stops loudly.
-        """
-        try:
+        def attempt(start: int, stop: int) -> tuple[RecordedBatch, list[DeadLetter]]:
+            part, first = messages[start:stop], letters if start == 0 else []
             recorded = self._retrying(
-                lambda: self.batch_store(messages, letters), refused=REFUSED
+                lambda: self.batch_store(part, first), refused=REFUSED
             )
             return recorded, []
-        except REFUSED as exc:
-            refusal = exc
-        refused = [
-            dead_letter_build(
-                message.record,
-                f"database refused the record: {refusal}",
-                message.received_at,
-            )
-            for message in messages
-        ]
-        for message in messages:
-            logger.warning(
-                "the database refused transaction %r, a dead letter now: %s",
-                message.transaction_id,
-                refusal,
-            )
 
-        def store() -> None:
-            with transaction.atomic():
-                dead_letters_store([*letters, *refused])
+        def refused(start: int, stop: int, refusal: Exception):
+            dead = [
+                dead_letter_build(
+                    message.record,
+                    f"database refused the record: {refusal}",
+                    message.received_at,
+                )
+                for message in messages[start:stop]
+            ]
+            for message in messages[start:stop]:
+                logger.warning(
+                    "the database refused transaction %r, a dead letter now: %s",
+                    message.transaction_id,
+                    refusal,
+                )
+            first = letters if start == 0 else []
 
-        self._retrying(store)
-        return RecordedBatch(created=[], duplicates=[], states=[]), refused
+            def store() -> None:
+                with transaction.atomic():
+                    dead_letters_store([*first, *dead])
+
+            self._retrying(store)
+            return RecordedBatch(created=[], duplicates=[], states=[]), dead
+
+        def combine(first, second):
+            (one, one_dead), (two, two_dead) = first, second
+            recorded = RecordedBatch(
+                created=[*one.created, *two.created],
+                duplicates=[*one.duplicates, *two.duplicates],
+                states=[*one.states, *two.states],
+                rescored=one.rescored or two.rescored,
+            )
+            return recorded, [*one_dead, *two_dead]
+
+        return refusals_isolated(len(messages), attempt, refused, combine)
 
     def _retrying(
         self,
