@@ -793,36 +793,6 @@ def test_the_consumer_logs_its_progress(kafka_bootstrap, kafka_topic, caplog):
     assert lines[-1].endswith("lag 0 records")
 
 
-def test_a_restarted_simulator_starts_after_the_payments_it_already_sent(
-    kafka_bootstrap, kafka_topic, settings
-):
-    """The simulator's clock runs ahead of the wall clock; restarted with
-    `--start after-stored` (as `make run` starts it) its first payment comes
-    after the latest one the stream stored, so no card's payments arrive late.
-    With nothing stored, or only older payments, it starts now."""
-    settings.KAFKA_BROKER = kafka_bootstrap
-    ahead = datetime.now(UTC).replace(microsecond=0) + timedelta(days=3)
-    transaction_stored(
-        "api-later", timestamp=ahead + timedelta(days=9), ingest_source="api"
-    )
-    transaction_stored("sim-ahead", timestamp=ahead, ingest_source="stream")
-    call_command(
-        "produce_transactions",
-        "--topic", kafka_topic, "--count", "20", "--seed", "3", "--users", "5",
-        "--start", "after-stored",
-        stdout=StringIO(),
-    )  # fmt: skip
-    values = dead_letter_topic_read(kafka_bootstrap, kafka_topic, 20)
-    sent = [json.loads(value) for value in values]
-    assert len(sent) == 20
-    first = min(datetime.fromisoformat(m["timestamp"]) for m in sent)
-    # Only the stream's own payments count (an API-scored one dated later is not
-    # the simulator's clock).
-    assert ahead < first < ahead + timedelta(days=1)
-    with pytest.raises(CommandError, match="after-stored"):
-        call_command("produce_transactions", "--start", "soon", stdout=StringIO())
-
-
 def _after_stored_first(topic: str, bootstrap: str, already: int) -> datetime:
     """Run the simulator (seed 3) with `--start after-stored` for 20 payments
     on a topic holding `already` records; return the event time of the first
@@ -837,6 +807,27 @@ def _after_stored_first(topic: str, bootstrap: str, already: int) -> datetime:
     sent = [json.loads(v) for v in values if b'"transaction_id":"st-3-' in v]
     assert len(sent) == 20
     return min(datetime.fromisoformat(m["timestamp"]) for m in sent)
+
+
+def test_a_restarted_simulator_starts_after_the_payments_it_already_sent(
+    kafka_bootstrap, kafka_topic, settings
+):
+    """The simulator's clock runs ahead of the wall clock; restarted with
+    `--start after-stored` (as `make run` starts it) its first payment comes
+    after the latest one the stream stored, so no card's payments arrive late.
+    With nothing stored, or only older payments, it starts now."""
+    settings.KAFKA_BROKER = kafka_bootstrap
+    ahead = datetime.now(UTC).replace(microsecond=0) + timedelta(days=3)
+    transaction_stored(
+        "api-later", timestamp=ahead + timedelta(days=9), ingest_source="api"
+    )
+    transaction_stored("sim-ahead", timestamp=ahead, ingest_source="stream")
+    first = _after_stored_first(kafka_topic, kafka_bootstrap, 0)
+    # Only the stream's own payments count (an API-scored one dated later is not
+    # the simulator's clock).
+    assert ahead < first < ahead + timedelta(days=1)
+    with pytest.raises(CommandError, match="after-stored"):
+        call_command("produce_transactions", "--start", "soon", stdout=StringIO())
 
 
 def test_a_restarted_simulator_starts_after_the_payments_still_on_the_topic(
