@@ -316,7 +316,7 @@ def draft_config(data: object, *, live: ScoringConfig) -> ScoringConfig:
     merged into its stored ones and checked as admin checks them. Raise
     DraftError naming every problem.
     """
-    from detection.models import Rule
+    from detection.models import DecisionThresholds, Rule
     from detection.rules import RULE_TYPES, RuleParamsError, rule_params_validate
     from detection.scoring import ActiveRule, rule_active
 
@@ -385,13 +385,9 @@ def draft_config(data: object, *, live: ScoringConfig) -> ScoringConfig:
         thresholds = {}
     suspicious = thresholds.get("suspicious", live.suspicious_threshold)
     fraud = thresholds.get("fraud", live.fraud_threshold)
-    numbers = all(
-        isinstance(v, int | float) and not isinstance(v, bool)
-        for v in (suspicious, fraud)
-    )
-    if not numbers or not 0 < suspicious < fraud <= 1:
+    if not DecisionThresholds.ordered(suspicious, fraud):
         errors.append(
-            f"Thresholds need 0 < suspicious < fraud <= 1 (got {suspicious!r}, "
+            f"Thresholds need {DecisionThresholds.RULE} (got {suspicious!r}, "
             f"{fraud!r})."
         )
     if errors:

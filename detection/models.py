@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import secrets
 import uuid
 from urllib.parse import urlsplit
@@ -96,6 +97,19 @@ class DecisionThresholds(models.Model):
 
     def __str__(self) -> str:
         return f"suspicious >= {self.suspicious}, fraud >= {self.fraud}"
+
+    RULE = "0 < suspicious < fraud <= 1"
+
+    @staticmethod
+    def ordered(suspicious, fraud) -> bool:
+        """Return whether two cut-offs are usable: numbers (not NaN) with
+        0 < suspicious < fraud <= 1, as the table's constraint demands (the API
+        and a backtest's draft check them before any write)."""
+        numbers = all(
+            isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+            for v in (suspicious, fraud)
+        )
+        return numbers and 0 < suspicious < fraud <= 1
 
 
 class ExchangeRate(models.Model):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import uuid
 from decimal import Decimal
 
@@ -268,12 +267,9 @@ class DecisionThresholdsSerializer(serializers.ModelSerializer):
         current = self.instance
         suspicious = attrs.get("suspicious", getattr(current, "suspicious", None))
         fraud = attrs.get("fraud", getattr(current, "fraud", None))
-        finite = all(
-            value is not None and math.isfinite(value) for value in (suspicious, fraud)
-        )
-        if not (finite and 0 < suspicious < fraud <= 1):
+        if not DecisionThresholds.ordered(suspicious, fraud):
             raise serializers.ValidationError(
-                {"non_field_errors": ["Need 0 < suspicious < fraud <= 1."]}
+                {"non_field_errors": [f"Need {DecisionThresholds.RULE}."]}
             )
         return attrs
 

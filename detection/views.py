@@ -267,13 +267,18 @@ class BacktestView(APIView):
                     ]
                 }
             )
-        result = backtest_run(
-            messages,
-            train_until=train_until,
-            config=config,
-            draft=draft,
-            label_maturity_seconds=params.validated_data["label_maturity_days"] * 86400,
-        )
+        try:
+            result = backtest_run(
+                messages,
+                train_until=train_until,
+                config=config,
+                draft=draft,
+                label_maturity_seconds=params.validated_data["label_maturity_days"]
+                * 86400,
+            )
+        except ValueError as exc:
+            # Too few transactions before train_until to train a model on.
+            raise ValidationError({"train_until": [str(exc)]}) from exc
         body = {
             "replayed": len(messages),
             "trained_on": result.trained_on,

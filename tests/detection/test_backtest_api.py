@@ -102,6 +102,9 @@ def test_bad_backtests_are_400s_naming_the_problem(api_client, settings):
     one_side = post({"train_until": "2026-01-09T00:00:00Z"})
     assert one_side.status_code == 400
     assert "both sides" in one_side.json()["train_until"][0]
+    too_few = post({"train_until": "2026-01-03T00:00:00Z"})
+    assert too_few.status_code == 400
+    assert "Need at least" in too_few.json()["train_until"][0]
     bad_draft = post(
         {"train_until": "2026-01-03T00:00:00Z", "draft": {"rules": {"nope": {}}}}
     )
