@@ -8,7 +8,7 @@ the request is let through and the outage logged (at most once a minute).
 DRF checks credentials and permissions before throttles, so a call with a bad
 token, or none where one is needed, would get its 401 however often it came:
 `fraudsite.exceptions.exception_handler` counts it against the per-address
-limit first.
+limit first, and a signed-in caller's 403 against its per-user limit.
 """
 
 from __future__ import annotations
@@ -61,19 +61,34 @@ class _SettingsRateMixin:
             return True
 
 
-class UserThrottle(_SettingsRateMixin, UserRateThrottle):
+class PerUserThrottle(_SettingsRateMixin, UserRateThrottle):
+    """A per-user limit; a signed-in caller's 403 counts against it
+    (`fraudsite.exceptions.exception_handler`)."""
+
+    # Set on a request once counted: not counted again on its 403.
+    counted_flag = "_user_throttle_counted"
+
+    def allow_request(self, request, view):
+        setattr(request, self.counted_flag, True)
+        return super().allow_request(request, view)
+
+
+class UserThrottle(PerUserThrottle):
     """Requests per signed-in user (token or session), scope "user"."""
 
 
 class AnonThrottle(_SettingsRateMixin, AnonRateThrottle):
     """Requests per client address without credentials, scope "anon"."""
 
+    # Set on a request once counted: not counted again on its 401.
+    counted_flag = "_anon_throttle_counted"
+
     def allow_request(self, request, view):
-        request._anon_throttle_counted = True  # once per request, not again on a 401
+        setattr(request, self.counted_flag, True)
         return super().allow_request(request, view)
 
 
-class PredictThrottle(_SettingsRateMixin, UserRateThrottle):
+class PredictThrottle(PerUserThrottle):
     """POST /api/predict per signed-in user, scope "predict" (off by default: a
     gateway scoring its payments through one token must not be cut off by the
     general per-user limit; set API_THROTTLE_PREDICT_RATE to cap it)."""

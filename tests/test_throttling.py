@@ -109,6 +109,28 @@ def test_calls_that_fail_authentication_are_limited_per_address(
         assert predicted.status_code == 201, predicted.content
 
 
+def test_refused_calls_of_a_signed_in_user_count_against_its_limit(
+    fresh_cache, django_user_model
+):
+    """DRF checks permissions before throttles: a Scoring client's token (it
+    records payments, reads nothing) asking for the ledger got its 403 however
+    often it asked. It counts against the per-user limit: over it, 429."""
+    from django.contrib.auth.models import Group
+
+    from detection.roles import ROLE_SCORING_CLIENT
+
+    gateway = django_user_model.objects.create_user(username="gateway")
+    gateway.groups.add(Group.objects.get(name=ROLE_SCORING_CLIENT))
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=gateway)}")
+    other = _client_for(django_user_model, "reader")
+    with override_settings(API_THROTTLE_RATES={"user": "3/min", "anon": None}):
+        codes = [client.get("/api/transactions").status_code for _ in range(4)]
+        assert codes == [403, 403, 403, 429]
+        assert 0 < int(client.get("/api/rules")["Retry-After"]) <= 60
+        assert other.get("/api/transactions").status_code == 200
+
+
 class _RefusesAfterThrottles(APIView):
     """Lets anyone past its checks (throttles included), then answers 401."""
 
