@@ -67,6 +67,21 @@ def test_amount_is_a_decimal_string_or_a_number(schema):
         assert not parses(text) and not pattern.match(text), text
 
 
+def test_a_stored_amount_is_shown_with_its_currency_decimals(schema, api_client):
+    """Transaction.amount is a decimal string with as many decimals as its
+    currency has (the pattern holds for 12.50 USD and 100 JPY)."""
+    amount = _component(schema, "Transaction")["properties"]["amount"]
+    assert (amount["type"], amount["format"]) == ("string", "decimal")
+    pattern = re.compile(amount["pattern"], re.ASCII)
+    for payment, shown in (
+        ({**PAYMENT, "amount": "12.500"}, "12.50"),
+        ({**PAYMENT, "amount": "100.00", "currency": "JPY"}, "100"),
+    ):
+        response = api_client.post("/api/predict", payment, format="json")
+        assert response.status_code == 201
+        assert response.json()["amount"] == shown and pattern.match(shown)
+
+
 def test_timestamp_is_an_iso_string_or_epoch_seconds(schema, api_client):
     """timestamp: an ISO 8601 date-time string, or epoch seconds as a number."""
     timestamp = _component(schema, "TransactionMessage")["properties"]["timestamp"]

@@ -119,6 +119,9 @@ def test_an_id_reused_for_another_payment_is_a_409(api_client, change):
     (error,) = response.json()["transaction_id"]
     (field,) = change
     assert f"this one: {field} {change[field]}" in error
+    if field == "amount":
+        # The stored amount with its currency's decimals, not the column's 3.
+        assert "(amount 42.50;" in error
     assert Transaction.objects.get().amount == Decimal("42.50")
     assert UserProfile.objects.filter(user_id="someone-else").count() == 0
 
@@ -287,8 +290,8 @@ def test_amounts_with_trailing_zeros_or_float_spelling_are_accepted(
     )
     assert response.status_code == 201, response.content
     assert response.json()["amount"] == stored
-    # As stored, to the cent.
-    assert str(Transaction.objects.get().amount) == stored
+    # As stored, exactly (the column keeps 3 decimals: 12.500).
+    assert Transaction.objects.get().amount == Decimal(stored)
 
 
 @pytest.mark.parametrize("body", ["[1, 2]", '"text"', "{not json", '{"amount": NaN}'])
