@@ -332,6 +332,25 @@ def test_amounts_are_taken_stored_and_shown_in_their_currency_minor_unit(
     assert again.json()["amount"] == shown
 
 
+def test_the_what_if_history_shows_amounts_with_their_currency_decimals(api_client):
+    """The what-if's recent transactions show 100 JPY and 12.50 USD, not the
+    ledger column's 100.000 and 12.500."""
+    for tid, amount, currency in (("t-usd", "12.50", "USD"), ("t-jpy", "100", "JPY")):
+        payment = {"transaction_id": tid, "user_id": "u", "amount": amount}
+        response = api_client.post(
+            "/api/predict", {**payment, "currency": currency}, format="json"
+        )
+        assert response.status_code == 201
+    response = api_client.post(
+        "/api/validate-transaction", {"user_id": "u", "amount": "5"}, format="json"
+    )
+    recent = response.json()["history"]["recent_transactions"]
+    assert {(r["amount"], r["currency"]) for r in recent} == {
+        ("12.50", "USD"),
+        ("100", "JPY"),
+    }
+
+
 @pytest.mark.parametrize(
     ("amount", "currency", "error"),
     [
