@@ -77,7 +77,8 @@ def test_amount_is_a_decimal_string_or_a_number(schema):
 
 def test_a_stored_amount_is_shown_with_its_currency_decimals(schema, api_client):
     """Transaction.amount is a decimal string with as many decimals as its
-    currency has (the pattern holds for 12.50 USD and 100 JPY)."""
+    currency has (the pattern holds for 12.50 USD and 100 JPY, as answered and
+    as read back from the ledger's 3-decimal column)."""
     amount = _component(schema, "Transaction")["properties"]["amount"]
     assert (amount["type"], amount["format"]) == ("string", "decimal")
     pattern = re.compile(amount["pattern"], re.ASCII)
@@ -88,6 +89,8 @@ def test_a_stored_amount_is_shown_with_its_currency_decimals(schema, api_client)
         response = api_client.post("/api/predict", payment, format="json")
         assert response.status_code == 201
         assert response.json()["amount"] == shown and pattern.match(shown)
+        path = f"/api/transactions/{response.json()['transaction_id']}"
+        assert api_client.get(path).json()["amount"] == shown
 
 
 def test_timestamp_is_an_iso_string_or_epoch_seconds(schema, api_client):
