@@ -22,6 +22,8 @@ from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 from django.conf import settings
 
+from transactions.messages import amount_text
+
 logger = logging.getLogger(__name__)
 
 VERDICTS_GROUP = "verdicts"
@@ -41,7 +43,8 @@ def verdict_payload(row: Mapping[str, Any]) -> dict:
     return {
         "transaction_id": row["transaction_id"],
         "user_id": row["user_id"],
-        "amount": str(row["amount"]),
+        # With its currency's decimals: "12.50" USD, "12.345" KWD, "100" JPY.
+        "amount": amount_text(row["amount"], row["currency"]),
         "amount_base": row.get("amount_base"),
         "currency": row["currency"],
         "timestamp": row["timestamp"].isoformat(),

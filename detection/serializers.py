@@ -15,6 +15,7 @@ from detection.records import timestamp_not_after
 from detection.rules import RULE_TYPES
 from detection.scoring import scoring_config_current
 from transactions.messages import (
+    LEDGER_DECIMAL_PLACES,
     MAX_AMOUNT,
     MAX_ID_LENGTH,
     MAX_TEXT_LENGTH,
@@ -27,8 +28,10 @@ from transactions.models import Transaction
 from transactions.serializers import ReasonSerializer
 
 # A plain decimal string as `transaction_message_parse` reads it (spaces around
-# it trimmed), with at most two decimals that are not zeros ("12.500" is 12.50).
-AMOUNT_STRING_PATTERN = r"^\s*\+?(\d+(\.\d{0,2}0*)?|\.\d{1,2}0*)\s*$"
+# it trimmed), with at most three decimals that are not zeros ("12.500" is
+# 12.50). How many a currency may have (2 for USD, 0 for JPY) a pattern on this
+# field alone cannot say: the description does.
+AMOUNT_STRING_PATTERN = r"^\s*\+?(\d+(\.\d{0,3}0*)?|\.\d{1,3}0*)\s*$"
 
 
 @extend_schema_field(
@@ -42,7 +45,7 @@ AMOUNT_STRING_PATTERN = r"^\s*\+?(\d+(\.\d{0,2}0*)?|\.\d{1,2}0*)\s*$"
             },
             {
                 "type": "number",
-                "minimum": 0.01,
+                "minimum": 0.001,
                 "maximum": float(MAX_AMOUNT),
                 "example": 25.0,
             },
@@ -90,14 +93,17 @@ class TransactionMessageSerializer(serializers.Serializer):
     )
     user_id = serializers.CharField(max_length=MAX_ID_LENGTH)
     amount = AmountField(
-        max_digits=15,
-        decimal_places=2,
+        max_digits=16,
+        decimal_places=LEDGER_DECIMAL_PLACES,
         coerce_to_string=False,
-        min_value=Decimal("0.01"),
+        min_value=Decimal("0.001"),
         max_value=MAX_AMOUNT,
         help_text=(
-            f"> 0 and at most {MAX_AMOUNT}, whole cents: a plain decimal string "
-            '("25.00") or a JSON number.'
+            f"> 0 and at most {MAX_AMOUNT}, in the currency's minor unit: at "
+            "most as many decimals as it has (ISO 4217: none for JPY or KRW, 2 "
+            "for USD, 3 for KWD or BHD; 3 for CLF and UYW, whose 4th the ledger "
+            "does not keep; 2 for a code ISO 4217 gives none). A plain decimal "
+            'string ("25.00") or a JSON number.'
         ),
     )
     currency = serializers.CharField(max_length=3, required=False, default="USD")

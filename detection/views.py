@@ -312,7 +312,7 @@ def _history(state: UserState, features: dict) -> dict:
         "recent_transactions": [
             {
                 "transaction_id": txn.transaction_id,
-                "amount": str(txn.amount),
+                "amount": txn.amount_shown,
                 "currency": txn.currency,
                 "timestamp": txn.timestamp.isoformat(),
                 "location": txn.location,

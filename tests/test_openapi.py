@@ -42,19 +42,23 @@ def _operations(schema):
 
 def test_amount_is_a_decimal_string_or_a_number(schema):
     """amount: a decimal string (README sends "25.00") or a JSON number, whose
-    pattern agrees with the parser the API delegates to."""
+    pattern agrees with the parser the API delegates to in the currency with
+    the most decimals (KWD, 3); the description says each currency has its
+    own (a pattern on one field cannot)."""
     for name in ("TransactionMessage", "WhatIf"):
         amount = _component(schema, name)["properties"]["amount"]
         kinds = {kind["type"]: kind for kind in amount["oneOf"]}
         assert set(kinds) == {"string", "number"}
-        assert kinds["number"]["minimum"] == 0.01
+        assert kinds["number"]["minimum"] == 0.001
+        assert "minor unit" in amount["description"]
     # ECMA-262 \d and \s are ASCII-only, as re.ASCII makes them here.
     pattern = re.compile(kinds["string"]["pattern"], re.ASCII)
 
-    def parses(text):
+    def parses(text, currency="KWD"):
         try:
             transaction_message_parse(
-                {"user_id": "u", "amount": text}, require_transaction_id=False
+                {"user_id": "u", "amount": text, "currency": currency},
+                require_transaction_id=False,
             )
         except MessageError as exc:
             assert set(exc.errors) == {"amount"}
@@ -63,8 +67,30 @@ def test_amount_is_a_decimal_string_or_a_number(schema):
 
     for text in ("25.00", "25", "25.5", "12.500", " 7.10 ", "+3", ".5", "12."):
         assert parses(text) and pattern.match(text), text
-    for text in ("1e3", "25.001", "1,000", "1_000", "NaN", "-5", "25 USD", "\u0663"):
+    for text in ("25.001", "12.3450", ".001"):
+        assert parses(text) and pattern.match(text), text
+    for text in ("1e3", "25.0001", "1,000", "1_000", "NaN", "-5", "25 USD", "\u0663"):
         assert not parses(text) and not pattern.match(text), text
+    # Fewer decimals in other currencies: the description's rule, not the pattern's.
+    assert not parses("25.001", "USD") and not parses("25.5", "JPY")
+
+
+def test_a_stored_amount_is_shown_with_its_currency_decimals(schema, api_client):
+    """Transaction.amount is a decimal string with as many decimals as its
+    currency has (the pattern holds for 12.50 USD and 100 JPY, as answered and
+    as read back from the ledger's 3-decimal column)."""
+    amount = _component(schema, "Transaction")["properties"]["amount"]
+    assert (amount["type"], amount["format"]) == ("string", "decimal")
+    pattern = re.compile(amount["pattern"], re.ASCII)
+    for payment, shown in (
+        ({**PAYMENT, "amount": "12.500"}, "12.50"),
+        ({**PAYMENT, "amount": "100.00", "currency": "JPY"}, "100"),
+    ):
+        response = api_client.post("/api/predict", payment, format="json")
+        assert response.status_code == 201
+        assert response.json()["amount"] == shown and pattern.match(shown)
+        path = f"/api/transactions/{response.json()['transaction_id']}"
+        assert api_client.get(path).json()["amount"] == shown
 
 
 def test_timestamp_is_an_iso_string_or_epoch_seconds(schema, api_client):

@@ -65,7 +65,7 @@ class TransactionAdmin(LargeTableAdmin):
     list_display = (
         "transaction_id",
         "user_id",
-        "amount",
+        "amount_shown",
         "currency",
         "timestamp",
         "location",
@@ -88,7 +88,7 @@ class TransactionAdmin(LargeTableAdmin):
                 "fields": (
                     "transaction_id",
                     "user_id",
-                    ("amount", "currency"),
+                    ("amount_shown", "currency"),
                     "timestamp",
                     ("merchant_id", "merchant_category", "channel"),
                     ("location", "country"),
@@ -103,7 +103,11 @@ class TransactionAdmin(LargeTableAdmin):
     def get_readonly_fields(self, request, obj=None):
         # A stored transaction is evidence: nothing of it is editable.
         if obj is not None:
-            return [f.name for f in Transaction._meta.fields] + list(VERDICT_FIELDS)
+            return [
+                *(f.name for f in Transaction._meta.fields),
+                "amount_shown",
+                *VERDICT_FIELDS,
+            ]
         return VERDICT_FIELDS
 
     def has_add_permission(self, request):
@@ -112,6 +116,11 @@ class TransactionAdmin(LargeTableAdmin):
     def has_delete_permission(self, request, obj=None):
         # Evidence, counted in the verdict tallies and labelled: never deleted here.
         return False
+
+    @admin.display(description="Amount", ordering="amount")
+    def amount_shown(self, obj):
+        # With its currency's decimals (12.50 USD, 100 JPY), not the column's 3.
+        return obj.amount_shown
 
     @admin.display(description="Reasons")
     def reasons_display(self, obj):

@@ -41,9 +41,20 @@ ID_PATH_REGEX = "[^/\x00]+"
 # named could not be read back.
 RESERVED_IDS = frozenset({"export"})
 # In the payment's own currency, where 1,000,000,000 IDR is about 60,000 USD: a
-# large payment that most needs scoring. 10^12 with cents is 15 digits, what
-# the ledger's column holds and a double (SQLite's storage) keeps exactly.
+# large payment that most needs scoring. Below 10^12, 3 decimals make at most 15
+# significant digits, which a double (SQLite's storage) keeps exactly; 10^12
+# itself is an integer. The ledger's column holds 13 digits and 3 decimals.
 MAX_AMOUNT = Decimal("1000000000000")
+# Decimals the ledger keeps: the most that a currency in use has (KWD, BHD, OMR,
+# JOD, IQD, LYD, TND: fils and baisa; see `currency_decimal_places`).
+LEDGER_DECIMAL_PLACES = 3
+# Decimals of a currency without an ISO 4217 minor unit: one taken because it
+# has an exchange rate (`currencies`) but not on the iso4217 list, or one whose
+# minor unit the list gives as "N.A." (XAU, XDR...). Two, as most currencies,
+# and as every amount was before currencies had their own.
+DEFAULT_DECIMAL_PLACES = 2
+# 10^-places by places (0 to LEDGER_DECIMAL_PLACES): the quantize steps.
+_QUANTA = tuple(Decimal(1).scaleb(-places) for places in range(4))
 # Event times outside these are a producer's placeholder or a typo (.NET's
 # DateTime.MaxValue is 9999-12-31, epoch 0 is 1970): refused, since date arithmetic
 # near year 9999 overflows and such a time would move the card's windows with it.
@@ -87,6 +98,70 @@ def currency_codes() -> frozenset[str]:
     from iso4217 import Currency
 
     return frozenset(c.code for c in Currency) - _NOT_CURRENCIES
+
+
+@functools.cache
+def currency_decimal_places() -> dict[str, int]:
+    """Return the decimals an amount may have, by ISO 4217 code: the currency's
+    minor unit (the iso4217 package's `exponent`: JPY, KRW 0; USD 2; KWD, BHD
+    3), capped at LEDGER_DECIMAL_PLACES.
+
+    Capped: the units of account CLF and UYW have 4 (ten-thousandths of a
+    Unidad de Fomento or Unidad Previsional), but they index prices and are
+    rarely what a card is charged in; the ledger keeps 3 decimals for them and
+    refuses a 4th (`amount_places_problem` says so), rather than widen every
+    stored amount for them. Codes the list gives no minor unit (XAU, XDR...)
+    are left out: they get DEFAULT_DECIMAL_PLACES, as codes it does not know.
+    Cached, as `currency_codes`: the stream looks one up per record.
+    """
+    from iso4217 import Currency
+
+    return {
+        c.code: min(c.exponent, LEDGER_DECIMAL_PLACES)
+        for c in Currency
+        if c.exponent is not None
+    }
+
+
+def amount_places(currency: str) -> int:
+    """Return the decimals an amount in `currency` may have (and is shown with):
+    its minor unit, or DEFAULT_DECIMAL_PLACES (2) for a currency the iso4217
+    list does not know or gives none (one taken because it has a rate)."""
+    return currency_decimal_places().get(currency, DEFAULT_DECIMAL_PLACES)
+
+
+def amount_places_problem(currency: str) -> str:
+    """Return the error of an amount with more decimals than `currency` has."""
+    places = amount_places(currency)
+    if places == 0:
+        return f"{currency} amounts have no decimal places."
+    plural = "s" if places != 1 else ""
+    text = f"{currency} amounts have at most {places} decimal place{plural}"
+    exponent = _iso_exponent(currency)
+    if exponent > places:
+        return f"{text} here (ISO 4217 gives it {exponent}; the ledger keeps {places})."
+    return f"{text}."
+
+
+def _iso_exponent(currency: str) -> int:
+    from iso4217 import Currency
+
+    try:
+        return Currency(currency).exponent or 0
+    except ValueError:  # not on the list: taken for its exchange rate
+        return 0
+
+
+def amount_text(amount: Decimal, currency: str) -> str:
+    """Return an amount as it is shown (API, CSV, admin, dashboard): with its
+    currency's decimals, 12.50 USD, 12.345 KWD, 100 JPY, whatever the ledger
+    column's 3 decimals. An amount stored with more decimals than its currency
+    has (one accepted before currencies had their own: 100.50 JPY) keeps the
+    ones that are not zeros (100.5), never rounded away."""
+    shown = amount.quantize(_QUANTA[amount_places(currency)])
+    if shown != amount:
+        return format(amount.normalize(), "f")
+    return str(shown)
 
 
 class MessageError(ValueError):
@@ -233,12 +308,24 @@ def _amount(data: dict, errors: dict) -> Decimal:
         errors["amount"] = ["Must be greater than 0."]
     elif amount > MAX_AMOUNT:
         errors["amount"] = [f"Must be at most {MAX_AMOUNT}."]
-    elif amount != amount.quantize(Decimal("0.01")):
-        # 12.500 is 12.50; 0.30000000000000004 is not a number of cents.
-        errors["amount"] = ["Ensure that there are no more than 2 decimal places."]
     else:
-        return amount.quantize(Decimal("0.01"))
+        # Its decimals are checked against its currency's (`_amount_in_minor_unit`).
+        return amount
     return Decimal(0)
+
+
+def _amount_in_minor_unit(amount: Decimal, currency: str, errors: dict) -> Decimal:
+    """Return the amount with its currency's decimals, or record the error.
+
+    12.500 USD is 12.50 and 100.00 JPY is 100; 12.345 USD, 100.5 JPY or
+    0.30000000000000004 are no number of the currency's minor unit. A dict
+    lookup and a quantize: this runs for every record of the stream.
+    """
+    exact = amount.quantize(_QUANTA[amount_places(currency)])
+    if exact != amount:
+        errors["amount"] = [amount_places_problem(currency)]
+        return Decimal(0)
+    return exact
 
 
 def _coordinate(data: dict, name: str, limit: float, errors: dict) -> float | None:
@@ -371,6 +458,9 @@ def transaction_message_parse(
         errors["currency"] = [
             f"No exchange rate for {currency}: add one in admin (Exchange rates)."
         ]
+    if "amount" not in errors and "currency" not in errors:
+        # A currency in error has no minor unit to check the amount against.
+        amount = _amount_in_minor_unit(amount, currency, errors)
     channel = _text(data, "channel", errors, required=False, max_length=8).lower()
     if channel and channel not in CHANNELS:
         errors["channel"] = [f"Must be one of: {', '.join(CHANNELS)}."]

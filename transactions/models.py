@@ -10,6 +10,8 @@ from django.db.models import Q
 from django.urls import reverse
 from django.utils import timezone
 
+from transactions.messages import amount_text
+
 
 def reason_codes_text(codes: Iterable[str]) -> str:
     """Return the `reason_codes` column for these rule codes (see `with_rule`)."""
@@ -59,8 +61,10 @@ class Transaction(models.Model):
 
     transaction_id = models.CharField(max_length=64, unique=True)
     user_id = models.CharField(max_length=64)
-    # Up to transactions.messages.MAX_AMOUNT (10^12), with cents.
-    amount = models.DecimalField(max_digits=15, decimal_places=2)
+    # Up to transactions.messages.MAX_AMOUNT (10^12), in the currency's minor
+    # unit: 3 decimals for KWD's fils (LEDGER_DECIMAL_PLACES), so 12.50 USD is
+    # stored 12.500; shown with its currency's decimals (`amount_shown`).
+    amount = models.DecimalField(max_digits=16, decimal_places=3)
     # The amount in BASE_CURRENCY at the rate it was scored with: what the rules
     # compared, and what the list sorts and filters by, so that 1,000,000 IDR
     # (about 60 USD) does not rank above 4,000 USD.
@@ -157,6 +161,11 @@ class Transaction(models.Model):
 
     def get_absolute_url(self) -> str:
         return reverse("transaction-detail", args=[self.transaction_id])
+
+    @property
+    def amount_shown(self) -> str:
+        """Return the amount with its currency's decimals (12.50 USD, 100 JPY)."""
+        return amount_text(self.amount, self.currency)
 
 
 class VerdictTally(models.Model):

@@ -4,7 +4,7 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 from rest_framework.fields import empty
 
-from transactions.messages import SCORING_INPUT_FIELDS
+from transactions.messages import SCORING_INPUT_FIELDS, amount_text
 from transactions.models import LABEL_SHOWN_FIELDS, Label, Transaction
 
 
@@ -67,6 +67,31 @@ class NotesField(serializers.JSONField):
     """The stored notes as they are (a list of strings)."""
 
 
+# A stored amount as the API shows it (`amount_text`): up to 13 digits, and as
+# many decimals as its currency has (none for JPY, 3 for KWD).
+AMOUNT_SHOWN_PATTERN = r"^\d{1,13}(\.\d{1,3})?$"
+
+
+@extend_schema_field(
+    {
+        "type": "string",
+        "format": "decimal",
+        "pattern": AMOUNT_SHOWN_PATTERN,
+        "example": "25.00",
+    }
+)
+class AmountShownField(serializers.Field):
+    """A stored transaction's amount with its currency's decimals: "12.50" USD,
+    "12.345" KWD, "100" JPY (the ledger's column keeps 3 for every currency)."""
+
+    def __init__(self, **kwargs):
+        kwargs.update(source="*", read_only=True)
+        super().__init__(**kwargs)
+
+    def to_representation(self, value: Transaction) -> str:
+        return amount_text(value.amount, value.currency)
+
+
 class TransactionSerializer(serializers.ModelSerializer):
     """A stored transaction with its verdict at the top level.
 
@@ -80,6 +105,10 @@ class TransactionSerializer(serializers.ModelSerializer):
     # schema's enum would leave out "" (no channel given).
     channel = serializers.ChoiceField(
         choices=Transaction.Channel.choices, allow_blank=True, read_only=True
+    )
+    amount = AmountShownField(
+        help_text="In its currency's minor unit: as many decimals as it has "
+        '(ISO 4217: "12.50" USD, "12.345" KWD, "100" JPY).'
     )
     # Stored JSON, shown as it is; declared for their types in the schema.
     reasons = ReasonsField(

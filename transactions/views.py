@@ -30,7 +30,7 @@ from transactions.filters import (
     TransactionFilter,
     query_params_check,
 )
-from transactions.messages import ID_PATH_REGEX
+from transactions.messages import ID_PATH_REGEX, amount_text
 from transactions.models import Label, Transaction
 from transactions.pagination import (
     DEFAULT_PAGE_SIZE,
@@ -88,8 +88,14 @@ class _Echo:
         return value
 
 
+_AMOUNT_AT = EXPORT_COLUMNS.index("amount")
+_CURRENCY_AT = EXPORT_COLUMNS.index("currency")
+
+
 def _export_cells(row: tuple) -> list:
     *values, label_fraud = row
+    # With its currency's decimals (12.50 USD, 100 JPY), not the column's 3.
+    values[_AMOUNT_AT] = amount_text(values[_AMOUNT_AT], values[_CURRENCY_AT])
     cells = []
     for value in values:
         if isinstance(value, datetime):

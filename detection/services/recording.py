@@ -11,13 +11,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from django.conf import settings
 from django.db import transaction
 
 from detection.alerts import alert_deliveries_enqueue
 from detection.profiles import OrmStateStore
 from detection.scoring import ScoringConfig, Verdict, verdicts_score
 from detection.state import UserState
-from transactions.messages import TransactionMessage
+from transactions.messages import TransactionMessage, amount_places, amount_text
 from transactions.models import Transaction, reason_codes_text
 from transactions.selectors import transaction_ids_existing
 from transactions.services import transactions_record
@@ -66,7 +67,8 @@ def transaction_row(
         "transaction_id": message.transaction_id,
         "user_id": message.user_id,
         "amount": message.amount,
-        "amount_base": round(verdict.row.amount, 2),
+        # In the base currency's minor unit (3 decimals for KWD, none for JPY).
+        "amount_base": round(verdict.row.amount, amount_places(settings.BASE_CURRENCY)),
         "currency": message.currency,
         "timestamp": message.timestamp,
         "merchant_id": message.merchant_id,
@@ -251,7 +253,9 @@ def transaction_id_conflicts(
         if not differ:
             conflicts.append(None)
             continue
-        theirs = ", ".join(f"{name} {row[name]}" for name in differ)
+        # The stored amount with its currency's decimals, not the column's 3.
+        shown = {**row, "amount": amount_text(row["amount"], row["currency"])}
+        theirs = ", ".join(f"{name} {shown[name]}" for name in differ)
         ours = ", ".join(f"{name} {getattr(message, name)}" for name in differ)
         what = f" ({theirs}; this one: {ours})" if reveal else ""
         conflicts.append(

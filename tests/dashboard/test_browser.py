@@ -189,6 +189,30 @@ def test_a_merchant_filter_takes_that_merchants_new_verdicts_live(
     expect(page.locator(f'tr[data-id="{other.transaction_id}"]')).to_have_count(0)
 
 
+def test_amounts_show_their_currency_decimals_loaded_and_pushed(
+    logged_in_page, score, channel_layer_redis
+):
+    """The table shows each amount with its currency's decimals, grouped: the
+    rows it loads (1,234.50 USD, 150,000 JPY) and a pushed one (1,234.567 KWD),
+    never 2 decimals for every currency."""
+    from detection.models import ExchangeRate
+
+    ExchangeRate.objects.create(currency="KWD", units_per_base=0.307)
+    score(
+        message(user_id="usd", amount="1234.50"),
+        message(user_id="yen", amount="150000", currency="JPY"),
+    )
+    page = logged_in_page
+    page.goto("/transactions/")
+    amounts = page.locator("#txn-rows td[data-amount]")
+    expect(amounts).to_have_text(["150,000 JPY", "1,234.50 USD"])
+    expect(page.locator("#live-status .live-text")).to_have_text("Connected")
+    page.mouse.move(5, 5)
+    pushed = score(message(user_id="kwd", amount="1234.567", currency="KWD"))
+    publish_verdicts(pushed, channel_layer=channel_layer_redis)
+    expect(amounts).to_have_text(["1,234.567 KWD", "150,000 JPY", "1,234.50 USD"])
+
+
 @pytest.mark.parametrize("query", ["min_amount=abc", "since=garbage"])
 def test_a_filter_the_api_refuses_is_shown_and_takes_no_live_rows(
     logged_in_page, score, channel_layer_redis, query

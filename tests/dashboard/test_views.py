@@ -194,6 +194,22 @@ def test_detail_shows_verdict_reasons_travel_and_history(client, staff_user, sco
     assert "Confirm fraud" in content and "Mark legitimate" in content
 
 
+def test_detail_shows_amounts_with_their_currency_decimals(client, staff_user, score):
+    """The detail page and its history show 100 JPY and 20.00 USD, not the
+    ledger column's 3 decimals (100.000, 20.000)."""
+    score(message(user_id="shopper", amount="20.00"))
+    (txn,) = score(message(user_id="shopper", amount="100.00", currency="JPY"))
+    client.force_login(staff_user)
+    response = client.get(
+        reverse("dashboard:transaction-detail", args=[txn.transaction_id])
+    )
+    content = response.content.decode()
+    assert "<dt>Amount</dt><dd>100 JPY</dd>" in content
+    assert '<td class="num">100 JPY</td>' in content
+    assert '<td class="num">20.00 USD</td>' in content
+    assert "100.000" not in content and "20.000" not in content
+
+
 @pytest.mark.parametrize(
     ("fields", "latitude", "country", "source"),
     [

@@ -58,7 +58,7 @@ def test_schema_is_served_without_login(anon_client):
         "properties"
     ]["amount"]
     (number,) = [kind for kind in amount["oneOf"] if kind["type"] == "number"]
-    assert number["minimum"] == 0.01
+    assert number["minimum"] == 0.001  # 1 fils (KWD)
 
 
 @pytest.mark.parametrize(
@@ -119,6 +119,9 @@ def test_an_id_reused_for_another_payment_is_a_409(api_client, change):
     (error,) = response.json()["transaction_id"]
     (field,) = change
     assert f"this one: {field} {change[field]}" in error
+    if field == "amount":
+        # The stored amount with its currency's decimals, not the column's 3.
+        assert "(amount 42.50;" in error
     assert Transaction.objects.get().amount == Decimal("42.50")
     assert UserProfile.objects.filter(user_id="someone-else").count() == 0
 
@@ -287,8 +290,93 @@ def test_amounts_with_trailing_zeros_or_float_spelling_are_accepted(
     )
     assert response.status_code == 201, response.content
     assert response.json()["amount"] == stored
-    # As stored, to the cent.
-    assert str(Transaction.objects.get().amount) == stored
+    # As stored, exactly (the column keeps 3 decimals: 12.500).
+    assert Transaction.objects.get().amount == Decimal(stored)
+
+
+@pytest.fixture
+def rates_of_fils_and_units_of_account():
+    """Exchange rates for KWD (3 decimals) and CLF (ISO 4217 gives it 4): the
+    seeded rates have neither."""
+    from detection.models import ExchangeRate
+
+    ExchangeRate.objects.create(currency="KWD", units_per_base=0.307)
+    ExchangeRate.objects.create(currency="CLF", units_per_base=0.025)
+
+
+@pytest.mark.parametrize(
+    ("amount", "currency", "shown"),
+    [
+        ("12.345", "KWD", "12.345"),
+        (12.345, "KWD", "12.345"),
+        ("999999999999.999", "KWD", "999999999999.999"),
+        ("100.00", "JPY", "100"),
+        ("1000000000000", "JPY", "1000000000000"),
+        ("12.50", "USD", "12.50"),
+        ("1.234", "CLF", "1.234"),
+    ],
+)
+def test_amounts_are_taken_stored_and_shown_in_their_currency_minor_unit(
+    api_client, rates_of_fils_and_units_of_account, amount, currency, shown
+):
+    """12.345 KWD (fils) is a payment, stored exactly and shown as sent; 100.00
+    JPY is 100 yen, shown without decimals; USD keeps its cents ("12.50", not
+    the column's "12.500"), in predict's answer and when read back."""
+    payload = {"user_id": "u", "amount": amount, "currency": currency}
+    response = api_client.post("/api/predict", payload, format="json")
+    assert response.status_code == 201, response.content
+    assert response.json()["amount"] == shown
+    stored = Transaction.objects.get()
+    assert stored.amount == Decimal(shown)
+    again = api_client.get(f"/api/transactions/{stored.transaction_id}")
+    assert again.json()["amount"] == shown
+
+
+def test_the_what_if_history_shows_amounts_with_their_currency_decimals(api_client):
+    """The what-if's recent transactions show 100 JPY and 12.50 USD, not the
+    ledger column's 100.000 and 12.500."""
+    for tid, amount, currency in (("t-usd", "12.50", "USD"), ("t-jpy", "100", "JPY")):
+        payment = {"transaction_id": tid, "user_id": "u", "amount": amount}
+        response = api_client.post(
+            "/api/predict", {**payment, "currency": currency}, format="json"
+        )
+        assert response.status_code == 201
+    response = api_client.post(
+        "/api/validate-transaction", {"user_id": "u", "amount": "5"}, format="json"
+    )
+    recent = response.json()["history"]["recent_transactions"]
+    assert {(r["amount"], r["currency"]) for r in recent} == {
+        ("12.50", "USD"),
+        ("100", "JPY"),
+    }
+
+
+@pytest.mark.parametrize(
+    ("amount", "currency", "error"),
+    [
+        ("100.5", "JPY", "JPY amounts have no decimal places."),
+        (100.5, "JPY", "JPY amounts have no decimal places."),
+        ("12.345", "USD", "USD amounts have at most 2 decimal places."),
+        ("12.3451", "KWD", "KWD amounts have at most 3 decimal places."),
+        (
+            "1.2345",
+            "CLF",
+            "CLF amounts have at most 3 decimal places here (ISO 4217 gives it "
+            "4; the ledger keeps 3).",
+        ),
+    ],
+)
+@pytest.mark.parametrize("path", ["/api/predict", "/api/validate-transaction"])
+def test_more_decimals_than_the_currency_has_is_a_400_naming_it(
+    api_client, rates_of_fils_and_units_of_account, path, amount, currency, error
+):
+    """A yen has no fractions, a dollar 2 decimals, a dinar 3: more is a 400
+    whose amount error names the currency and its decimals; nothing stored."""
+    payload = {"user_id": "u", "amount": amount, "currency": currency}
+    response = api_client.post(path, payload, format="json")
+    assert response.status_code == 400, response.content
+    assert response.json() == {"amount": [error]}
+    assert Transaction.objects.count() == 0
 
 
 @pytest.mark.parametrize("body", ["[1, 2]", '"text"', "{not json", '{"amount": NaN}'])

@@ -121,6 +121,33 @@ def test_a_currency_without_an_exchange_rate_is_a_dead_letter():
     assert "No exchange rate for KES" in letters[0].error
 
 
+def test_an_amount_with_more_decimals_than_its_currency_has_is_a_dead_letter():
+    """The stream takes an amount in its currency's minor unit: 12.345 KWD
+    (fils) and 100.00 JPY (100 yen) are scored; 100.5 JPY is a dead letter whose
+    error names the currency, as the API's 400 does."""
+    from detection.records import records_decode
+
+    values = [
+        f'{{"transaction_id": "{name}", "user_id": "u1", "amount": "{amount}", '
+        f'"currency": "{code}"}}'.encode()
+        for name, amount, code in (
+            ("yen-fraction", "100.5", "JPY"),
+            ("yen", "100.00", "JPY"),
+            ("fils", "12.345", "KWD"),
+        )
+    ]
+    messages, letters = records_decode(
+        [record(v) for v in values], currencies={"USD", "JPY", "KWD"}
+    )
+    assert [(m.transaction_id, str(m.amount)) for m in messages] == [
+        ("yen", "100"),
+        ("fils", "12.345"),
+    ]
+    (letter,) = letters
+    assert bytes(letter.raw_value) == values[0]
+    assert '{"amount": ["JPY amounts have no decimal places."]}' in letter.error
+
+
 def test_a_record_without_a_timestamp_is_dated_when_the_broker_got_it():
     """A message with no `timestamp` gets the Kafka record's time, not the moment
     a (lagging) consumer decodes it."""

@@ -132,6 +132,20 @@ def test_event_matches_the_dashboard_contract():
     assert datetime.fromisoformat(first["scored_at"]).tzinfo is not None
 
 
+def test_pushed_amounts_have_their_currency_decimals():
+    """The live table shows a payment's amount with its currency's decimals,
+    whatever the ledger column keeps (3): 12.50 USD, 100 JPY, 12.345 KWD."""
+    rows = verdict_rows(0, 3)
+    for row, (amount, currency) in zip(
+        rows, [("12.500", "USD"), ("100.000", "JPY"), ("12.345", "KWD")], strict=True
+    ):
+        row.update(amount=Decimal(amount), currency=currency)
+    event = verdicts_event_build(
+        rows=rows, counts={"legit": 1, "suspicious": 1, "fraud": 1}, throughput=1.0
+    )
+    assert [v["amount"] for v in event["verdicts"]] == ["12.50", "100", "12.345"]
+
+
 def test_publisher_coalesces_batches_into_a_few_events_per_second(redis_url):
     """Given batches committed every few milliseconds for a second, the subscriber
     receives at most about four events per second that together count every

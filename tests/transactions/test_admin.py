@@ -1,5 +1,6 @@
 """Admin pages render for staff, with the reasons of a verdict readable."""
 
+import re
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
@@ -73,6 +74,25 @@ def test_transaction_detail_shows_reasons_with_values(client_staff, impossible_t
     assert "Impossible travel" in html
     assert "km/h &gt; 900 km/h" in html
     assert 'name="risk_score"' not in html  # verdict fields are read-only
+
+
+def test_amounts_show_their_currency_decimals_in_list_and_detail(client_staff):
+    """Admin shows 12.50 USD, 100 JPY and 12.345 KWD, not the column's 3
+    decimals (12.500, 100.000), in the list and on the change page."""
+    from tests.ledger import transaction_stored
+
+    stored = {
+        shown: transaction_stored(f"t-{currency}", amount=shown, currency=currency)
+        for shown, currency in (("12.50", "USD"), ("100", "JPY"), ("12.345", "KWD"))
+    }
+    html = client_staff.get("/admin/transactions/transaction/").content.decode()
+    cells = re.findall(r'<td class="field-amount_shown">([^<]*)</td>', html)
+    assert sorted(cells) == sorted(stored)
+    for shown, txn in stored.items():
+        page = client_staff.get(f"/admin/transactions/transaction/{txn.pk}/change/")
+        html = page.content.decode()
+        assert f'<div class="readonly">{shown}</div>' in html
+        assert "12.500" not in html and "100.000" not in html
 
 
 def test_search_by_user(client_staff, impossible_trip):

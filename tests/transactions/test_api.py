@@ -424,6 +424,31 @@ def test_export_is_the_filtered_list_as_csv(api_client, ledger):
     assert huge[-1] == "fraud"
 
 
+def test_export_shows_amounts_with_their_currency_decimals(api_client):
+    """The column keeps 3 decimals; the export, as the API, shows each amount in
+    its currency's minor unit: 12.50 USD, 100 JPY, 12.345 KWD. A yen amount
+    stored with a fraction before currencies had their own keeps it (100.5)."""
+    from tests.ledger import transaction_stored
+
+    for tid, amount, currency in (
+        ("usd", "12.50", "USD"),
+        ("jpy", "100", "JPY"),
+        ("kwd", "12.345", "KWD"),
+        ("jpy-old", "100.50", "JPY"),
+    ):
+        transaction_stored(tid, amount=amount, currency=currency)
+    header, *rows = _csv(api_client.get("/api/transactions/export", {"ordering": "id"}))
+    at, currency_at = header.index("amount"), header.index("currency")
+    assert [(row[at], row[currency_at]) for row in rows] == [
+        ("12.50", "USD"),
+        ("100", "JPY"),
+        ("12.345", "KWD"),
+        ("100.5", "JPY"),
+    ]
+    items = api_client.get("/api/transactions", {"ordering": "id"}).json()["items"]
+    assert [item["amount"] for item in items] == ["12.50", "100", "12.345", "100.5"]
+
+
 def test_export_under_asgi_streams_chunks_without_collecting_them(
     api_client, ledger, staff_user, monkeypatch, recwarn
 ):

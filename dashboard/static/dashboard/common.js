@@ -13,6 +13,14 @@ window.Dash = (function () {
     maximumFractionDigits: 2,
   });
 
+  // A payment's own amount as the API and the live events send it: a decimal
+  // string with its currency's decimals ("12.50" USD, "12.345" KWD, "100"
+  // JPY). Grouped, with exactly those decimals: money() would show 2 for all.
+  function amount(text) {
+    const [whole, fraction] = String(text).split(".");
+    return integer.format(BigInt(whole || "0")) + (fraction ? "." + fraction : "");
+  }
+
   function el(tag, attrs, children) {
     const node = document.createElement(tag);
     for (const [key, value] of Object.entries(attrs || {})) {
@@ -165,5 +173,6 @@ window.Dash = (function () {
     csrfToken,
     int: (n) => integer.format(n || 0),
     money: (n) => money.format(Number(n)),
+    amount,
   };
 })();

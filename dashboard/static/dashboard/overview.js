@@ -176,7 +176,7 @@
           Dash.idLink(v.transaction_id),
         ]),
         Dash.el("td", { text: v.user_id }),
-        Dash.el("td", { class: "num nowrap", text: Dash.money(v.amount) + " " + (v.currency || "") }),
+        Dash.el("td", { class: "num nowrap", text: Dash.amount(v.amount) + " " + (v.currency || "") }),
         Dash.el("td", { text: v.location || "–" }),
         Dash.el("td", {}, [Dash.statusBadge(v.status)]),
         Dash.el("td", { class: "num", text: Number(v.risk_score).toFixed(3) }),

@@ -172,7 +172,7 @@
       Dash.el("td", { class: "txn-id" }, [link]),
       Dash.el("td", { class: "nowrap", text: verdict.user_id }),
       Dash.el("td", { class: "nowrap", title: Dash.utc(verdict.timestamp) + " UTC", text: Dash.utc(verdict.timestamp).slice(5) }),
-      Dash.el("td", { class: "num nowrap", "data-amount": verdict.amount, text: Dash.money(verdict.amount) + " " + (verdict.currency || "") }),
+      Dash.el("td", { class: "num nowrap", "data-amount": verdict.amount, text: Dash.amount(verdict.amount) + " " + (verdict.currency || "") }),
       Dash.el("td", { text: verdict.location || "–" }),
       Dash.el("td", {}, [Dash.statusBadge(verdict.status)]),
       Dash.el("td", { class: "num", text: Number(verdict.risk_score).toFixed(3) }),
@@ -510,7 +510,7 @@
       recent.append(
         Dash.el("li", {}, [
           Dash.el("a", { href: "/transactions/" + encodeURIComponent(txn.transaction_id) + "/", text: Dash.utc(txn.timestamp) }),
-          " " + Dash.money(txn.amount) + " " + (txn.currency || "") + " " + (txn.location || "") + " ",
+          " " + Dash.amount(txn.amount) + " " + (txn.currency || "") + " " + (txn.location || "") + " ",
           Dash.statusBadge(txn.status),
         ])
       );

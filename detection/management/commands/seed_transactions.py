@@ -16,6 +16,7 @@ from tqdm import tqdm
 
 from detection.rules import RULE_TYPES
 from transactions.bulk import key_chunks, rows_insert
+from transactions.messages import amount_places
 from transactions.models import Transaction, VerdictTally, reason_codes_text
 from transactions.services import reason_tallies_add
 
@@ -166,14 +167,17 @@ class Command(BaseCommand):
 
     def _row(self, rng, prefix, index, end, offset, users) -> dict:
         city, latitude, longitude, country = rng.choice(CITIES)
-        amount = round(min(rng.lognormvariate(3.8, 1.1), 50_000.0), 2) + 0.01
+        # In the base currency's minor unit (whole yen for JPY), at least one.
+        places = amount_places(settings.BASE_CURRENCY)
+        amount = round(min(rng.lognormvariate(3.8, 1.1), 50_000.0), places)
+        amount += 10.0**-places
         status, risk, reasons = _verdict(rng, amount)
         scored_at = end - timedelta(seconds=offset)
         return {
             "transaction_id": f"{prefix}-{index:08d}",
             "user_id": f"user-{rng.randrange(users):06d}",
-            "amount": Decimal(f"{amount:.2f}"),
-            "amount_base": round(amount, 2),
+            "amount": Decimal(f"{amount:.{places}f}"),
+            "amount_base": round(amount, places),
             # Seeded amounts are in the base currency: amount_base is the amount.
             "currency": settings.BASE_CURRENCY,
             "timestamp": scored_at - timedelta(milliseconds=rng.randint(5, 900)),
