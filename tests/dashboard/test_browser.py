@@ -480,6 +480,24 @@ def test_validation_panel_returns_a_verdict_with_reasons(logged_in_page, score):
     assert Transaction.objects.count() == 2  # what-if stores nothing
 
 
+def test_the_validation_panel_checks_an_amount_in_its_currency(logged_in_page):
+    """The what-if sends the currency given: 15,000 JPY (about 100 USD) is no
+    huge amount, and 100.5 JPY is refused (the yen has no decimals)."""
+    page = logged_in_page
+    page.goto("/transactions/")
+    page.get_by_label("User id").fill("yen-card")
+    page.get_by_label("Currency (optional)").fill("jpy")
+    page.get_by_label("Amount", exact=True).fill("100.5")
+    page.get_by_role("button", name="Check").click()
+    result = page.locator("#validate-result")
+    expect(result.locator(".error")).to_contain_text("JPY amounts have no decimal")
+    page.get_by_label("Amount", exact=True).fill("15000")
+    page.get_by_role("button", name="Check").click()
+    expect(result.locator(".badge").first).to_be_visible()
+    expect(result.locator("li[data-code=huge_amount]")).to_have_count(0)
+    assert Transaction.objects.count() == 0  # what-if stores nothing
+
+
 def test_labelling_a_transaction_shows_the_label(logged_in_page, score, staff_user):
     """Confirm fraud with a note: the detail page and the table show the label,
     it is stored with the analyst, and the verdict is unchanged."""

@@ -542,6 +542,9 @@
   validateForm.addEventListener("submit", async function (event) {
     event.preventDefault();
     const payload = { user_id: lookupUser.value.trim(), amount: document.getElementById("v-amount").value };
+    // Empty: USD, as the API takes it. Its decimals are the currency's (JPY none).
+    const currency = document.getElementById("v-currency").value.trim().toUpperCase();
+    if (currency) payload.currency = currency;
     const where = document.getElementById("v-location").value.trim();
     if (where) payload.location = where;
     const when = document.getElementById("v-time").value;
