@@ -349,7 +349,13 @@ class BacktestJobSerializer(serializers.ModelSerializer):
         help_text="This job's address (GET it until `status` is done or failed).",
     )
     requested_by = serializers.SlugRelatedField(
-        slug_field="username", read_only=True, allow_null=True
+        slug_field="username",
+        read_only=True,
+        allow_null=True,
+        help_text="Who started it (null: a user deleted since).",
+    )
+    error = serializers.CharField(
+        read_only=True, help_text="Why it failed (empty unless failed)."
     )
     stale = serializers.BooleanField(
         source="is_stale",
