@@ -19,6 +19,7 @@ from detection.classifier import classifier_summary
 from detection.models import (
     AlertDelivery,
     AlertWebhook,
+    BacktestJob,
     DeadLetter,
     DecisionThresholds,
     ExchangeRate,
@@ -340,6 +341,50 @@ class ModelVersionAdmin(ReadOnlyAdmin):
     def has_activate_permission(self, request):
         """Return whether the user may switch the scoring model."""
         return request.user.has_perm("detection.change_modelversion")
+
+
+@admin.register(BacktestJob)
+class BacktestJobAdmin(LargeTableAdmin, ReadOnlyAdmin):
+    """Backtest jobs (POST /api/backtest/jobs), newest first: read-only, as
+    the worker alone writes them; "Stale" marks one that will not finish."""
+
+    list_display = (
+        "id",
+        "status",
+        "stale",
+        "progress",
+        "requested_by",
+        "window",
+        "created_at",
+        "finished_at",
+        "error_brief",
+    )
+    list_filter = ("status",)
+    list_select_related = ("requested_by",)
+    readonly_fields = ("stale", "progress")
+
+    @admin.display(boolean=True, description="Stale")
+    def stale(self, obj):
+        """Return whether its worker stopped writing (see BacktestJob.is_stale)."""
+        return obj.is_stale
+
+    @admin.display(description="Rows done")
+    def progress(self, obj):
+        """Return "rows done / total (percent)"."""
+        percent = 100 * obj.rows_done / obj.rows_total if obj.rows_total else 0
+        return f"{obj.rows_done:,} / {obj.rows_total:,} ({percent:.0f}%)"
+
+    @admin.display(description="Window (UTC)")
+    def window(self, obj):
+        """Return since, train_until and until, to the minute."""
+        return (
+            f"{_minute(obj.since)} | {_minute(obj.train_until)} | {_minute(obj.until)}"
+        )
+
+    @admin.display(description="Error")
+    def error_brief(self, obj):
+        """Return the start of the error (whole in a tooltip)."""
+        return _brief(obj.error)
 
 
 @admin.register(UserProfile)

@@ -11,8 +11,9 @@ import csv
 import dataclasses
 import hashlib
 import json
+from array import array
 from collections import Counter
-from collections.abc import Callable, Collection, Iterator
+from collections.abc import Callable, Collection, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -37,7 +38,7 @@ from detection.scoring import (
     Verdict,
     transaction_score_batch,
 )
-from detection.services import features_replay
+from detection.services import features_extend, features_replay
 from detection.services.training import message_as_scored
 from detection.state import FEATURE_NAMES, InMemoryStateStore
 from transactions.cells import cell_unquote
@@ -51,6 +52,8 @@ from transactions.messages import (
 from transactions.models import Transaction
 
 BATCH_SIZE = 1000
+# Rows read from the ledger per database round trip.
+LEDGER_CHUNK = 2000
 
 
 @dataclass
@@ -179,32 +182,18 @@ def _loaded(
 
 
 def _classifier(
-    train: list[TransactionMessage],
     matrix: np.ndarray,
+    known: np.ndarray,
+    fraud: np.ndarray,
     notes: list[str],
-    *,
-    mature_before: datetime | None = None,
 ) -> FraudClassifier | None:
-    """Return the classifier fitted on the training part's labelled rows (the
-    file's is_fraud; rows without one are left out), or None with the reason.
-
-    With `mature_before`, only rows older than it, as a retrain with
-    MODEL_LABEL_MATURITY_SECONDS learns only from payments whose chargeback
-    would have come by then."""
-    # features_replay's rows are in event order, as `train` is (backtest_read).
-    known = np.array(
-        [
-            m.is_fraud is not None
-            and (mature_before is None or m.timestamp <= mature_before)
-            for m in train
-        ],
-        dtype=bool,
-    )
-    truth = np.array([bool(m.is_fraud) for m in train], dtype=bool)
+    """Return the classifier fitted on the training rows `known` marks (those
+    with an is_fraud, old enough: `_model_trained`), `fraud` their truth, or
+    None with the reason in `notes`."""
     try:
         classifier = classifier_train(
             matrix[known],
-            truth[known],
+            fraud[known],
             min_labels=settings.MODEL_CLASSIFIER_MIN_LABELS,
         )
     except TooFewLabels as exc:
@@ -212,6 +201,31 @@ def _classifier(
         return None
     notes.append(classifier_summary(classifier.info))
     return classifier
+
+
+def _model_trained(
+    matrix: np.ndarray,
+    *,
+    labelled: np.ndarray,
+    fraud: np.ndarray,
+    mature: np.ndarray,
+    notes: list[str],
+) -> LoadedModel | None:
+    """Return the model trained on the training part's feature rows, as a
+    retrain trains it, or None when every row is a fraud.
+
+    The arrays are aligned with `matrix` (event order): `labelled`, the row has
+    an is_fraud (rows without one are left out of the classifier); `fraud`, it
+    is True; `mature`, the row is older than the label maturity at train_until
+    (a retrain with MODEL_LABEL_MATURITY_SECONDS learns only from payments
+    whose chargeback would have come by then). Raise ValueError when too few
+    rows are left to train the forest on."""
+    # As a retrain: confirmed frauds are not fitted (the forest learns normal).
+    normal = ~fraud
+    if not normal.any():
+        return None
+    classifier = _classifier(matrix, labelled & mature, fraud, notes)
+    return _loaded(forest_train(matrix[normal]), matrix[normal], classifier)
 
 
 def _score(
@@ -270,17 +284,14 @@ def backtest_run(
     matrix, store = features_replay(
         train, rates=config.rates, learns=[not m.is_fraud for m in train]
     )
-    model = None
-    # As a retrain: confirmed frauds are not fitted (the forest learns normal).
-    normal = ~np.array([m.is_fraud is True for m in train], dtype=bool)
-    if normal.any():
-        classifier = _classifier(
-            train,
-            matrix,
-            classifier_notes,
-            mature_before=train_until - timedelta(seconds=label_maturity_seconds),
-        )
-        model = _loaded(forest_train(matrix[normal]), matrix[normal], classifier)
+    mature_before = train_until - timedelta(seconds=label_maturity_seconds)
+    model = _model_trained(
+        matrix,
+        labelled=np.array([m.is_fraud is not None for m in train], dtype=bool),
+        fraud=np.array([m.is_fraud is True for m in train], dtype=bool),
+        mature=np.array([m.timestamp <= mature_before for m in train], dtype=bool),
+        notes=classifier_notes,
+    )
     run_config = dataclasses.replace(
         config, model=model, lists=EMPTY_LISTS, merchant_fraud={}
     )
@@ -400,42 +411,68 @@ def draft_config(data: object, *, live: ScoringConfig) -> ScoringConfig:
     )
 
 
+class MetricsTally:
+    """`backtest_metrics` added up a batch at a time: a streamed replay keeps
+    the counts and, per labelled row, its label, risk score and whether it was
+    flagged (17 bytes), never the messages or the verdicts."""
+
+    def __init__(self) -> None:
+        self.scored = 0
+        self.by_status: Counter[str] = Counter()
+        self.rule_hits: Counter[str] = Counter()
+        self.labels = array("b")
+        self.scores = array("d")
+        self.flagged = array("b")
+
+    def add(
+        self, messages: Iterable[TransactionMessage], verdicts: Iterable[Verdict]
+    ) -> None:
+        """Count a batch's verdicts (aligned with its messages)."""
+        for message, verdict in zip(messages, verdicts, strict=True):
+            self.scored += 1
+            self.by_status[verdict.status] += 1
+            self.rule_hits.update(verdict.reason_codes)
+            if message.is_fraud is not None:
+                self.labels.append(bool(message.is_fraud))
+                self.scores.append(verdict.risk_score)
+                self.flagged.append(verdict.status != "legit")
+
+    def figures(self) -> dict:
+        """Return counts by status, hits per rule and, with labels, quality figures."""
+        metrics: dict = {
+            "scored": self.scored,
+            "by_status": dict(sorted(self.by_status.items())),
+            "rule_hits": dict(self.rule_hits.most_common()),
+        }
+        if not self.labels:
+            return metrics
+        labels = np.array(self.labels, dtype=bool)
+        scores = np.array(self.scores)
+        flagged = np.array(self.flagged, dtype=bool)
+        true_positives = int((labels & flagged).sum())
+        metrics["labelled"] = len(labels)
+        metrics["fraud"] = int(labels.sum())
+        metrics["precision"] = (
+            round(true_positives / int(flagged.sum()), 4) if flagged.any() else None
+        )
+        metrics["recall"] = (
+            round(true_positives / int(labels.sum()), 4) if labels.any() else None
+        )
+        if labels.any() and not labels.all():
+            metrics["average_precision"] = round(
+                float(average_precision_score(labels, scores)), 4
+            )
+            metrics["roc_auc"] = round(float(roc_auc_score(labels, scores)), 4)
+        return metrics
+
+
 def backtest_metrics(
     messages: list[TransactionMessage], verdicts: list[Verdict]
 ) -> dict:
     """Return counts by status, hits per rule and, with labels, quality figures."""
-    by_status = Counter(v.status for v in verdicts)
-    rule_hits = Counter(code for v in verdicts for code in v.reason_codes)
-    metrics: dict = {
-        "scored": len(verdicts),
-        "by_status": dict(sorted(by_status.items())),
-        "rule_hits": dict(rule_hits.most_common()),
-    }
-    labelled = [
-        (m.is_fraud, v)
-        for m, v in zip(messages, verdicts, strict=True)
-        if m.is_fraud is not None
-    ]
-    if not labelled:
-        return metrics
-    labels = np.array([bool(label) for label, _ in labelled])
-    scores = np.array([v.risk_score for _, v in labelled])
-    flagged = np.array([v.status != "legit" for _, v in labelled])
-    true_positives = int((labels & flagged).sum())
-    metrics["labelled"] = len(labelled)
-    metrics["fraud"] = int(labels.sum())
-    metrics["precision"] = (
-        round(true_positives / int(flagged.sum()), 4) if flagged.any() else None
-    )
-    metrics["recall"] = (
-        round(true_positives / int(labels.sum()), 4) if labels.any() else None
-    )
-    if labels.any() and not labels.all():
-        metrics["average_precision"] = round(
-            float(average_precision_score(labels, scores)), 4
-        )
-        metrics["roc_auc"] = round(float(roc_auc_score(labels, scores)), 4)
-    return metrics
+    tally = MetricsTally()
+    tally.add(messages, verdicts)
+    return tally.figures()
 
 
 def amount_only_baseline(
@@ -469,21 +506,120 @@ def verdict_line(verdict: Verdict) -> str:
     )
 
 
-def ledger_messages(*, since: datetime, until: datetime) -> list[TransactionMessage]:
-    """Return the stored transactions with event times in [since, until), in
+def ledger_rows(*, since: datetime, until: datetime) -> Iterator[TransactionMessage]:
+    """Yield the stored transactions with event times in [since, until), in
     event order, for a backtest: each as it was scored (amounts as compared:
     `message_as_scored`), with its latest label as `is_fraud` (None: not
-    labelled), the ground truth a CSV export gives `manage.py backtest`."""
+    labelled), the ground truth a CSV export gives `manage.py backtest`.
+
+    Read LEDGER_CHUNK rows at a time as plain values (no model instances);
+    only what the caller keeps stays in memory."""
     rows = (
         Transaction.objects.filter(timestamp__gte=since, timestamp__lt=until)
         .with_latest_label()
         .order_by("timestamp", "id")
         .values(*SCORING_INPUT_FIELDS, "amount_base", "latest_label_fraud")
     )
-    messages = []
-    for row in rows.iterator(chunk_size=2000):
+    for row in rows.iterator(chunk_size=LEDGER_CHUNK):
         label = row.pop("latest_label_fraud")
         message = message_as_scored(row)
         message.is_fraud = label
-        messages.append(message)
-    return messages
+        yield message
+
+
+def ledger_messages(*, since: datetime, until: datetime) -> list[TransactionMessage]:
+    """Return `ledger_rows` as a list (for a replay that needs them all)."""
+    return list(ledger_rows(since=since, until=until))
+
+
+def _batches(
+    messages: Iterable[TransactionMessage], size: int
+) -> Iterator[list[TransactionMessage]]:
+    batch: list[TransactionMessage] = []
+    for message in messages:
+        batch.append(message)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def ledger_backtest(
+    *,
+    since: datetime,
+    until: datetime,
+    train_until: datetime,
+    config: ScoringConfig,
+    draft: ScoringConfig | None = None,
+    label_maturity_seconds: float = 0.0,
+    progress: Callable[[int], None] | None = None,
+) -> dict:
+    """Backtest the stored ledger as `backtest_run` backtests a file, streaming:
+    return the API's answer (BacktestResultSerializer's fields).
+
+    The same replay, model and figures as `backtest_run(ledger_messages(...))`,
+    but the ledger is read a chunk at a time: the training part is kept only
+    as its feature matrix (and three flags a row), the scored part not at all
+    (its figures are added up as it goes, live and draft scored batch by batch
+    from their own card states). So a million-row replay holds no million
+    messages or verdicts. `progress` is called with the number of
+    transactions just replayed (training or scoring; each counted once, with
+    or without a draft). Raise ValueError when too few transactions before
+    train_until are left to train on.
+    """
+    mature_before = train_until - timedelta(seconds=label_maturity_seconds)
+    store = InMemoryStateStore()
+    blocks = [np.empty((0, len(FEATURE_NAMES)))]
+    labelled, fraud, mature = array("b"), array("b"), array("b")
+    for batch in _batches(ledger_rows(since=since, until=train_until), 5000):
+        # In the training window a labelled fraud does not teach its profile.
+        learns = [not m.is_fraud for m in batch]
+        blocks.append(features_extend(store, batch, rates=config.rates, learns=learns))
+        for message in batch:
+            labelled.append(message.is_fraud is not None)
+            fraud.append(message.is_fraud is True)
+            mature.append(message.timestamp <= mature_before)
+        if progress:
+            progress(len(batch))
+    matrix = np.vstack(blocks)
+    del blocks
+    notes: list[str] = []
+    model = _model_trained(
+        matrix,
+        labelled=np.array(labelled, dtype=bool),
+        fraud=np.array(fraud, dtype=bool),
+        mature=np.array(mature, dtype=bool),
+        notes=notes,
+    )
+    trained_on = len(matrix)
+    del matrix, labelled, fraud, mature
+    run_config = dataclasses.replace(
+        config, model=model, lists=EMPTY_LISTS, merchant_fraud={}
+    )
+    draft_store = draft_run = draft_tally = None
+    if draft is not None:
+        draft_store = _store_copy(store)
+        draft_run = dataclasses.replace(
+            draft, model=model, lists=EMPTY_LISTS, merchant_fraud={}
+        )
+        draft_tally = MetricsTally()
+    tally = MetricsTally()
+    for batch in _batches(ledger_rows(since=train_until, until=until), BATCH_SIZE):
+        verdicts, _ = transaction_score_batch(batch, store=store, config=run_config)
+        tally.add(batch, verdicts)
+        if draft_run is not None:
+            verdicts, _ = transaction_score_batch(
+                batch, store=draft_store, config=draft_run
+            )
+            draft_tally.add(batch, verdicts)
+        if progress:
+            progress(len(batch))
+    return {
+        "replayed": trained_on + tally.scored,
+        "trained_on": trained_on,
+        "model_version": run_config.model_version,
+        "classifier": notes[0] if notes else "",
+        "live": tally.figures(),
+        "draft": draft_tally.figures() if draft_tally is not None else None,
+    }

@@ -503,3 +503,73 @@ def _lists_version_bump(**kwargs) -> None:
 
 models.signals.post_save.connect(_lists_version_bump, sender=ListEntry)
 models.signals.post_delete.connect(_lists_version_bump, sender=ListEntry)
+
+
+class BacktestJob(models.Model):
+    """A backtest of the stored ledger run by a Celery worker (POST
+    /api/backtest/jobs): the request, its progress and its answer.
+
+    The worker writes `rows_done` (and so `updated_at`, its heartbeat) at most
+    once a second; a queued or running job whose heartbeat is older than
+    API_BACKTEST_JOB_STALE_SECONDS is shown as stale (`is_stale`): its worker
+    died or none took it, and it will not finish.
+    """
+
+    class Status(models.TextChoices):
+        QUEUED = "queued"
+        RUNNING = "running"
+        DONE = "done"
+        FAILED = "failed"
+
+    requested_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+    )
+    since = models.DateTimeField()
+    train_until = models.DateTimeField()
+    until = models.DateTimeField()
+    draft = models.JSONField(
+        null=True, blank=True, help_text="The draft's rule and threshold changes."
+    )
+    label_maturity_days = models.FloatField(default=0.0)
+    status = models.CharField(
+        max_length=8, choices=Status.choices, default=Status.QUEUED
+    )
+    rows_done = models.BigIntegerField(default=0)
+    rows_total = models.BigIntegerField(
+        default=0, help_text="Stored transactions in the window when it was asked."
+    )
+    result = models.JSONField(
+        null=True, blank=True, help_text="The answer POST /api/backtest gives."
+    )
+    error = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    updated_at = models.DateTimeField(
+        auto_now=True, help_text="The worker's latest write (its heartbeat)."
+    )
+
+    ACTIVE = (Status.QUEUED, Status.RUNNING)
+
+    class Meta:
+        ordering = ["-id"]
+
+    def __str__(self) -> str:
+        return f"Backtest {self.pk} ({self.status})"
+
+    @property
+    def is_stale(self) -> bool:
+        """Return whether it is queued or running without a heartbeat for
+        API_BACKTEST_JOB_STALE_SECONDS: it will not finish (start it again)."""
+        from django.utils import timezone
+
+        return (
+            self.status in self.ACTIVE
+            and self.updated_at is not None
+            and (timezone.now() - self.updated_at).total_seconds()
+            > settings.API_BACKTEST_JOB_STALE_SECONDS
+        )

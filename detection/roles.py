@@ -22,7 +22,8 @@ ROLE_RISK_ADMIN = "Risk admin"
 ROLE_SCORING_CLIENT = "Scoring client"
 
 # Read-only in admin: verdicts and their reasons, labels, rules, models, lists,
-# dead letters, profiles and deliveries. Not the webhooks: their signing secrets.
+# dead letters, profiles, deliveries and backtest jobs. Not the webhooks: their
+# signing secrets.
 _VIEW = [
     "transactions.view_transaction",
     "transactions.view_label",
@@ -34,6 +35,7 @@ _VIEW = [
     "detection.view_exchangerate",
     "detection.view_userprofile",
     "detection.view_alertdelivery",
+    "detection.view_backtestjob",
 ]
 # Decide on cases: label them (which may teach a card's profile) and keep the
 # block and allow lists.

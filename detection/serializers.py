@@ -10,7 +10,13 @@ from django.utils import timezone
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from detection.models import DecisionThresholds, ListEntry, ModelVersion, Rule
+from detection.models import (
+    BacktestJob,
+    DecisionThresholds,
+    ListEntry,
+    ModelVersion,
+    Rule,
+)
 from detection.records import timestamp_not_after
 from detection.rules import RULE_TYPES
 from detection.scoring import scoring_config_current
@@ -339,6 +345,63 @@ class BacktestResultSerializer(serializers.Serializer):
     classifier = serializers.CharField(allow_blank=True)
     live = BacktestMetricsSerializer()
     draft = BacktestMetricsSerializer(allow_null=True)
+
+
+class BacktestJobSerializer(serializers.ModelSerializer):
+    """A backtest job: what it replays, how far it is, and its answer when done."""
+
+    url = serializers.HyperlinkedIdentityField(
+        view_name="backtest-job-detail",
+        help_text="This job's address (GET it until `status` is done or failed).",
+    )
+    requested_by = serializers.SlugRelatedField(
+        slug_field="username",
+        read_only=True,
+        allow_null=True,
+        help_text="Who started it (null: a user deleted since).",
+    )
+    error = serializers.CharField(
+        read_only=True, help_text="Why it failed (empty unless failed)."
+    )
+    stale = serializers.BooleanField(
+        source="is_stale",
+        read_only=True,
+        help_text="Queued or running without a progress write for "
+        "API_BACKTEST_JOB_STALE_SECONDS: its worker died or none took it; it "
+        "will not finish (start it again).",
+    )
+    draft = serializers.JSONField(
+        read_only=True, allow_null=True, help_text="The draft's changes, as sent."
+    )
+    result = BacktestResultSerializer(
+        read_only=True,
+        allow_null=True,
+        help_text="When done: what POST /api/backtest answers; null before.",
+    )
+
+    class Meta:
+        model = BacktestJob
+        fields = [
+            "id",
+            "url",
+            "status",
+            "stale",
+            "rows_done",
+            "rows_total",
+            "since",
+            "train_until",
+            "until",
+            "draft",
+            "label_maturity_days",
+            "requested_by",
+            "result",
+            "error",
+            "created_at",
+            "started_at",
+            "finished_at",
+            "updated_at",
+        ]
+        read_only_fields = fields
 
 
 class ListEntrySerializer(serializers.ModelSerializer):

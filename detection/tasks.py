@@ -5,6 +5,7 @@ import logging
 from celery import shared_task
 
 from detection.alerts import alert_deliveries_send
+from detection.backtest_jobs import backtest_job_run
 from detection.models import ModelVersion
 from detection.services import model_retrain
 
@@ -41,3 +42,9 @@ def model_retrain_task(limit: int = 200_000, warmup: int | None = None) -> dict:
 def alerts_send_task() -> dict:
     """Send the alert webhooks' due deliveries (beat runs this every few seconds)."""
     return alert_deliveries_send()
+
+
+@shared_task(name="detection.tasks.backtest_job_task")
+def backtest_job_task(job_id: int) -> str:
+    """Run a queued backtest job (POST /api/backtest/jobs); return its status."""
+    return backtest_job_run(job_id)

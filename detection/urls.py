@@ -7,6 +7,7 @@ accept both spellings instead of relying on APPEND_SLASH.
 from django.urls import re_path
 
 from detection.views import (
+    BacktestJobViewSet,
     BacktestView,
     DecisionThresholdsView,
     HealthView,
@@ -19,6 +20,7 @@ from detection.views import (
 from transactions.urls import OptionalSlashRouter
 
 router = OptionalSlashRouter()
+router.register("backtest/jobs", BacktestJobViewSet, basename="backtest-job")
 router.register("lists", ListEntryViewSet, basename="list-entry")
 router.register("models", ModelVersionViewSet, basename="model-version")
 router.register("rules", RuleViewSet, basename="rule")

@@ -9,18 +9,26 @@ from datetime import UTC, datetime
 from django.conf import settings
 from django.contrib.admin.models import ADDITION, CHANGE, DELETION, LogEntry
 from django.db import IntegrityError, connection
-from django.db.models import Q
+from django.db import transaction as db_transaction
+from django.db.models import Count, Q
 from django_filters import rest_framework as filters
-from drf_spectacular.utils import OpenApiResponse, extend_schema_view
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema_view
 from rest_framework import generics, mixins, status, viewsets
 from rest_framework.exceptions import ValidationError
 from rest_framework.permissions import AllowAny, DjangoModelPermissions
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from detection.backtest import DraftError, backtest_run, draft_config, ledger_messages
+from detection.backtest import DraftError, draft_config, ledger_backtest
 from detection.events import VerdictsPublisher
-from detection.models import DecisionThresholds, ListEntry, ModelVersion, Rule
+from detection.models import (
+    BacktestJob,
+    DecisionThresholds,
+    ListEntry,
+    ModelVersion,
+    Rule,
+)
 from detection.profiles import OrmStateStore
 from detection.scoring import (
     scoring_config_current,
@@ -28,6 +36,7 @@ from detection.scoring import (
     scoring_provider,
 )
 from detection.serializers import (
+    BacktestJobSerializer,
     BacktestRequestSerializer,
     BacktestResultSerializer,
     DecisionThresholdsSerializer,
@@ -46,6 +55,7 @@ from detection.services import (
     transaction_what_if,
 )
 from detection.state import UserState
+from detection.tasks import backtest_job_task
 from fraudsite.openapi import (
     SIGNED_IN_WRITE,
     api_operation,
@@ -205,6 +215,52 @@ class PredictView(APIView):
         return Response(body, status=status.HTTP_200_OK)
 
 
+def _backtest_request(request, *, maximum: int, setting: str, beyond: str = ""):
+    """Return the checked request of a backtest (POST /api/backtest and
+    /api/backtest/jobs alike), its scoring configs and the window's count.
+
+    Refuse (a 400 naming it) a bad field or draft, more than `maximum`
+    transactions in the window (`setting` names the limit; `beyond` says what
+    else to do), and a window with nothing before or after train_until.
+    """
+    params = BacktestRequestSerializer(data=request.data)
+    params.is_valid(raise_exception=True)
+    data = params.validated_data
+    since, until, train_until = data["since"], data["until"], data["train_until"]
+    config = scoring_config_from_db(model=None)
+    draft = None
+    if "draft" in data:
+        try:
+            draft = draft_config(data["draft"], live=config)
+        except DraftError as exc:
+            raise ValidationError({"draft": [str(exc)]}) from exc
+    counts = Transaction.objects.filter(
+        timestamp__gte=since, timestamp__lt=until
+    ).aggregate(
+        before=Count("pk", filter=Q(timestamp__lt=train_until)),
+        after=Count("pk", filter=Q(timestamp__gte=train_until)),
+    )
+    matching = counts["before"] + counts["after"]
+    if matching > maximum:
+        raise ValidationError(
+            {
+                "detail": f"{matching:,} transactions are between since and "
+                f"until; a backtest replays at most {maximum:,} ({setting}). "
+                f"Narrow the window{beyond}."
+            }
+        )
+    if not counts["before"] or not counts["after"]:
+        raise ValidationError(
+            {
+                "train_until": [
+                    "Stored transactions are needed on both sides of it: "
+                    "before (to train) and after (to score)."
+                ]
+            }
+        )
+    return data, config, draft, matching
+
+
 class BacktestView(APIView):
     """Replay stored transactions with isolated state: train a model on those
     before `train_until`, score the rest with the live rules and thresholds
@@ -215,6 +271,11 @@ class BacktestView(APIView):
     ground truth is each transaction's latest label; merchant_fraud and the
     lists are left out (today's knowledge of the past). At most
     API_BACKTEST_MAX_ROWS transactions; the answer comes when it is done.
+
+    Kept as it was for small windows (its clients wait for the answer, a few
+    seconds); a larger window, up to API_BACKTEST_JOB_MAX_ROWS, is a job
+    (POST /api/backtest/jobs: BacktestJobViewSet), whose answer is this one's,
+    from the same streamed replay (`ledger_backtest`).
     """
 
     def get_view_name(self):
@@ -227,67 +288,146 @@ class BacktestView(APIView):
         errors=(400, 401, 403, 413, 429),
         error_descriptions={
             400: "A bad field or draft (named), more than API_BACKTEST_MAX_ROWS "
-            "transactions, or nothing to train on or to score."
+            "transactions (a job takes more: POST /api/backtest/jobs), or "
+            "nothing to train on or to score."
         },
     )
     def post(self, request):
         """Backtest the live rule set, and a draft of it, on stored transactions."""
-        params = BacktestRequestSerializer(data=request.data)
-        params.is_valid(raise_exception=True)
-        since, until = params.validated_data["since"], params.validated_data["until"]
-        train_until = params.validated_data["train_until"]
-        config = scoring_config_from_db(model=None)
-        draft = None
-        if "draft" in params.validated_data:
-            try:
-                draft = draft_config(params.validated_data["draft"], live=config)
-            except DraftError as exc:
-                raise ValidationError({"draft": [str(exc)]}) from exc
-        matching = Transaction.objects.filter(
-            timestamp__gte=since, timestamp__lt=until
-        ).count()
-        maximum = settings.API_BACKTEST_MAX_ROWS
-        if matching > maximum:
-            raise ValidationError(
-                {
-                    "detail": f"{matching:,} transactions are between since and "
-                    f"until; a backtest replays at most {maximum:,} "
-                    "(API_BACKTEST_MAX_ROWS). Narrow the window."
-                }
-            )
-        messages = ledger_messages(since=since, until=until)
-        if not any(m.timestamp < train_until for m in messages) or not any(
-            m.timestamp >= train_until for m in messages
-        ):
-            raise ValidationError(
-                {
-                    "train_until": [
-                        "Stored transactions are needed on both sides of it: "
-                        "before (to train) and after (to score)."
-                    ]
-                }
-            )
+        data, config, draft, _ = _backtest_request(
+            request,
+            maximum=settings.API_BACKTEST_MAX_ROWS,
+            setting="API_BACKTEST_MAX_ROWS",
+            beyond=", or run it as a job (POST /api/backtest/jobs, at most "
+            f"{settings.API_BACKTEST_JOB_MAX_ROWS:,})",
+        )
         try:
-            result = backtest_run(
-                messages,
-                train_until=train_until,
+            body = ledger_backtest(
+                since=data["since"],
+                until=data["until"],
+                train_until=data["train_until"],
                 config=config,
                 draft=draft,
-                label_maturity_seconds=params.validated_data["label_maturity_days"]
-                * 86400,
+                label_maturity_seconds=data["label_maturity_days"] * 86400,
             )
         except ValueError as exc:
             # Too few transactions before train_until to train a model on.
             raise ValidationError({"train_until": [str(exc)]}) from exc
-        body = {
-            "replayed": len(messages),
-            "trained_on": result.trained_on,
-            "model_version": result.model_version,
-            "classifier": result.classifier,
-            "live": result.metrics,
-            "draft": result.draft_metrics,
-        }
         return Response(BacktestResultSerializer(body).data)
+
+
+def backtest_job_enqueue(job: BacktestJob) -> None:
+    """Queue a job's task (on CELERY_TASK_DEFAULT_QUEUE as it is now); when the
+    broker cannot take it, fail the job with the reason instead."""
+    try:
+        backtest_job_task.apply_async(
+            (job.pk,), queue=settings.CELERY_TASK_DEFAULT_QUEUE
+        )
+    except Exception as exc:  # the broker's errors are many; all mean "not queued"
+        logger.exception("backtest job %s: could not queue it", job.pk)
+        BacktestJob.objects.filter(pk=job.pk).update(
+            status=BacktestJob.Status.FAILED,
+            error=f"Could not queue the job: {exc}",
+            finished_at=datetime.now(UTC),
+        )
+
+
+_JOB_NOT_FOUND = {404: "No backtest job has this id."}
+
+
+@extend_schema_view(
+    list=api_operation(
+        responses={200: BacktestJobSerializer(many=True)},
+        error_descriptions={400: "It takes no parameters; one given is named."},
+    ),
+    retrieve=api_operation(
+        responses={200: BacktestJobSerializer}, error_descriptions=_JOB_NOT_FOUND
+    ),
+    create=api_operation(
+        request=request_body(BacktestRequestSerializer),
+        responses={
+            202: OpenApiResponse(
+                BacktestJobSerializer,
+                description="Queued: GET its `url` (also in Location) until "
+                "`status` is done (`result`) or failed (`error`).",
+            )
+        },
+        errors=SIGNED_IN_WRITE,
+        error_descriptions={
+            400: "A bad field or draft (named), more than "
+            "API_BACKTEST_JOB_MAX_ROWS transactions, or nothing to train on or "
+            "to score."
+        },
+        parameters=[
+            OpenApiParameter(
+                "Location",
+                OpenApiTypes.URI,
+                location=OpenApiParameter.HEADER,
+                description="The job's address (its `url`).",
+                response=[202],
+            )
+        ],
+    ),
+)
+class BacktestJobViewSet(
+    mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet
+):
+    """Backtests of the stored ledger run in the background, for windows up to
+    API_BACKTEST_JOB_MAX_ROWS (a million by default) transactions.
+
+    POST takes what POST /api/backtest takes, refuses what it refuses (but
+    past the larger limit), and answers 202 at once with the job (queued) and
+    its address in Location; a Celery worker runs it (detection.tasks.
+    backtest_job_task), writing `rows_done` of `rows_total` at most once a
+    second. GET the job until `status` is done, with `result` (the answer POST
+    /api/backtest gives) or failed, with `error`. A worker that dies leaves
+    its job running: once no progress was written for
+    API_BACKTEST_JOB_STALE_SECONDS it shows `stale: true` and will not finish
+    (start it again). The list is the newest LIST_LIMIT jobs, everyone's.
+    Every role that reads may start and read them (as POST /api/backtest).
+    """
+
+    LIST_LIMIT = 100
+
+    queryset = BacktestJob.objects.select_related("requested_by")
+    serializer_class = BacktestJobSerializer
+    lookup_value_regex = r"[0-9]+"
+    filter_backends: list = []
+    pagination_class = None
+
+    def get_view_name(self):
+        """Return the browsable API's title for these pages."""
+        return "Backtest jobs"
+
+    def list(self, request, *args, **kwargs):
+        """Return the newest LIST_LIMIT jobs; it takes no filters, and says so."""
+        query_params_check(request, {"format"})
+        jobs = self.get_queryset()[: self.LIST_LIMIT]
+        return Response(self.get_serializer(jobs, many=True).data)
+
+    def create(self, request, *args, **kwargs):
+        """Check the backtest as POST /api/backtest does, store it, queue it."""
+        data, _, _, matching = _backtest_request(
+            request,
+            maximum=settings.API_BACKTEST_JOB_MAX_ROWS,
+            setting="API_BACKTEST_JOB_MAX_ROWS",
+        )
+        job = BacktestJob.objects.create(
+            requested_by=request.user,
+            since=data["since"],
+            train_until=data["train_until"],
+            until=data["until"],
+            draft=data.get("draft"),
+            label_maturity_days=data["label_maturity_days"],
+            rows_total=matching,
+        )
+        # Queued once the row is committed, so the worker finds it.
+        db_transaction.on_commit(lambda: backtest_job_enqueue(job))
+        job.refresh_from_db()
+        body = self.get_serializer(job).data
+        return Response(
+            body, status=status.HTTP_202_ACCEPTED, headers={"Location": body["url"]}
+        )
 
 
 def _history(state: UserState, features: dict) -> dict:

@@ -484,6 +484,11 @@ API_TRANSACTIONS_MAX_PAGE_SIZE = env.int("API_TRANSACTIONS_MAX_PAGE_SIZE", defau
 API_EXPORT_MAX_ROWS = env.int("API_EXPORT_MAX_ROWS", default=100_000)
 # Most stored transactions one POST /api/backtest replays (it answers when done).
 API_BACKTEST_MAX_ROWS = env.int("API_BACKTEST_MAX_ROWS", default=50_000)
+# Most one backtest job (POST /api/backtest/jobs, run by a Celery worker) replays.
+API_BACKTEST_JOB_MAX_ROWS = env.int("API_BACKTEST_JOB_MAX_ROWS", default=1_000_000)
+# A queued or running job without a progress write for this long is shown stale
+# (its worker died, or no worker took it); it writes at least at each phase.
+API_BACKTEST_JOB_STALE_SECONDS = env.int("API_BACKTEST_JOB_STALE_SECONDS", default=600)
 
 # Any case ("info" too); a level logging does not know stops start-up with a
 # message instead of "Unable to configure root logger".

@@ -238,3 +238,58 @@ def test_request_bodies_are_json_or_form_never_multipart(schema, api_client):
         content_type="application/x-www-form-urlencoded",
     )
     assert response.status_code == 201, response.json()
+
+
+def test_backtest_jobs_are_documented_as_they_answer(schema, api_client):
+    """POST /api/backtest/jobs is a 202 with the job and its address in
+    Location; the job, listed or read alone, has exactly the documented
+    fields; done, its `result` is the synchronous backtest's component."""
+    from datetime import UTC, datetime, timedelta
+
+    from detection.backtest_jobs import backtest_job_run
+    from tests.ledger import transaction_stored
+
+    jobs = schema["paths"]["/api/backtest/jobs/"]
+    created = jobs["post"]["responses"]
+    assert "200" not in created and "201" not in created
+    accepted = created["202"]
+    assert accepted["headers"]["Location"]["schema"]["format"] == "uri"
+    job_schema = _ref(schema, accepted["content"]["application/json"]["schema"])
+    listed = jobs["get"]["responses"]["200"]["content"]["application/json"]
+    assert listed["schema"]["type"] == "array"
+    assert _ref(schema, listed["schema"]["items"]) == job_schema
+    one = schema["paths"]["/api/backtest/jobs/{id}/"]["get"]["responses"]["200"]
+    assert _ref(schema, one["content"]["application/json"]["schema"]) == job_schema
+    assert set(_ref(schema, job_schema["properties"]["status"])["enum"]) == {
+        "queued",
+        "running",
+        "done",
+        "failed",
+    }
+    result_schema = _ref(schema, job_schema["properties"]["result"])
+    synchronous = schema["paths"]["/api/backtest/"]["post"]["responses"]["200"]
+    assert result_schema == _ref(
+        schema, synchronous["content"]["application/json"]["schema"]
+    )
+
+    start = datetime(2026, 1, 1, tzinfo=UTC)
+    for hour in range(1, 301):  # 239 to train on (200 needed), 61 to score
+        transaction_stored(f"t-{hour}", timestamp=start + timedelta(hours=hour))
+    response = api_client.post(
+        "/api/backtest/jobs",
+        {"since": "2026-01-01T00:00:00Z", "train_until": "2026-01-11T00:00:00Z"},
+        format="json",
+    )
+    assert response.status_code == 202, response.json()
+    job = response.json()
+    assert response["Location"] == job["url"]
+    properties = set(job_schema["properties"])
+    assert set(job) == properties == set(job_schema["required"])
+    assert backtest_job_run(job["id"]) == "done"
+    done = api_client.get(response["Location"]).json()
+    assert set(done) == properties
+    assert api_client.get("/api/backtest/jobs").json() == [done]
+    assert set(done["result"]) == set(result_schema["properties"])
+    assert set(done["result"]["live"]) <= set(
+        _ref(schema, result_schema["properties"]["live"])["properties"]
+    )

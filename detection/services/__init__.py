@@ -23,6 +23,7 @@ from detection.services.recording import (
 from detection.services.rules import rules_seed_defaults
 from detection.services.training import (
     TrainingSet,
+    features_extend,
     features_replay,
     flag_rate_decision,
     model_retrain,
@@ -37,6 +38,7 @@ __all__ = [
     "ScoredBatch",
     "TrainingSet",
     "dead_letters_redrive",
+    "features_extend",
     "features_replay",
     "flag_rate_decision",
     "model_retrain",

@@ -66,16 +66,34 @@ def features_replay(
     store = InMemoryStateStore()
     blocks = [np.empty((0, len(FEATURE_NAMES)))]
     for start in range(0, len(ordered), 5000):
-        chunk = ordered[start : start + 5000]
-        states = store.states_get({m.user_id for m in chunk})
-        prepared = transaction_features_batch(
-            chunk,
-            states=states,
-            rates=rates,
-            learns=None if ordered_learns is None else ordered_learns[start:][:5000],
+        blocks.append(
+            features_extend(
+                store,
+                ordered[start : start + 5000],
+                rates=rates,
+                learns=None
+                if ordered_learns is None
+                else ordered_learns[start:][:5000],
+            )
         )
-        blocks.append(feature_matrix(prepared))
     return np.vstack(blocks), store
+
+
+def features_extend(
+    store: InMemoryStateStore,
+    messages: Sequence[TransactionMessage],
+    *,
+    rates: Mapping[str, float] | None = None,
+    learns: Sequence[bool] | None = None,
+) -> np.ndarray:
+    """Advance `store` through messages (in event order, after those it has seen)
+    and return their feature rows: `features_replay` a chunk at a time, for a
+    replay that streams its input (detection.backtest.ledger_backtest)."""
+    states = store.states_get({m.user_id for m in messages})
+    prepared = transaction_features_batch(
+        messages, states=states, rates=rates, learns=learns
+    )
+    return feature_matrix(prepared)
 
 
 @dataclass

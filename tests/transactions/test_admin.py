@@ -457,6 +457,7 @@ def test_select_all_says_how_many_at_least(client_staff, count_cap_3):
         "detection.UserProfile",
         "detection.DeadLetter",
         "detection.AlertDelivery",
+        "detection.BacktestJob",
         "admin.LogEntry",
     ],
 )
