@@ -296,11 +296,10 @@ def test_amounts_with_trailing_zeros_or_float_spelling_are_accepted(
 
 @pytest.fixture
 def rates_of_fils_and_units_of_account():
-    """Exchange rates for KWD (3 decimals) and CLF (ISO 4217 gives it 4): the
-    seeded rates have neither."""
+    """An exchange rate for CLF (ISO 4217 gives it 4 decimals), which the
+    seeded rates do not have; KWD's (3 decimals) is seeded (detection 0024)."""
     from detection.models import ExchangeRate
 
-    ExchangeRate.objects.create(currency="KWD", units_per_base=0.307)
     ExchangeRate.objects.create(currency="CLF", units_per_base=0.025)
 
 
