@@ -317,12 +317,10 @@ class BacktestView(APIView):
 
 
 def backtest_job_enqueue(job: BacktestJob) -> None:
-    """Queue a job's task (on CELERY_TASK_DEFAULT_QUEUE as it is now); when the
-    broker cannot take it, fail the job with the reason instead."""
+    """Queue a job's task on CELERY_BACKTEST_QUEUE (its own worker's: see
+    settings); when the broker cannot take it, fail the job with the reason."""
     try:
-        backtest_job_task.apply_async(
-            (job.pk,), queue=settings.CELERY_TASK_DEFAULT_QUEUE
-        )
+        backtest_job_task.apply_async((job.pk,), queue=settings.CELERY_BACKTEST_QUEUE)
     except Exception as exc:  # the broker's errors are many; all mean "not queued"
         logger.exception("backtest job %s: could not queue it", job.pk)
         BacktestJob.objects.filter(pk=job.pk).update(

@@ -4,7 +4,8 @@ Resolves Redis (REDIS_URL if it answers, else a local redis-server) and Kafka
 (KAFKA_BROKER, else the embedded Tansu broker), migrates SQLite, creates an admin
 login with a generated password, loads a week of simulated history and trains a
 model on first run, then runs the web server (`manage.py runserver`, ASGI via
-daphne), the stream consumer, the simulator producer and Celery (worker + beat)
+daphne), the stream consumer, the simulator producer and Celery (worker + beat,
+and a worker of its own for backtest jobs)
 until Ctrl-C, SIGTERM or SIGHUP, when it stops every process it started.
 """
 
@@ -279,6 +280,7 @@ def main() -> int:
         login = _manage("bootstrap_admin", env=env, capture=True)
         _history_bootstrap(env, model_active=_model_active(env))
         chargeback_delay = _setting(env, "SIMULATOR_CHARGEBACK_DELAY", "60")
+        backtest_queue = _setting(env, "CELERY_BACKTEST_QUEUE", "backtests")
         commands = {
             "web": [
                 PYTHON, "manage.py", "runserver", f"127.0.0.1:{port}", "--noreload"
@@ -300,6 +302,14 @@ def main() -> int:
                 # WARNING: at INFO, beat and the worker log three lines every
                 # 5 s (the webhook sender), scrolling the login banner away.
                 "--concurrency", "2", "--loglevel", "WARNING",
+                # Backtest jobs have their own worker, below.
+                "--exclude-queues", backtest_queue,
+            ],
+            # One backtest job at a time, never in the way of webhooks or retrains.
+            "backtests": [
+                PYTHON, "-m", "celery", "-A", "fraudsite", "worker",
+                "--queues", backtest_queue, "--concurrency", "1",
+                "--hostname", "backtests@%h", "--loglevel", "WARNING",
             ],
         }  # fmt: skip
         for name, command in commands.items():

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import environ
 from django.core.exceptions import ImproperlyConfigured
+from kombu import Queue
 
 from transactions.messages import currency_codes
 
@@ -386,6 +387,15 @@ CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default=REDIS_URL)
 CELERY_RESULT_BACKEND = env.str("CELERY_RESULT_BACKEND", default=REDIS_URL)
 CELERY_TASK_ALWAYS_EAGER = env.bool("CELERY_TASK_ALWAYS_EAGER", default=False)
 CELERY_TASK_DEFAULT_QUEUE = env.str("CELERY_TASK_DEFAULT_QUEUE", default="celery")
+# Backtest jobs (POST /api/backtest/jobs) have a queue of their own, so that a
+# replay of a million rows never holds up the webhook sender or a retrain: `make
+# run` and compose give it its own worker (one job at a time) and keep it off
+# the main one (`--exclude-queues`). A worker started without --queues takes both.
+CELERY_BACKTEST_QUEUE = env.str("CELERY_BACKTEST_QUEUE", default="backtests")
+CELERY_TASK_QUEUES = tuple(
+    Queue(name)
+    for name in dict.fromkeys([CELERY_TASK_DEFAULT_QUEUE, CELERY_BACKTEST_QUEUE])
+)
 CELERY_TIMEZONE = TIME_ZONE
 # Beat's state file lives with the other runtime files, not in the project root.
 CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")

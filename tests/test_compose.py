@@ -22,6 +22,7 @@ APP_SERVICES = [
     "chargebacks",
     "producer",
     "celery-worker",
+    "celery-backtests",
     "celery-beat",
 ]
 
@@ -66,6 +67,21 @@ def test_commands_exist(service):
         from fraudsite.celery import app
 
         assert command[:3] == ["celery", "-A", "fraudsite"] and app.main == "fraudsite"
+
+
+def test_backtest_jobs_have_a_worker_of_their_own():
+    """The queue the API puts backtest jobs on is the backtest worker's, and
+    the main worker (retrains, webhooks) leaves it alone."""
+    from django.conf import settings
+
+    def option(service: str, name: str) -> str:
+        command = COMPOSE["services"][service]["command"]
+        return command[command.index(name) + 1]
+
+    queue = settings.CELERY_BACKTEST_QUEUE
+    assert option("celery-backtests", "--queues") == queue
+    assert option("celery-worker", "--exclude-queues") == queue
+    assert queue != settings.CELERY_TASK_DEFAULT_QUEUE
 
 
 @pytest.mark.parametrize("service", [s for s in APP_SERVICES if s != "migrate"])

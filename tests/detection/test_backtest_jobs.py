@@ -241,7 +241,7 @@ def test_a_worker_runs_a_job_to_the_synchronous_answer(
 ):
     """End to end: POST queues the job on Redis, a real worker runs it against
     the test database, GET shows it done with POST /api/backtest's answer."""
-    settings.CELERY_TASK_DEFAULT_QUEUE = celery_worker
+    settings.CELERY_BACKTEST_QUEUE = celery_worker
     response = api_client.post(
         "/api/backtest/jobs", {**WINDOW, "draft": DRAFT}, format="json"
     )

@@ -7,7 +7,9 @@ import sqlite3
 import subprocess
 import sys
 import time
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from urllib.parse import urljoin
 
 import psutil
 import pytest
@@ -136,6 +138,30 @@ def test_launcher_serves_admin_and_api_then_stops_everything(tmp_path, redis_url
             )
             time.sleep(0.5)
         assert streamed > 0, "no streamed transaction was scored"
+
+        # A backtest job of the week's history is run by the backtest worker
+        # (its own queue: the main worker is started without it).
+        now = datetime.now(UTC)
+        queued = session.post(
+            f"{base}/api/backtest/jobs",
+            json={
+                "since": (now - timedelta(days=8)).isoformat(),
+                "train_until": (now - timedelta(days=2)).isoformat(),
+                "until": now.isoformat(),
+            },
+            headers={"X-CSRFToken": session.cookies["csrftoken"], "Referer": base},
+            timeout=30,
+        )
+        assert queued.status_code == 202, queued.text
+        deadline = time.monotonic() + 120
+        job = queued.json()
+        while time.monotonic() < deadline and job["status"] in ("queued", "running"):
+            time.sleep(0.5)
+            job = session.get(
+                urljoin(base, queued.headers["Location"]), timeout=30
+            ).json()
+        assert job["status"] == "done", job
+        assert job["rows_done"] == job["rows_total"] > 0
     finally:
         code = _terminate(process)
         _assert_all_stopped(children)
