@@ -486,6 +486,12 @@ def test_validation_panel_returns_a_verdict_with_reasons(logged_in_page, score):
 def test_the_validation_panel_checks_an_amount_in_its_currency(logged_in_page):
     """The what-if sends the currency given: 15,000 JPY (about 100 USD) is no
     huge amount, and 100.5 JPY is refused (the yen has no decimals)."""
+    from detection.models import ExchangeRate
+
+    # Seeded (detection 0008), but a transactional test empties the tables.
+    ExchangeRate.objects.update_or_create(
+        currency="JPY", defaults={"units_per_base": 147.0}
+    )
     page = logged_in_page
     page.goto("/transactions/")
     page.get_by_label("User id").fill("yen-card")
