@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import secrets
 import uuid
+from datetime import timedelta
 from urllib.parse import urlsplit
 
 from django.conf import settings
@@ -564,12 +565,23 @@ class BacktestJob(models.Model):
     @property
     def is_stale(self) -> bool:
         """Return whether it is queued or running without a heartbeat for
-        API_BACKTEST_JOB_STALE_SECONDS: it will not finish (start it again)."""
+        API_BACKTEST_JOB_STALE_SECONDS: it will not finish (start it again).
+
+        A queued job waits for the jobs before it (the backtest worker runs one
+        at a time): it is stale only when no running job wrote in that time
+        either, that is when no worker is at work on the queue.
+        """
         from django.utils import timezone
 
-        return (
-            self.status in self.ACTIVE
-            and self.updated_at is not None
-            and (timezone.now() - self.updated_at).total_seconds()
-            > settings.API_BACKTEST_JOB_STALE_SECONDS
+        if self.status not in self.ACTIVE or self.updated_at is None:
+            return False
+        cutoff = timezone.now() - timedelta(
+            seconds=settings.API_BACKTEST_JOB_STALE_SECONDS
         )
+        if self.updated_at >= cutoff:
+            return False
+        if self.status == self.Status.RUNNING:
+            return True
+        return not BacktestJob.objects.filter(
+            status=self.Status.RUNNING, updated_at__gte=cutoff
+        ).exists()

@@ -232,6 +232,27 @@ def test_a_job_without_a_heartbeat_is_shown_stale(viewer_client, settings):
     assert viewer_client.get("/api/backtest/jobs/999999").status_code == 404
 
 
+@pytest.mark.django_db
+def test_a_job_queued_behind_a_running_one_is_not_stale(viewer_client, settings):
+    """The backtest worker runs one job at a time: a job queued for long behind
+    one whose worker still writes is waiting, not stale; once no running job
+    writes either, no worker is at work on the queue, and it is."""
+    settings.API_BACKTEST_JOB_STALE_SECONDS = 60
+    window = {key: _when(value) for key, value in WINDOW.items()}
+    old = datetime.now(UTC) - timedelta(seconds=61)
+    running = BacktestJob.objects.create(**window, status="running")
+    waiting = BacktestJob.objects.create(**window, status="queued")
+    BacktestJob.objects.filter(pk=waiting.pk).update(updated_at=old)
+
+    def stale() -> dict:
+        listed = viewer_client.get("/api/backtest/jobs").json()
+        return {job["id"]: job["stale"] for job in listed}
+
+    assert stale() == {running.pk: False, waiting.pk: False}
+    BacktestJob.objects.filter(pk=running.pk).update(updated_at=old)
+    assert stale() == {running.pk: True, waiting.pk: True}
+
+
 @pytest.mark.django_db(transaction=True)
 def test_a_worker_runs_a_job_to_the_synchronous_answer(
     api_client,
