@@ -18,6 +18,7 @@ from collections.abc import Callable
 import numpy as np
 
 from detection.state import FEATURE_NAMES, FeatureRow
+from transactions.messages import amount_places
 
 # Quantile levels kept per feature: fine in the tails, where payments get flagged.
 FEATURE_QUANTILE_GRID = np.array(
@@ -39,12 +40,17 @@ _HIGH, _LOW, _BOTH = ("high",), ("low",), ("high", "low")
 _BINARY = frozenset({"new_country", "new_merchant", "new_category"})
 
 
+def _money(amount: float, base: str) -> str:
+    """Return an amount in the base currency with its decimals (none for JPY)."""
+    return f"{amount:,.{amount_places(base)}f} {base}"
+
+
 def _ratio_text(amount: float, typical: float, base: str) -> str:
     if not typical:
         return "no typical amount yet"
     ratio = amount / typical
     share = f"{ratio:,.1f}x" if ratio >= 1 else f"{ratio:.0%} of"
-    return f"{share} the card's typical amount ({typical:,.2f} {base})"
+    return f"{share} the card's typical amount ({_money(typical, base)})"
 
 
 def _gap(seconds: float) -> str:
@@ -59,7 +65,7 @@ def _gap(seconds: float) -> str:
 def _phrases(base: str) -> dict[str, tuple[tuple[str, ...], Callable]]:
     """Return, per feature, the meaningful sides and the words for a row."""
     return {
-        "log_amount": (_BOTH, lambda r: f"amount {r.amount:,.2f} {base}"),
+        "log_amount": (_BOTH, lambda r: f"amount {_money(r.amount, base)}"),
         "amount_zscore": (
             _BOTH,
             lambda r: (
@@ -94,7 +100,7 @@ def _phrases(base: str) -> dict[str, tuple[tuple[str, ...], Callable]]:
         "count_24h": (_HIGH, lambda r: f"{r.count_24h + 1} payments in 24 h"),
         "log_amount_24h": (
             _HIGH,
-            lambda r: f"{r.amount_24h:,.2f} {base} spent in 24 h",
+            lambda r: f"{_money(r.amount_24h, base)} spent in 24 h",
         ),
         "hour_offpeak": (_HIGH, lambda r: f"at {r.hour:02d}:00 local time"),
         "new_country": (_HIGH, lambda r: "a country new to the card"),

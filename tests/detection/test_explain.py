@@ -104,3 +104,30 @@ def test_small_amounts_counts_and_late_payments_read_right():
     assert any(t.startswith("4% of the card's typical amount") for t in texts), texts
     assert any(t.startswith("7 payments in 10 min") for t in texts), texts
     assert not any("after the card's previous payment" in t for t in texts), texts
+
+
+@pytest.mark.parametrize(
+    ("base", "typical"),
+    [("USD", "(30.75 USD)"), ("JPY", "(31 JPY)"), ("KWD", "(30.750 KWD)")],
+)
+def test_amounts_in_the_base_currency_read_with_its_decimals(base, typical):
+    """The card's typical amount in the explanation has the base currency's
+    decimals: none for a yen base, three for a dinar one."""
+    from detection.state import FeatureRow
+
+    training = _training()
+    row = FeatureRow(
+        epoch=0.0, amount=1.10, typical_amount=30.75, history_count=100,
+        amount_zscore=-4.0, distance_prev_km=None, speed_kmh=None,
+        seconds_since_prev=3600.0, previous_location="", distance_home_km=None,
+        count_10m=0, count_1h=0, count_24h=0, amount_24h=0.0, hour=14,
+        new_country=False, new_merchant=False, recent_times=[],
+    )  # fmt: skip
+    column = {name: i for i, name in enumerate(FEATURE_NAMES)}
+    vector = np.median(training, axis=0)
+    vector[column["log_amount_ratio"]] = np.log(1.10 / 30.75)
+    found = unusual_features(
+        vector, row, feature_quantiles(training), base_currency=base
+    )
+    texts = [item["text"] for item in found]
+    assert any(f"typical amount {typical}" in t for t in texts), texts
