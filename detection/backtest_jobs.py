@@ -16,8 +16,9 @@ from collections.abc import Callable
 
 from django.utils import timezone
 
-from detection.backtest import draft_config, ledger_backtest
+from detection.backtest import DraftError, draft_config, ledger_backtest
 from detection.models import BacktestJob
+from detection.registry import TooFewToTrain
 from detection.scoring import scoring_config_from_db
 from detection.serializers import BacktestResultSerializer
 
@@ -98,7 +99,8 @@ def backtest_job_run(
             progress=progress,
         )
     except Exception as exc:
-        expected = isinstance(exc, ValueError)
+        # The request's own: too few to train on, a draft the rules changed under.
+        expected = isinstance(exc, TooFewToTrain | DraftError)
         progress.flush(
             status=BacktestJob.Status.FAILED,
             error=str(exc) if expected else f"{type(exc).__name__}: {exc}",

@@ -66,10 +66,14 @@ class LoadedModel:
         return -self.forest.score_samples(matrix)
 
 
+class TooFewToTrain(ValueError):
+    """Raise when fewer than MIN_TRAINING_SAMPLES transactions are there to train on."""
+
+
 def forest_train(matrix: np.ndarray, *, params: dict | None = None) -> IsolationForest:
     """Return an Isolation Forest fitted on a feature matrix."""
     if len(matrix) < MIN_TRAINING_SAMPLES:
-        raise ValueError(
+        raise TooFewToTrain(
             f"Need at least {MIN_TRAINING_SAMPLES} transactions to train, "
             f"got {len(matrix)}."
         )

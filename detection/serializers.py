@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import uuid
 from decimal import Decimal
 
@@ -286,6 +287,11 @@ class DecisionThresholdsSerializer(serializers.ModelSerializer):
         return attrs
 
 
+# Ten years: a label maturity beyond it is a typo (and days * 86400 overflows
+# long before a float does).
+LABEL_MATURITY_MAX_DAYS = 3650.0
+
+
 class BacktestRequestSerializer(serializers.Serializer):
     """A backtest of the stored ledger: what to replay, where training stops,
     and optionally a draft rule set to compare with the live one."""
@@ -309,8 +315,15 @@ class BacktestRequestSerializer(serializers.Serializer):
         required=False,
         default=0.0,
         min_value=0.0,
-        help_text="The classifier learns only from labels this old at train_until.",
+        max_value=LABEL_MATURITY_MAX_DAYS,
+        help_text="The classifier learns only from labels this old at train_until "
+        f"(0 to {LABEL_MATURITY_MAX_DAYS:g} days).",
     )
+
+    def validate_label_maturity_days(self, value: float) -> float:
+        if not math.isfinite(value):  # "NaN" is a float, and passes both bounds
+            raise serializers.ValidationError("A finite number of days is required.")
+        return value
 
     def validate(self, attrs):
         attrs.setdefault("until", timezone.now())

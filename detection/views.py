@@ -30,6 +30,7 @@ from detection.models import (
     Rule,
 )
 from detection.profiles import OrmStateStore
+from detection.registry import MIN_TRAINING_SAMPLES, TooFewToTrain
 from detection.scoring import (
     scoring_config_current,
     scoring_config_from_db,
@@ -258,6 +259,17 @@ def _backtest_request(request, *, maximum: int, setting: str, beyond: str = ""):
                 ]
             }
         )
+    if counts["before"] < MIN_TRAINING_SAMPLES:
+        # Refused here, not by a job that fails later (the training itself
+        # may still find too few: it leaves the frauds out).
+        raise ValidationError(
+            {
+                "train_until": [
+                    f"Need at least {MIN_TRAINING_SAMPLES} transactions to train, "
+                    f"got {counts['before']:,} before it."
+                ]
+            }
+        )
     return data, config, draft, matching
 
 
@@ -310,8 +322,9 @@ class BacktestView(APIView):
                 draft=draft,
                 label_maturity_seconds=data["label_maturity_days"] * 86400,
             )
-        except ValueError as exc:
-            # Too few transactions before train_until to train a model on.
+        except TooFewToTrain as exc:
+            # Fewer to train on than stored before train_until (the training
+            # leaves out the frauds among them).
             raise ValidationError({"train_until": [str(exc)]}) from exc
         return Response(BacktestResultSerializer(body).data)
 

@@ -105,6 +105,10 @@ def test_bad_backtests_are_400s_naming_the_problem(api_client, settings):
     too_few = post({"train_until": "2026-01-03T00:00:00Z"})
     assert too_few.status_code == 400
     assert "Need at least" in too_few.json()["train_until"][0]
+    for days in ("NaN", "Infinity", 1e308, 3651):
+        odd = post({"train_until": "2026-01-03T00:00:00Z", "label_maturity_days": days})
+        assert odd.status_code == 400, (days, odd.content)
+        assert list(odd.json()) == ["label_maturity_days"], odd.json()
     bad_draft = post(
         {"train_until": "2026-01-03T00:00:00Z", "draft": {"rules": {"nope": {}}}}
     )
