@@ -363,6 +363,9 @@ class BacktestJobAdmin(LargeTableAdmin, ReadOnlyAdmin):
     list_select_related = ("requested_by",)
     readonly_fields = ("stale", "progress")
 
+    def get_queryset(self, request):
+        return super().get_queryset(request).with_queue_activity()
+
     @admin.display(boolean=True, description="Stale")
     def stale(self, obj):
         """Return whether its worker stopped writing (see BacktestJob.is_stale)."""

@@ -506,6 +506,23 @@ models.signals.post_save.connect(_lists_version_bump, sender=ListEntry)
 models.signals.post_delete.connect(_lists_version_bump, sender=ListEntry)
 
 
+def _stale_cutoff():
+    from django.utils import timezone
+
+    return timezone.now() - timedelta(seconds=settings.API_BACKTEST_JOB_STALE_SECONDS)
+
+
+class BacktestJobQuerySet(models.QuerySet):
+    def with_queue_activity(self) -> BacktestJobQuerySet:
+        """Annotate each job with whether a running job wrote within
+        API_BACKTEST_JOB_STALE_SECONDS (`is_stale` of a queued job), in the
+        same query: a list of many queued jobs asks it once, not per job."""
+        running = BacktestJob.objects.filter(
+            status=BacktestJob.Status.RUNNING, updated_at__gte=_stale_cutoff()
+        )
+        return self.annotate(queue_worked_on=models.Exists(running))
+
+
 class BacktestJob(models.Model):
     """A backtest of the stored ledger run by a Celery worker (POST
     /api/backtest/jobs): the request, its progress and its answer.
@@ -556,6 +573,8 @@ class BacktestJob(models.Model):
 
     ACTIVE = (Status.QUEUED, Status.RUNNING)
 
+    objects = BacktestJobQuerySet.as_manager()
+
     class Meta:
         ordering = ["-id"]
 
@@ -571,17 +590,16 @@ class BacktestJob(models.Model):
         at a time): it is stale only when no running job wrote in that time
         either, that is when no worker is at work on the queue.
         """
-        from django.utils import timezone
-
         if self.status not in self.ACTIVE or self.updated_at is None:
             return False
-        cutoff = timezone.now() - timedelta(
-            seconds=settings.API_BACKTEST_JOB_STALE_SECONDS
-        )
+        cutoff = _stale_cutoff()
         if self.updated_at >= cutoff:
             return False
         if self.status == self.Status.RUNNING:
             return True
-        return not BacktestJob.objects.filter(
-            status=self.Status.RUNNING, updated_at__gte=cutoff
-        ).exists()
+        worked_on = getattr(self, "queue_worked_on", None)  # with_queue_activity
+        if worked_on is None:
+            worked_on = BacktestJob.objects.filter(
+                status=self.Status.RUNNING, updated_at__gte=cutoff
+            ).exists()
+        return not worked_on

@@ -400,7 +400,6 @@ class BacktestJobViewSet(
 
     LIST_LIMIT = 100
 
-    queryset = BacktestJob.objects.select_related("requested_by")
     serializer_class = BacktestJobSerializer
     lookup_value_regex = r"[0-9]+"
     filter_backends: list = []
@@ -409,6 +408,9 @@ class BacktestJobViewSet(
     def get_view_name(self):
         """Return the browsable API's title for these pages."""
         return "Backtest jobs"
+
+    def get_queryset(self):
+        return BacktestJob.objects.select_related("requested_by").with_queue_activity()
 
     def list(self, request, *args, **kwargs):
         """Return the newest LIST_LIMIT jobs; it takes no filters, and says so."""

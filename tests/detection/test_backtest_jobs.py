@@ -306,3 +306,40 @@ def test_admin_shows_jobs_read_only_with_progress_and_staleness(client, staff_us
     change = client.get(f"/admin/detection/backtestjob/{job.pk}/change/")
     assert change.status_code == 200 and b'name="_save"' not in change.content
     assert client.get("/admin/detection/backtestjob/add/").status_code == 403
+
+
+@pytest.mark.django_db
+def test_listing_many_queued_jobs_asks_whether_they_are_stale_once(
+    viewer_client, client, staff_user, settings
+):
+    """Whether a queued job is stale depends on the running ones: the jobs'
+    list (API and admin) asks that in its one query, not once per job."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    settings.API_BACKTEST_JOB_STALE_SECONDS = 60
+    window = {key: _when(value) for key, value in WINDOW.items()}
+    old = datetime.now(UTC) - timedelta(seconds=61)
+    client.force_login(staff_user)
+
+    def queries(path: str, api) -> int:
+        with CaptureQueriesContext(connection) as captured:
+            assert api.get(path).status_code == 200
+        return len(captured)
+
+    def queue(jobs: int) -> None:
+        created = [BacktestJob.objects.create(**window) for _ in range(jobs)]
+        BacktestJob.objects.filter(pk__in=[j.pk for j in created]).update(
+            updated_at=old
+        )
+
+    queue(1)
+    queries("/api/backtest/jobs", viewer_client)  # the permissions, read once
+    queries("/admin/detection/backtestjob/", client)
+    few = queries("/api/backtest/jobs", viewer_client)
+    few_admin = queries("/admin/detection/backtestjob/", client)
+    queue(29)
+    assert queries("/api/backtest/jobs", viewer_client) == few
+    assert queries("/admin/detection/backtestjob/", client) == few_admin
+    listed = viewer_client.get("/api/backtest/jobs").json()
+    assert len(listed) == 30 and all(job["stale"] for job in listed)
