@@ -17,16 +17,19 @@ from rest_framework.exceptions import (
 )
 from rest_framework.views import exception_handler as drf_exception_handler
 
-from fraudsite.throttling import AnonThrottle, PerUserThrottle
+from fraudsite.throttling import AnonThrottle, PerUserThrottle, UserThrottle
 
 
-def _throttled(view, request, kind: type) -> Throttled | None:
+def _throttled(view, request, kind: type, *, general=None) -> Throttled | None:
     """Count the request against the view's throttles of `kind` unless they ran
-    already (`kind.counted_flag` is set on the request); return the 429 to
+    already (`kind.counted_flag` is set on the request), and against `general`
+    (a throttle class) when the view has none of that class; return the 429 to
     answer instead when it is over one of them, else None."""
     if getattr(request, kind.counted_flag, False):
         return None
     throttles = [t for t in view.get_throttles() if isinstance(t, kind)]
+    if general is not None and not any(isinstance(t, general) for t in throttles):
+        throttles.append(general())
     waits = [t.wait() for t in throttles if not t.allow_request(request, view)]
     if not waits:
         return None
@@ -42,12 +45,14 @@ def exception_handler(exc, context):
     Likewise a signed-in caller refused by a permission (a Scoring client's
     token reading the ledger, a Viewer editing a rule) is counted against its
     per-user limit: DRF checks permissions before throttles, so such 403s came
-    back as fast as they were asked for."""
+    back as fast as they were asked for. Against the general per-user limit
+    too where the view has only its own (a Viewer posting to /api/predict,
+    whose limit is off by default)."""
     view, request = context.get("view"), context.get("request")
     if view is None or request is None:
         return drf_exception_handler(exc, context)
     if isinstance(exc, NotAuthenticated | AuthenticationFailed):
         exc = _throttled(view, request, AnonThrottle) or exc
     elif isinstance(exc, PermissionDenied) and request.user.is_authenticated:
-        exc = _throttled(view, request, PerUserThrottle) or exc
+        exc = _throttled(view, request, PerUserThrottle, general=UserThrottle) or exc
     return drf_exception_handler(exc, context)

@@ -117,7 +117,7 @@ def test_refused_calls_of_a_signed_in_user_count_against_its_limit(
     often it asked. It counts against the per-user limit: over it, 429."""
     from django.contrib.auth.models import Group
 
-    from detection.roles import ROLE_SCORING_CLIENT
+    from detection.roles import ROLE_SCORING_CLIENT, ROLE_VIEWER
 
     gateway = django_user_model.objects.create_user(username="gateway")
     gateway.groups.add(Group.objects.get(name=ROLE_SCORING_CLIENT))
@@ -129,6 +129,20 @@ def test_refused_calls_of_a_signed_in_user_count_against_its_limit(
         assert codes == [403, 403, 403, 429]
         assert 0 < int(client.get("/api/rules")["Retry-After"]) <= 60
         assert other.get("/api/transactions").status_code == 200
+    # POST /api/predict has its own limit (off): a Viewer's refused calls
+    # count against the general one all the same.
+    viewer = django_user_model.objects.create_user(username="viewer-predicts")
+    viewer.groups.add(Group.objects.get(name=ROLE_VIEWER))
+    client.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=viewer)}")
+    payload = {"user_id": "u", "amount": "5.00"}
+    with override_settings(
+        API_THROTTLE_RATES={"user": "2/min", "anon": None, "predict": None}
+    ):
+        codes = [
+            client.post("/api/predict", payload, format="json").status_code
+            for _ in range(3)
+        ]
+    assert codes == [403, 403, 429]
 
 
 class _RefusesAfterThrottles(APIView):
