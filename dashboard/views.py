@@ -20,6 +20,7 @@ from dashboard.selectors import (
     transaction_detail_context,
 )
 from fraudsite.permissions import READ_PERMISSION
+from transactions.messages import amount_places
 from transactions.models import Transaction
 from transactions.selectors import (
     card_has_transactions,
@@ -94,6 +95,7 @@ def _list_context() -> dict:
         "statuses": Transaction.Status.choices,
         "page_size": 50,
         "base_currency": settings.BASE_CURRENCY,
+        "base_decimals": amount_places(settings.BASE_CURRENCY),
     }
 
 
@@ -111,6 +113,7 @@ def transaction_detail(request, transaction_id: str):
         {
             "transaction": transaction,
             "base_currency": settings.BASE_CURRENCY,
+            "base_decimals": amount_places(settings.BASE_CURRENCY),
             **context,
         },
     )

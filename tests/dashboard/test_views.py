@@ -211,6 +211,27 @@ def test_detail_shows_amounts_with_their_currency_decimals(client, staff_user, s
 
 
 @pytest.mark.parametrize(
+    ("base", "shown"), [("USD", "<dd>30.75 USD</dd>"), ("JPY", "<dd>31 JPY</dd>")]
+)
+def test_the_profiles_typical_amount_has_the_base_currencys_decimals(
+    client, staff_user, score, settings, base, shown
+):
+    """The card's typical amount is in the base currency: no decimals when it
+    is the yen; and the what-if panel is told the base's decimals."""
+    settings.BASE_CURRENCY = base
+    score(message(user_id="base", amount="30.75"))
+    (txn,) = score(message(user_id="base", amount="30.75"))
+    client.force_login(staff_user)
+    detail = client.get(
+        reverse("dashboard:transaction-detail", args=[txn.transaction_id])
+    )
+    assert f"<dt>Typical amount</dt>{shown}" in detail.content.decode()
+    page = client.get(reverse("dashboard:transactions")).content.decode()
+    decimals = {"USD": 2, "JPY": 0}[base]
+    assert f'data-base-decimals="{decimals}"' in page
+
+
+@pytest.mark.parametrize(
     ("fields", "latitude", "country", "source"),
     [
         ({"location": "London"}, 51.51, "GB", "no country given: the most populous"),

@@ -8,10 +8,17 @@ window.Dash = (function () {
     fraud: { label: "Fraud", mark: "✕" },
   };
   const integer = new Intl.NumberFormat("en-US");
-  const money = new Intl.NumberFormat("en-US", {
-    minimumFractionDigits: 2,
-    maximumFractionDigits: 2,
-  });
+  // Grouped, with a currency's decimals (2 unless told: 0 for a yen base).
+  const moneyFormats = new Map();
+  function money(n, digits = 2) {
+    if (!moneyFormats.has(digits)) {
+      moneyFormats.set(digits, new Intl.NumberFormat("en-US", {
+        minimumFractionDigits: digits,
+        maximumFractionDigits: digits,
+      }));
+    }
+    return moneyFormats.get(digits).format(Number(n));
+  }
 
   // A payment's own amount as the API and the live events send it: a decimal
   // string with its currency's decimals ("12.50" USD, "12.345" KWD, "100"
@@ -172,7 +179,7 @@ window.Dash = (function () {
     errorText,
     csrfToken,
     int: (n) => integer.format(n || 0),
-    money: (n) => money.format(Number(n)),
+    money,
     amount,
   };
 })();

@@ -452,6 +452,8 @@
   /* ---- validation panel ----------------------------------------------------- */
 
   const validateForm = document.getElementById("validate-form");
+  // The base currency's decimals (none for JPY), for the card's figures.
+  const baseDecimals = Number(validateForm.closest("[data-base-decimals]").dataset.baseDecimals);
   const result = document.getElementById("validate-result");
   const sync = document.getElementById("v-sync");
   const lookupUser = document.getElementById("v-user");
@@ -528,12 +530,12 @@
       Dash.el("h3", { text: "History of " + history.user_id }),
       facts([
         ["Transactions", Dash.int(history.transaction_count)],
-        ["Typical amount", history.typical_amount ? Dash.money(history.typical_amount) + " " + history.base_currency : "–"],
+        ["Typical amount", history.typical_amount ? Dash.money(history.typical_amount, baseDecimals) + " " + history.base_currency : "–"],
         ["Home", history.home_location || "unknown"],
         ["Last location", history.last_location || "unknown"],
         ["Last transaction", Dash.utc(history.last_transaction_at)],
         ["Last 10 min / 1 h / 24 h", history.count_10m + " / " + history.count_1h + " / " + history.count_24h],
-        ["Spent in 24 h", Dash.money(history.amount_24h) + " " + history.base_currency],
+        ["Spent in 24 h", Dash.money(history.amount_24h, baseDecimals) + " " + history.base_currency],
       ]),
       recent
     );
