@@ -29,6 +29,10 @@ logger = logging.getLogger(__name__)
 PROGRESS_SECONDS = 1.0
 
 
+class JobCancelled(Exception):
+    """Raise when the job being run was cancelled (its row is no longer running)."""
+
+
 class ProgressWriter:
     """Count the rows a job replayed; write the count (and the heartbeat,
     `updated_at`) to its row at most every `interval` seconds, and on `flush`."""
@@ -53,10 +57,16 @@ class ProgressWriter:
             self.flush()
 
     def flush(self, **fields) -> None:
-        """Write the count, with any other `fields` of the job."""
-        BacktestJob.objects.filter(pk=self.job_id).update(
-            rows_done=self.done, updated_at=timezone.now(), **fields
-        )
+        """Write the count, with any other `fields` of the job, while it runs.
+
+        Raise JobCancelled when it no longer does (POST .../cancel set it
+        cancelled): the replay stops at its next write, within a second.
+        """
+        written = BacktestJob.objects.filter(
+            pk=self.job_id, status=BacktestJob.Status.RUNNING
+        ).update(rows_done=self.done, updated_at=timezone.now(), **fields)
+        if not written:
+            raise JobCancelled(self.job_id)
         self.writes += 1
         self._written_at = self.clock()
 
@@ -66,7 +76,9 @@ def backtest_job_run(
 ) -> str:
     """Run a queued job to done or failed, and return its status.
 
-    A job that is not queued (run already: a redelivered task) is left alone.
+    A job that is not queued (run already: a redelivered task, or cancelled
+    while queued) is left alone; one cancelled while it runs stops at its next
+    progress write and stays cancelled.
     The draft is applied to the live rules as they are when the job starts. An
     error that is the request's (too few transactions to train on, a draft
     the rules changed under) fails the job with its message; any other is
@@ -77,7 +89,9 @@ def backtest_job_run(
         pk=job_id, status=BacktestJob.Status.QUEUED
     ).update(status=BacktestJob.Status.RUNNING, started_at=now, updated_at=now)
     if not claimed:
-        logger.warning("backtest job %s: not queued (run already?); skipped", job_id)
+        logger.warning(
+            "backtest job %s: not queued (run already, cancelled?); skipped", job_id
+        )
         return (
             BacktestJob.objects.filter(pk=job_id)
             .values_list("status", flat=True)
@@ -86,6 +100,15 @@ def backtest_job_run(
         )
     job = BacktestJob.objects.get(pk=job_id)
     progress = ProgressWriter(job.pk, clock=clock)
+    try:
+        return _job_replay(job, progress)
+    except JobCancelled:
+        logger.info("backtest job %s cancelled after %s rows", job_id, progress.done)
+        return BacktestJob.Status.CANCELLED
+
+
+def _job_replay(job: BacktestJob, progress: ProgressWriter) -> str:
+    job_id = job.pk
     try:
         config = scoring_config_from_db(model=None)
         draft = None if job.draft is None else draft_config(job.draft, live=config)
@@ -98,6 +121,8 @@ def backtest_job_run(
             label_maturity_seconds=job.label_maturity_days * 86400,
             progress=progress,
         )
+    except JobCancelled:
+        raise
     except Exception as exc:
         # The request's own: too few to train on, a draft the rules changed under.
         expected = isinstance(exc, TooFewToTrain | DraftError)

@@ -538,6 +538,7 @@ class BacktestJob(models.Model):
         RUNNING = "running"
         DONE = "done"
         FAILED = "failed"
+        CANCELLED = "cancelled"
 
     requested_by = models.ForeignKey(
         settings.AUTH_USER_MODEL,
@@ -554,7 +555,7 @@ class BacktestJob(models.Model):
     )
     label_maturity_days = models.FloatField(default=0.0)
     status = models.CharField(
-        max_length=8, choices=Status.choices, default=Status.QUEUED
+        max_length=16, choices=Status.choices, default=Status.QUEUED
     )
     rows_done = models.BigIntegerField(default=0)
     rows_total = models.BigIntegerField(

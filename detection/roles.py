@@ -59,6 +59,7 @@ _TUNE = [
     "detection.change_alertwebhook",
     "detection.delete_alertwebhook",
     "detection.change_alertdelivery",
+    "detection.change_backtestjob",  # cancel anyone's backtest job
 ]
 
 ROLES: dict[str, list[str]] = {

@@ -11,11 +11,13 @@ from django.contrib.admin.models import ADDITION, CHANGE, DELETION, LogEntry
 from django.db import IntegrityError, connection
 from django.db import transaction as db_transaction
 from django.db.models import Count, Q
+from django.utils import timezone
 from django_filters import rest_framework as filters
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema_view
 from rest_framework import generics, mixins, status, viewsets
-from rest_framework.exceptions import ValidationError
+from rest_framework.decorators import action
+from rest_framework.exceptions import PermissionDenied, Throttled, ValidationError
 from rest_framework.permissions import AllowAny, DjangoModelPermissions
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -367,7 +369,9 @@ _JOB_NOT_FOUND = {404: "No backtest job has this id."}
         error_descriptions={
             400: "A bad field or draft (named), more than "
             "API_BACKTEST_JOB_MAX_ROWS transactions, or nothing to train on or "
-            "to score."
+            "to score.",
+            429: "Over a request limit, or API_BACKTEST_JOB_ACTIVE_PER_USER jobs "
+            "of this user are queued or running already.",
         },
         parameters=[
             OpenApiParameter(
@@ -379,6 +383,18 @@ _JOB_NOT_FOUND = {404: "No backtest job has this id."}
             )
         ],
     ),
+)
+@extend_schema_view(
+    cancel=api_operation(
+        request=None,
+        responses={200: BacktestJobSerializer},
+        errors=(400, 401, 403, 429),
+        error_descriptions={
+            **_JOB_NOT_FOUND,
+            403: 'Not its requester, nor one who may "Change backtest job".',
+            409: "It is done, failed or cancelled already.",
+        },
+    )
 )
 class BacktestJobViewSet(
     mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet
@@ -395,7 +411,12 @@ class BacktestJobViewSet(
     its job running: once no progress was written for
     API_BACKTEST_JOB_STALE_SECONDS it shows `stale: true` and will not finish
     (start it again). The list is the newest LIST_LIMIT jobs, everyone's.
-    Every role that reads may start and read them (as POST /api/backtest).
+    Every role that reads may start and read them (as POST /api/backtest), at
+    most API_BACKTEST_JOB_ACTIVE_PER_USER queued or running at once each (the
+    backtest worker runs one at a time: one reader must not hold it for the
+    day). POST .../cancel stops one: its requester's, or any with "Can change
+    backtest job" (Risk admin); queued, it never starts; running, it stops at
+    its next progress write.
     """
 
     LIST_LIMIT = 100
@@ -420,6 +441,16 @@ class BacktestJobViewSet(
 
     def create(self, request, *args, **kwargs):
         """Check the backtest as POST /api/backtest does, store it, queue it."""
+        active = BacktestJob.objects.filter(
+            requested_by=request.user, status__in=BacktestJob.ACTIVE
+        ).count()
+        allowed = settings.API_BACKTEST_JOB_ACTIVE_PER_USER
+        if active >= allowed:
+            raise Throttled(
+                detail=f"You have {active} backtest jobs queued or running, the "
+                f"most one user may (API_BACKTEST_JOB_ACTIVE_PER_USER): wait for "
+                "one to finish, or cancel one (POST /api/backtest/jobs/<id>/cancel)."
+            )
         data, _, _, matching = _backtest_request(
             request,
             maximum=settings.API_BACKTEST_JOB_MAX_ROWS,
@@ -441,6 +472,35 @@ class BacktestJobViewSet(
         return Response(
             body, status=status.HTTP_202_ACCEPTED, headers={"Location": body["url"]}
         )
+
+    @action(detail=True, methods=["post"])
+    def cancel(self, request, pk=None):
+        """Cancel a queued or running job (see the class)."""
+        job = self.get_object()
+        if job.requested_by_id != request.user.pk and not request.user.has_perm(
+            "detection.change_backtestjob"
+        ):
+            raise PermissionDenied(
+                'Only its requester, or a user who may "Change backtest job" '
+                "(Risk admin), may cancel it."
+            )
+        cancelled = BacktestJob.objects.filter(
+            pk=job.pk, status__in=BacktestJob.ACTIVE
+        ).update(
+            status=BacktestJob.Status.CANCELLED,
+            error=f"Cancelled by {request.user.get_username()}.",
+            finished_at=timezone.now(),
+            updated_at=timezone.now(),
+        )
+        if not cancelled:
+            return Response(
+                {
+                    "detail": f"It is {job.status} already; only a queued or running "
+                    "job can be cancelled."
+                },
+                status=status.HTTP_409_CONFLICT,
+            )
+        return Response(self.get_serializer(self.get_object()).data)
 
 
 def _history(state: UserState, features: dict) -> dict:

@@ -112,7 +112,7 @@ def error_responses(
     return {
         code: OpenApiResponse(
             FieldErrorsSerializer if code == 400 else ErrorSerializer,
-            description=descriptions.get(code, ERROR_DESCRIPTIONS[code]),
+            description=descriptions.get(code) or ERROR_DESCRIPTIONS[code],
         )
         for code in sorted(codes)
     }

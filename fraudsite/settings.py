@@ -499,6 +499,11 @@ API_BACKTEST_JOB_MAX_ROWS = env.int("API_BACKTEST_JOB_MAX_ROWS", default=1_000_0
 # A queued or running job without a progress write for this long is shown stale
 # (its worker died, or no worker took it); it writes at least at each phase.
 API_BACKTEST_JOB_STALE_SECONDS = env.int("API_BACKTEST_JOB_STALE_SECONDS", default=600)
+# Backtest jobs one user may have queued or running at once (the backtest
+# worker runs one at a time); another is a 429 until one ends or is cancelled.
+API_BACKTEST_JOB_ACTIVE_PER_USER = env.int(
+    "API_BACKTEST_JOB_ACTIVE_PER_USER", default=2
+)
 
 # Any case ("info" too); a level logging does not know stops start-up with a
 # message instead of "Unable to configure root logger".

@@ -265,7 +265,13 @@ def test_backtest_jobs_are_documented_as_they_answer(schema, api_client):
         "running",
         "done",
         "failed",
+        "cancelled",
     }
+    cancel = schema["paths"]["/api/backtest/jobs/{id}/cancel/"]["post"]["responses"]
+    assert _ref(schema, cancel["200"]["content"]["application/json"]["schema"]) == (
+        job_schema
+    )
+    assert {"403", "404", "409"} <= set(cancel)
     result_schema = _ref(schema, job_schema["properties"]["result"])
     synchronous = schema["paths"]["/api/backtest/"]["post"]["responses"]["200"]
     assert result_schema == _ref(

@@ -101,6 +101,7 @@ def test_progress_is_written_at_most_once_a_second():
         train_until=_when(WINDOW["train_until"]),
         until=_when(WINDOW["until"]),
         rows_total=20_000,
+        status="running",  # it writes while the job runs
     )
     ticks = itertools.count(step=0.25)  # each batch takes a quarter second
     progress = ProgressWriter(job.pk, clock=lambda: next(ticks))
@@ -343,3 +344,84 @@ def test_listing_many_queued_jobs_asks_whether_they_are_stale_once(
     assert queries("/admin/detection/backtestjob/", client) == few_admin
     listed = viewer_client.get("/api/backtest/jobs").json()
     assert len(listed) == 30 and all(job["stale"] for job in listed)
+
+
+@pytest.mark.django_db
+def test_a_job_is_cancelled_queued_or_running_by_its_requester_or_a_risk_admin(
+    viewer_client, django_user_model
+):
+    """Queued, a cancelled job never starts; running, it stops at its next
+    progress write. Another reader may not cancel it, a Risk admin may; an
+    ended job is a 409."""
+    from detection.roles import ROLE_RISK_ADMIN, ROLE_VIEWER
+
+    def member(name: str, role: str):
+        user = django_user_model.objects.create_user(username=name)
+        user.groups.add(Group.objects.get(name=role))
+        return _api(user)
+
+    window = {key: _when(value) for key, value in WINDOW.items()}
+    requester = django_user_model.objects.get(username="viewer")
+    queued = BacktestJob.objects.create(**window, requested_by=requester)
+    other = member("other-viewer", ROLE_VIEWER)
+    assert other.post(f"/api/backtest/jobs/{queued.pk}/cancel").status_code == 403
+    cancelled = viewer_client.post(f"/api/backtest/jobs/{queued.pk}/cancel")
+    assert cancelled.status_code == 200, cancelled.content
+    assert cancelled.json()["status"] == "cancelled"
+    assert cancelled.json()["error"] == "Cancelled by viewer."
+    assert backtest_job_run(queued.pk) == "cancelled"  # its task arrives: skipped
+    again = viewer_client.post(f"/api/backtest/jobs/{queued.pk}/cancel")
+    assert again.status_code == 409 and "cancelled already" in again.json()["detail"]
+
+    admin_client = member("risk", ROLE_RISK_ADMIN)
+    running = BacktestJob.objects.create(**window, requested_by=requester)
+    replayed = []
+
+    def replay(**kwargs):
+        # The admin cancels while the rows are replayed; the next write stops it.
+        kwargs["progress"](1000)
+        cancel = admin_client.post(f"/api/backtest/jobs/{running.pk}/cancel")
+        assert cancel.status_code == 200, cancel.content
+        kwargs["progress"](1000)
+        replayed.append("past the cancel")
+        return {}
+
+    ticks = iter(range(0, 1000, 5))
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(backtest_jobs, "ledger_backtest", replay)
+        assert backtest_job_run(running.pk, clock=lambda: next(ticks)) == "cancelled"
+    assert replayed == []
+    job = BacktestJob.objects.get(pk=running.pk)
+    assert (job.status, job.rows_done, job.error) == (
+        "cancelled",
+        1000,
+        "Cancelled by risk.",
+    )
+
+
+@pytest.mark.django_db
+def test_a_user_may_have_so_many_jobs_queued_or_running(
+    api_client, staff_user, settings, monkeypatch
+):
+    """The backtest worker runs one job at a time: one user's jobs queued or
+    running are capped (API_BACKTEST_JOB_ACTIVE_PER_USER); past it, 429 until
+    one ends."""
+    _ledger_of_three()
+    monkeypatch.setattr("detection.views.MIN_TRAINING_SAMPLES", 1)
+    monkeypatch.setattr("detection.views.backtest_job_enqueue", lambda job: None)
+    settings.API_BACKTEST_JOB_ACTIVE_PER_USER = 2
+    body = {
+        "since": "2026-01-01T00:00:00Z",
+        "train_until": "2026-01-03T00:00:00Z",
+        "until": "2026-01-10T00:00:00Z",
+    }
+    codes = [
+        api_client.post("/api/backtest/jobs", body, format="json").status_code
+        for _ in range(3)
+    ]
+    assert codes == [202, 202, 429]
+    refused = api_client.post("/api/backtest/jobs", body, format="json")
+    assert "API_BACKTEST_JOB_ACTIVE_PER_USER" in refused.json()["detail"]
+    BacktestJob.objects.filter(pk=BacktestJob.objects.first().pk).update(status="done")
+    assert api_client.post("/api/backtest/jobs", body, format="json").status_code == 202
+    assert BacktestJob.objects.filter(requested_by=staff_user).count() == 3
