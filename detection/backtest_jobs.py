@@ -21,6 +21,7 @@ from detection.models import BacktestJob
 from detection.registry import TooFewToTrain
 from detection.scoring import scoring_config_from_db
 from detection.serializers import BacktestResultSerializer
+from transactions.models import Transaction
 
 logger = logging.getLogger(__name__)
 
@@ -99,6 +100,12 @@ def backtest_job_run(
             or "missing"
         )
     job = BacktestJob.objects.get(pk=job_id)
+    # Counted again: payments may have been stored in the window since it was
+    # asked for (late ones), and rows_done must end at rows_total.
+    job.rows_total = Transaction.objects.filter(
+        timestamp__gte=job.since, timestamp__lt=job.until
+    ).count()
+    BacktestJob.objects.filter(pk=job.pk).update(rows_total=job.rows_total)
     progress = ProgressWriter(job.pk, clock=clock)
     try:
         return _job_replay(job, progress)
