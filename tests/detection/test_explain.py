@@ -77,26 +77,34 @@ def test_an_ordinary_payment_has_nothing_unusual_and_says_so():
     assert unusual_features(vector, row, quantiles, base_currency="USD") == []
 
 
+def _below_typical(training, *, typical: float, count: int, gap: float):
+    """Return the row and model vector of a 1.10 payment on a card whose
+    typical amount is `typical`, with `count` payments in 10 min before it and
+    `gap` seconds since the last; its other features are training's medians."""
+    from detection.state import FeatureRow
+
+    row = FeatureRow(
+        epoch=0.0, amount=1.10, typical_amount=typical, history_count=100,
+        amount_zscore=-4.0, distance_prev_km=None, speed_kmh=None,
+        seconds_since_prev=gap, previous_location="", distance_home_km=None,
+        count_10m=count, count_1h=count, count_24h=count, amount_24h=0.0, hour=14,
+        new_country=False, new_merchant=False, recent_times=[],
+    )  # fmt: skip
+    column = {name: i for i, name in enumerate(FEATURE_NAMES)}
+    vector = np.median(training, axis=0)
+    vector[column["log_amount_ratio"]] = np.log(1.10 / typical)
+    vector[column["count_10m"]] = count
+    vector[column["log_seconds_since_prev"]] = np.log1p(gap)
+    return row, vector
+
+
 def test_small_amounts_counts_and_late_payments_read_right():
     """A payment far below the typical reads as a share of it (not "0.0x"),
     counts include the payment itself (as the rules' texts do), and a late
     payment's zero gap is not called unusual."""
     training = _training()
     quantiles = feature_quantiles(training)
-    from detection.state import FeatureRow
-
-    row = FeatureRow(
-        epoch=0.0, amount=1.10, typical_amount=30.50, history_count=100,
-        amount_zscore=-4.0, distance_prev_km=None, speed_kmh=None,
-        seconds_since_prev=0.0, previous_location="", distance_home_km=None,
-        count_10m=6, count_1h=6, count_24h=6, amount_24h=0.0, hour=14,
-        new_country=False, new_merchant=False, recent_times=[],
-    )  # fmt: skip
-    column = {name: i for i, name in enumerate(FEATURE_NAMES)}
-    vector = np.median(training, axis=0)
-    vector[column["log_amount_ratio"]] = np.log(1.10 / 30.50)
-    vector[column["count_10m"]] = 6
-    vector[column["log_seconds_since_prev"]] = 0.0
+    row, vector = _below_typical(training, typical=30.50, count=6, gap=0.0)
     texts = [
         item["text"]
         for item in unusual_features(vector, row, quantiles, base_currency="USD")
@@ -113,19 +121,8 @@ def test_small_amounts_counts_and_late_payments_read_right():
 def test_amounts_in_the_base_currency_read_with_its_decimals(base, typical):
     """The card's typical amount in the explanation has the base currency's
     decimals: none for a yen base, three for a dinar one."""
-    from detection.state import FeatureRow
-
     training = _training()
-    row = FeatureRow(
-        epoch=0.0, amount=1.10, typical_amount=30.75, history_count=100,
-        amount_zscore=-4.0, distance_prev_km=None, speed_kmh=None,
-        seconds_since_prev=3600.0, previous_location="", distance_home_km=None,
-        count_10m=0, count_1h=0, count_24h=0, amount_24h=0.0, hour=14,
-        new_country=False, new_merchant=False, recent_times=[],
-    )  # fmt: skip
-    column = {name: i for i, name in enumerate(FEATURE_NAMES)}
-    vector = np.median(training, axis=0)
-    vector[column["log_amount_ratio"]] = np.log(1.10 / 30.75)
+    row, vector = _below_typical(training, typical=30.75, count=0, gap=3600.0)
     found = unusual_features(
         vector, row, feature_quantiles(training), base_currency=base
     )
