@@ -69,14 +69,17 @@ class LoadedModel:
 class TooFewToTrain(ValueError):
     """Raise when fewer than MIN_TRAINING_SAMPLES transactions are there to train on."""
 
+    def __init__(self, got: int, where: str = "") -> None:
+        super().__init__(
+            f"Need at least {MIN_TRAINING_SAMPLES} transactions to train, "
+            f"got {got:,}{where}."
+        )
+
 
 def forest_train(matrix: np.ndarray, *, params: dict | None = None) -> IsolationForest:
     """Return an Isolation Forest fitted on a feature matrix."""
     if len(matrix) < MIN_TRAINING_SAMPLES:
-        raise TooFewToTrain(
-            f"Need at least {MIN_TRAINING_SAMPLES} transactions to train, "
-            f"got {len(matrix)}."
-        )
+        raise TooFewToTrain(len(matrix))
     forest = IsolationForest(**{**DEFAULT_FOREST_PARAMS, **(params or {})})
     forest.fit(matrix)
     return forest

@@ -264,14 +264,8 @@ def _backtest_request(request, *, maximum: int, setting: str, beyond: str = ""):
     if counts["before"] < MIN_TRAINING_SAMPLES:
         # Refused here, not by a job that fails later (the training itself
         # may still find too few: it leaves the frauds out).
-        raise ValidationError(
-            {
-                "train_until": [
-                    f"Need at least {MIN_TRAINING_SAMPLES} transactions to train, "
-                    f"got {counts['before']:,} before it."
-                ]
-            }
-        )
+        too_few = TooFewToTrain(counts["before"], " before it")
+        raise ValidationError({"train_until": [str(too_few)]})
     return data, config, draft, matching
 
 

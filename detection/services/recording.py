@@ -61,14 +61,16 @@ def transaction_row(
     *,
     scored_at: datetime,
     source: str,
+    base_places: int,
 ) -> dict:
-    """Return the ledger row (column values) of a scored message."""
+    """Return the ledger row (column values) of a scored message; `base_places`
+    are the base currency's decimals (`amount_places`, looked up once a batch)."""
     return {
         "transaction_id": message.transaction_id,
         "user_id": message.user_id,
         "amount": message.amount,
         # In the base currency's minor unit (3 decimals for KWD, none for JPY).
-        "amount_base": round(verdict.row.amount, amount_places(settings.BASE_CURRENCY)),
+        "amount_base": round(verdict.row.amount, base_places),
         "currency": message.currency,
         "timestamp": message.timestamp,
         "merchant_id": message.merchant_id,
@@ -188,8 +190,11 @@ def transaction_batch_score_record(
                     messages=messages, store=store, config=config
                 )
             scored_at = datetime.now(UTC)
+            base_places = amount_places(settings.BASE_CURRENCY)
             rows = [
-                transaction_row(m, v, scored_at=scored_at, source=source)
+                transaction_row(
+                    m, v, scored_at=scored_at, source=source, base_places=base_places
+                )
                 for m, v in zip(scored.messages, scored.verdicts, strict=True)
             ]
             transactions_record(rows=rows)
