@@ -69,19 +69,73 @@ def test_commands_exist(service):
         assert command[:3] == ["celery", "-A", "fraudsite"] and app.main == "fraudsite"
 
 
-def test_backtest_jobs_have_a_worker_of_their_own():
-    """The queue the API puts backtest jobs on is the backtest worker's, and
-    the main worker (retrains, webhooks) leaves it alone."""
+# Compose's interpolation of ${NAME}, ${NAME:-default}, ${NAME-default},
+# ${NAME:?error}, ${NAME?error} and $NAME; $$ is a literal $.
+INTERPOLATION = re.compile(
+    r"\$(?:(?P<escaped>\$)|\{(?P<braced>[A-Za-z_][A-Za-z0-9_]*)"
+    r"(?:(?P<op>:?[-?])(?P<arg>[^}]*))?\}|(?P<bare>[A-Za-z_][A-Za-z0-9_]*))"
+)
+
+
+def interpolated(value, variables: dict[str, str]):
+    """Return `value` (the loaded YAML) as Compose would run it with `variables`
+    in the shell or .env."""
+    if isinstance(value, dict):
+        return {key: interpolated(item, variables) for key, item in value.items()}
+    if isinstance(value, list):
+        return [interpolated(item, variables) for item in value]
+    if not isinstance(value, str):
+        return value
+
+    def one(match: re.Match) -> str:
+        if match["escaped"]:
+            return "$"
+        name = match["braced"] or match["bare"]
+        op, arg = match["op"] or "", match["arg"] or ""
+        unset = name not in variables or (op.startswith(":") and not variables[name])
+        if unset and op.endswith("-"):
+            return arg
+        if unset and op.endswith("?"):
+            raise ValueError(f"{name}: {arg}")
+        return variables.get(name, "")
+
+    return INTERPOLATION.sub(one, value)
+
+
+@pytest.mark.parametrize("variables", [{}, {"CELERY_BACKTEST_QUEUE": "replays"}])
+def test_backtest_jobs_have_a_worker_of_their_own(variables):
+    """The queue the web service puts backtest jobs on is the backtest worker's,
+    and the main worker (retrains, webhooks) leaves it alone, with the default
+    queue and with one set in the shell or .env."""
     from django.conf import settings
 
+    services = interpolated(
+        COMPOSE["services"], {"SECRET_KEY": "compose-test", **variables}
+    )
+
     def option(service: str, name: str) -> str:
-        command = COMPOSE["services"][service]["command"]
+        command = services[service]["command"]
         return command[command.index(name) + 1]
 
-    queue = settings.CELERY_BACKTEST_QUEUE
+    queue = services["web"]["environment"]["CELERY_BACKTEST_QUEUE"]
+    assert queue == variables.get("CELERY_BACKTEST_QUEUE", "backtests")
     assert option("celery-backtests", "--queues") == queue
     assert option("celery-worker", "--exclude-queues") == queue
     assert queue != settings.CELERY_TASK_DEFAULT_QUEUE
+    # The compose default is the settings' own.
+    assert re.search(
+        r'env\.str\("CELERY_BACKTEST_QUEUE", default="backtests"\)', SETTINGS_TEXT
+    )
+
+
+def test_interpolation_as_compose_does_it():
+    """The helper above follows Compose's rules (so the test above can fail)."""
+    text = "a ${X:-d} ${Y-e} ${Z} $$W $X"
+    assert interpolated(text, {}) == "a d e  $W "
+    assert interpolated(text, {"X": "1", "Y": "", "Z": "3"}) == "a 1  3 $W 1"
+    assert interpolated("${X:-d}", {"X": ""}) == "d"
+    with pytest.raises(ValueError, match="SECRET_KEY: set SECRET_KEY"):
+        interpolated(COMPOSE["services"]["web"]["environment"], {})
 
 
 @pytest.mark.parametrize("service", [s for s in APP_SERVICES if s != "migrate"])
