@@ -262,18 +262,32 @@ class ChargebackStream(TransactionStream):
         def attempt(start: int, stop: int):
             return self._retrying(lambda: store(start, stop), refused=REFUSED)
 
+        refusals: list[tuple[int, int, Exception]] = []
+
         def refused(start: int, stop: int, refusal: Exception):
             logger.warning("the database refused a chargeback: %s", refusal)
-            # Dead letters refused too are a fault of ours: retried, then the
-            # stream stops loudly.
-            return self._retrying(lambda: store(start, stop, refusal))
+            # Its dead letter is stored once the whole batch is through, as the
+            # transaction stream's are (RefusalStreak).
+            refusals.append((start, stop, refusal))
+            return ChargebackReport(outcomes=[]), []
 
         def combine(first, second):
             (one, one_letters), (two, two_letters) = first, second
             outcomes = [*one.outcomes, *two.outcomes]
             return ChargebackReport(outcomes), [*one_letters, *two_letters]
 
-        return refusals_isolated(len(reports), attempt, refused, combine)
+        result, unapplied = refusals_isolated(
+            len(reports), attempt, refused, combine, self.refusal_streak
+        )
+        for start, stop, refusal in refusals:
+            # Dead letters refused too are a fault of ours: retried, then the
+            # stream stops loudly.
+            stored, letters_stored = self._retrying(
+                lambda: store(start, stop, refusal)  # noqa: B023 (called at once)
+            )
+            result.outcomes[start:start] = stored.outcomes
+            unapplied = [*unapplied, *letters_stored]
+        return result, unapplied
 
     def batch_process(self, records: Sequence) -> ChargebackReport:
         """Decode, label and commit one batch of chargeback records."""

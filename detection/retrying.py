@@ -81,11 +81,48 @@ def database_retrying(
                 raise BatchAbandoned from exc
 
 
+class RefusalStreak:
+    """Count the records the database refused alone in a row, none stored between.
+
+    One record refused alone is that record's fault. A run of them with nothing
+    stored between is the database's: a migration not applied, a constraint or
+    trigger added by hand, a column narrowed. Dead-lettering the stream would
+    only move every payment into the dead-letter table, unscored. At `limit`
+    refusals in a row `refused` raises StreamDatabaseError: the consumer stops
+    loudly, without committing offsets, like a database that kept failing
+    (its callers store a batch's refusals only once the whole batch is through,
+    so a batch refused to the end leaves no dead letter behind; a quiet stream
+    of small batches may have dead-lettered the first `limit - 1`, to redrive).
+    `limit` None never stops.
+    """
+
+    def __init__(self, limit: int | None) -> None:
+        self.limit = limit
+        self.count = 0
+
+    def stored(self) -> None:
+        """The database stored a record: the run is broken."""
+        self.count = 0
+
+    def refused(self, error: Exception) -> None:
+        """Count one record refused alone; raise at the limit."""
+        self.count += 1
+        if self.limit is not None and self.count >= self.limit:
+            raise StreamDatabaseError(
+                f"The database refused {self.count} records in a row, each alone, "
+                "and stored none between them: a fault of the database (a "
+                "migration not applied, a constraint or trigger added), not of "
+                "the records. Stopping without committing offsets; mend it and "
+                f"start again. The last refusal: {error}"
+            ) from error
+
+
 def refusals_isolated(
     count: int,
     attempt: Callable[[int, int], _T],
     refused: Callable[[int, int, Exception], _T],
     combine: Callable[[_T, _T], _T],
+    streak: RefusalStreak | None = None,
 ) -> _T:
     """Store items [0, count) through `attempt(start, stop)`, isolating refusals.
 
@@ -97,17 +134,26 @@ def refusals_isolated(
     more (the attempt sees what other writers stored meanwhile, an id taken
     since), then `refused(start, stop, error)` makes it a dead letter. `combine`
     joins two halves' results, in order. The stream and the chargeback consumer
-    both store through this.
+    both store through this. `streak` counts the refusals in a row and stops
+    them at its limit (RefusalStreak), before `refused` is called.
     """
+
+    def stored(start: int, stop: int) -> _T:
+        result = attempt(start, stop)
+        if streak is not None and stop > start:
+            streak.stored()
+        return result
 
     def part(start: int, stop: int) -> _T:
         try:
-            return attempt(start, stop)
+            return stored(start, stop)
         except REFUSED as exc:
             if stop - start <= 1:
                 try:
-                    return attempt(start, stop)
+                    return stored(start, stop)
                 except REFUSED as again:
+                    if streak is not None:
+                        streak.refused(again)
                     return refused(start, stop, again)
             logger.info(
                 "the database refused %d records, storing them in halves to find "

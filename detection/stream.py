@@ -39,6 +39,7 @@ from detection.retrying import (
     REFUSED,
     RETRY_BACKOFF_SECONDS,
     BatchAbandoned,
+    RefusalStreak,
     database_retrying,
     refusals_isolated,
 )
@@ -60,6 +61,8 @@ DRAIN_IDLE_SECONDS = 1.0
 # batch: with CONN_MAX_AGE=0 (the SQLite default) that would close and reopen the
 # database 20 times a second, and closing a WAL database checkpoints it (~7 ms).
 CONNECTION_CHECK_SECONDS = 1.0
+# "Take it from the settings" where None means "no limit".
+_SETTING = object()
 
 
 @dataclass
@@ -116,6 +119,7 @@ class TransactionStream:
         retry_limit: int | None = None,
         retry_backoff_seconds: float = RETRY_BACKOFF_SECONDS,
         progress_interval: float | None = None,
+        refused_in_a_row: int | object | None = _SETTING,
     ) -> None:
         self.consumer = consumer
         self.topic = topic
@@ -134,6 +138,11 @@ class TransactionStream:
             settings.STREAM_DB_RETRY_LIMIT if retry_limit is None else retry_limit
         )
         self.retry_backoff_seconds = retry_backoff_seconds
+        self.refusal_streak = RefusalStreak(
+            settings.STREAM_DB_REFUSED_IN_A_ROW
+            if refused_in_a_row is _SETTING
+            else refused_in_a_row
+        )
         self.progress_interval = (
             settings.STREAM_PROGRESS_LOG_SECONDS
             if progress_interval is None
@@ -263,8 +272,12 @@ class TransactionStream:
         ever. The batch is stored in halves instead (`refusals_isolated`, each
         half through `batch_store`), and a record refused alone becomes a dead
         letter while the rest is scored. The decoding's dead letters go with the
-        first part. Dead letters the database refuses too are a fault of ours,
-        not of the input: retried, then the stream stops loudly.
+        first part. The refused records' dead letters are stored once the whole
+        batch is through: at STREAM_DB_REFUSED_IN_A_ROW refusals in a row the
+        database is at fault, not the records (RefusalStreak), and the stream
+        stops loudly, leaving no dead letter of the batch behind. Dead letters
+        the database refuses too are a fault of ours, not of the input: retried,
+        then the stream stops loudly.
         """
 
         def attempt(start: int, stop: int) -> tuple[RecordedBatch, list[DeadLetter]]:
@@ -289,13 +302,6 @@ class TransactionStream:
                     message.transaction_id,
                     refusal,
                 )
-            first = letters if start == 0 else []
-
-            def store() -> None:
-                with transaction.atomic():
-                    dead_letters_store([*first, *dead])
-
-            self._retrying(store)
             return RecordedBatch(created=[], duplicates=[], states=[]), dead
 
         def combine(first, second):
@@ -308,7 +314,18 @@ class TransactionStream:
             )
             return recorded, [*one_dead, *two_dead]
 
-        return refusals_isolated(len(messages), attempt, refused, combine)
+        recorded, dead = refusals_isolated(
+            len(messages), attempt, refused, combine, self.refusal_streak
+        )
+        if dead:
+            # With the decoding's, in case the first part was refused (a replayed
+            # dead letter is kept once).
+            def store() -> None:
+                with transaction.atomic():
+                    dead_letters_store([*letters, *dead])
+
+            self._retrying(store)
+        return recorded, dead
 
     def _retrying(
         self,

@@ -252,6 +252,21 @@ for _setting in (
 STREAM_BATCH_MAX_RECORDS = env.int("STREAM_BATCH_MAX_RECORDS", default=500)
 STREAM_BATCH_MAX_WAIT_MS = env.int("STREAM_BATCH_MAX_WAIT_MS", default=50)
 STREAM_DB_RETRY_LIMIT = env.int("STREAM_DB_RETRY_LIMIT", default=8)
+# A consumer stops (non-zero exit, offsets not committed) once the database has
+# refused this many records in a row, each alone, storing none between them:
+# that is a fault of the database (a migration not applied, a constraint added),
+# and dead-lettering would only move the whole stream to the dead-letter table.
+# One bad record among good ones is a dead letter. `off`: never stop.
+_refused_in_a_row = env.str("STREAM_DB_REFUSED_IN_A_ROW", default="50").strip()
+if _refused_in_a_row.lower() == "off":
+    STREAM_DB_REFUSED_IN_A_ROW = None
+elif _refused_in_a_row.isdigit() and int(_refused_in_a_row) >= 1:
+    STREAM_DB_REFUSED_IN_A_ROW = int(_refused_in_a_row)
+else:
+    raise ImproperlyConfigured(
+        "STREAM_DB_REFUSED_IN_A_ROW must be a whole number of at least 1, or "
+        f"off: {_refused_in_a_row!r}."
+    )
 # A consumer keeps the states of at most this many users in memory (about 2 KB
 # each), those written most recently; others are read from the database.
 STREAM_STATE_CACHE_MAX_USERS = env.int("STREAM_STATE_CACHE_MAX_USERS", default=200_000)

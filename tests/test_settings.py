@@ -205,7 +205,8 @@ def test_env_example_as_is_gives_the_documented_defaults():
         "s.SESSION_COOKIE_SECURE, s.CELERY_BROKER_URL, s.CELERY_RESULT_BACKEND, "
         "s.DATABASES['default']['NAME'], s.TRANSACTION_MAX_FUTURE_SECONDS, "
         "s.API_THROTTLE_RATES, s.CACHES['default']['LOCATION'], s.BASE_CURRENCY, "
-        "s.STREAM_BATCH_MAX_RECORDS, s.REST_FRAMEWORK['NUM_PROXIES']"
+        "s.STREAM_BATCH_MAX_RECORDS, s.REST_FRAMEWORK['NUM_PROXIES'], "
+        "s.STREAM_DB_REFUSED_IN_A_ROW"
     )
     plain = settings_value(expression, SECRET_KEY="x" * 50)
     copied = settings_value(expression, **{**example, "SECRET_KEY": "x" * 50})
@@ -221,3 +222,26 @@ def test_off_switches_the_future_limit_off():
         TRANSACTION_MAX_FUTURE_SECONDS="off",
     )
     assert result.stdout.strip() == "None"
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"), [("", "50"), ("off", "None"), (" 7 ", "7")]
+)
+def test_refusals_in_a_row_take_a_count_or_off(value, expected):
+    """STREAM_DB_REFUSED_IN_A_ROW: a count, `off`, or empty for the default."""
+    result = settings_value(
+        "s.STREAM_DB_REFUSED_IN_A_ROW", DEBUG="1", STREAM_DB_REFUSED_IN_A_ROW=value
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == expected
+
+
+@pytest.mark.parametrize("value", ["0", "-3", "many", "2.5"])
+def test_refusals_in_a_row_refuse_what_is_no_count(value):
+    result = settings_value(
+        "s.STREAM_DB_REFUSED_IN_A_ROW", DEBUG="1", STREAM_DB_REFUSED_IN_A_ROW=value
+    )
+    assert result.returncode != 0
+    assert "STREAM_DB_REFUSED_IN_A_ROW must be a whole number of at least 1" in (
+        result.stderr
+    )

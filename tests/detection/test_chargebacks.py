@@ -194,6 +194,53 @@ def test_a_report_the_database_refuses_is_a_dead_letter_not_a_halt(
     assert _run(kafka_bootstrap, kafka_topic, group=group).records == 0
 
 
+def test_a_database_refusing_every_label_stops_the_consumer_losing_nothing(
+    kafka_bootstrap, kafka_topic, monkeypatch
+):
+    """Given a database that refuses every label (a fault of the database, not
+    of the reports), the consumer stops loudly at STREAM_DB_REFUSED_IN_A_ROW
+    refusals in a row: no dead letter stored, no offset committed; mended, the
+    same group labels every payment. One report refused among others stays a
+    dead letter (the test above)."""
+    from django.db import DataError
+
+    from detection import chargebacks
+    from detection.retrying import StreamDatabaseError
+
+    ids = [f"t-cb-all{n}" for n in range(6)]
+    for transaction_id in ids:
+        _stored(transaction_id)
+    _send(
+        kafka_bootstrap,
+        kafka_topic,
+        [json.dumps({"transaction_id": t}).encode() for t in ids],
+    )
+    group = group_new()
+    with monkeypatch.context() as patch:
+
+        def refusing(**kwargs):
+            raise DataError("value too long for type varchar(64)")
+
+        patch.setattr(chargebacks, "transaction_label", refusing)
+        consumer = consumer_create(bootstrap=kafka_bootstrap, group_id=group)
+        # One batch of all six (up to 5 s to gather them), so that the
+        # outcome does not depend on how the polls split them.
+        stream = ChargebackStream(
+            consumer=consumer, topic=kafka_topic, refused_in_a_row=3,
+            batch_max_records=6, batch_max_wait_ms=5000,
+        )  # fmt: skip
+        with pytest.raises(StreamDatabaseError, match="refused 3 records in a row"):
+            stream.run(stop_when_idle=IDLE)
+
+    assert stream.report.records == 0
+    assert DeadLetter.objects.count() == 0 and Label.objects.count() == 0
+    result = _run(kafka_bootstrap, kafka_topic, group=group)
+    assert (result.records, result.created, result.dead_letters) == (6, 6, 0)
+    assert set(
+        Label.objects.values_list("transaction__transaction_id", flat=True)
+    ) == set(ids)
+
+
 def test_a_reopened_dispute_labels_at_every_stage_and_replays_label_nothing(
     kafka_bootstrap, kafka_topic
 ):

@@ -504,12 +504,13 @@ def record_at(bootstrap: str, topic: str, partition: int, offset: int) -> bytes:
 
 
 @contextmanager
-def ledger_refusing(how: str, transaction_id: str, monkeypatch):
-    """Make the database refuse the ledger row of one transaction id, the way a
-    value a column cannot hold would: with a SQLite trigger (RAISE(ABORT) is an
-    IntegrityError in Django's backend), or a DataError from the row insert of
-    the score-and-record service (what PostgreSQL raises for a string too long
-    for its varchar). Yield the list of errors raised."""
+def ledger_refusing(how: str, transaction_id: str | None, monkeypatch):
+    """Make the database refuse the ledger row of one transaction id (None:
+    every row), the way a value a column cannot hold would: with a SQLite
+    trigger (RAISE(ABORT) is an IntegrityError in Django's backend), or a
+    DataError from the row insert of the score-and-record service (what
+    PostgreSQL raises for a string too long for its varchar). Yield the list of
+    errors raised."""
     from django.db import DataError, IntegrityError
 
     from detection.services import recording
@@ -519,7 +520,7 @@ def ledger_refusing(how: str, transaction_id: str, monkeypatch):
         real = recording.transactions_record
 
         def refusing(*, rows):
-            if any(row["transaction_id"] == transaction_id for row in rows):
+            if any(transaction_id in (None, row["transaction_id"]) for row in rows):
                 raised.append(DataError("value too long for type varchar(64)"))
                 raise raised[-1]
             return real(rows=rows)
@@ -533,8 +534,12 @@ def ledger_refusing(how: str, transaction_id: str, monkeypatch):
     with connection.cursor() as cursor:
         cursor.execute(
             f'CREATE TRIGGER stream_test_refuse BEFORE INSERT ON "{table}" '
-            f"WHEN NEW.transaction_id = '{transaction_id}' "
-            "BEGIN SELECT RAISE(ABORT, 'refused by a test trigger'); END"
+            + (
+                ""
+                if transaction_id is None
+                else f"WHEN NEW.transaction_id = '{transaction_id}' "
+            )
+            + "BEGIN SELECT RAISE(ABORT, 'refused by a test trigger'); END"
         )
     real = recording.transactions_record
 
@@ -605,6 +610,77 @@ def test_a_record_the_database_refuses_is_a_dead_letter_not_a_halt(
     ]
     offsets = committed_offsets(kafka_bootstrap, group, topic)
     assert sum(offset or 0 for offset in offsets.values()) == 60
+
+
+@pytest.mark.parametrize("how", ["trigger", "data error"])
+def test_a_database_refusing_every_record_stops_the_stream_losing_nothing(
+    kafka_bootstrap, kafka_topic, monkeypatch, how
+):
+    """Given a database that refuses every ledger row (a migration not applied,
+    a trigger or constraint added by hand), the stream does not turn the whole
+    topic into dead letters: at STREAM_DB_REFUSED_IN_A_ROW records refused in a
+    row it stops loudly, storing no dead letter of the batch and committing no
+    offset; once the database is mended, the same group scores every record."""
+    good = simulated(60, seed=53, users=6)
+    produce(kafka_bootstrap, kafka_topic, good)
+    group = group_new()
+
+    with monkeypatch.context() as patch, ledger_refusing(how, None, patch) as raised:
+        stream = stream_build(
+            kafka_bootstrap, kafka_topic, group=group, retry_limit=2,
+            retry_backoff_seconds=0.01, refused_in_a_row=10,
+            # One batch of all 60 (up to 5 s to gather them), so that the
+            # outcome does not depend on how the polls split them.
+            batch_max_records=60, batch_max_wait_ms=5000,
+        )  # fmt: skip
+        with pytest.raises(StreamDatabaseError, match="refused 10 records in a row"):
+            stream.run(stop_when_idle=IDLE)
+
+    assert raised, "the database refused nothing"
+    assert stream.report.db_retries == 0
+    assert stream.report.records == 0  # no batch was completed
+    assert Transaction.objects.count() == 0
+    assert DeadLetter.objects.count() == 0
+    assert set(committed_offsets(kafka_bootstrap, group, kafka_topic).values()) <= {
+        None
+    }
+
+    report = stream_run(kafka_bootstrap, kafka_topic, group=group)
+    assert (report.records, report.created, report.dead_letters) == (60, 60, 0)
+    assert set(verdicts_snapshot()) == {m["transaction_id"] for m in good}
+
+
+def test_refusals_in_a_row_across_small_batches_stop_the_stream_too(
+    kafka_bootstrap, kafka_topic, monkeypatch
+):
+    """Given a quiet stream (batches of one record) and a database refusing
+    every row, the first refusals are dead letters (each could be the record's
+    fault) until the limit, where the stream stops without committing the
+    batch in hand."""
+    good = simulated(8, seed=59, users=3)
+    produce(kafka_bootstrap, kafka_topic, good)
+    group = group_new()
+
+    with monkeypatch.context() as patch, ledger_refusing("data error", None, patch):
+        stream = stream_build(
+            kafka_bootstrap, kafka_topic, group=group, batch_max_records=1,
+            refused_in_a_row=3,
+        )  # fmt: skip
+        with pytest.raises(StreamDatabaseError, match="refused 3 records in a row"):
+            stream.run(stop_when_idle=IDLE)
+
+    assert stream.report.records == 2 and stream.report.dead_letters == 2
+    assert DeadLetter.objects.count() == 2
+    offsets = committed_offsets(kafka_bootstrap, group, kafka_topic)
+    assert sum(offset or 0 for offset in offsets.values()) == 2
+    assert Transaction.objects.count() == 0
+    stopped = {json.loads(bytes(raw))["transaction_id"] for raw in
+               DeadLetter.objects.values_list("raw_value", flat=True)}  # fmt: skip
+    assert stopped < {m["transaction_id"] for m in good}
+
+    # Mended, the same group scores the rest; the dead letters are redriven.
+    report = stream_run(kafka_bootstrap, kafka_topic, group=group)
+    assert (report.records, report.created, report.dead_letters) == (6, 6, 0)
 
 
 def test_an_outage_while_isolating_a_refused_record_is_retried(
