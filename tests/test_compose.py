@@ -109,9 +109,7 @@ def test_backtest_jobs_have_a_worker_of_their_own(variables):
     queue and with one set in the shell or .env."""
     from django.conf import settings
 
-    services = interpolated(
-        COMPOSE["services"], {"SECRET_KEY": "compose-test", **variables}
-    )
+    services = interpolated(COMPOSE["services"], {"SECRET_KEY": "x" * 50, **variables})
 
     def option(service: str, name: str) -> str:
         command = services[service]["command"]
@@ -176,11 +174,9 @@ def test_image_leaves_local_secrets_and_data_out():
 
 
 def _interpolated(value) -> str:
-    """Return a compose value as Compose fills it with nothing set: the default
-    of `${NAME:-default}`, a stand-in for a required `${NAME:?message}`."""
-    text = str(value)
-    text = re.sub(r"\$\{[A-Z_]+:-([^}]*)\}", r"\1", text)
-    return re.sub(r"\$\{[A-Z_]+:\?[^}]*\}", "x" * 50, text)
+    """Return a compose value as Compose fills it with nothing set but the
+    required SECRET_KEY (`interpolated`)."""
+    return str(interpolated(value, {"SECRET_KEY": "x" * 50}))
 
 
 def test_the_app_environment_passes_the_settings_checks():
