@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 from django.conf import settings
+from django.utils import timezone
 from sklearn.ensemble import IsolationForest
 from sklearn.metrics import average_precision_score, roc_auc_score
 
@@ -188,8 +189,8 @@ def _classifier(
     notes: list[str],
 ) -> FraudClassifier | None:
     """Return the classifier fitted on the training rows `known` marks (those
-    with an is_fraud, old enough: `_model_trained`), `fraud` their truth, or
-    None with the reason in `notes`."""
+    old enough: `_model_trained`), `fraud` their truth, or None with the reason
+    in `notes`."""
     try:
         classifier = classifier_train(
             matrix[known],
@@ -206,7 +207,6 @@ def _classifier(
 def _model_trained(
     matrix: np.ndarray,
     *,
-    labelled: np.ndarray,
     fraud: np.ndarray,
     mature: np.ndarray,
     notes: list[str],
@@ -214,18 +214,27 @@ def _model_trained(
     """Return the model trained on the training part's feature rows, as a
     retrain trains it, or None when every row is a fraud.
 
-    The arrays are aligned with `matrix` (event order): `labelled`, the row has
-    an is_fraud (rows without one are left out of the classifier); `fraud`, it
-    is True; `mature`, the row is older than the label maturity at train_until
-    (a retrain with MODEL_LABEL_MATURITY_SECONDS learns only from payments
-    whose chargeback would have come by then). Raise ValueError when too few
-    rows are left to train the forest on."""
+    The arrays are aligned with `matrix` (event order): `fraud`, the row's
+    latest label is fraud; `mature`, the row is older than the label maturity
+    at train_until. As a retrain's (detection.services.training), the
+    classifier learns from the mature rows only, a row without a label counting
+    as legitimate (a fraud would have come back as a chargeback by then):
+    on a ledger fed by chargebacks, the only labels are frauds. Raise
+    ValueError when too few rows are left to train the forest on."""
     # As a retrain: confirmed frauds are not fitted (the forest learns normal).
     normal = ~fraud
     if not normal.any():
         return None
-    classifier = _classifier(matrix, labelled & mature, fraud, notes)
+    classifier = _classifier(matrix, mature, fraud, notes)
     return _loaded(forest_train(matrix[normal]), matrix[normal], classifier)
+
+
+def outcomes_known_before(label_maturity_seconds: float) -> datetime:
+    """Return the time before which a scored payment without a label counts as
+    legitimate in a backtest's figures: its chargeback would have come by now
+    (the label maturity, as a retrain presumes). Younger unlabelled payments
+    are pending: left out of precision, recall and the rest."""
+    return timezone.now() - timedelta(seconds=label_maturity_seconds)
 
 
 def _score(
@@ -267,13 +276,16 @@ def backtest_run(
     fact), which would flatter a replay of the past. In the training window a
     transaction the file labels fraud does not teach its card's profile, as a
     confirmed fraud does not live. The classifier beside the forest is fitted on
-    the training part's rows with an `is_fraud` (`_classifier`). `progress` is
-    called with the number of rows just scored. A `draft` config (rules and
-    thresholds: `draft_config`) is scored too, with the same model from the same
-    card states, for a side-by-side comparison. As a retrain, the forest is not
-    fitted on the training part's frauds, and with `label_maturity_seconds` the
-    classifier learns only from rows that old at `train_until` (0: the file's
-    labels are known at once, as in `make run`; production's default is 30 days).
+    the training part's mature rows, unlabelled ones as legitimate
+    (`_model_trained`); the figures count a scored row without a label as
+    legitimate once older than the label maturity (`outcomes_known_before`).
+    `progress` is called with the number of rows just scored. A `draft` config
+    (rules and thresholds: `draft_config`) is scored too, with the same model
+    from the same card states, for a side-by-side comparison. As a retrain, the
+    forest is not fitted on the training part's frauds, and with
+    `label_maturity_seconds` the classifier learns only from rows that old at
+    `train_until` (0: the file's labels are known at once, as in `make run`;
+    production's default is 30 days).
     """
     classifier_notes: list[str] = []
     cut = next(
@@ -285,9 +297,9 @@ def backtest_run(
         train, rates=config.rates, learns=[not m.is_fraud for m in train]
     )
     mature_before = train_until - timedelta(seconds=label_maturity_seconds)
+    known_before = outcomes_known_before(label_maturity_seconds)
     model = _model_trained(
         matrix,
-        labelled=np.array([m.is_fraud is not None for m in train], dtype=bool),
         fraud=np.array([m.is_fraud is True for m in train], dtype=bool),
         mature=np.array([m.timestamp <= mature_before for m in train], dtype=bool),
         notes=classifier_notes,
@@ -304,13 +316,15 @@ def backtest_run(
         model_version=run_config.model_version,
         classifier=classifier_notes[0] if classifier_notes else "",
     )
-    result.metrics = backtest_metrics(test, verdicts)
+    result.metrics = backtest_metrics(test, verdicts, known_before)
     if draft is not None:
         draft_config = dataclasses.replace(
             draft, model=model, lists=EMPTY_LISTS, merchant_fraud={}
         )
         result.draft_verdicts = _score(test, draft_store, draft_config, progress)
-        result.draft_metrics = backtest_metrics(test, result.draft_verdicts)
+        result.draft_metrics = backtest_metrics(
+            test, result.draft_verdicts, known_before
+        )
     return result
 
 
@@ -413,13 +427,25 @@ def draft_config(data: object, *, live: ScoringConfig) -> ScoringConfig:
 
 class MetricsTally:
     """`backtest_metrics` added up a batch at a time: a streamed replay keeps
-    the counts and, per labelled row, its label, risk score and whether it was
-    flagged (17 bytes), never the messages or the verdicts."""
+    the counts and, per row of known outcome, its label, risk score and whether
+    it was flagged (17 bytes), never the messages or the verdicts.
 
-    def __init__(self) -> None:
+    A row's outcome is its latest label; without one, it is legitimate when
+    older than `known_before` (its chargeback would have come: the label
+    maturity, as a retrain presumes) and pending otherwise. Precision, recall,
+    average precision and ROC AUC are over the known outcomes: over the
+    labelled rows alone, a ledger whose only labels are chargebacks (frauds)
+    would show a precision near 1 whatever the rules flag. `known_before` None
+    counts only labelled rows (every unlabelled one pending).
+    """
+
+    def __init__(self, known_before: datetime | None = None) -> None:
+        self.known_before = known_before
         self.scored = 0
         self.by_status: Counter[str] = Counter()
         self.rule_hits: Counter[str] = Counter()
+        self.labelled = 0
+        self.pending = 0
         self.labels = array("b")
         self.scores = array("d")
         self.flagged = array("b")
@@ -428,30 +454,43 @@ class MetricsTally:
         self, messages: Iterable[TransactionMessage], verdicts: Iterable[Verdict]
     ) -> None:
         """Count a batch's verdicts (aligned with its messages)."""
+        known_before = self.known_before
         for message, verdict in zip(messages, verdicts, strict=True):
             self.scored += 1
             self.by_status[verdict.status] += 1
             self.rule_hits.update(verdict.reason_codes)
-            if message.is_fraud is not None:
-                self.labels.append(bool(message.is_fraud))
-                self.scores.append(verdict.risk_score)
-                self.flagged.append(verdict.status != "legit")
+            label = message.is_fraud
+            if label is not None:
+                self.labelled += 1
+            elif known_before is not None and message.timestamp <= known_before:
+                label = False
+            else:
+                self.pending += 1
+                continue
+            self.labels.append(bool(label))
+            self.scores.append(verdict.risk_score)
+            self.flagged.append(verdict.status != "legit")
 
     def figures(self) -> dict:
-        """Return counts by status, hits per rule and, with labels, quality figures."""
+        """Return counts by status, hits per rule and, with known outcomes,
+        quality figures."""
         metrics: dict = {
             "scored": self.scored,
             "by_status": dict(sorted(self.by_status.items())),
             "rule_hits": dict(self.rule_hits.most_common()),
         }
         if not self.labels:
+            if self.pending:
+                metrics["pending"] = self.pending
             return metrics
         labels = np.array(self.labels, dtype=bool)
         scores = np.array(self.scores)
         flagged = np.array(self.flagged, dtype=bool)
         true_positives = int((labels & flagged).sum())
-        metrics["labelled"] = len(labels)
+        metrics["labelled"] = self.labelled
         metrics["fraud"] = int(labels.sum())
+        metrics["presumed_legit"] = len(labels) - self.labelled
+        metrics["pending"] = self.pending
         metrics["precision"] = (
             round(true_positives / int(flagged.sum()), 4) if flagged.any() else None
         )
@@ -467,10 +506,13 @@ class MetricsTally:
 
 
 def backtest_metrics(
-    messages: list[TransactionMessage], verdicts: list[Verdict]
+    messages: list[TransactionMessage],
+    verdicts: list[Verdict],
+    known_before: datetime | None = None,
 ) -> dict:
-    """Return counts by status, hits per rule and, with labels, quality figures."""
-    tally = MetricsTally()
+    """Return counts by status, hits per rule and, with known outcomes, quality
+    figures (MetricsTally)."""
+    tally = MetricsTally(known_before)
     tally.add(messages, verdicts)
     return tally.figures()
 
@@ -569,15 +611,15 @@ def ledger_backtest(
     train_until are left to train on.
     """
     mature_before = train_until - timedelta(seconds=label_maturity_seconds)
+    known_before = outcomes_known_before(label_maturity_seconds)
     store = InMemoryStateStore()
     blocks = [np.empty((0, len(FEATURE_NAMES)))]
-    labelled, fraud, mature = array("b"), array("b"), array("b")
+    fraud, mature = array("b"), array("b")
     for batch in _batches(ledger_rows(since=since, until=train_until), 5000):
         # In the training window a labelled fraud does not teach its profile.
         learns = [not m.is_fraud for m in batch]
         blocks.append(features_extend(store, batch, rates=config.rates, learns=learns))
         for message in batch:
-            labelled.append(message.is_fraud is not None)
             fraud.append(message.is_fraud is True)
             mature.append(message.timestamp <= mature_before)
         if progress:
@@ -587,13 +629,12 @@ def ledger_backtest(
     notes: list[str] = []
     model = _model_trained(
         matrix,
-        labelled=np.array(labelled, dtype=bool),
         fraud=np.array(fraud, dtype=bool),
         mature=np.array(mature, dtype=bool),
         notes=notes,
     )
     trained_on = len(matrix)
-    del matrix, labelled, fraud, mature
+    del matrix, fraud, mature
     run_config = dataclasses.replace(
         config, model=model, lists=EMPTY_LISTS, merchant_fraud={}
     )
@@ -603,8 +644,8 @@ def ledger_backtest(
         draft_run = dataclasses.replace(
             draft, model=model, lists=EMPTY_LISTS, merchant_fraud={}
         )
-        draft_tally = MetricsTally()
-    tally = MetricsTally()
+        draft_tally = MetricsTally(known_before)
+    tally = MetricsTally(known_before)
     for batch in _batches(ledger_rows(since=train_until, until=until), BATCH_SIZE):
         verdicts, _ = transaction_score_batch(batch, store=store, config=run_config)
         tally.add(batch, verdicts)

@@ -6,6 +6,7 @@ import math
 import uuid
 from decimal import Decimal
 
+from django.conf import settings
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.utils import timezone
 from drf_spectacular.utils import extend_schema_field
@@ -313,11 +314,14 @@ class BacktestRequestSerializer(serializers.Serializer):
     )
     label_maturity_days = serializers.FloatField(
         required=False,
-        default=0.0,
+        default=lambda: settings.MODEL_LABEL_MATURITY_SECONDS / 86400,
         min_value=0.0,
         max_value=LABEL_MATURITY_MAX_DAYS,
-        help_text="The classifier learns only from labels this old at train_until "
-        f"(0 to {LABEL_MATURITY_MAX_DAYS:g} days).",
+        help_text="As a retrain: the classifier learns only from payments this "
+        "old at train_until, those without a label as legitimate; and a scored "
+        "payment without a label counts as legitimate in the figures once this "
+        "old, pending before (0 to "
+        f"{LABEL_MATURITY_MAX_DAYS:g} days; default MODEL_LABEL_MATURITY_SECONDS).",
     )
 
     def validate_label_maturity_days(self, value: float) -> float:
@@ -326,23 +330,44 @@ class BacktestRequestSerializer(serializers.Serializer):
         return value
 
     def validate(self, attrs):
+        defaulted = "until" not in attrs
         attrs.setdefault("until", timezone.now())
         if not attrs["since"] < attrs["train_until"] < attrs["until"]:
-            raise serializers.ValidationError(
-                {"train_until": ["Need since < train_until < until."]}
-            )
+            message = "Need since < train_until < until."
+            if defaulted:
+                message += (
+                    f" until was not given, so it is now "
+                    f"({attrs['until']:%Y-%m-%dT%H:%M:%SZ}); give it to replay "
+                    "payments dated later."
+                )
+            raise serializers.ValidationError({"train_until": [message]})
         return attrs
 
 
 class BacktestMetricsSerializer(serializers.Serializer):
-    """One rule set's figures over the scored part (precision and the rest over
-    the labelled rows; absent without labels)."""
+    """One rule set's figures over the scored part: precision and the rest over
+    the payments of known outcome, labelled or presumed legitimate (absent
+    without any)."""
 
     scored = serializers.IntegerField()
     by_status = serializers.DictField(child=serializers.IntegerField())
     rule_hits = serializers.DictField(child=serializers.IntegerField())
-    labelled = serializers.IntegerField(required=False)
-    fraud = serializers.IntegerField(required=False)
+    labelled = serializers.IntegerField(
+        required=False, help_text="Scored payments with a label."
+    )
+    fraud = serializers.IntegerField(
+        required=False, help_text="Of them, labelled fraud."
+    )
+    presumed_legit = serializers.IntegerField(
+        required=False,
+        help_text="Scored payments without a label, older than label_maturity_days "
+        "(their chargeback would have come): counted as legitimate.",
+    )
+    pending = serializers.IntegerField(
+        required=False,
+        help_text="Scored payments without a label, younger than that: left out "
+        "of precision, recall and the rest.",
+    )
     precision = serializers.FloatField(required=False, allow_null=True)
     recall = serializers.FloatField(required=False, allow_null=True)
     average_precision = serializers.FloatField(required=False)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 
 import pytest
@@ -86,6 +87,62 @@ def test_a_draft_is_compared_with_the_live_rules_on_the_stored_ledger(
     assert Transaction.objects.count() == count_before
 
 
+def test_a_ledger_fed_only_frauds_is_judged_and_trained_as_a_retrain_would(
+    api_client, ledger_simulated
+):
+    """Given a ledger whose only labels are frauds (chargebacks), payments
+    without a label count as legitimate once older than label_maturity_days,
+    as a retrain presumes: the classifier is trained, and precision, recall,
+    average precision and ROC AUC are what the simulated truth gives (the
+    unlabelled payments here are exactly the legitimate ones), not a precision
+    near 1 over the labelled frauds alone. Payments younger than the maturity
+    are pending, left out of the figures."""
+    window = {
+        "since": "2026-01-01T00:00:00Z",
+        "train_until": TRAIN_UNTIL,
+        "until": "2026-02-01T00:00:00Z",
+        "label_maturity_days": 0,
+    }
+
+    def backtest(**changes) -> dict:
+        response = api_client.post(
+            "/api/backtest", {**window, **changes}, format="json"
+        )
+        assert response.status_code == 200, response.content
+        return response.json()
+
+    with_legit_labels = backtest()
+    Label.objects.filter(is_fraud=False).delete()
+    frauds_only = backtest()
+
+    live = frauds_only["live"]
+    assert live["labelled"] == live["fraud"] > 0
+    assert live["presumed_legit"] == live["scored"] - live["labelled"]
+    assert live["pending"] == 0
+    figures = ("fraud", "precision", "recall", "average_precision", "roc_auc")
+    assert {k: live[k] for k in figures} == {
+        k: with_legit_labels["live"][k] for k in figures
+    }
+    flagged = sum(n for s, n in live["by_status"].items() if s != "legit")
+    assert live["precision"] < 0.9 and flagged > live["fraud"]
+    # The classifier learns from every training payment (too few frauds here
+    # to fit it, 50 needed, but it counts the unlabelled ones as legitimate).
+    assert frauds_only["classifier"] == with_legit_labels["classifier"]
+    counts = re.search(
+        r"(\d+) confirmed frauds and (\d+) legitimate", frauds_only["classifier"]
+    )
+    assert counts and int(counts[1]) > 0
+    assert int(counts[1]) + int(counts[2]) == frauds_only["trained_on"]
+
+    # Labels not yet mature: every unlabelled payment is pending, and nothing
+    # in the training part is old enough for the classifier.
+    young = backtest(label_maturity_days=3650)["live"]
+    assert young["pending"] == young["scored"] - young["labelled"] > 0
+    assert young["presumed_legit"] == 0
+    assert young["labelled"] == young["fraud"] and young["recall"] == live["recall"]
+    assert "roc_auc" not in young  # one class: no ranking figures
+
+
 def test_bad_backtests_are_400s_naming_the_problem(api_client, settings):
     for index in range(3):
         transaction_stored(
@@ -99,6 +156,16 @@ def test_bad_backtests_are_400s_naming_the_problem(api_client, settings):
     backwards = post({"train_until": "2026-01-20T00:00:00Z"})
     assert backwards.status_code == 400
     assert backwards.json() == {"train_until": ["Need since < train_until < until."]}
+    # Without until, the answer says it was taken as now.
+    unbounded = api_client.post(
+        "/api/backtest",
+        {"since": "2099-01-01T00:00:00Z", "train_until": "2099-01-02T00:00:00Z"},
+        format="json",
+    )
+    assert unbounded.status_code == 400
+    message = unbounded.json()["train_until"][0]
+    assert message.startswith("Need since < train_until < until. until was not ")
+    assert "give it to replay payments dated later" in message
     one_side = post({"train_until": "2026-01-09T00:00:00Z"})
     assert one_side.status_code == 400
     assert "both sides" in one_side.json()["train_until"][0]

@@ -8,6 +8,7 @@ import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from django.conf import settings
 from django.contrib.auth.models import Group
 
 from detection import backtest_jobs
@@ -48,6 +49,8 @@ def _expected(draft: dict) -> dict:
         train_until=_when(WINDOW["train_until"]),
         config=config,
         draft=draft_config(draft, live=config),
+        # The API's default: the live setting's.
+        label_maturity_seconds=settings.MODEL_LABEL_MATURITY_SECONDS,
     )
     return {
         "replayed": len(messages),

@@ -38,10 +38,12 @@ class Command(BaseCommand):
             type=float,
             default=0.0,
             help=(
-                "The classifier learns only from training rows this old at "
-                "--train-until, as a retrain with MODEL_LABEL_MATURITY_SECONDS "
-                "(default 0: the file's labels known at once, as in make run; "
-                "production's default is 30)."
+                "As a retrain with MODEL_LABEL_MATURITY_SECONDS: the classifier "
+                "learns only from training rows this old at --train-until, rows "
+                "without is_fraud as legitimate; and a scored row without "
+                "is_fraud counts as legitimate in the figures once this old, "
+                "pending before (default 0: the file's labels known at once, as "
+                "in make run; production's default is 30)."
             ),
         )
         parser.add_argument(
@@ -137,7 +139,10 @@ class Command(BaseCommand):
         self.stdout.write("Rule hits: " + json.dumps(metrics["rule_hits"]))
         if "labelled" in metrics:
             self.stdout.write(
-                f"Labelled: {metrics['labelled']:,} ({metrics['fraud']:,} fraud); "
+                f"Outcomes: {metrics['labelled']:,} labelled, "
+                f"{metrics['presumed_legit']:,} unlabelled and old enough to count "
+                f"as legitimate, {metrics['pending']:,} pending; "
+                f"{metrics['fraud']:,} fraud; "
                 f"precision of flagged: {metrics['precision']}; "
                 f"recall: {metrics['recall']}; "
                 f"average precision: {metrics.get('average_precision')}; "
