@@ -60,6 +60,13 @@ def _send(bootstrap: str, topic: str, values: list[bytes]) -> None:
         producer.close(timeout=10)
 
 
+def _reports_sent(bootstrap: str, topic: str, ids: list[str]) -> None:
+    """Store a payment for each id and send a chargeback for each."""
+    for transaction_id in ids:
+        _stored(transaction_id)
+    _send(bootstrap, topic, [json.dumps({"transaction_id": t}).encode() for t in ids])
+
+
 def _run(bootstrap: str, topic: str, group: str | None = None):
     consumer = consumer_create(bootstrap=bootstrap, group_id=group or group_new())
     stream = ChargebackStream(consumer=consumer, topic=topic)
@@ -156,13 +163,7 @@ def test_a_report_the_database_refuses_is_a_dead_letter_not_a_halt(
     from detection import chargebacks
 
     ids = [f"t-cb-r{n}" for n in range(5)]
-    for transaction_id in ids:
-        _stored(transaction_id)
-    _send(
-        kafka_bootstrap,
-        kafka_topic,
-        [json.dumps({"transaction_id": t}).encode() for t in ids],
-    )
+    _reports_sent(kafka_bootstrap, kafka_topic, ids)
     real, refused = chargebacks.transaction_label, []
 
     def refusing(*, record, **kwargs):
@@ -208,13 +209,7 @@ def test_a_database_refusing_every_label_stops_the_consumer_losing_nothing(
     from detection.retrying import StreamDatabaseError
 
     ids = [f"t-cb-all{n}" for n in range(6)]
-    for transaction_id in ids:
-        _stored(transaction_id)
-    _send(
-        kafka_bootstrap,
-        kafka_topic,
-        [json.dumps({"transaction_id": t}).encode() for t in ids],
-    )
+    _reports_sent(kafka_bootstrap, kafka_topic, ids)
     group = group_new()
     with monkeypatch.context() as patch:
 
