@@ -546,3 +546,31 @@ def test_the_label_filter_reads_the_labels_not_the_ledger(
         assert not any(s.startswith("SCAN transactions_transaction") for s in plan), (
             plan
         )
+
+
+def test_an_exchange_rate_code_in_small_letters_is_taken_in_capitals(client_staff):
+    """`zwg` was refused ("three capitals") where a message's `usd` is taken:
+    the code is put in capitals before it is checked (and then checked as
+    typed in capitals: the base currency, a code no currency has)."""
+    from detection.models import ExchangeRate
+
+    page = client_staff.post(
+        "/admin/detection/exchangerate/add/",
+        {"currency": "zwg", "units_per_base": "26.8"},
+    )
+    assert page.status_code == 302, page.content.decode()
+    assert ExchangeRate.objects.get(currency="ZWG").units_per_base == 26.8
+    for code, message in (("usd", "is the base currency"), ("eud", "EUD is not")):
+        refused = client_staff.post(
+            "/admin/detection/exchangerate/add/",
+            {"currency": code, "units_per_base": "2"},
+        )
+        assert refused.status_code == 200
+        assert message in refused.content.decode()
+    again = client_staff.post(
+        "/admin/detection/exchangerate/add/",
+        {"currency": "zwg", "units_per_base": "27"},
+    )
+    assert again.status_code == 200
+    assert "already exists" in again.content.decode()
+    assert ExchangeRate.objects.get(currency="ZWG").units_per_base == 26.8
