@@ -163,8 +163,21 @@ class RuleAdmin(ChangeValuesAdmin):
         return False
 
 
+class ExchangeRateForm(forms.ModelForm):
+    """Take a currency code in any letter case (`zwg`), as messages do."""
+
+    class Meta:
+        model = ExchangeRate
+        fields = ["currency", "units_per_base"]
+
+    def clean_currency(self):
+        # Before the model's checks (three capitals, in use, unique, not the base).
+        return self.cleaned_data["currency"].upper()
+
+
 @admin.register(ExchangeRate)
 class ExchangeRateAdmin(ChangeValuesAdmin):
+    form = ExchangeRateForm
     list_display = ("currency", "units_per_base", "updated_at")
     list_editable = ("units_per_base",)
     search_fields = ("currency",)

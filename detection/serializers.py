@@ -22,6 +22,7 @@ from detection.models import (
 from detection.records import timestamp_not_after
 from detection.rules import RULE_TYPES
 from detection.scoring import scoring_config_current
+from fraudsite.serializers import UnknownFieldsRefused
 from transactions.messages import (
     LEDGER_DECIMAL_PLACES,
     MAX_AMOUNT,
@@ -88,7 +89,7 @@ class TransactionIdConflictSerializer(serializers.Serializer):
     transaction_id = serializers.ListField(child=serializers.CharField())
 
 
-class TransactionMessageSerializer(serializers.Serializer):
+class TransactionMessageSerializer(UnknownFieldsRefused, serializers.Serializer):
     """A transaction in the message schema.
 
     The declared fields document the schema (browsable API, OpenAPI); validation
@@ -135,16 +136,19 @@ class TransactionMessageSerializer(serializers.Serializer):
     country = serializers.CharField(max_length=2, required=False)
 
     id_prefix = "api"
+    # Of the message schema, not a scoring input: checked (a boolean), then
+    # dropped (ground truth never comes from the API).
+    extra_known_fields = frozenset({"is_fraud"})
 
     def to_internal_value(self, data):
-        """Return a TransactionMessage, or raise field errors."""
+        """Return a TransactionMessage, or raise field errors (an unknown field
+        is one here; the stream's parser ignores unknown keys)."""
         if not isinstance(data, dict):
             raise serializers.ValidationError(
                 {"non_field_errors": ["Expected a JSON object."]}
             )
+        self.unknown_fields_check(data)
         payload = dict(data.items())
-        # Ground truth is never a scoring input from the API.
-        payload.pop("is_fraud", None)
         try:
             message = transaction_message_parse(
                 payload,
@@ -154,6 +158,8 @@ class TransactionMessageSerializer(serializers.Serializer):
             )
         except MessageError as exc:
             raise serializers.ValidationError(exc.errors) from exc
+        # Ground truth is never a scoring input from the API.
+        message.is_fraud = None
         if not message.transaction_id:
             message.transaction_id = f"{self.id_prefix}-{uuid.uuid4().hex}"
         return message
@@ -211,7 +217,7 @@ class RuleParamSerializer(serializers.Serializer):
     whole_number = serializers.BooleanField()
 
 
-class RuleSerializer(serializers.ModelSerializer):
+class RuleSerializer(UnknownFieldsRefused, serializers.ModelSerializer):
     """A rule's settings; its logic is in the code, which `code` names.
 
     Validated as admin validates them (`Rule.clean`): a weight in 0..1, every
@@ -269,7 +275,7 @@ class RuleSerializer(serializers.ModelSerializer):
         return attrs
 
 
-class DecisionThresholdsSerializer(serializers.ModelSerializer):
+class DecisionThresholdsSerializer(UnknownFieldsRefused, serializers.ModelSerializer):
     """The risk cut-offs: `suspicious` from the first, `fraud` from the second."""
 
     class Meta:
@@ -293,7 +299,7 @@ class DecisionThresholdsSerializer(serializers.ModelSerializer):
 LABEL_MATURITY_MAX_DAYS = 3650.0
 
 
-class BacktestRequestSerializer(serializers.Serializer):
+class BacktestRequestSerializer(UnknownFieldsRefused, serializers.Serializer):
     """A backtest of the stored ledger: what to replay, where training stops,
     and optionally a draft rule set to compare with the live one."""
 
@@ -442,7 +448,7 @@ class BacktestJobSerializer(serializers.ModelSerializer):
         read_only_fields = fields
 
 
-class ListEntrySerializer(serializers.ModelSerializer):
+class ListEntrySerializer(UnknownFieldsRefused, serializers.ModelSerializer):
     """A block or allow list entry; the value is normalised as the model does."""
 
     created_by = serializers.SlugRelatedField(

@@ -759,12 +759,6 @@ _THRESHOLDS_WRITE = {403: 'Needs "Can change decision thresholds" (Risk admin).'
 
 @extend_schema_view(
     get=api_operation(responses={200: DecisionThresholdsSerializer}),
-    put=api_operation(
-        request=request_body(DecisionThresholdsSerializer),
-        responses={200: DecisionThresholdsSerializer},
-        errors=SIGNED_IN_WRITE,
-        error_descriptions=_THRESHOLDS_WRITE,
-    ),
     patch=api_operation(
         request=request_body(DecisionThresholdsSerializer(partial=True)),
         responses={200: DecisionThresholdsSerializer},
@@ -783,6 +777,8 @@ class DecisionThresholdsView(ChangeLogged, generics.RetrieveUpdateAPIView):
     queryset = DecisionThresholds.objects.all()
     serializer_class = DecisionThresholdsSerializer
     permission_classes = [CanRead, DjangoModelPermissions]
+    # Read and changed field by field: no PUT (a 405), as README lists.
+    http_method_names = ["get", "patch", "head", "options"]
 
     def get_view_name(self):
         """Return the browsable API's title for this page."""

@@ -59,8 +59,8 @@ class FieldErrorsExtension(OpenApiSerializerExtension):
 
 ERROR_DESCRIPTIONS = {
     400: (
-        "Refused input, each field named with its reasons (a `format` or a query "
-        "parameter this does not take too)."
+        "Refused input, each field named with its reasons (a body field, `format` "
+        "or query parameter this does not take too)."
     ),
     401: (
         "No credentials, or ones that are not valid (an unknown token, an expired "

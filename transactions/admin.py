@@ -2,7 +2,7 @@
 
 from django.contrib import admin
 from django.contrib.admin.options import IncorrectLookupParameters
-from django.db.models import Prefetch
+from django.db.models import Exists, OuterRef, Prefetch, Q
 from django.utils.html import format_html, format_html_join
 
 from detection.lists import LIST_ALLOW_CODE, LIST_BLOCK_CODE
@@ -31,6 +31,47 @@ class RuleFiredFilter(admin.SimpleListFilter):
                 raise IncorrectLookupParameters(f"No rule {self.value()!r}.")
             return queryset.with_rule(self.value())
         return queryset
+
+
+class LatestLabelFilter(admin.SimpleListFilter):
+    """Filter transactions by their latest label, as the API's `label` does:
+    not labelled (with status suspicious, the review queue), fraud or legit.
+
+    Fraud and legit are read from the labels, a small share of the ledger, and
+    their transactions fetched by primary key: the API's annotation of each
+    transaction's latest label would read the ledger through until a page of
+    labelled ones is found. Not labelled reads newest first and stops at a page
+    (most transactions have no label), probing the labels' index per row.
+    """
+
+    title = "latest label"
+    parameter_name = "label"
+
+    def lookups(self, request, model_admin):
+        return [
+            ("none", "Not labelled"),
+            ("fraud", "Confirmed fraud"),
+            ("legit", "Legitimate"),
+        ]
+
+    def queryset(self, request, queryset):
+        value = self.value()
+        if value is None:
+            return queryset
+        if value == "none":
+            return queryset.exclude(
+                Exists(Label.objects.filter(transaction=OuterRef("pk")))
+            )
+        if value not in ("fraud", "legit"):
+            raise IncorrectLookupParameters(f"No label {value!r}.")
+        later = Label.objects.filter(transaction=OuterRef("transaction")).filter(
+            Q(created_at__gt=OuterRef("created_at"))
+            | Q(created_at=OuterRef("created_at"), id__gt=OuterRef("id"))
+        )
+        latest = Label.objects.filter(is_fraud=(value == "fraud")).exclude(
+            Exists(later)
+        )
+        return queryset.filter(pk__in=latest.values("transaction"))
 
 
 VERDICT_FIELDS = (
@@ -74,11 +115,24 @@ class TransactionAdmin(LargeTableAdmin):
         "reasons_short",
         "label_latest",
     )
-    list_filter = ("status", RuleFiredFilter, "channel", "timestamp")
+    list_filter = (
+        "status",
+        LatestLabelFilter,
+        RuleFiredFilter,
+        "channel",
+        "timestamp",
+    )
     # Exact-match search (an id as written) keeps the unique and (user_id,
     # timestamp) indexes usable. Not "=field": admin makes that iexact, a LIKE
-    # on SQLite and UPPER() on PostgreSQL, which scan the ledger.
+    # on SQLite and UPPER() on PostgreSQL, which scan the ledger. merchant_id
+    # has no index: searching it would read the whole ledger.
     search_fields = ("transaction_id__exact", "user_id__exact")
+    search_help_text = (
+        "A whole transaction id or user (card) id, exactly as stored, capitals "
+        "included. Parts of ids, places and merchants are not searched: that "
+        "would read the whole ledger (the dashboard's transaction list filters "
+        "by merchant)."
+    )
     list_per_page = 50
     readonly_fields = VERDICT_FIELDS
     fieldsets = (

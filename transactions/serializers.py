@@ -4,6 +4,7 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 from rest_framework.fields import empty
 
+from fraudsite.serializers import UnknownFieldsRefused
 from transactions.messages import SCORING_INPUT_FIELDS, amount_text
 from transactions.models import LABEL_SHOWN_FIELDS, Label, Transaction
 
@@ -32,7 +33,7 @@ class RequiredBooleanField(serializers.BooleanField):
     default_empty_html = empty
 
 
-class LabelCreateSerializer(serializers.Serializer):
+class LabelCreateSerializer(UnknownFieldsRefused, serializers.Serializer):
     """Input of POST /api/transactions/<id>/label: the analyst's judgement."""
 
     is_fraud = RequiredBooleanField(

@@ -22,6 +22,7 @@ from rest_framework.exceptions import ValidationError
 from rest_framework.response import Response
 
 from detection.services import transaction_label
+from fraudsite.negotiation import CsvExportNegotiation
 from fraudsite.openapi import SIGNED_IN, SIGNED_IN_WRITE, api_operation, request_body
 from fraudsite.permissions import permission_required
 from transactions.cells import cell_quote
@@ -47,9 +48,6 @@ from transactions.serializers import (
 def _params_check(request, extra: set[str]) -> None:
     """Refuse a query parameter that is neither a filter, `ordering` nor `extra`."""
     query_params_check(request, {*TransactionFilter.base_filters, "ordering", *extra})
-    count = request.query_params.get("count")
-    if count is not None and count not in ("0", "1", "true", "false"):
-        raise ValidationError({"count": ["Must be 1 (or true) to count, 0 not to."]})
 
 
 # Rows read from the database, and sent, at a time.
@@ -186,6 +184,11 @@ class TransactionViewSet(viewsets.ReadOnlyModelViewSet):
         """Return a page of verdicts; an unknown query parameter is a 400 (a
         misspelt filter would otherwise return everything as if it applied)."""
         _params_check(request, {"n", "cursor", "format", "count"})
+        count = request.query_params.get("count")
+        if count is not None and count not in ("0", "1", "true", "false"):
+            raise ValidationError(
+                {"count": ["Must be 1 (or true) to count, 0 not to."]}
+            )
         return super().list(request, *args, **kwargs)
 
     @api_operation(
@@ -197,13 +200,29 @@ class TransactionViewSet(viewsets.ReadOnlyModelViewSet):
                 description=f"One line per transaction: {', '.join(EXPORT_COLUMNS)}.",
             ),
         },
+        parameters=[
+            OpenApiParameter(
+                "format",
+                OpenApiTypes.STR,
+                enum=["csv", "api"],
+                description=(
+                    "Optional: the export answers CSV either way. `api` is the "
+                    "browsable API's (its links carry it); another is a 400."
+                ),
+            ),
+        ],
         errors=SIGNED_IN,
         error_descriptions={
-            400: "A bad filter or ordering, an unknown parameter, or more rows "
-            "than API_EXPORT_MAX_ROWS (`detail`)."
+            400: "A bad filter or ordering, an unknown parameter or `format`, or "
+            "more rows than API_EXPORT_MAX_ROWS (`detail`)."
         },
     )
-    @action(detail=False, methods=["get"], url_path="export")
+    @action(
+        detail=False,
+        methods=["get"],
+        url_path="export",
+        content_negotiation_class=CsvExportNegotiation,
+    )
     def export(self, request):
         """Download the transactions the list's filters select, as CSV.
 
@@ -219,9 +238,10 @@ class TransactionViewSet(viewsets.ReadOnlyModelViewSet):
         synchronous stream into one list before sending it), under WSGI as a
         synchronous one.
         """
-        # `format` as on the list: the browsable API's links carry it; the
-        # list's paging parameters are taken and ignored (an export holds every
-        # matching row), so a list's address works with /export in it.
+        # `format`: csv, or api (the browsable API's links carry it), checked by
+        # CsvExportNegotiation; the list's paging parameters are taken and
+        # ignored, unread (an export holds every matching row), so a list's
+        # address works with /export in it.
         _params_check(request, {"format", "n", "cursor", "count"})
         queryset = self.filter_queryset(Transaction.objects.with_latest_label())
         maximum = settings.API_EXPORT_MAX_ROWS

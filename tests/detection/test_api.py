@@ -695,3 +695,19 @@ def test_a_country_that_is_no_iso_code_is_a_field_error(api_client):
     refused = api_client.post("/api/lists", block, format="json")
     assert refused.status_code == 400
     assert "ISO 3166-1" in str(refused.json())
+
+
+def test_is_fraud_is_checked_as_a_boolean_then_ignored(api_client):
+    """`is_fraud` is of the message schema (a boolean): `"yes"` was taken (a
+    201) as the API dropped it unread. It is checked as the stream checks it,
+    a 400 naming it, and a valid one is still never a scoring input or stored."""
+    for value in ("yes", 2, [True]):
+        for path in ("/api/predict", "/api/validate-transaction"):
+            refused = api_client.post(path, {**GOOD, "is_fraud": value}, format="json")
+            assert refused.status_code == 400, (path, value)
+            assert refused.json() == {"is_fraud": ["Must be a boolean."]}
+    assert Transaction.objects.count() == 0
+    taken = api_client.post("/api/predict", {**GOOD, "is_fraud": True}, format="json")
+    assert taken.status_code == 201
+    assert taken.json()["is_fraud"] is None
+    assert Transaction.objects.get().is_fraud is None

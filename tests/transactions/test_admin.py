@@ -469,3 +469,108 @@ def test_tables_that_grow_without_bound_have_capped_lists(model):
     from fraudsite.admin_paging import LargeTableAdmin
 
     assert isinstance(admin.site._registry[apps.get_model(model)], LargeTableAdmin)
+
+
+def test_the_search_box_says_what_it_searches(client_staff, impossible_trip):
+    """`?q=Sydney` or a part of an id found nothing without a word: the box
+    says it takes whole ids, exactly, and not places or merchants."""
+    page = client_staff.get("/admin/transactions/transaction/")
+    html = page.content.decode()
+    assert 'id="searchbar_helptext"' in html
+    assert "A whole transaction id or user (card) id, exactly as stored" in html
+    assert "places and merchants are not searched" in html
+
+
+@pytest.fixture
+def labelled():
+    """Store four transactions: fraud then legit (latest: legit, both at one
+    time: the later id wins), legit then fraud, fraud alone, unlabelled."""
+    from tests.ledger import transaction_stored
+    from transactions.models import Label
+
+    at = datetime.now(UTC)
+    for tid, verdicts in (
+        ("t-fixed", (True, False)),
+        ("t-turned", (False, True)),
+        ("t-fraud", (True,)),
+        ("t-none", ()),
+    ):
+        txn = transaction_stored(tid)
+        for is_fraud in verdicts:
+            Label.objects.create(transaction=txn, is_fraud=is_fraud, created_at=at)
+
+
+@pytest.mark.parametrize(
+    ("value", "shown"),
+    [
+        ("fraud", {"t-turned", "t-fraud"}),
+        ("legit", {"t-fixed"}),
+        ("none", {"t-none"}),
+    ],
+)
+def test_the_ledger_list_filters_by_latest_label(client_staff, labelled, value, shown):
+    """Admin filters by the latest label as the API's `label` does (the
+    review queue: not labelled), the latest by time, then by id."""
+    page = client_staff.get("/admin/transactions/transaction/", {"label": value})
+    assert page.status_code == 200
+    listed = set(
+        re.findall(
+            r'<th class="field-transaction_id"><a [^>]*>([^<]+)<', page.content.decode()
+        )
+    )
+    assert listed == shown
+    odd = client_staff.get("/admin/transactions/transaction/", {"label": "maybe"})
+    assert odd.status_code == 302 and odd["Location"].endswith("?e=1")
+
+
+@pytest.mark.skipif(connection.vendor != "sqlite", reason="SQLite's query plan")
+@pytest.mark.parametrize("value", ["fraud", "legit"])
+def test_the_label_filter_reads_the_labels_not_the_ledger(
+    client_staff, labelled, value
+):
+    """Labelled transactions are found from the labels (a small table) and
+    fetched by primary key: the ledger is not read through (a scan) to find them."""
+    with CaptureQueriesContext(connection) as queries:
+        page = client_staff.get("/admin/transactions/transaction/", {"label": value})
+    assert page.status_code == 200
+    filtered = [
+        q["sql"]
+        for q in queries
+        if 'FROM "transactions_transaction"' in q["sql"]
+        and "transactions_label" in q["sql"]
+        and "is_fraud" in q["sql"]
+    ]
+    assert filtered
+    for sql in filtered:
+        plan = sqlite_plan(sql)
+        assert not any(s.startswith("SCAN transactions_transaction") for s in plan), (
+            plan
+        )
+
+
+def test_an_exchange_rate_code_in_small_letters_is_taken_in_capitals(client_staff):
+    """`zwg` was refused ("three capitals") where a message's `usd` is taken:
+    the code is put in capitals before it is checked (and then checked as
+    typed in capitals: the base currency, a code no currency has)."""
+    from detection.models import ExchangeRate
+
+    page = client_staff.post(
+        "/admin/detection/exchangerate/add/",
+        {"currency": "zwg", "units_per_base": "26.8"},
+    )
+    assert page.status_code == 302, page.content.decode()
+    assert ExchangeRate.objects.get(currency="ZWG").units_per_base == 26.8
+    for code, message in (("usd", "is the base currency"), ("eud", "EUD is not")):
+        refused = client_staff.post(
+            "/admin/detection/exchangerate/add/",
+            {"currency": code, "units_per_base": "2"},
+        )
+        assert refused.status_code == 200
+        assert message in refused.content.decode()
+    again = client_staff.post(
+        "/admin/detection/exchangerate/add/",
+        {"currency": "zwg", "units_per_base": "27"},
+    )
+    assert again.status_code == 200
+    assert "already exists" in again.content.decode()
+    assert ExchangeRate.objects.get(currency="ZWG").units_per_base == 26.8

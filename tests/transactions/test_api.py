@@ -565,6 +565,14 @@ def test_export_takes_a_list_address_and_answers_head_without_a_body(
         )
     )
     assert paged == whole and len(whole) == 31  # the header and 30 rows
+    # Taken and ignored, unread: values the list would refuse too.
+    for junk in ({"count": "abc"}, {"n": "abc"}, {"cursor": "forged"}):
+        response = api_client.get(
+            "/api/transactions/export", {"ordering": "id", **junk}
+        )
+        assert response.status_code == 200, junk
+        assert _csv(response) == whole
+        assert api_client.get("/api/transactions", junk).status_code in (400, 404)
     head = api_client.head("/api/transactions/export", {"user_id": "b"})
     assert head.status_code == 200
     assert head["Content-Type"].startswith("text/csv")
@@ -790,12 +798,50 @@ def test_request_errors_answer_the_same_with_debug_on(api_client, client, settin
         assert b"evil.example" in foreign.content
 
 
-@pytest.mark.parametrize(
-    "path", ["/api/transactions", "/api/transactions/export", "/api/lists"]
-)
+@pytest.mark.parametrize("path", ["/api/transactions", "/api/lists"])
 def test_an_unknown_format_is_a_400_naming_the_known_ones(api_client, path):
     """`?format=csv` was a 404 "Not found.", as if the address were wrong."""
     response = api_client.get(path, {"format": "csv"})
     assert response.status_code == 400
     assert response.json() == {"format": ["Unknown format 'csv'. Known: json, api."]}
     assert api_client.get(path, {"format": "json"}).status_code == 200
+
+
+def test_the_export_answers_format_csv_and_refuses_a_format_it_cannot_give(
+    api_client, ledger
+):
+    """`?format=csv` was a 400 ("Known: json, api") and `?format=json` answered
+    CSV. The export answers CSV with format csv, api (the browsable API's links
+    carry it) or none, and for `Accept: text/csv`; `json`, or any other, is a
+    400 naming the ones it takes. Its errors stay JSON."""
+    plain = _csv(api_client.get("/api/transactions/export", {"ordering": "id"}))
+    for query in ({"format": "csv"}, {"format": "api"}):
+        response = api_client.get(
+            "/api/transactions/export", {"ordering": "id", **query}
+        )
+        assert response.status_code == 200, query
+        assert response["Content-Type"].startswith("text/csv")
+        assert _csv(response) == plain
+    accept_csv = api_client.get(
+        "/api/transactions/export", {"ordering": "id"}, HTTP_ACCEPT="text/csv"
+    )
+    assert accept_csv.status_code == 200
+    assert _csv(accept_csv) == plain
+
+    for format in ("json", "xml"):
+        refused = api_client.get("/api/transactions/export", {"format": format})
+        assert refused.status_code == 400, format
+        assert refused.json() == {
+            "format": [
+                f"Unknown format {format!r}: the export answers CSV. "
+                "Known: csv, api (or none)."
+            ]
+        }
+    # A bad filter with format=csv, or asking text/csv: a JSON 400, not a 406.
+    for headers in ({}, {"HTTP_ACCEPT": "text/csv"}):
+        bad = api_client.get(
+            "/api/transactions/export", {"format": "csv", "since": "x"}, **headers
+        )
+        assert bad.status_code == 400, headers
+        assert bad["Content-Type"].startswith("application/json")
+        assert "since" in bad.json()
