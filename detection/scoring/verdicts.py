@@ -360,6 +360,8 @@ def _judge(prepared: Sequence[Prepared], config: ScoringConfig) -> list[Verdict]
     verdicts = []
     now = time.time()
     merchant_fraud = config.merchant_fraud
+    # Coordinates without a country, while a country is listed: one lookup.
+    nearest = config.lists.nearest_cities(prepared)
     for index, (item, model_output) in enumerate(
         zip(prepared, model_outputs, strict=True)
     ):
@@ -407,7 +409,9 @@ def _judge(prepared: Sequence[Prepared], config: ScoringConfig) -> list[Verdict]
         listed = []
         rules_status = status
         if config.lists:
-            hits = config.lists.hits(item.message, now, country=item.country)
+            hits = config.lists.hits(
+                item.message, now, country=item.country, nearest=nearest[index]
+            )
             if hits:
                 risk, status, listed = _lists_apply(hits, risk, status, notes)
         verdicts.append(
@@ -455,7 +459,7 @@ def _lists_apply(
                     "code": LIST_BLOCK_CODE,
                     "label": LIST_BLOCK_LABEL,
                     "weight": 1.0,
-                    "detail": f"{hit.kind} {hit.value} is on the block list: "
+                    "detail": f"{hit.kind} {hit.shown} is on the block list: "
                     f"{hit.note}",
                     "values": {"kind": hit.kind, "value": hit.value},
                 }
@@ -464,7 +468,7 @@ def _lists_apply(
         )
     hit = hits[0]
     notes.append(
-        f"{hit.kind.capitalize()} {hit.value} is on the allow list ({hit.note}): "
+        f"{hit.kind.capitalize()} {hit.shown} is on the allow list ({hit.note}): "
         f"judged legit; by the rules and model alone it was {status} at risk "
         f"{risk:.3f}."
     )
@@ -474,7 +478,7 @@ def _lists_apply(
         "code": LIST_ALLOW_CODE,
         "label": LIST_ALLOW_LABEL,
         "weight": 0.0,
-        "detail": f"{hit.kind} {hit.value} is on the allow list: {hit.note} (the "
+        "detail": f"{hit.kind} {hit.shown} is on the allow list: {hit.note} (the "
         f"rules and model alone: {status} at risk {risk:.3f})",
         "values": {"kind": hit.kind, "value": hit.value, "rules_status": status},
     }

@@ -11,14 +11,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from django.conf import settings
 from django.db import transaction
 
 from detection.alerts import alert_deliveries_enqueue
 from detection.profiles import OrmStateStore
 from detection.scoring import ScoringConfig, Verdict, verdicts_score
 from detection.state import UserState
-from transactions.messages import TransactionMessage, amount_places, amount_text
+from transactions.messages import TransactionMessage, amount_text
 from transactions.models import Transaction, reason_codes_text
 from transactions.selectors import transaction_ids_existing
 from transactions.services import transactions_record
@@ -61,16 +60,22 @@ def transaction_row(
     *,
     scored_at: datetime,
     source: str,
-    base_places: int,
 ) -> dict:
-    """Return the ledger row (column values) of a scored message; `base_places`
-    are the base currency's decimals (`amount_places`, looked up once a batch)."""
+    """Return the ledger row (column values) of a scored message.
+
+    `amount_base` is the amount exactly as the features and the card's profile
+    compared it (a float, unrounded): rounded to the base currency's cents,
+    0.001 KWD (0.0033 USD) was stored as 0.00 and 0.002 KWD as 0.01, so the API
+    answered 0.0, and a retrain, a label or a ledger backtest, which replay
+    `amount_base` (`message_as_scored`), learned another amount than the
+    stream had. The API and the live events give it as stored; reasons still
+    write amounts to the cent for reading ("typical 0.00 USD").
+    """
     return {
         "transaction_id": message.transaction_id,
         "user_id": message.user_id,
         "amount": message.amount,
-        # In the base currency's minor unit (3 decimals for KWD, none for JPY).
-        "amount_base": round(verdict.row.amount, base_places),
+        "amount_base": verdict.row.amount,
         "currency": message.currency,
         "timestamp": message.timestamp,
         "merchant_id": message.merchant_id,
@@ -190,11 +195,8 @@ def transaction_batch_score_record(
                     messages=messages, store=store, config=config
                 )
             scored_at = datetime.now(UTC)
-            base_places = amount_places(settings.BASE_CURRENCY)
             rows = [
-                transaction_row(
-                    m, v, scored_at=scored_at, source=source, base_places=base_places
-                )
+                transaction_row(m, v, scored_at=scored_at, source=source)
                 for m, v in zip(scored.messages, scored.verdicts, strict=True)
             ]
             transactions_record(rows=rows)

@@ -118,10 +118,12 @@ def message_as_scored(stored: Mapping[str, object]) -> TransactionMessage:
 
     That is `amount_base` (converted at that day's rate), not the amount to be
     converted again at today's rates: a rate edited or removed since must not
-    change what a retrain or a label teaches. Except where it was stored as
-    0.00 (under half a cent in the base currency: 0.01 MXN or 50 IDR, card
-    testing; a profile cannot learn a zero amount, whose log it takes) or not
-    at all: that amount is converted at today's rate.
+    change what a retrain or a label teaches. `amount_base` is stored
+    unrounded (`transaction_row`); rows stored before that were rounded to the
+    base currency's cents, and those under half a cent (0.01 MXN, 50 IDR,
+    0.001 KWD: card testing) read 0.00, which a profile cannot learn (it takes
+    the log): such an amount, or one not stored at all, is converted at
+    today's rate.
     """
     fields = dict(stored)
     amount_base = fields.pop("amount_base")

@@ -711,3 +711,59 @@ def test_is_fraud_is_checked_as_a_boolean_then_ignored(api_client):
     assert taken.status_code == 201
     assert taken.json()["is_fraud"] is None
     assert Transaction.objects.get().is_fraud is None
+
+
+def test_an_amount_under_a_base_cent_is_kept_as_compared_by_all_that_read_it(
+    api_client,
+):
+    """Given six payments under a US cent (0.001 and 0.002 KWD: 0.0033 and
+    0.0065 USD), predict answers, and the ledger stores, each amount in USD as
+    the profile compared it, not 0.0 or 0.01; a 5,000 USD payment after them is
+    measured against that typical amount; and a backtest's replay of the
+    ledger (`ledger_messages`, as a retrain or a label reads it) builds the
+    card's profile the stream built."""
+    from datetime import UTC, datetime, timedelta
+
+    from detection.backtest import ledger_messages
+    from detection.models import ExchangeRate
+    from detection.profiles import OrmStateStore
+    from detection.scoring import scoring_config_from_db
+    from detection.scoring.features import transaction_features_batch
+    from detection.state import UserState
+
+    rate = ExchangeRate.objects.get(currency="KWD").units_per_base
+    start = datetime(2026, 3, 1, 9, tzinfo=UTC)
+    amounts = ["0.001", "0.002"] * 3
+    for n, amount in enumerate(amounts):
+        payment = {
+            "transaction_id": f"fils-{n}",
+            "user_id": "zero1",
+            "amount": amount,
+            "currency": "KWD",
+            "timestamp": (start + timedelta(hours=n)).isoformat(),
+        }
+        response = api_client.post("/api/predict", payment, format="json")
+        assert response.status_code == 201, response.content
+        in_usd = float(amount) / rate
+        assert response.json()["amount_base"] == pytest.approx(in_usd, rel=1e-12)
+        stored = Transaction.objects.get(transaction_id=f"fils-{n}")
+        assert stored.amount_base == pytest.approx(in_usd, rel=1e-12)
+
+    live = OrmStateStore(use_cache=False).states_get({"zero1"})["zero1"]
+    typical = (0.001 * 0.002) ** 0.5 / rate  # the geometric mean
+    assert live.typical_amount == pytest.approx(typical, rel=1e-9)
+    big = {"user_id": "zero1", "amount": "5000", "timestamp": "2026-03-01T16:00Z"}
+    reasons = api_client.post("/api/predict", big, format="json").json()["reasons"]
+    (spike,) = [r for r in reasons if r["code"] == "amount_spike"]
+    assert spike["values"]["ratio"] == pytest.approx(5000 / typical, rel=1e-6)
+
+    replayed = ledger_messages(since=start, until=start + timedelta(hours=6))
+    states = {"zero1": UserState(user_id="zero1")}
+    rates = scoring_config_from_db(model=None).rates
+    prepared = transaction_features_batch(replayed, states=states, rates=rates)
+    assert [item.row.amount for item in prepared] == pytest.approx(
+        [float(amount) / rate for amount in amounts], rel=1e-12
+    )
+    assert states["zero1"].log_amount_mean == pytest.approx(
+        live.log_amount_mean, rel=1e-12
+    )

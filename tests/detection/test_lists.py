@@ -141,6 +141,141 @@ def test_a_country_block_meets_a_payment_known_only_by_its_city():
     assert _score(message)["lagos"].status == "fraud"
 
 
+def test_a_country_block_does_not_depend_on_how_the_place_was_given(api_client):
+    """A block on NG meets a Lagos payment given by its city name and one given
+    by Lagos's coordinates alone (the reason says how the country was found);
+    an explicit country wins over the coordinates, and a point at sea, with no
+    city within geo.NEAREST_CITY_MAX_KM, is in no country."""
+    created = api_client.post(
+        "/api/lists",
+        {"kind": "country", "action": "block", "value": "ng", "note": "x"},
+        format="json",
+    )
+    assert created.status_code == 201, created.content
+
+    def predict(user, **place):
+        payment = {"user_id": user, "amount": 10, **place}
+        response = api_client.post("/api/predict", payment, format="json")
+        assert response.status_code == 201, response.content
+        return response.json()
+
+    by_name = predict("u11", location="Lagos")
+    by_coordinates = predict("u12", latitude=6.45, longitude=3.39)
+    for verdict in (by_name, by_coordinates):
+        assert verdict["status"] == "fraud"
+        assert [r["code"] for r in verdict["reasons"]] == ["blocklist"]
+    assert by_name["reasons"][0]["detail"] == "country NG is on the block list: x"
+    assert by_coordinates["reasons"][0]["detail"] == (
+        "country NG (from the coordinates: nearest city Lagos, 1 km) is on the "
+        "block list: x"
+    )
+    assert by_coordinates["country"] == ""  # the message is stored as sent
+
+    said_benin = predict("u13", latitude=6.45, longitude=3.39, country="BJ")
+    at_sea = predict("u14", latitude=3.0, longitude=2.0)  # Gulf of Guinea
+    for verdict in (said_benin, at_sea):
+        assert verdict["status"] == "legit" and verdict["reasons"] == []
+
+
+def test_a_batch_places_each_payment_by_its_own_coordinates():
+    """In one batch (as the stream scores), each payment with coordinates and
+    no country meets the country block of its own nearest city."""
+    ListEntry.objects.create(kind="country", value="NG", action="block", note="x")
+
+    def located(tid, latitude, longitude, country=""):
+        return TransactionMessage(
+            transaction_id=tid,
+            user_id=f"card-{tid}",
+            amount=Decimal("20.00"),
+            timestamp=T0,
+            latitude=latitude,
+            longitude=longitude,
+            country=country,
+        )
+
+    stored = _score(
+        located("paris", 48.85, 2.35),
+        located("abuja", 9.06, 7.49),
+        located("said-fr", 6.45, 3.39, country="FR"),
+        located("kano", 12.0, 8.52),
+        located("accra", 5.56, -0.2),
+    )
+    assert {tid: t.status for tid, t in stored.items()} == {
+        "paris": "legit",
+        "abuja": "fraud",
+        "said-fr": "legit",
+        "kano": "fraud",
+        "accra": "legit",
+    }
+    assert "nearest city Kano" in stored["kano"].reasons[-1]["detail"]
+
+
+def test_coordinates_cost_a_lookup_only_while_a_country_is_listed(monkeypatch):
+    """Places are looked up once a batch, and only those with coordinates and
+    no country while a country entry is in force: a card entry alone, or a
+    payment that carries its country, costs no lookup (the stream's hot path)."""
+    from types import SimpleNamespace
+
+    from detection import lists as lists_module
+    from detection.geo import NearestCity
+
+    asked = []
+
+    def lookup(points):
+        asked.append(list(points))
+        return [NearestCity("Lagos", "NG", 1.0) for _point in points]
+
+    monkeypatch.setattr(lists_module, "nearest_cities", lookup)
+    places = [
+        SimpleNamespace(country="", latitude=6.45, longitude=3.39),
+        SimpleNamespace(country="BJ", latitude=6.45, longitude=3.39),
+        SimpleNamespace(country="", latitude=None, longitude=None),
+        SimpleNamespace(country="", latitude=6.46, longitude=3.38),
+    ]
+    cards = lists_module.Lists({("card", "card-6"): ("block", "stolen", None)})
+    assert cards.nearest_cities(places) == [None] * 4
+    assert asked == []
+    countries = lists_module.Lists({("country", "NG"): ("block", "x", None)})
+    lagos = NearestCity("Lagos", "NG", 1.0)
+    assert countries.nearest_cities(places) == [lagos, None, None, lagos]
+    assert asked == [[(6.45, 3.39), (6.46, 3.38)]]
+
+
+@pytest.mark.parametrize(
+    ("latitude", "longitude", "country"),
+    [
+        (6.45, 3.39, "NG"),  # Lagos
+        (48.85, 2.35, "FR"),  # Paris
+        (-33.87, 151.21, "AU"),  # Sydney
+        (64.15, -21.94, "IS"),  # Reykjavik
+        (-36.85, 174.76, "NZ"),  # Auckland, near the antimeridian
+        (40.0, -40.0, None),  # the middle of the Atlantic
+    ],
+)
+def test_coordinates_are_placed_in_the_country_of_the_nearest_city(
+    latitude, longitude, country
+):
+    from detection.geo import nearest_city
+
+    near = nearest_city(latitude, longitude)
+    assert (near and near.country) == country
+
+
+def test_the_nearest_city_is_taken_within_the_distance_given_and_not_beyond():
+    """A point at sea 0.5 degrees of latitude south of Lagos: its nearest
+    city, about 55 km away (great-circle), is found within 60 km, not 50."""
+    from detection.geo import city_coordinates, haversine_km, nearest_city
+
+    near = nearest_city(5.95, 3.39, max_km=200)
+    assert near.country == "NG" and 50 < near.distance_km < 60
+    city_latitude, city_longitude, _ = city_coordinates(near.name, near.country)
+    assert near.distance_km == pytest.approx(
+        haversine_km(5.95, 3.39, city_latitude, city_longitude)
+    )
+    assert nearest_city(5.95, 3.39, max_km=60) == near
+    assert nearest_city(5.95, 3.39, max_km=50) is None
+
+
 def test_several_blocks_are_reasons_of_one_code_counted_once():
     from transactions.models import ReasonTally
 
