@@ -709,7 +709,12 @@ def test_an_export_backtests_with_its_labels(api_client, ledger, staff_user, tmp
         "backtest", str(source), "--train-until", "2000-01-01T00:00:00Z",
         "--output", str(output), stdout=out,
     )  # fmt: skip
-    assert "Labelled: 2 (1 fraud)" in out.getvalue()
+    # The two labelled rows, the 28 others as legitimate (dated before now:
+    # with the default label maturity of 0, their chargebacks are in).
+    assert "Outcomes: 2 labelled, 28 unlabelled and old enough to count as " in (
+        out.getvalue()
+    )
+    assert "0 pending; 1 fraud;" in out.getvalue()
 
 
 def test_inputs_the_api_fuzzing_found_answer_as_documented(api_client, ledger):
