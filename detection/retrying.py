@@ -91,8 +91,8 @@ class RefusalStreak:
     refusals in a row `refused` raises StreamDatabaseError: the consumer stops
     loudly, without committing offsets, like a database that kept failing
     (its callers store a batch's refusals only once the whole batch is through,
-    so a batch refused to the end leaves no dead letter behind; a quiet stream
-    of small batches may have dead-lettered the first `limit - 1`, to redrive).
+    so none of a batch refused to the end is a dead letter; a quiet stream of
+    small batches may have dead-lettered the first `limit - 1`, to redrive).
     `limit` None never stops.
     """
 

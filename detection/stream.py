@@ -275,7 +275,9 @@ class TransactionStream:
         first part. The refused records' dead letters are stored once the whole
         batch is through: at STREAM_DB_REFUSED_IN_A_ROW refusals in a row the
         database is at fault, not the records (RefusalStreak), and the stream
-        stops loudly, leaving no dead letter of the batch behind. Dead letters
+        stops loudly with none of the batch's refusals stored as dead letters
+        (its undecodable records' may be stored already: kept once when the
+        batch comes again). Dead letters
         the database refuses too are a fault of ours, not of the input: retried,
         then the stream stops loudly.
         """
