@@ -5,6 +5,8 @@ fails closed: `DEBUG` is off unless set, and there is no default `SECRET_KEY` ou
 DEBUG.
 """
 
+import builtins
+import math
 import re
 from datetime import timedelta
 from pathlib import Path
@@ -35,6 +37,33 @@ class _Env(environ.Env):
         return super().get_value(
             var, cast=cast, default=default, parse_default=parse_default
         )
+
+    def int(self, var, default=environ.Env.NOTSET, *, minimum=0):
+        """Return a whole number of at least `minimum`, or stop start-up naming
+        the variable (django-environ raised a bare ValueError for `abc`)."""
+        return self._number(var, builtins.int, "a whole number", default, minimum)
+
+    def float(self, var, default=environ.Env.NOTSET, *, minimum=0):
+        """Return a finite number of at least `minimum`, or stop start-up naming
+        the variable: django-environ read `30d` as 30, `1h` as 1 and `0.5.5` as
+        5.5, dropping what was not a digit, and `nan` as an error about ''."""
+        return self._number(var, builtins.float, "a number", default, minimum)
+
+    def _number(self, var, cast, kind, default, minimum):
+        raw = self.ENVIRON.get(var, "").strip()
+        if not raw:
+            if default is self.NOTSET:
+                raise ImproperlyConfigured(f"Set {var}.")
+            return default
+        try:
+            value = cast(raw)
+        except ValueError:
+            value = None
+        if value is None or not math.isfinite(value):
+            raise ImproperlyConfigured(f"{var} must be {kind}: {raw!r}.")
+        if value < minimum:
+            raise ImproperlyConfigured(f"{var} must be at least {minimum}: {raw!r}.")
+        return value
 
     def list(self, var, cast=None, default=environ.Env.NOTSET):
         """Return a comma-separated list with its items stripped and empty
@@ -129,7 +158,7 @@ AUTHENTICATION_BACKENDS = [
     "axes.backends.AxesStandaloneBackend",
     "django.contrib.auth.backends.ModelBackend",
 ]
-AXES_FAILURE_LIMIT = env.int("LOGIN_FAILURE_LIMIT", default=5)
+AXES_FAILURE_LIMIT = env.int("LOGIN_FAILURE_LIMIT", default=5, minimum=1)
 AXES_COOLOFF_TIME = timedelta(minutes=env.float("LOGIN_LOCKOUT_MINUTES", default=15))
 AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
 AXES_RESET_ON_SUCCESS = True
@@ -225,7 +254,7 @@ REDIS_URL = env.str("REDIS_URL", default="redis://127.0.0.1:6379/0")
 KAFKA_BROKER = env.str("KAFKA_BROKER", default="")
 KAFKA_TRANSACTIONS_TOPIC = env.str("KAFKA_TRANSACTIONS_TOPIC", default="transactions")
 KAFKA_DEAD_LETTER_TOPIC = env.str("KAFKA_DEAD_LETTER_TOPIC", default="")
-KAFKA_TOPIC_PARTITIONS = env.int("KAFKA_TOPIC_PARTITIONS", default=6)
+KAFKA_TOPIC_PARTITIONS = env.int("KAFKA_TOPIC_PARTITIONS", default=6, minimum=1)
 KAFKA_CONSUMER_GROUP = env.str("KAFKA_CONSUMER_GROUP", default="fraud-scorer")
 # Chargebacks (and other after-the-fact fraud reports) labelling stored transactions:
 # detection.chargebacks, manage.py consume_chargebacks.
@@ -249,7 +278,7 @@ for _setting in (
 
 # Micro-batching of the stream consumer: a batch closes at this many records or
 # after this many milliseconds, whichever comes first.
-STREAM_BATCH_MAX_RECORDS = env.int("STREAM_BATCH_MAX_RECORDS", default=500)
+STREAM_BATCH_MAX_RECORDS = env.int("STREAM_BATCH_MAX_RECORDS", default=500, minimum=1)
 STREAM_BATCH_MAX_WAIT_MS = env.int("STREAM_BATCH_MAX_WAIT_MS", default=50)
 STREAM_DB_RETRY_LIMIT = env.int("STREAM_DB_RETRY_LIMIT", default=8)
 # A consumer stops (non-zero exit, offsets not committed) once the database has
@@ -370,14 +399,14 @@ CHANNEL_LAYERS = {
 # (at most 6 h apart), and marked failed after WEBHOOK_MAX_ATTEMPTS.
 WEBHOOK_SEND_INTERVAL_SECONDS = env.float("WEBHOOK_SEND_INTERVAL_SECONDS", default=5.0)
 WEBHOOK_TIMEOUT_SECONDS = env.float("WEBHOOK_TIMEOUT_SECONDS", default=5.0)
-WEBHOOK_MAX_ATTEMPTS = env.int("WEBHOOK_MAX_ATTEMPTS", default=10)
+WEBHOOK_MAX_ATTEMPTS = env.int("WEBHOOK_MAX_ATTEMPTS", default=10, minimum=1)
 WEBHOOK_RETRY_BASE_SECONDS = env.float("WEBHOOK_RETRY_BASE_SECONDS", default=30.0)
 # Where analysts open the dashboard (https://fraud.example.com): alerts then carry
 # a link to the transaction's page. Empty: no link.
 SITE_URL = env.str("SITE_URL", default="").rstrip("/")
 # Each send run claims this many at a time and POSTs this many at once.
-WEBHOOK_SEND_BATCH = env.int("WEBHOOK_SEND_BATCH", default=500)
-WEBHOOK_SEND_CONCURRENCY = env.int("WEBHOOK_SEND_CONCURRENCY", default=8)
+WEBHOOK_SEND_BATCH = env.int("WEBHOOK_SEND_BATCH", default=500, minimum=1)
+WEBHOOK_SEND_CONCURRENCY = env.int("WEBHOOK_SEND_CONCURRENCY", default=8, minimum=1)
 # Delivered alerts are kept this long (admin), then deleted; failed ones stay.
 WEBHOOK_RETENTION_DAYS = env.float("WEBHOOK_RETENTION_DAYS", default=30.0)
 if not (
@@ -415,8 +444,8 @@ CELERY_TIMEZONE = TIME_ZONE
 # Beat's state file lives with the other runtime files, not in the project root.
 CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
 MODEL_RETRAIN_INTERVAL_SECONDS = env.float(
-    "MODEL_RETRAIN_INTERVAL_SECONDS", default=24 * 3600
-)
+    "MODEL_RETRAIN_INTERVAL_SECONDS", default=24 * 3600, minimum=-math.inf
+)  # checked just below, with its own message
 if not MODEL_RETRAIN_INTERVAL_SECONDS > 0:
     # 0 made beat queue retrains back to back.
     raise ImproperlyConfigured(
@@ -504,7 +533,9 @@ for _scope, _rate in API_THROTTLE_RATES.items():
 # Prometheus scrapes /metrics with `Authorization: Bearer <METRICS_TOKEN>`; unset,
 # only signed-in staff can read it.
 METRICS_TOKEN = env.str("METRICS_TOKEN", default="")
-API_TRANSACTIONS_MAX_PAGE_SIZE = env.int("API_TRANSACTIONS_MAX_PAGE_SIZE", default=500)
+API_TRANSACTIONS_MAX_PAGE_SIZE = env.int(
+    "API_TRANSACTIONS_MAX_PAGE_SIZE", default=500, minimum=1
+)
 # Most rows one CSV export (GET /api/transactions/export) may hold.
 API_EXPORT_MAX_ROWS = env.int("API_EXPORT_MAX_ROWS", default=100_000)
 # Most stored transactions one POST /api/backtest replays (it answers when done).
@@ -517,7 +548,7 @@ API_BACKTEST_JOB_STALE_SECONDS = env.int("API_BACKTEST_JOB_STALE_SECONDS", defau
 # Backtest jobs one user may have queued or running at once (the backtest
 # worker runs one at a time); another is a 429 until one ends or is cancelled.
 API_BACKTEST_JOB_ACTIVE_PER_USER = env.int(
-    "API_BACKTEST_JOB_ACTIVE_PER_USER", default=2
+    "API_BACKTEST_JOB_ACTIVE_PER_USER", default=2, minimum=1
 )
 
 # Any case ("info" too); a level logging does not know stops start-up with a

@@ -245,3 +245,48 @@ def test_refusals_in_a_row_refuse_what_is_no_count(value):
     assert "STREAM_DB_REFUSED_IN_A_ROW must be a whole number of at least 1" in (
         result.stderr
     )
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "error"),
+    [
+        # django-environ kept the digits: 30 seconds, 1 s, 5.5.
+        ("MODEL_LABEL_MATURITY_SECONDS", "30d", "must be a number: '30d'"),
+        ("MODEL_RETRAIN_INTERVAL_SECONDS", "1h", "must be a number: '1h'"),
+        ("MODEL_ACTIVATION_MAX_AP_DROP", "0.5.5", "must be a number: '0.5.5'"),
+        ("STREAM_PROGRESS_LOG_SECONDS", "nan", "must be a number: 'nan'"),
+        ("WEBHOOK_RETENTION_DAYS", "inf", "must be a number: 'inf'"),
+        # A bare ValueError before.
+        ("STREAM_BATCH_MAX_RECORDS", "abc", "must be a whole number: 'abc'"),
+        ("STREAM_BATCH_MAX_WAIT_MS", "1.5", "must be a whole number: '1.5'"),
+        # Taken before; failed later, or never.
+        ("KAFKA_TOPIC_PARTITIONS", "0", "must be at least 1: '0'"),
+        ("STREAM_BATCH_MAX_RECORDS", "0", "must be at least 1: '0'"),
+        ("STREAM_DB_RETRY_LIMIT", "-1", "must be at least 0: '-1'"),
+        ("STREAM_PUSH_MIN_INTERVAL_SECONDS", "-1", "must be at least 0: '-1'"),
+    ],
+)
+def test_a_number_setting_takes_a_number_and_names_what_it_refuses(name, value, error):
+    """A number setting with anything else in it stops start-up with one line
+    naming the variable (manage.py: "Configuration error: ..."), instead of a
+    number made of its digits or a traceback."""
+    result = subprocess.run(
+        [sys.executable, "manage.py", "check"],
+        cwd=ROOT,
+        env={**os.environ, "DEBUG": "1", name: value},
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode != 0
+    assert result.stderr.strip() == f"Configuration error: {name} {error}."
+
+
+def test_a_number_setting_takes_spaces_underscores_and_exponents():
+    result = settings_value(
+        "s.STREAM_BATCH_MAX_RECORDS, s.MODEL_LABEL_MATURITY_SECONDS",
+        DEBUG="1",
+        STREAM_BATCH_MAX_RECORDS=" 1_000 ",
+        MODEL_LABEL_MATURITY_SECONDS="2.592e6",
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["1000", "2592000.0"]
