@@ -959,3 +959,41 @@ def test_a_negative_or_odd_idle_time_is_refused(command, idle):
     before any Kafka connection."""
     with pytest.raises(CommandError, match="--stop-when-idle must be"):
         call_command(command, "--stop-when-idle", idle, stdout=StringIO())
+
+
+class _PartlyFetchedConsumer:
+    """A consumer whose fetches have answered for some partitions only (pure
+    logic of `lag`: the broker's part is the high-water marks and ends)."""
+
+    def __init__(self, highwater: dict, ends: dict, positions: dict):
+        self._highwater, self._ends, self._positions = highwater, ends, positions
+
+    def assignment(self):
+        return set(self._positions)
+
+    def highwater(self, tp):
+        return self._highwater.get(tp)
+
+    def end_offsets(self, partitions):
+        return {tp: self._ends[tp] for tp in partitions}
+
+    def position(self, tp):
+        return self._positions[tp]
+
+
+def test_the_lag_counts_partitions_no_fetch_has_answered_yet():
+    """Given six partitions of which fetches have answered for two, the lag is
+    every partition's remainder: the others' ends are asked for (it summed the
+    two it knew: 2,932 where 19,500 were left)."""
+    tps = [TopicPartition("t", p) for p in range(6)]
+    consumer = _PartlyFetchedConsumer(
+        highwater={tps[0]: 3400, tps[1]: 3300},
+        ends={tp: 3300 + 10 * n for n, tp in enumerate(tps)},
+        positions={tps[0]: 500, **dict.fromkeys(tps[1:], 0)},
+    )
+    stream = TransactionStream(consumer=consumer, topic="t")
+    assert stream.lag() == (3400 - 500) + 3300 + sum(3300 + 10 * n for n in range(2, 6))
+    assert (
+        TransactionStream(consumer=_PartlyFetchedConsumer({}, {}, {}), topic="t").lag()
+        is None
+    )
