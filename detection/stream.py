@@ -61,6 +61,8 @@ DRAIN_IDLE_SECONDS = 1.0
 # batch: with CONN_MAX_AGE=0 (the SQLite default) that would close and reopen the
 # database 20 times a second, and closing a WAL database checkpoints it (~7 ms).
 CONNECTION_CHECK_SECONDS = 1.0
+# A member holding no partition says so this often (unassigned_warn).
+UNASSIGNED_WARN_SECONDS = 30.0
 # "Take it from the settings" where None means "no limit".
 _SETTING = object()
 
@@ -158,6 +160,7 @@ class TransactionStream:
         self._pending: list = []
         self._last_activity = time.monotonic()
         self._connections_checked = time.monotonic()
+        self._unassigned_since = time.monotonic()
 
     # --- group membership -----------------------------------------------------
 
@@ -181,7 +184,7 @@ class TransactionStream:
         """Forget cached state: users who moved here are read from the database."""
         self.store.cache_clear()
         self.assigned_once = True
-        self._last_activity = time.monotonic()
+        self._last_activity = self._unassigned_since = time.monotonic()
         logger.info("partitions assigned: %s", _partitions_text(assigned))
 
     # --- signals ----------------------------------------------------------------
@@ -529,6 +532,31 @@ class TransactionStream:
         self._last_activity = time.monotonic()
         return False
 
+    def unassigned_warn(self) -> None:
+        """Log a warning every UNASSIGNED_WARN_SECONDS while this member holds
+        no partition: it scores nothing, and says so. Other members may hold
+        them all (more members than partitions), or the group's rebalance may
+        not end: the embedded broker (Tansu) can keep a group waiting for good
+        after a member stopped in the middle of joining it (seen with plain
+        kafka-python too); restarting the broker, or another --group (which
+        starts from the topic's beginning), gets the stream going again."""
+        now = time.monotonic()
+        if now - self._unassigned_since < UNASSIGNED_WARN_SECONDS:
+            return
+        self._unassigned_since = now
+        if self.consumer.assignment():
+            return
+        logger.warning(
+            "no partition of %s assigned to this member of group %r for %.0f s: "
+            "it scores nothing. Other members may hold them all, or the group's "
+            "rebalance has not ended (a member stopped while joining can keep "
+            "the embedded broker's group waiting; restart the broker, or use "
+            "another --group)",
+            self.topic,
+            self.consumer.config.get("group_id"),
+            UNASSIGNED_WARN_SECONDS,
+        )
+
     def connections_check(self) -> None:
         """Between batches, drop expired or broken connections (at most every 1 s)."""
         now = time.monotonic()
@@ -568,6 +596,7 @@ class TransactionStream:
                     if self.idle_expired(idle):
                         logger.info("caught up and idle for %s s: stopping", idle)
                         break
+                    self.unassigned_warn()
         finally:
             if checkpointer is not None:
                 checkpointer.stop()

@@ -997,3 +997,46 @@ def test_the_lag_counts_partitions_no_fetch_has_answered_yet():
         TransactionStream(consumer=_PartlyFetchedConsumer({}, {}, {}), topic="t").lag()
         is None
     )
+
+
+def test_a_member_holding_no_partition_says_so(
+    kafka_bootstrap, kafka_topic_factory, monkeypatch, caplog
+):
+    """Given two members of one group on a topic of one partition, the member
+    left without one logs that it scores nothing, and why that may be (it was
+    silent: an operator saw a consumer wait 417 s without a word)."""
+    import detection.stream
+
+    monkeypatch.setattr(detection.stream, "UNASSIGNED_WARN_SECONDS", 1.0)
+    topic, group = kafka_topic_factory(partitions=1), group_new()
+    members = [stream_build(kafka_bootstrap, topic, group=group) for _ in range(2)]
+    threads = [threading.Thread(target=member.run) for member in members]
+    caplog.set_level("WARNING", logger="detection.stream")
+
+    def warned() -> list[str] | None:
+        holders = [m for m in members if m.consumer.assignment()]
+        if len(holders) != 1:
+            return None
+        (idle,) = [t for t, m in zip(threads, members, strict=True) if m not in holders]
+        return [
+            r.getMessage()
+            for r in caplog.records
+            if r.threadName == idle.name and r.getMessage().startswith("no partition")
+        ]
+
+    for thread in threads:
+        thread.start()
+    try:
+        found = wait_until(
+            warned, timeout=DEADLINE, what="a warning from the member without one"
+        )
+    finally:
+        for member in members:
+            member.shutdown.set()
+        for thread in threads:
+            thread.join(timeout=DEADLINE)
+    assert not any(thread.is_alive() for thread in threads)
+    assert found[-1].startswith(
+        f"no partition of {topic} assigned to this member of group {group!r} for 1 s"
+    )
+    assert "it scores nothing" in found[-1]
