@@ -33,6 +33,17 @@ MESSAGE_FIELDS = (
 )
 
 
+def _written() -> tuple:
+    """What the endpoints below could have written."""
+    return (
+        Transaction.objects.count(),
+        Label.objects.count(),
+        ListEntry.objects.count(),
+        list(Rule.objects.values_list("weight", "updated_at")),
+        list(DecisionThresholds.objects.values_list("suspicious", "updated_at")),
+    )
+
+
 @pytest.mark.parametrize(
     "method, path, body, known",
     [
@@ -92,24 +103,12 @@ def test_an_unknown_body_field_is_a_400_naming_it(
     """`{"amout": 5}` was dropped without a word and the request answered as
     if it applied (PATCH /api/thresholds {"bogus": 1} a 200 that moved
     updated_at); now a 400 naming it, the same for a form, and nothing changes."""
-    before = (
-        Transaction.objects.count(),
-        Label.objects.count(),
-        ListEntry.objects.count(),
-        list(Rule.objects.values_list("weight", "updated_at")),
-        list(DecisionThresholds.objects.values_list("suspicious", "updated_at")),
-    )
+    before = _written()
     for format in ("json", "multipart"):
         response = getattr(api_client, method)(path, body, format=format)
         assert response.status_code == 400, (format, response.content)
         assert response.json() == {"amout": known}, format
-    after = (
-        Transaction.objects.count(),
-        Label.objects.count(),
-        ListEntry.objects.count(),
-        list(Rule.objects.values_list("weight", "updated_at")),
-        list(DecisionThresholds.objects.values_list("suspicious", "updated_at")),
-    )
+    after = _written()
     assert after == before
 
 
