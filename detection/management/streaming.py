@@ -8,6 +8,7 @@ from django.core.management.base import CommandError
 from kafka.errors import KafkaError
 
 from detection.kafka import consumer_create, kafka_topic_ensure, producer_create
+from detection.management.arguments import not_blank, topic_name
 from detection.retrying import StreamDatabaseError
 from detection.stream import StreamReport, TransactionStream
 
@@ -20,10 +21,16 @@ def consumer_arguments_add(
 ) -> None:
     """Add --topic, --group, --stop-when-idle and --max-messages."""
     parser.add_argument(
-        "--topic", default=topic, help=f"Topic to consume (default: {topic_setting})."
+        "--topic",
+        default=topic,
+        type=topic_name,
+        help=f"Topic to consume (default: {topic_setting}).",
     )
     parser.add_argument(
-        "--group", default=group, help=f"Consumer group (default: {group_setting})."
+        "--group",
+        default=group,
+        type=not_blank,
+        help=f"Consumer group (default: {group_setting}).",
     )
     parser.add_argument(
         "--stop-when-idle",

@@ -308,3 +308,73 @@ def test_a_bad_draft_is_refused_naming_the_problem(tmp_path, draft, message):
             "--output", str(tmp_path / "out.jsonl"), "--compare", str(path),
         )  # fmt: skip
     assert message in str(caught.value)
+
+
+def _small_input(path):
+    """Write 400 valid rows, enough for a backtest to train and score."""
+    rows = [
+        {"transaction_id": f"t{i}", "user_id": f"u{i % 9}", "amount": "5.00",
+         "timestamp": f"2026-01-0{1 + i // 100}T{i % 24:02d}:{i % 60:02d}:00Z"}
+        for i in range(400)
+    ]  # fmt: skip
+    path.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    return path
+
+
+@pytest.mark.parametrize("case", ["same", "dotdot", "symlink", "rejected", "compare"])
+def test_backtest_refuses_to_overwrite_what_it_reads(tmp_path, case):
+    """An --output (or its .rejected.jsonl / .draft.jsonl sibling) that is the
+    input or the --compare file is refused before anything is written."""
+    (tmp_path / "sub").mkdir()
+    name = "in.rejected.jsonl" if case == "rejected" else "in.jsonl"
+    source = _small_input(tmp_path / name)
+    before = source.read_bytes()
+    args = ["--train-until", "2026-01-03T00:00:00Z"]
+    if case == "same":
+        output = source
+    elif case == "dotdot":
+        output = tmp_path / "sub" / ".." / name
+    elif case == "symlink":
+        output = tmp_path / "link.jsonl"
+        output.symlink_to(source)
+    elif case == "rejected":
+        output = tmp_path / "in.csv"
+    else:
+        draft = tmp_path / "draft.json"
+        draft.write_text("{}")
+        before = draft.read_bytes()
+        source, output = _small_input(tmp_path / "other.jsonl"), draft
+        args += ["--compare", str(draft)]
+    with pytest.raises(CommandError, match="would overwrite what is read"):
+        call_command("backtest", str(source), *args, "--output", str(output))
+    kept = draft if case == "compare" else source
+    assert kept.read_bytes() == before
+
+
+def test_backtest_refuses_a_directory_as_input_or_output(tmp_path):
+    """A directory given as the input or --output is named as one."""
+    source = _small_input(tmp_path / "in.jsonl")
+    with pytest.raises(CommandError, match="is a directory"):
+        call_command(
+            "backtest", str(tmp_path), "--train-until", "2026-01-03T00:00:00Z",
+            "--output", str(tmp_path / "o.jsonl"),
+        )  # fmt: skip
+    with pytest.raises(CommandError, match="is a directory"):
+        call_command(
+            "backtest", str(source), "--train-until", "2026-01-03T00:00:00Z",
+            "--output", str(tmp_path),
+        )  # fmt: skip
+
+
+@pytest.mark.parametrize("days", ["nan", "inf", "-1", "3651", "soon"])
+def test_backtest_refuses_a_bad_label_maturity(tmp_path, days):
+    """--label-maturity-days is a finite number of days from 0 to 3650, as the
+    API's label_maturity_days."""
+    source = _small_input(tmp_path / "in.jsonl")
+    output = tmp_path / "o.jsonl"
+    with pytest.raises(CommandError, match="finite number of days from 0 to 3650"):
+        call_command(
+            "backtest", str(source), "--train-until", "2026-01-03T00:00:00Z",
+            "--output", str(output), "--label-maturity-days", days,
+        )  # fmt: skip
+    assert not output.exists()

@@ -55,3 +55,13 @@ def test_an_id_stored_for_another_payment_is_reported_not_skipped(tmp_path):
     assert "0 transactions; 0 already stored; 1 reusing" in out
     assert "this one: amount 500.00" in err
     assert Transaction.objects.get().amount == 5
+
+
+def test_ingest_says_a_directory_is_one(tmp_path):
+    """A directory as input is named a directory, not a missing file."""
+    from django.core.management.base import CommandError
+
+    with pytest.raises(CommandError, match="is a directory"):
+        call_command("ingest_file", str(tmp_path), stdout=StringIO())
+    with pytest.raises(CommandError, match="No such input file"):
+        call_command("ingest_file", str(tmp_path / "nope.jsonl"), stdout=StringIO())

@@ -285,14 +285,15 @@ def test_a_model_fitted_on_cold_cards_is_not_activated(history, capsys):
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--limit", "-1"], "must be greater than 0"),
-        (["--limit", "0"], "must be greater than 0"),
-        (["--warmup", "-1"], "must be 0 or more"),
-        (["--days", "-5"], "must be greater than 0"),
-        (["--days", "0"], "must be greater than 0"),
-        (["--days", "soon"], "not a number"),
-        (["--days", "inf"], "must be at most 36500"),
-        (["--days", "1e9"], "must be at most 36500"),
+        (["--limit", "-1"], "whole number greater than 0"),
+        (["--limit", "0"], "whole number greater than 0"),
+        (["--warmup", "-1"], "must be a whole number 0 or more"),
+        (["--days", "-5"], "days greater than 0"),
+        (["--days", "0"], "days greater than 0"),
+        (["--days", "soon"], "finite number of days greater than 0"),
+        (["--days", "inf"], "and at most 36500"),
+        (["--days", "1e9"], "and at most 36500"),
+        (["--days", "nan"], "finite number of days greater than 0"),
     ],
 )
 def test_retrain_refuses_bad_arguments(args, message):

@@ -245,3 +245,11 @@ def test_waiting_letters_are_read_by_their_own_index():
         sql, params = queryset.query.sql_with_params()
         plan = sqlite_plan(sql, params)
         assert any("INDEX dead_letter_unresolved" in step for step in plan), plan
+
+
+@pytest.mark.parametrize("bad", ["99999999999999999999999", str(2**63), "0", "x"])
+def test_redrive_refuses_an_id_no_row_can_have(bad):
+    """An --id outside a 64-bit signed id's range is a command error, not the
+    database's OverflowError."""
+    with pytest.raises(CommandError, match="whole number from 1 to"):
+        call_command("redrive_dead_letters", "--id", bad, stdout=StringIO())

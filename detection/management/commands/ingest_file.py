@@ -2,12 +2,13 @@
 
 from pathlib import Path
 
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import BaseCommand
 from django.db import transaction
 from tqdm import tqdm
 
 from detection.backtest import backtest_read
 from detection.chargebacks import chargeback_reference, chargebacks_apply
+from detection.management.arguments import input_file_check
 from detection.profiles import OrmStateStore
 from detection.scoring import ScoringConfigProvider
 from detection.services import (
@@ -42,8 +43,7 @@ class Command(BaseCommand):
 
     def handle(self, *args, **options):
         path = Path(options["input"])
-        if not path.is_file():
-            raise CommandError(f"No such input file: {path}")
+        input_file_check(path)
         provider = ScoringConfigProvider()
         messages, rejected = backtest_read(
             path, currencies=provider.current().currencies

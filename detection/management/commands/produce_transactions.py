@@ -20,6 +20,7 @@ from detection.kafka import (
     topic_last_records,
     transactions_produce,
 )
+from detection.management.arguments import number, topic_name
 from detection.records import record_decode
 from detection.simulator import simulate_stream
 from transactions.messages import TransactionMessage, parse_timestamp
@@ -77,23 +78,27 @@ class Command(BaseCommand):
         parser.add_argument(
             "--topic",
             default=settings.KAFKA_TRANSACTIONS_TOPIC,
+            type=topic_name,
             help="Topic to write to (default: KAFKA_TRANSACTIONS_TOPIC).",
         )
         parser.add_argument(
             "--count",
-            type=int,
+            type=number(int, low=0),
             default=None,
             help="Stop after this many messages (default: run until stopped).",
         )
         parser.add_argument(
             "--rate",
-            type=float,
+            type=number(float, low=0, low_open=True, unit="messages per second"),
             default=None,
             help="Messages per second (default: as fast as possible).",
         )
         parser.add_argument("--seed", type=int, default=1, help="Random seed.")
         parser.add_argument(
-            "--users", type=int, default=1000, help="Simulated cardholders."
+            "--users",
+            type=number(int, low=1),
+            default=1000,
+            help="Simulated cardholders.",
         )
         parser.add_argument(
             "--start",
@@ -110,7 +115,7 @@ class Command(BaseCommand):
         )
         parser.add_argument(
             "--chargebacks-after",
-            type=float,
+            type=number(float, low=0, unit="seconds"),
             default=None,
             metavar="SECONDS",
             help="Also send a chargeback for each record marked is_fraud, this many "
@@ -120,6 +125,7 @@ class Command(BaseCommand):
 
     def handle(self, *args, **options):
         count, rate = options["count"], options["rate"]
+        # Also for call_command(rate=...), which skips the argument types.
         if count is not None and count < 0:
             raise CommandError("--count must be >= 0.")
         if rate is not None and rate <= 0:
@@ -135,9 +141,6 @@ class Command(BaseCommand):
                 raise CommandError(f"Cannot read --from-file: {exc}") from exc
             except StopIteration:
                 records = iter(())
-        else:
-            if options["users"] < 1:
-                raise CommandError("--users must be >= 1.")
         start = None
         if options["start"] == "after-stored":
             start = AFTER_STORED

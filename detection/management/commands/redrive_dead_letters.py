@@ -2,6 +2,7 @@
 
 from django.core.management.base import BaseCommand, CommandError
 
+from detection.management.arguments import database_id
 from detection.models import DeadLetter
 from detection.scoring import scoring_config_current
 from detection.services import RedriveReport, dead_letters_redrive
@@ -20,7 +21,7 @@ class Command(BaseCommand):
     def add_arguments(self, parser):
         parser.add_argument(
             "--id",
-            type=int,
+            type=database_id,
             action="append",
             dest="ids",
             help="Only this dead letter (repeat for more); default: all unresolved.",

@@ -1,37 +1,11 @@
 """Train a new Isolation Forest on stored history and activate it."""
 
-import argparse
-
 from django.core.management.base import BaseCommand, CommandError
 
+from detection.management.arguments import number
 from detection.models import ModelVersion
 from detection.registry import default_training_since
 from detection.services import model_retrain
-
-
-def _positive(kind, maximum=None):
-    def parse(text: str):
-        try:
-            value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-        if not value > 0:
-            raise argparse.ArgumentTypeError(f"must be greater than 0, got {text}")
-        if maximum is not None and not value <= maximum:
-            raise argparse.ArgumentTypeError(f"must be at most {maximum}, got {text}")
-        return value
-
-    return parse
-
-
-def _not_negative(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be 0 or more, got {text}")
-    return value
 
 
 class Command(BaseCommand):
@@ -47,19 +21,19 @@ class Command(BaseCommand):
     def add_arguments(self, parser):
         parser.add_argument(
             "--days",
-            type=_positive(float, maximum=36500),
+            type=number(float, low=0, low_open=True, high=36500, unit="days"),
             default=None,
             help="Train on the last N days of event time (default: all history).",
         )
         parser.add_argument(
             "--limit",
-            type=_positive(int),
+            type=number(int, low=0, low_open=True),
             default=200_000,
             help="Use at most this many of the most recent transactions.",
         )
         parser.add_argument(
             "--warmup",
-            type=_not_negative,
+            type=number(int, low=0),
             default=None,
             help="Replay up to this many older transactions first, to build the "
             "cards' history without training on them (default: --limit).",

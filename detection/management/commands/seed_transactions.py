@@ -14,6 +14,7 @@ from django.core.management.base import BaseCommand, CommandError
 from django.db import transaction
 from tqdm import tqdm
 
+from detection.management.arguments import number
 from detection.rules import RULE_TYPES
 from transactions.bulk import key_chunks, rows_insert
 from transactions.messages import amount_places
@@ -116,21 +117,34 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser):
         parser.add_argument(
-            "--count", type=int, default=100_000, help="Transactions to create."
+            "--count",
+            type=number(int, low=1),
+            default=100_000,
+            help="Transactions to create.",
         )
         parser.add_argument(
-            "--days", type=float, default=7.0, help="Spread scoring times over days."
+            "--days",
+            type=number(float, low=0, low_open=True, high=36500, unit="days"),
+            default=7.0,
+            help="Spread scoring times over days (more than 0, at most 36500).",
         )
         parser.add_argument(
-            "--users", type=int, default=20_000, help="Distinct simulated users."
+            "--users",
+            type=number(int, low=1),
+            default=20_000,
+            help="Distinct simulated users.",
         )
         parser.add_argument("--seed", type=int, default=7, help="Random seed.")
         parser.add_argument(
-            "--chunk", type=int, default=5000, help="Rows per database transaction."
+            "--chunk",
+            type=number(int, low=1),
+            default=5000,
+            help="Rows per database transaction.",
         )
 
     def handle(self, *args, **options):
         count, days = options["count"], options["days"]
+        # Also for call_command(count=...), which skips the argument types.
         if count < 1 or days <= 0 or options["users"] < 1 or options["chunk"] < 1:
             raise CommandError("--count, --users, --chunk >= 1 and --days > 0.")
         rng = random.Random(options["seed"])
