@@ -190,13 +190,8 @@ def test_unreadable_lines_are_rejected_not_fatal(tmp_path):
 
 def test_backtest_makes_the_output_folder_before_writing_rejects(tmp_path):
     """--output in a folder that does not exist yet works, rejects included."""
-    source = tmp_path / "in.jsonl"
-    rows = [
-        {"transaction_id": f"t{i}", "user_id": f"u{i % 9}", "amount": "5.00",
-         "timestamp": f"2026-01-0{1 + i // 100}T{i % 24:02d}:{i % 60:02d}:00Z"}
-        for i in range(400)
-    ]  # fmt: skip
-    source.write_text("\n".join(json.dumps(r) for r in rows) + "\nnot json\n")
+    source = _small_input(tmp_path / "in.jsonl")
+    source.write_text(source.read_text() + "not json\n")
     output = tmp_path / "new" / "dir" / "out.jsonl"
     call_command(
         "backtest", str(source), "--train-until", "2026-01-03T00:00:00Z",
