@@ -15,6 +15,7 @@ import environ
 from django.core.exceptions import ImproperlyConfigured
 from kombu import Queue
 
+from fraudsite.kafka_names import TOPIC_NAME_RULE, topic_name_ok
 from transactions.messages import currency_codes
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -268,13 +269,8 @@ for _setting in (
     "KAFKA_CHARGEBACKS_TOPIC",
 ):
     _topic = globals()[_setting]
-    if (_topic or _setting != "KAFKA_DEAD_LETTER_TOPIC") and (
-        not re.fullmatch(r"[A-Za-z0-9._-]{1,249}", _topic) or _topic in (".", "..")
-    ):
-        raise ImproperlyConfigured(
-            f"{_setting} must be a Kafka topic name (1 to 249 letters, digits, "
-            f"'.', '_' or '-'): {_topic!r}."
-        )
+    if (_topic or _setting != "KAFKA_DEAD_LETTER_TOPIC") and not topic_name_ok(_topic):
+        raise ImproperlyConfigured(f"{_setting} must be {TOPIC_NAME_RULE}: {_topic!r}.")
 
 # Micro-batching of the stream consumer: a batch closes at this many records or
 # after this many milliseconds, whichever comes first.

@@ -9,16 +9,14 @@ from __future__ import annotations
 import argparse
 import math
 import os
-import re
 from pathlib import Path
 
 from django.core.management.base import CommandError
 
+from fraudsite.kafka_names import TOPIC_NAME_RULE, topic_name_ok
+
 # A database id: SQLite and PostgreSQL bigint hold a signed 64-bit integer.
 ID_MAX = 2**63 - 1
-
-# Kafka's rule for topic names (as fraudsite/settings.py checks its topics).
-TOPIC_NAME = re.compile(r"[A-Za-z0-9._-]{1,249}")
 
 
 def number(
@@ -73,11 +71,8 @@ def database_id(text: str) -> int:
 
 def topic_name(text: str) -> str:
     """An argparse type for a Kafka topic name."""
-    if not TOPIC_NAME.fullmatch(text) or text in (".", ".."):
-        raise argparse.ArgumentTypeError(
-            "must be a Kafka topic name (1 to 249 letters, digits, '.', '_' or "
-            f"'-'), got {text!r}"
-        )
+    if not topic_name_ok(text):
+        raise argparse.ArgumentTypeError(f"must be {TOPIC_NAME_RULE}, got {text!r}")
     return text
 
 
