@@ -242,34 +242,36 @@ class ChargebackStream(TransactionStream):
         is labelled. The decoding's dead letters go with the first part.
         """
 
-        def store(start: int, stop: int, refusal: Exception | None = None):
+        def letters_built(start: int, result: ChargebackReport) -> list[DeadLetter]:
+            return [
+                dead_letter_build(
+                    positions[start + index][0], error, positions[start + index][1]
+                )
+                for index, error in result.unapplied
+            ]
+
+        def store(start: int, stop: int):
             first = letters if start == 0 else []
             with transaction.atomic():
-                if refusal is None:
-                    result = chargebacks_apply(reports=reports[start:stop])
-                else:
-                    error = f"database refused the record: {refusal}"
-                    result = ChargebackReport(outcomes=[error] * (stop - start))
-                unapplied = [
-                    dead_letter_build(
-                        positions[start + index][0], error, positions[start + index][1]
-                    )
-                    for index, error in result.unapplied
-                ]
+                result = chargebacks_apply(reports=reports[start:stop])
+                unapplied = letters_built(start, result)
                 dead_letters_store([*first, *unapplied])
             return result, unapplied
 
         def attempt(start: int, stop: int):
             return self._retrying(lambda: store(start, stop), refused=REFUSED)
 
-        refusals: list[tuple[int, int, Exception]] = []
+        refused_letters: list[DeadLetter] = []
 
         def refused(start: int, stop: int, refusal: Exception):
             logger.warning("the database refused a chargeback: %s", refusal)
-            # Its dead letter is stored once the whole batch is through, as the
-            # transaction stream's are (RefusalStreak).
-            refusals.append((start, stop, refusal))
-            return ChargebackReport(outcomes=[]), []
+            error = f"database refused the record: {refusal}"
+            result = ChargebackReport(outcomes=[error] * (stop - start))
+            dead = letters_built(start, result)
+            # Stored once the whole batch is through, as the transaction
+            # stream's are (RefusalStreak).
+            refused_letters.extend(dead)
+            return result, dead
 
         def combine(first, second):
             (one, one_letters), (two, two_letters) = first, second
@@ -279,14 +281,15 @@ class ChargebackStream(TransactionStream):
         result, unapplied = refusals_isolated(
             len(reports), attempt, refused, combine, self.refusal_streak
         )
-        for start, stop, refusal in refusals:
-            # Dead letters refused too are a fault of ours: retried, then the
-            # stream stops loudly.
-            stored, letters_stored = self._retrying(
-                lambda: store(start, stop, refusal)  # noqa: B023 (called at once)
-            )
-            result.outcomes[start:start] = stored.outcomes
-            unapplied = [*unapplied, *letters_stored]
+        if refused_letters:
+            # With the decoding's, in case the first part was refused (a replayed
+            # dead letter is kept once). Dead letters refused too are a fault of
+            # ours: retried, then the stream stops loudly.
+            def store_refused() -> None:
+                with transaction.atomic():
+                    dead_letters_store([*letters, *refused_letters])
+
+            self._retrying(store_refused)
         return result, unapplied
 
     def batch_process(self, records: Sequence) -> ChargebackReport:
